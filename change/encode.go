@@ -1,0 +1,133 @@
+package change
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// AppendJSON appends the message's JSON form, as the contract documents it,
+// with metadata.sink set to sink.
+func (m *Message) AppendJSON(b []byte, sink string) []byte {
+	b = append(b, `{"action":`...)
+	b = AppendString(b, string(m.Action))
+	if m.Action == Emitted {
+		b = append(b, `,"prefix":`...)
+		b = AppendString(b, m.Prefix)
+		b = append(b, `,"content":`...)
+		b = appendRaw(b, m.Content)
+	}
+	b = append(b, `,"record":`...)
+	b = appendRaw(b, m.Record)
+	b = append(b, `,"changes":`...)
+	b = appendRaw(b, m.Changes)
+	b = append(b, `,"metadata":{`...)
+	if m.Action != Emitted {
+		b = append(b, `"table_schema":`...)
+		b = AppendString(b, m.Schema)
+		b = append(b, `,"table_name":`...)
+		b = AppendString(b, m.Table)
+		b = append(b, ',')
+	}
+	b = append(b, `"commit_lsn":"`...)
+	b = append(b, m.Pos.CommitLSN.String()...)
+	b = append(b, `","commit_idx":`...)
+	b = strconv.AppendUint(b, uint64(m.Pos.Idx), 10)
+	b = append(b, `,"commit_timestamp":"`...)
+	b = AppendTimestamp(b, m.CommitTime)
+	b = append(b, `","xid":`...)
+	b = strconv.AppendUint(b, uint64(m.XID), 10)
+	b = append(b, `,"idempotency_key":"`...)
+	b = append(b, m.Pos.String()...)
+	b = append(b, `","sink":`...)
+	b = AppendString(b, sink)
+	if len(m.UnchangedToast) > 0 {
+		b = append(b, `,"unchanged_toast_columns":[`...)
+		for i, c := range m.UnchangedToast {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendString(b, c)
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}}"...)
+}
+
+// AppendBody appends a delivery body, {"data":[...]}, holding msgs in order.
+func AppendBody(b []byte, msgs []*Message, sink string) []byte {
+	b = append(b, `{"data":[`...)
+	for i, m := range msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = m.AppendJSON(b, sink)
+	}
+	return append(b, "]}"...)
+}
+
+func appendRaw(b, raw []byte) []byte {
+	if raw == nil {
+		return append(b, "null"...)
+	}
+	return append(b, raw...)
+}
+
+// AppendTimestamp appends t in UTC as RFC 3339 with exactly six fractional
+// digits, the form every timestamp in a message takes.
+func AppendTimestamp(b []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json does; "<", ">" and "&" are left as they are, since messages
+// are not embedded in HTML.
+func AppendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,108 @@
+// Package change is walhook's message model and its JSON encoding. Every
+// other package that speaks of a row change uses these types; nothing else
+// defines them.
+package change
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Action says what happened to a row.
+type Action string
+
+// The actions a message can carry.
+const (
+	Insert   Action = "insert"
+	Update   Action = "update"
+	Delete   Action = "delete"
+	Truncate Action = "truncate"
+	Read     Action = "read"    // a backfilled row
+	Emitted  Action = "message" // a pg_logical_emit_message passed through
+)
+
+// Actions lists every action, in the order the documentation gives them.
+var Actions = []Action{Insert, Update, Delete, Truncate, Read, Emitted}
+
+// Position orders messages: the commit LSN of the transaction and the 0-based
+// index of the change inside it. Positions are totally ordered.
+type Position struct {
+	CommitLSN pglogrepl.LSN
+	Idx       uint32
+}
+
+// Less reports whether p comes before q.
+func (p Position) Less(q Position) bool {
+	if p.CommitLSN != q.CommitLSN {
+		return p.CommitLSN < q.CommitLSN
+	}
+	return p.Idx < q.Idx
+}
+
+// IsZero reports whether p is the zero position, which is before every
+// message.
+func (p Position) IsZero() bool { return p == Position{} }
+
+// String is the idempotency key form: "0/16B3748:3".
+func (p Position) String() string {
+	return p.CommitLSN.String() + ":" + strconv.FormatUint(uint64(p.Idx), 10)
+}
+
+// ParsePosition parses the form String returns.
+func ParsePosition(s string) (Position, error) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] != ':' {
+			continue
+		}
+		lsn, err := pglogrepl.ParseLSN(s[:i])
+		if err != nil {
+			return Position{}, fmt.Errorf("position %q: %w", s, err)
+		}
+		idx, err := strconv.ParseUint(s[i+1:], 10, 32)
+		if err != nil {
+			return Position{}, fmt.Errorf("position %q: index: %w", s, err)
+		}
+		return Position{CommitLSN: lsn, Idx: uint32(idx)}, nil
+	}
+	return Position{}, fmt.Errorf("position %q: want LSN:index, e.g. 0/16B3748:3", s)
+}
+
+// Message is one committed change. Record and Changes hold JSON objects that
+// the decoder wrote once; a nil slice encodes as null.
+type Message struct {
+	Action Action
+	Schema string
+	Table  string
+
+	// Record is the new row; for a delete the old row as far as the replica
+	// identity provides it; nil for a truncate.
+	Record []byte
+	// Changes holds, on an update, the old values of the columns that
+	// changed; nil on other actions.
+	Changes []byte
+	// UnchangedToast names the columns left out of Record because
+	// PostgreSQL did not send their unchanged TOASTed value.
+	UnchangedToast []string
+
+	// Prefix and Content carry a logical decoding message (action
+	// "message"); Content is its payload as a JSON value.
+	Prefix  string
+	Content []byte
+
+	Pos        Position
+	CommitTime time.Time
+	XID        uint32
+
+	// Key groups messages that must be delivered in order (the row's
+	// identity); messages with different keys may travel in parallel.
+	Key string
+}
+
+// IdempotencyKey is stable across redeliveries of the same change.
+func (m *Message) IdempotencyKey() string { return m.Pos.String() }
+
+// QualifiedTable is "schema.table" as configured in sink filters.
+func (m *Message) QualifiedTable() string { return m.Schema + "." + m.Table }
