@@ -1,0 +1,81 @@
+// Package config loads and validates walhook's YAML file.
+package config
+
+import "time"
+
+// Config is a loaded, expanded, defaulted and validated configuration.
+type Config struct {
+	// Path is the file the configuration was read from.
+	Path   string
+	Source Source
+	State  State
+	Server Server
+	Log    Log
+	Sinks  []Sink
+}
+
+// Source is the PostgreSQL database walhook reads.
+type Source struct {
+	URL            string
+	Slot           string        // default "walhook"
+	Publication    string        // default "walhook"
+	Tables         []Table       // empty means every table (["*"])
+	ReceiveTimeout time.Duration // default 30s
+	Heartbeat      time.Duration // default 10s
+	Messages       []string      // logical message prefixes passed through
+}
+
+// AllTables reports whether the source captures every table.
+func (s Source) AllTables() bool { return len(s.Tables) == 0 }
+
+// Table is a schema-qualified table name, unquoted.
+type Table struct {
+	Schema string
+	Name   string
+}
+
+// String is the table as "schema.name", the form metadata uses.
+func (t Table) String() string { return t.Schema + "." + t.Name }
+
+// State says where cursors are kept.
+type State struct {
+	Path string // embedded store file; default "walhook.state"
+	URL  string // Postgres store; exclusive with Path
+}
+
+// Server is the admin HTTP API.
+type Server struct {
+	Listen string // default "127.0.0.1:9400"; "" turns it off
+	Token  string
+}
+
+// Log configures logging.
+type Log struct {
+	Format string // auto, text or json
+	Level  string // debug, info, warn or error
+}
+
+// Sink is one destination.
+type Sink struct {
+	Name        string
+	Type        string // "webhook"
+	URL         string
+	Tables      []Table  // empty means every published table
+	Actions     []string // empty means every action
+	Filter      string
+	GroupBy     map[Table][]string
+	BatchSize   int           // default 100
+	BatchWait   time.Duration // default 50ms
+	MaxInFlight int           // default 16
+	Timeout     time.Duration // default 30s
+	Retry       Retry
+	Secret      string
+	Headers     map[string]string
+}
+
+// Retry is a sink's retry schedule.
+type Retry struct {
+	Initial     time.Duration // default 1s
+	Max         time.Duration // default 5m
+	MaxAttempts int           // 0 means forever
+}
