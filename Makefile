@@ -1,0 +1,43 @@
+# walhook: `make demo` runs walhook against a throwaway PostgreSQL and prints
+# the deliveries; `make test` runs the whole suite. Both install what they
+# need (PostgreSQL server binaries from Debian's postgresql package).
+
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TOOLS       := $(CURDIR)/.tools
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build test lint unit demo postgres clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/walhook ./cmd/walhook
+
+# PostgreSQL server binaries (initdb, pg_ctl, postgres): the tests and the
+# demo start their own throwaway clusters with them.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; else \
+		echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
+
+lint: $(TOOLS)/staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+	$(GO) mod tidy -diff
+
+test: postgres lint
+	$(GO) test -count=1 -timeout 15m ./...
+
+demo: postgres build
+	$(GO) run ./internal/demo
+
+clean:
+	rm -rf bin $(TOOLS)

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/walhook/walhook/cursor"
+	"github.com/walhook/walhook/relay"
+	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/webhook"
+)
+
+func newRunCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Relay changes until SIGINT or SIGTERM",
+		Args:  noArgs,
+	}
+	path := configFlag(cmd)
+	shutdown := cmd.Flags().Duration("shutdown-timeout", 30*time.Second, "how long in-flight deliveries may drain after a stop signal")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		log := newLogger(cfg.Log)
+		store, err := cursor.Open(cfg.State.Path)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+
+		var (
+			sinks   []relay.Sink
+			filters []*sink.Filter
+		)
+		for _, sc := range cfg.Sinks {
+			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log.With("sink", sc.Name)})
+			if err != nil {
+				return err
+			}
+			sinks = append(sinks, s)
+			filters = append(filters, sink.NewFilter(sc))
+		}
+		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(sinks))
+		r := relay.New(cfg.Source, store, sinks, filters, relay.Options{ShutdownTimeout: *shutdown}, log)
+		if err := r.Run(cmd.Context()); err != nil {
+			return err
+		}
+		log.Info("stopped")
+		return nil
+	}
+	return cmd
+}

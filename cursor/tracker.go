@@ -1,0 +1,105 @@
+// Package cursor tracks, per sink, how far delivery has been acknowledged,
+// persists it, and derives the LSN that is safe to report to PostgreSQL as
+// flushed.
+package cursor
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/change"
+)
+
+// Tracker follows one sink's messages from dispatch to acknowledgement.
+// Acks may arrive out of order (lanes deliver in parallel); a position counts
+// as acknowledged for the cursor only once every message dispatched before it
+// is acknowledged too: the contiguous prefix.
+//
+// Besides messages the tracker takes marks: LSNs that become safe to flush
+// once everything dispatched before them is acknowledged (a transaction's end
+// LSN, or the server's WAL position in a keepalive received between
+// transactions).
+type Tracker struct {
+	mu      sync.Mutex
+	pending []entry // dispatched, not yet in the acknowledged prefix, in order
+	head    int     // pending[head:] is live; the slice is compacted as it drains
+	acked   change.Position
+	safe    pglogrepl.LSN
+}
+
+type entry struct {
+	pos   change.Position
+	acked bool
+	mark  pglogrepl.LSN // highest mark received after this message, before the next
+}
+
+// NewTracker returns a tracker whose cursor starts at acked and whose flush
+// LSN starts at safe.
+func NewTracker(acked change.Position, safe pglogrepl.LSN) *Tracker {
+	return &Tracker{acked: acked, safe: safe}
+}
+
+// Add records that the message at pos was dispatched. Positions must be
+// added in increasing order.
+func (t *Tracker) Add(pos change.Position) {
+	t.mu.Lock()
+	t.pending = append(t.pending, entry{pos: pos})
+	t.mu.Unlock()
+}
+
+// Mark records that lsn is safe to flush once everything added so far is
+// acknowledged.
+func (t *Tracker) Mark(lsn pglogrepl.LSN) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.head == len(t.pending) {
+		if lsn > t.safe {
+			t.safe = lsn
+		}
+		return
+	}
+	last := &t.pending[len(t.pending)-1]
+	if lsn > last.mark {
+		last.mark = lsn
+	}
+}
+
+// Ack records that the message at pos was delivered. It reports false if pos
+// was never added or was acknowledged already.
+func (t *Tracker) Ack(pos change.Position) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := t.pending[t.head:]
+	i := sort.Search(len(live), func(i int) bool { return !live[i].pos.Less(pos) })
+	if i == len(live) || live[i].pos != pos || live[i].acked {
+		return false
+	}
+	live[i].acked = true
+	for t.head < len(t.pending) && t.pending[t.head].acked {
+		e := t.pending[t.head]
+		t.acked = e.pos
+		if e.mark > t.safe {
+			t.safe = e.mark
+		}
+		t.head++
+	}
+	if t.head == len(t.pending) {
+		t.pending = t.pending[:0]
+		t.head = 0
+	} else if t.head > 1024 && t.head*2 > len(t.pending) {
+		n := copy(t.pending, t.pending[t.head:])
+		t.pending = t.pending[:n]
+		t.head = 0
+	}
+	return true
+}
+
+// State returns the highest position below which everything is
+// acknowledged, the LSN that is safe to flush, and how many dispatched
+// messages are not yet in the acknowledged prefix.
+func (t *Tracker) State() (acked change.Position, safe pglogrepl.LSN, pending int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.acked, t.safe, len(t.pending) - t.head
+}

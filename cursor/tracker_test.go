@@ -1,0 +1,197 @@
+package cursor
+
+import (
+	"math/rand"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/change"
+)
+
+func pos(lsn, idx int) change.Position {
+	return change.Position{CommitLSN: pglogrepl.LSN(lsn), Idx: uint32(idx)}
+}
+
+func TestTrackerContiguousPrefix(t *testing.T) {
+	tr := NewTracker(change.Position{}, 10)
+	// Transaction at 100 with three changes, ending at 120; transaction at
+	// 200 with one change, ending at 220.
+	tr.Add(pos(100, 0))
+	tr.Add(pos(100, 1))
+	tr.Add(pos(100, 2))
+	tr.Mark(120)
+	tr.Add(pos(200, 0))
+	tr.Mark(220)
+
+	steps := []struct {
+		ack       change.Position
+		wantAcked change.Position
+		wantSafe  pglogrepl.LSN
+	}{
+		{pos(100, 1), change.Position{}, 10}, // out of order: nothing moves
+		{pos(200, 0), change.Position{}, 10}, // later transaction first
+		{pos(100, 0), pos(100, 1), 10},       // prefix reaches 100:1, transaction still open
+		{pos(100, 2), pos(200, 0), 220},      // everything acknowledged
+	}
+	for i, s := range steps {
+		if !tr.Ack(s.ack) {
+			t.Fatalf("step %d: Ack(%v) = false, want true", i, s.ack)
+		}
+		acked, safe, _ := tr.State()
+		if acked != s.wantAcked || safe != s.wantSafe {
+			t.Fatalf("step %d: got acked %v safe %v, want %v %v", i, acked, safe, s.wantAcked, s.wantSafe)
+		}
+	}
+	if tr.Ack(pos(100, 2)) {
+		t.Fatal("second Ack of the same position = true, want false")
+	}
+	if tr.Ack(pos(300, 0)) {
+		t.Fatal("Ack of a position never added = true, want false")
+	}
+}
+
+func TestTrackerMarkWithNothingPending(t *testing.T) {
+	tr := NewTracker(change.Position{}, 10)
+	tr.Mark(50)
+	if _, safe, _ := tr.State(); safe != 50 {
+		t.Fatalf("got safe %v, want 50", safe)
+	}
+	tr.Mark(40) // never moves back
+	if _, safe, _ := tr.State(); safe != 50 {
+		t.Fatalf("got safe %v after a lower mark, want 50", safe)
+	}
+	tr.Add(pos(60, 0))
+	tr.Mark(70)
+	tr.Mark(90) // idle position while 60:0 is in flight: must wait for it
+	if _, safe, pending := tr.State(); safe != 50 || pending != 1 {
+		t.Fatalf("got safe %v pending %d, want 50 1", safe, pending)
+	}
+	tr.Ack(pos(60, 0))
+	if _, safe, pending := tr.State(); safe != 90 || pending != 0 {
+		t.Fatalf("got safe %v pending %d, want 90 0", safe, pending)
+	}
+}
+
+// TestTrackerRandomOrder acks many positions in random order and checks
+// the invariant at every step: the cursor never passes an unacknowledged
+// position, and the safe LSN never passes the end of a transaction with an
+// unacknowledged change.
+func TestTrackerRandomOrder(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	tr := NewTracker(change.Position{}, 0)
+	type tx struct {
+		lsn, end, n int
+	}
+	var txs []tx
+	var all []change.Position
+	lsn := 1000
+	for i := 0; i < 300; i++ {
+		n := 1 + rng.Intn(5)
+		x := tx{lsn: lsn, end: lsn + 10, n: n}
+		for j := 0; j < n; j++ {
+			tr.Add(pos(lsn, j))
+			all = append(all, pos(lsn, j))
+		}
+		tr.Mark(pglogrepl.LSN(x.end))
+		txs = append(txs, x)
+		lsn += 100
+	}
+	acked := map[change.Position]bool{}
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	for _, p := range all {
+		tr.Ack(p)
+		acked[p] = true
+		cur, safe, _ := tr.State()
+		for _, x := range txs {
+			for j := 0; j < x.n; j++ {
+				q := pos(x.lsn, j)
+				if !acked[q] && !cur.Less(q) {
+					t.Fatalf("cursor %v passed unacknowledged %v", cur, q)
+				}
+				if !acked[q] && safe >= pglogrepl.LSN(x.end) {
+					t.Fatalf("safe %v passed the end of transaction %d with unacknowledged %v", safe, x.lsn, q)
+				}
+			}
+		}
+	}
+	cur, safe, pending := tr.State()
+	last := txs[len(txs)-1]
+	if cur != pos(last.lsn, last.n-1) || safe != pglogrepl.LSN(last.end) || pending != 0 {
+		t.Fatalf("got %v %v %d, want %v %v 0", cur, safe, pending, pos(last.lsn, last.n-1), last.end)
+	}
+}
+
+func TestStoreRoundTripAndLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "walhook.state")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Cursor{"a": {Acked: pos(100, 3), Safe: 90}, "b": {Acked: pos(200, 0), Safe: 220}}
+	if err := s.Save(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSlot("walhook"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path); err == nil {
+		t.Fatal("second Open of a held state file succeeded, want ErrLocked")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["a"] != want["a"] || got["b"] != want["b"] {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if slot, _ := s.Slot(); slot != "walhook" {
+		t.Fatalf("got slot %q, want walhook", slot)
+	}
+}
+
+func TestSetFlushIsMinimumOfSinks(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "walhook.state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	set, err := NewSet(s, []string{"a", "b"}, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := set.Tracker("a"), set.Tracker("b")
+	a.Add(pos(100, 0))
+	b.Add(pos(100, 0))
+	a.Mark(120)
+	b.Mark(120)
+	a.Ack(pos(100, 0))
+	if err := set.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Flush(); got != 50 {
+		t.Fatalf("got flush %v with sink b behind, want 50", got)
+	}
+	b.Ack(pos(100, 0))
+	if got := set.Flush(); got != 50 {
+		t.Fatalf("got flush %v before Persist, want 50: flush must follow the disk", got)
+	}
+	if err := set.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Flush(); got != 120 {
+		t.Fatalf("got flush %v, want 120", got)
+	}
+	loaded, _ := s.Load()
+	if loaded["b"].Acked != pos(100, 0) {
+		t.Fatalf("got saved %v, want 100:0", loaded["b"].Acked)
+	}
+}

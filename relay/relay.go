@@ -1,0 +1,340 @@
+// Package relay wires one source to its sinks and owns the lifecycle:
+// start, backpressure, reconnects and graceful shutdown.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/cursor"
+	"github.com/walhook/walhook/replication"
+	"github.com/walhook/walhook/sink"
+	"golang.org/x/sync/errgroup"
+)
+
+// Sink is what the relay needs of a destination.
+type Sink interface {
+	Name() string
+	// Run delivers until ctx ends.
+	Run(ctx context.Context) error
+	// Submit queues a message, blocking while the sink is full.
+	Submit(ctx context.Context, m *change.Message) error
+	// Drain delivers everything queued, or gives up when ctx ends.
+	Drain(ctx context.Context) error
+}
+
+// Options tune a relay.
+type Options struct {
+	// ShutdownTimeout bounds how long in-flight deliveries may take to
+	// drain after a stop; default 30s.
+	ShutdownTimeout time.Duration
+	// PersistInterval is how often moved cursors are written; default
+	// 100ms.
+	PersistInterval time.Duration
+	// EventBuffer is how many events may wait between the stream and the
+	// sinks; default 1024.
+	EventBuffer int
+}
+
+// Relay streams one source to its sinks.
+type Relay struct {
+	src   config.Source
+	store *cursor.Store
+	sinks []*target
+	opts  Options
+	log   *slog.Logger
+
+	cursors *cursor.Set
+	stream  *replication.Stream
+}
+
+// target is a sink with what the relay tracks of it.
+type target struct {
+	sink       Sink
+	filter     *sink.Filter
+	tracker    *cursor.Tracker
+	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
+}
+
+// New returns a relay of src to sinks, whose cursors live in store. filters
+// holds each sink's filter, by index.
+func New(src config.Source, store *cursor.Store, sinks []Sink, filters []*sink.Filter, opts Options, log *slog.Logger) *Relay {
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.PersistInterval <= 0 {
+		opts.PersistInterval = 100 * time.Millisecond
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 1024
+	}
+	r := &Relay{src: src, store: store, opts: opts, log: log}
+	for i, s := range sinks {
+		r.sinks = append(r.sinks, &target{sink: s, filter: filters[i]})
+	}
+	return r
+}
+
+// Run relays until ctx ends, then shuts down gracefully: it stops reading,
+// drains in-flight deliveries for up to the shutdown timeout, persists the
+// cursors and sends a final standby status. It returns nil after a
+// graceful shutdown, or the error that stopped it.
+func (r *Relay) Run(ctx context.Context) error {
+	slot, err := r.setup(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	names := make([]string, len(r.sinks))
+	for i, t := range r.sinks {
+		names[i] = t.sink.Name()
+	}
+	r.cursors, err = cursor.NewSet(r.store, names, slot.ConfirmedFlush)
+	if err != nil {
+		return err
+	}
+	for _, t := range r.sinks {
+		t.tracker = r.cursors.Tracker(t.sink.Name())
+		t.dispatched = r.cursors.Loaded(t.sink.Name())
+	}
+	r.stream = replication.New(r.src, r.cursors.Flush, r.log)
+
+	// Three lifetimes: reading stops first (stop), then the sinks drain,
+	// then the stream connection closes (streamCtx) and the sinks stop
+	// (sinkCtx).
+	stop := make(chan struct{})
+	streamCtx, cancelStream := context.WithCancel(context.Background())
+	defer cancelStream()
+	sinkCtx, cancelSinks := context.WithCancel(context.Background())
+	defer cancelSinks()
+
+	events := make(chan replication.Event, r.opts.EventBuffer)
+	sinks, _ := errgroup.WithContext(sinkCtx)
+	for _, t := range r.sinks {
+		t := t
+		sinks.Go(func() error { return t.sink.Run(sinkCtx) })
+	}
+
+	fatal := make(chan error, 2)
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		if err := r.streamLoop(streamCtx, stop, events); err != nil {
+			fatal <- err
+		}
+	}()
+	dispatchDone := make(chan struct{})
+	dispatchCtx, cancelDispatch := context.WithCancel(context.Background())
+	defer cancelDispatch()
+	go func() {
+		defer close(dispatchDone)
+		r.dispatch(dispatchCtx, events)
+	}()
+	persistDone := make(chan struct{})
+	persistCtx, cancelPersist := context.WithCancel(context.Background())
+	defer cancelPersist()
+	go func() {
+		defer close(persistDone)
+		if err := r.persistLoop(persistCtx); err != nil {
+			fatal <- err
+		}
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		r.log.Info("stopping: no more reading; draining in-flight deliveries", "timeout", r.opts.ShutdownTimeout.String())
+	case runErr = <-fatal:
+	}
+
+	close(stop)
+	cancelDispatch()
+	<-dispatchDone
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), r.opts.ShutdownTimeout)
+	for _, t := range r.sinks {
+		if err := t.sink.Drain(drainCtx); err != nil {
+			r.log.Warn("sink not drained before the shutdown timeout; its undelivered messages are sent again after a restart", "sink", t.sink.Name(), "err", err)
+		}
+	}
+	cancelDrain()
+	cancelPersist()
+	<-persistDone
+	if err := r.cursors.Persist(); err != nil && runErr == nil {
+		runErr = err
+	}
+	cancelStream()
+	<-streamDone
+	cancelSinks()
+	_ = sinks.Wait()
+	for _, st := range r.cursors.Status() {
+		r.log.Info("cursor", "sink", st.Sink, "position", st.Acked.String(), "flush_lsn", st.Safe.String(), "undelivered", st.Pending)
+	}
+	return runErr
+}
+
+// setup checks the source and makes the slot, retrying while PostgreSQL
+// cannot be reached.
+func (r *Relay) setup(ctx context.Context) (replication.SlotInfo, error) {
+	used, err := r.store.Slot()
+	if err != nil {
+		return replication.SlotInfo{}, fmt.Errorf("read state: %w", err)
+	}
+	if used != "" && used != r.src.Slot {
+		return replication.SlotInfo{}, fmt.Errorf("the state file belongs to slot %q, but source.slot is %q: use that slot, or another state.path for a new one", used, r.src.Slot)
+	}
+	var info replication.SlotInfo
+	err = r.retryConn(ctx, "set up the source", func() error {
+		var err error
+		info, err = replication.Setup(ctx, r.src, used != "", r.log)
+		return err
+	})
+	if err != nil {
+		return info, err
+	}
+	if used == "" {
+		if err := r.store.SetSlot(r.src.Slot); err != nil {
+			return info, fmt.Errorf("write state: %w", err)
+		}
+	}
+	return info, nil
+}
+
+// retryConn calls fn until it succeeds, retrying with backoff while the
+// error says the connection failed.
+func (r *Relay) retryConn(ctx context.Context, what string, fn func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	for {
+		err := fn()
+		if err == nil || !replication.IsConnLost(err) || ctx.Err() != nil {
+			return err
+		}
+		wait := b.NextBackOff()
+		r.log.Warn("cannot reach PostgreSQL; retrying", "action", what, "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// streamLoop runs the stream, reconnecting after a lost connection and
+// waiting while another process holds the slot.
+func (r *Relay) streamLoop(ctx context.Context, stop <-chan struct{}, events chan<- replication.Event) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	for first := true; ; first = false {
+		if !first {
+			_, err := replication.Setup(ctx, r.src, true, r.log)
+			if err != nil && !replication.IsConnLost(err) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if err != nil {
+				if !r.wait(ctx, stop, b.NextBackOff(), "cannot reach PostgreSQL; retrying", err) {
+					return nil
+				}
+				continue
+			}
+		}
+		started := time.Now()
+		err := r.stream.Run(ctx, stop, events)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			b.Reset()
+		}
+		var active *replication.ErrSlotActive
+		switch {
+		case errors.As(err, &active):
+			if !r.wait(ctx, stop, b.NextBackOff(), "replication slot is in use by another process; waiting", err, "pid", active.PID) {
+				return nil
+			}
+		case replication.IsConnLost(err):
+			if !r.wait(ctx, stop, b.NextBackOff(), "replication connection lost; reconnecting", err) {
+				return nil
+			}
+		default:
+			return err
+		}
+	}
+}
+
+func (r *Relay) wait(ctx context.Context, stop <-chan struct{}, d time.Duration, msg string, err error, attrs ...any) bool {
+	r.log.Warn(msg, append([]any{"err", err, "retry_in", d.Round(time.Millisecond).String()}, attrs...)...)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-stop:
+		<-ctx.Done() // hold nothing open: the connection is gone; wait to be ended
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// dispatch hands events to the sinks in stream order. A message is added
+// to a sink's tracker before the sink may acknowledge it; commits and idle
+// positions become marks. Messages at or below what a sink already has are
+// skipped: they were delivered before a restart, or are in flight from
+// before a reconnect.
+func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
+	for {
+		var ev replication.Event
+		select {
+		case <-ctx.Done():
+			return
+		case ev = <-events:
+		}
+		switch ev.Kind {
+		case replication.EventChange:
+			m := ev.Msg
+			for _, t := range r.sinks {
+				if !t.dispatched.Less(m.Pos) || !t.filter.Match(m) {
+					continue
+				}
+				t.tracker.Add(m.Pos)
+				t.dispatched = m.Pos
+				if err := t.sink.Submit(ctx, m); err != nil {
+					return // stopping; the message stays unacknowledged
+				}
+			}
+		case replication.EventCommit, replication.EventIdle:
+			for _, t := range r.sinks {
+				t.tracker.Mark(ev.LSN)
+			}
+		}
+	}
+}
+
+func (r *Relay) persistLoop(ctx context.Context) error {
+	t := time.NewTicker(r.opts.PersistInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := r.cursors.Persist(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Cursors returns the sinks' cursors; nil before Run set them up.
+func (r *Relay) Cursors() *cursor.Set { return r.cursors }

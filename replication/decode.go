@@ -1,0 +1,401 @@
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/change"
+)
+
+// relation is what a Relation message told us of a table, plus its ordering
+// key from the catalog.
+type relation struct {
+	schema, name string
+	identity     byte // replica identity: d(efault), n(othing), f(ull), i(ndex)
+	cols         []column
+	keyCols      []int // columns whose values group the table's rows in order; none: the whole table is one group
+}
+
+type column struct {
+	name     string
+	jsonName []byte // `"name":`, written once
+	oid      uint32
+	typ      *valueType
+	identity bool // part of the replica identity
+}
+
+// tupleCol is one column of a tuple as pgoutput sent it.
+type tupleCol struct {
+	kind byte // 'n' null, 'u' unchanged TOAST, 't' text, 'b' binary
+	data []byte
+}
+
+var errShort = errors.New("message truncated")
+
+// parseTuple reads TupleData from src into dst (reusing its storage) and
+// returns the number of bytes read. Data slices alias src.
+func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
+	if len(src) < 2 {
+		return dst, 0, errShort
+	}
+	n := int(binary.BigEndian.Uint16(src))
+	off := 2
+	dst = dst[:0]
+	for i := 0; i < n; i++ {
+		if off >= len(src) {
+			return dst, 0, errShort
+		}
+		c := tupleCol{kind: src[off]}
+		off++
+		switch c.kind {
+		case 'n', 'u':
+		case 't', 'b':
+			if len(src)-off < 4 {
+				return dst, 0, errShort
+			}
+			l := int(binary.BigEndian.Uint32(src[off:]))
+			off += 4
+			if l < 0 || l > len(src)-off {
+				return dst, 0, errShort
+			}
+			c.data = src[off : off+l : off+l]
+			off += l
+		default:
+			return dst, 0, fmt.Errorf("unknown tuple column kind %q", c.kind)
+		}
+		dst = append(dst, c)
+	}
+	return dst, off, nil
+}
+
+// decoder turns pgoutput messages into events. It is not safe for
+// concurrent use: one stream owns it.
+type decoder struct {
+	rels     map[uint32]*relation
+	types    *typeCache
+	keys     func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
+	prefixes map[string]bool
+
+	inTx       bool
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	xid        uint32
+	idx        uint32
+
+	newTup, oldTup []tupleCol
+	buf            []byte
+	keyBuf         strings.Builder
+}
+
+func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string) *decoder {
+	d := &decoder{rels: map[uint32]*relation{}, types: types, keys: keys, prefixes: map[string]bool{}}
+	for _, p := range prefixes {
+		d.prefixes[p] = true
+	}
+	return d
+}
+
+// heartbeatPrefix marks walhook's own pg_logical_emit_message heartbeats.
+const heartbeatPrefix = "walhook.heartbeat"
+
+// decode handles one pgoutput message. It calls emit for each event, in
+// order. walStart is the XLogData's start, used only for messages sent
+// outside a transaction.
+func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LSN, serverTime time.Time, emit func(Event) error) error {
+	if len(data) == 0 {
+		return errShort
+	}
+	switch data[0] {
+	case 'I', 'U', 'D':
+		if !d.inTx {
+			return fmt.Errorf("row change %q outside a transaction", data[0])
+		}
+		m, err := d.rowChange(data)
+		if err != nil {
+			return err
+		}
+		return emit(Event{Kind: EventChange, Msg: m})
+	}
+
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("parse %q message: %w", data[0], err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		d.inTx, d.commitLSN, d.commitTime, d.xid, d.idx = true, m.FinalLSN, m.CommitTime, m.Xid, 0
+	case *pglogrepl.CommitMessage:
+		if !d.inTx {
+			return errors.New("commit outside a transaction")
+		}
+		d.inTx = false
+		return emit(Event{Kind: EventCommit, LSN: m.TransactionEndLSN})
+	case *pglogrepl.RelationMessage:
+		return d.relation(ctx, m)
+	case *pglogrepl.TypeMessage:
+		d.types.forget(m.DataType)
+	case *pglogrepl.TruncateMessage:
+		if !d.inTx {
+			return errors.New("truncate outside a transaction")
+		}
+		for _, id := range m.RelationIDs {
+			rel, ok := d.rels[id]
+			if !ok {
+				return fmt.Errorf("truncate of relation %d before its Relation message", id)
+			}
+			cm := d.newMessage(change.Truncate, rel)
+			cm.Key = rel.schema + "." + rel.name
+			if err := emit(Event{Kind: EventChange, Msg: cm}); err != nil {
+				return err
+			}
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		return d.logicalMessage(m, walStart, serverTime, emit)
+	case *pglogrepl.OriginMessage:
+	}
+	return nil
+}
+
+func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart pglogrepl.LSN, serverTime time.Time, emit func(Event) error) error {
+	if m.Prefix == heartbeatPrefix {
+		if !d.inTx && !m.Transactional {
+			return emit(Event{Kind: EventIdle, LSN: m.LSN})
+		}
+		return nil
+	}
+	if !d.prefixes[m.Prefix] {
+		return nil
+	}
+	cm := &change.Message{Action: change.Emitted, Prefix: m.Prefix, Key: "message:" + m.Prefix}
+	cm.Content = change.AppendString(nil, string(m.Content))
+	if d.inTx && m.Transactional {
+		cm.Pos = change.Position{CommitLSN: d.commitLSN, Idx: d.idx}
+		cm.CommitTime, cm.XID = d.commitTime, d.xid
+		d.idx++
+	} else {
+		lsn := m.LSN
+		if lsn == 0 {
+			lsn = walStart
+		}
+		cm.Pos = change.Position{CommitLSN: lsn}
+		cm.CommitTime = serverTime
+	}
+	return emit(Event{Kind: EventChange, Msg: cm})
+}
+
+func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := &relation{schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
+	rel.cols = make([]column, len(m.Columns))
+	for i, c := range m.Columns {
+		d.types.forget(c.DataType)
+		t, err := d.types.lookup(ctx, c.DataType)
+		if err != nil {
+			return fmt.Errorf("relation %s.%s column %s: %w", m.Namespace, m.RelationName, c.Name, err)
+		}
+		rel.cols[i] = column{
+			name:     c.Name,
+			jsonName: append(change.AppendString(nil, c.Name), ':'),
+			oid:      c.DataType,
+			typ:      t,
+			identity: c.Flags&1 != 0,
+		}
+	}
+	var keyNames []string
+	if d.keys != nil {
+		var err error
+		if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
+			return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+	}
+	for _, k := range keyNames {
+		for i, c := range rel.cols {
+			if c.name == k {
+				rel.keyCols = append(rel.keyCols, i)
+			}
+		}
+	}
+	if len(rel.keyCols) == 0 && rel.identity != 'f' {
+		// No primary key: the replica identity index, if any, identifies rows.
+		for i, c := range rel.cols {
+			if c.identity {
+				rel.keyCols = append(rel.keyCols, i)
+			}
+		}
+	}
+	d.rels[m.RelationID] = rel
+	return nil
+}
+
+func (d *decoder) newMessage(a change.Action, rel *relation) *change.Message {
+	m := &change.Message{
+		Action:     a,
+		Schema:     rel.schema,
+		Table:      rel.name,
+		Pos:        change.Position{CommitLSN: d.commitLSN, Idx: d.idx},
+		CommitTime: d.commitTime,
+		XID:        d.xid,
+	}
+	d.idx++
+	return m
+}
+
+// rowChange decodes an Insert, Update or Delete message.
+func (d *decoder) rowChange(data []byte) (*change.Message, error) {
+	typ := data[0]
+	if len(data) < 6 {
+		return nil, errShort
+	}
+	relid := binary.BigEndian.Uint32(data[1:])
+	rel, ok := d.rels[relid]
+	if !ok {
+		return nil, fmt.Errorf("row change for relation %d before its Relation message", relid)
+	}
+	src := data[5:]
+	var (
+		oldKind byte
+		err     error
+		n       int
+	)
+	d.oldTup, d.newTup = d.oldTup[:0], d.newTup[:0]
+	if src[0] == 'K' || src[0] == 'O' {
+		oldKind = src[0]
+		if d.oldTup, n, err = parseTuple(src[1:], d.oldTup); err != nil {
+			return nil, fmt.Errorf("%s.%s: old tuple: %w", rel.schema, rel.name, err)
+		}
+		src = src[1+n:]
+	}
+	if typ != 'D' {
+		if len(src) == 0 || src[0] != 'N' {
+			return nil, fmt.Errorf("%s.%s: new tuple missing", rel.schema, rel.name)
+		}
+		if d.newTup, _, err = parseTuple(src[1:], d.newTup); err != nil {
+			return nil, fmt.Errorf("%s.%s: new tuple: %w", rel.schema, rel.name, err)
+		}
+		if len(d.newTup) > len(rel.cols) {
+			return nil, fmt.Errorf("%s.%s: tuple has %d columns, relation %d", rel.schema, rel.name, len(d.newTup), len(rel.cols))
+		}
+	} else if oldKind == 0 {
+		return nil, fmt.Errorf("%s.%s: delete without old tuple", rel.schema, rel.name)
+	}
+	if len(d.oldTup) > len(rel.cols) {
+		return nil, fmt.Errorf("%s.%s: old tuple has %d columns, relation %d", rel.schema, rel.name, len(d.oldTup), len(rel.cols))
+	}
+
+	var m *change.Message
+	switch typ {
+	case 'I':
+		m = d.newMessage(change.Insert, rel)
+		m.Record = d.record(rel, d.newTup, nil, false, m)
+		m.Key = d.key(rel, d.newTup)
+	case 'U':
+		m = d.newMessage(change.Update, rel)
+		var old []tupleCol
+		if oldKind == 'O' {
+			old = d.oldTup
+		}
+		m.Record = d.record(rel, d.newTup, old, false, m)
+		m.Changes = d.changes(rel, d.newTup, d.oldTup, oldKind)
+		m.Key = d.key(rel, d.newTup)
+	case 'D':
+		m = d.newMessage(change.Delete, rel)
+		m.Record = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
+		m.Key = d.key(rel, d.oldTup)
+	default:
+		return nil, fmt.Errorf("unknown row change %q", typ)
+	}
+	return m, nil
+}
+
+// record writes a tuple as a JSON object. An unchanged TOASTed column is
+// taken from old when old has it, otherwise left out and listed in
+// m.UnchangedToast. With identityOnly, only replica identity columns are
+// written (a delete's old key).
+func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) []byte {
+	b := append(d.buf[:0], '{')
+	first := true
+	for i, c := range tup {
+		col := &rel.cols[i]
+		if identityOnly && !col.identity {
+			continue
+		}
+		if c.kind == 'u' {
+			if i < len(old) && old[i].kind != 'u' {
+				c = old[i]
+			} else {
+				m.UnchangedToast = append(m.UnchangedToast, col.name)
+				continue
+			}
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, col.jsonName...)
+		b = d.appendCol(b, col, c)
+	}
+	b = append(b, '}')
+	d.buf = b
+	return append([]byte(nil), b...)
+}
+
+func (d *decoder) appendCol(b []byte, col *column, c tupleCol) []byte {
+	switch c.kind {
+	case 't':
+		return appendValue(b, col.typ, c.data)
+	case 'b': // walhook asks for text; binary would only come from a misconfigured server
+		return change.AppendString(b, string(c.data))
+	default:
+		return append(b, "null"...)
+	}
+}
+
+// changes writes, for an update, the old values of the columns whose value
+// changed. It needs an old tuple: FULL gives every column ('O'); DEFAULT and
+// USING INDEX give the key columns when the key changed ('K').
+func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte) []byte {
+	b := append(d.buf[:0], '{')
+	first := true
+	for i := range oldTup {
+		col := &rel.cols[i]
+		o := oldTup[i]
+		if (oldKind == 'K' && !col.identity) || o.kind == 'u' || i >= len(newTup) {
+			continue
+		}
+		n := newTup[i]
+		if n.kind == 'u' || (n.kind == o.kind && string(n.data) == string(o.data)) {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, col.jsonName...)
+		b = d.appendCol(b, col, o)
+	}
+	b = append(b, '}')
+	d.buf = b
+	return append([]byte(nil), b...)
+}
+
+// key groups a row's messages: the table and its key columns' values.
+func (d *decoder) key(rel *relation, tup []tupleCol) string {
+	k := &d.keyBuf
+	k.Reset()
+	k.WriteString(rel.schema)
+	k.WriteByte('.')
+	k.WriteString(rel.name)
+	for _, i := range rel.keyCols {
+		k.WriteByte(0)
+		if i < len(tup) && tup[i].kind == 't' {
+			k.Write(tup[i].data)
+		} else {
+			k.WriteByte(1)
+		}
+	}
+	return k.String()
+}

@@ -1,0 +1,78 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrSlotActive means another process streams from the slot; walhook waits
+// for it to go away, which is how a standby instance behaves.
+type ErrSlotActive struct {
+	Slot string
+	PID  int // 0 if the server did not say
+}
+
+func (e *ErrSlotActive) Error() string {
+	return fmt.Sprintf("replication slot %q is in use by the process with PID %d", e.Slot, e.PID)
+}
+
+var activePIDRe = regexp.MustCompile(`active for PID (\d+)`)
+
+// translate turns driver errors into walhook's: an active slot, a lost slot.
+func translate(slot string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55006": // object_in_use
+			e := &ErrSlotActive{Slot: slot}
+			if m := activePIDRe.FindStringSubmatch(pgErr.Message); m != nil {
+				e.PID, _ = strconv.Atoi(m[1])
+			}
+			return e
+		case "42704": // undefined_object: the slot was dropped under us
+			return fmt.Errorf("%w: slot %q was dropped while walhook used it (%s); changes made since are in no slot. "+
+				"To recover: re-sync the receivers (for example with a backfill), delete the state file, and start walhook again",
+				ErrSlotLost, slot, pgErr.Message)
+		case "55000": // object_not_in_prerequisite_state: e.g. invalidated slot
+			return fmt.Errorf("%w (%s)", slotLostError(slot), pgErr.Message)
+		}
+	}
+	return err
+}
+
+// IsConnLost reports whether err means the connection to PostgreSQL broke
+// (or went silent) and a reconnect may succeed.
+func IsConnLost(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errDead) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions.
+		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" || pgErr.Code[:2] == "08"
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	return pgconn.SafeToRetry(err)
+}
+
+var errDead = errors.New("replication connection silent for longer than source.receive_timeout")
+
+func connectError(err error) error {
+	return fmt.Errorf("connect to source: %w", err)
+}

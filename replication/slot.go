@@ -1,0 +1,158 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/config"
+)
+
+// SlotInfo is what Setup found of the replication slot.
+type SlotInfo struct {
+	Created        bool
+	ConfirmedFlush pglogrepl.LSN
+}
+
+// ErrWALLevel means the server is not configured for logical decoding.
+var ErrWALLevel = errors.New("wal_level is not logical")
+
+// ErrSlotLost means the slot walhook used is gone or invalidated: changes
+// may have been lost, and walhook will not paper over that by creating a new
+// slot.
+var ErrSlotLost = errors.New("replication slot lost")
+
+// Setup checks the server and makes sure the publication and the slot
+// exist. usedBefore says that walhook's state already belongs to this slot:
+// then a missing slot is an error, not something to create.
+func Setup(ctx context.Context, src config.Source, usedBefore bool, log *slog.Logger) (SlotInfo, error) {
+	conn, err := pgx.Connect(ctx, src.URL)
+	if err != nil {
+		return SlotInfo{}, connectError(err)
+	}
+	defer conn.Close(context.Background())
+
+	if err := checkWALLevel(ctx, conn); err != nil {
+		return SlotInfo{}, err
+	}
+	if err := ensurePublication(ctx, conn, src, log); err != nil {
+		return SlotInfo{}, err
+	}
+	return ensureSlot(ctx, conn, src.Slot, usedBefore, log)
+}
+
+func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
+	var level string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("%w (it is %q): run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL", ErrWALLevel, level)
+	}
+	return nil
+}
+
+func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, log *slog.Logger) error {
+	var allTables bool
+	err := conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", src.Publication).Scan(&allTables)
+	if errors.Is(err, pgx.ErrNoRows) {
+		var stmt string
+		if src.AllTables() {
+			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize())
+		} else {
+			names := make([]string, len(src.Tables))
+			for i, t := range src.Tables {
+				names[i] = t.Quoted()
+			}
+			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize(), strings.Join(names, ", "))
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("create publication %q: %w", src.Publication, err)
+		}
+		log.Info("created publication", "publication", src.Publication, "all_tables", src.AllTables())
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read publication %q: %w", src.Publication, err)
+	}
+	if allTables || src.AllTables() {
+		if !allTables {
+			log.Warn("publication exists and lists only some tables, but source.tables asks for all; walhook leaves it as it is", "publication", src.Publication)
+		}
+		return nil
+	}
+	for _, t := range src.Tables {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+			src.Publication, t.Schema, t.Name).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("read tables of publication %q: %w", src.Publication, err)
+		}
+		if n == 0 {
+			log.Warn("publication exists but lacks a configured table; its changes will not be captured: ALTER PUBLICATION "+pgx.Identifier{src.Publication}.Sanitize()+" ADD TABLE "+t.Quoted(),
+				"publication", src.Publication, "table", t.String())
+		}
+	}
+	return nil
+}
+
+func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore bool, log *slog.Logger) (SlotInfo, error) {
+	var (
+		plugin, walStatus *string
+		database          *string
+		confirmed         *pglogrepl.LSN
+		currentDB         string
+	)
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&currentDB); err != nil {
+		return SlotInfo{}, fmt.Errorf("read current database: %w", err)
+	}
+	err := conn.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text, wal_status
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &confirmed, &walStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if usedBefore {
+			return SlotInfo{}, fmt.Errorf("%w: slot %q does not exist, but walhook's state shows it streamed from it before; "+
+				"changes made since it was dropped are not in any slot. To recover: re-sync the receivers (for example with a backfill), "+
+				"then delete the state file so that walhook creates a new slot", ErrSlotLost, slot)
+		}
+		var lsn pglogrepl.LSN
+		if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
+			return SlotInfo{}, fmt.Errorf("create replication slot %q: %w", slot, err)
+		}
+		log.Info("created replication slot", "slot", slot, "lsn", lsn.String())
+		return SlotInfo{Created: true, ConfirmedFlush: lsn}, nil
+	}
+	if err != nil {
+		return SlotInfo{}, fmt.Errorf("read replication slot %q: %w", slot, err)
+	}
+	if plugin == nil || *plugin != "pgoutput" {
+		return SlotInfo{}, fmt.Errorf("replication slot %q is not a pgoutput logical slot; drop it or configure another source.slot", slot)
+	}
+	if database == nil || *database != currentDB {
+		return SlotInfo{}, fmt.Errorf("replication slot %q belongs to database %q, not %q; configure another source.slot", slot, deref(database), currentDB)
+	}
+	if walStatus != nil && *walStatus == "lost" {
+		return SlotInfo{}, slotLostError(slot)
+	}
+	info := SlotInfo{}
+	if confirmed != nil {
+		info.ConfirmedFlush = *confirmed
+	}
+	return info, nil
+}
+
+func slotLostError(slot string) error {
+	return fmt.Errorf("%w: slot %q was invalidated (wal_status = lost) because it fell behind max_slot_wal_keep_size; "+
+		"WAL it still needed was removed, so changes were lost. To recover: drop it (walhook slot drop, or SELECT pg_drop_replication_slot('%s')), "+
+		"re-sync the receivers (for example with a backfill), delete the state file, and start walhook again", ErrSlotLost, slot, slot)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

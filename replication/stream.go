@@ -1,0 +1,382 @@
+// Package replication reads a PostgreSQL database's changes through a
+// logical replication slot with the pgoutput plugin and turns them into
+// change messages and position-only events.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"golang.org/x/sync/errgroup"
+)
+
+// EventKind says what an Event carries.
+type EventKind uint8
+
+// The kinds of events a Stream emits.
+const (
+	// EventChange carries a committed change in Msg.
+	EventChange EventKind = iota + 1
+	// EventCommit says a transaction ended at LSN: once every change
+	// emitted before it is delivered, LSN is safe to flush.
+	EventCommit
+	// EventIdle says the server has sent everything before LSN and no
+	// transaction is open: LSN is safe to flush once every change emitted
+	// before it is delivered.
+	EventIdle
+)
+
+// Event is one item of the stream, in order.
+type Event struct {
+	Kind EventKind
+	Msg  *change.Message
+	LSN  pglogrepl.LSN
+}
+
+// maxStatusInterval bounds the time between two standby status updates.
+const maxStatusInterval = 10 * time.Second
+
+// Stream streams one slot. Run may be called again after it returned, to
+// reconnect.
+type Stream struct {
+	src     config.Source
+	log     *slog.Logger
+	flushed func() pglogrepl.LSN
+
+	received atomic.Uint64 // highest WAL position the server reported
+}
+
+// New returns a stream of src's slot. flushed gives the LSN that is safe to
+// report to PostgreSQL as flushed; it is read for every status update.
+func New(src config.Source, flushed func() pglogrepl.LSN, log *slog.Logger) *Stream {
+	return &Stream{src: src, log: log, flushed: flushed}
+}
+
+// Received is the highest WAL position the server has reported.
+func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
+
+// statusInterval is how often a status update goes out; each asks the
+// server for a reply, so a live connection is never silent for longer.
+func (s *Stream) statusInterval() time.Duration {
+	d := s.src.ReceiveTimeout / 3
+	if d <= 0 || d > maxStatusInterval {
+		d = maxStatusInterval
+	}
+	return d
+}
+
+// Run connects, starts streaming from the slot's confirmed position and
+// sends events to out, in order. Once stop is closed it reads no more, but
+// keeps the connection alive with status updates until ctx ends; then it
+// sends a final status update with the flushed LSN and returns ctx's error.
+// It returns early with an error if the connection fails; IsConnLost tells
+// whether a reconnect is worth trying.
+func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event) error {
+	catalog, err := pgx.Connect(ctx, s.src.URL)
+	if err != nil {
+		return connectError(err)
+	}
+	defer catalog.Close(context.Background())
+
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+
+	err = pglogrepl.StartReplication(ctx, conn, s.src.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{
+			"proto_version '1'",
+			fmt.Sprintf("publication_names '%s'", escapeLiteral(s.src.Publication)),
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src.Slot, err))
+	}
+	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.heartbeat(gctx); return nil })
+	g.Go(func() error {
+		r := &receiver{
+			s:    s,
+			conn: conn,
+			dec:  newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages),
+			out:  out,
+			stop: stop,
+		}
+		return r.run(gctx)
+	})
+	return g.Wait()
+}
+
+func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(s.src.URL)
+	if err != nil {
+		return nil, fmt.Errorf("source.url: %w", err)
+	}
+	// Values are formatted by the walsender with these settings; the
+	// decoder relies on them.
+	for k, v := range map[string]string{
+		"replication":        "database",
+		"application_name":   "walhook",
+		"DateStyle":          "ISO, MDY",
+		"IntervalStyle":      "postgres",
+		"TimeZone":           "UTC",
+		"extra_float_digits": "3",
+		"bytea_output":       "hex",
+	} {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return conn, nil
+}
+
+// receiver is one connection's receive loop.
+type receiver struct {
+	s          *Stream
+	conn       *pgconn.PgConn
+	dec        *decoder
+	out        chan<- Event
+	stop       <-chan struct{}
+	nextStatus time.Time
+	lastRecv   time.Time
+}
+
+func (r *receiver) run(ctx context.Context) error {
+	interval := r.s.statusInterval()
+	r.lastRecv = time.Now()
+	if err := r.sendStatus(ctx, true); err != nil {
+		return err
+	}
+	readCtx, cancelRead := context.WithCancel(ctx)
+	defer cancelRead()
+	go func() {
+		select {
+		case <-r.stop:
+			cancelRead()
+		case <-readCtx.Done():
+		}
+	}()
+
+	for readCtx.Err() == nil {
+		if !time.Now().Before(r.nextStatus) {
+			if err := r.sendStatus(ctx, true); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(readCtx, r.nextStatus)
+		raw, err := r.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) || readCtx.Err() != nil {
+				if readCtx.Err() == nil && time.Since(r.lastRecv) > r.s.src.ReceiveTimeout {
+					return errDead
+				}
+				continue
+			}
+			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, err))
+		}
+		r.lastRecv = time.Now()
+		if err := r.handle(readCtx, raw); err != nil {
+			if readCtx.Err() != nil {
+				break // stopped while handing an event on; it is sent again after a restart
+			}
+			return err
+		}
+		r.lastRecv = time.Now()
+	}
+	if ctx.Err() != nil {
+		return r.final()
+	}
+
+	// Stopped: read nothing more, keep the connection alive until ctx ends.
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r.final()
+		case <-t.C:
+			if err := r.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (r *receiver) final() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.sendStatus(ctx, false); err != nil {
+		r.s.log.Warn("final standby status not sent", "err", err)
+	} else {
+		r.s.log.Info("sent final standby status", "flush_lsn", r.s.flushed().String())
+	}
+	return context.Canceled
+}
+
+func (r *receiver) sendStatus(ctx context.Context, reply bool) error {
+	lsn := r.s.flushed()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn,
+		WALFlushPosition: lsn,
+		WALApplyPosition: lsn,
+		ReplyRequested:   reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	r.nextStatus = time.Now().Add(r.s.statusInterval())
+	return nil
+}
+
+func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) error {
+	switch msg := raw.(type) {
+	case *pgproto3.CopyData:
+		if len(msg.Data) == 0 {
+			return errors.New("empty CopyData message")
+		}
+		switch msg.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse keepalive: %w", err)
+			}
+			r.s.noteReceived(ka.ServerWALEnd)
+			if ka.ReplyRequested {
+				if err := r.sendStatus(ctx, false); err != nil {
+					return err
+				}
+			}
+			if !r.dec.inTx {
+				return r.emit(ctx, Event{Kind: EventIdle, LSN: ka.ServerWALEnd})
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse XLogData: %w", err)
+			}
+			r.s.noteReceived(xld.WALStart)
+			if err := r.dec.decode(ctx, xld.WALData, xld.WALStart, xld.ServerTime, func(ev Event) error { return r.emit(ctx, ev) }); err != nil {
+				return fmt.Errorf("decode at %s: %w", xld.WALStart, err)
+			}
+		}
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("replication from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, pgconn.ErrorResponseToPgError(msg)))
+	case *pgproto3.CopyDone:
+		return fmt.Errorf("replication from slot %q: server ended the stream: %w", r.s.src.Slot, errDead)
+	}
+	return nil
+}
+
+// emit hands an event on, sending status updates while it waits, so that a
+// long wait for a blocked sink never lets wal_sender_timeout end the
+// connection.
+func (r *receiver) emit(ctx context.Context, ev Event) error {
+	select {
+	case r.out <- ev:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(r.nextStatus))
+	defer t.Stop()
+	for {
+		select {
+		case r.out <- ev:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := r.sendStatus(ctx, false); err != nil {
+				return err
+			}
+			t.Reset(time.Until(r.nextStatus))
+		}
+	}
+}
+
+func (s *Stream) noteReceived(lsn pglogrepl.LSN) {
+	for {
+		cur := s.received.Load()
+		if uint64(lsn) <= cur || s.received.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// heartbeat writes a logical decoding message every source.heartbeat, so
+// that the slot moves even when nothing that walhook captures changes.
+func (s *Stream) heartbeat(ctx context.Context) {
+	if s.src.Heartbeat <= 0 {
+		return
+	}
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	t := time.NewTicker(s.src.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if conn == nil {
+			c, err := pgx.Connect(ctx, s.src.URL)
+			if err != nil {
+				s.log.Debug("heartbeat: connect", "err", err)
+				continue
+			}
+			conn = c
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, '')", heartbeatPrefix); err != nil {
+			s.log.Debug("heartbeat", "err", err)
+			conn.Close(context.Background())
+			conn = nil
+		}
+	}
+}
+
+// queryPrimaryKey returns the columns of a table's primary key, in key order.
+func queryPrimaryKey(conn *pgx.Conn) func(ctx context.Context, relid uint32) ([]string, error) {
+	return func(ctx context.Context, relid uint32) ([]string, error) {
+		rows, err := conn.Query(ctx, `
+			SELECT a.attname FROM pg_index i
+			CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.n`, relid)
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+}
+
+func escapeLiteral(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
