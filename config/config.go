@@ -1,4 +1,15 @@
 // Package config loads and validates walhook's YAML file.
+//
+// String values may refer to environment variables as ${NAME} or
+// ${NAME:-default}; an unset variable without a default is an error. "$${"
+// is a literal "${", and any other "$" is literal. Expansion happens per
+// value after parsing, so YAML syntax in a variable's value has no effect.
+// Keys are never expanded.
+//
+// Keys written without a value (or as null) take their defaults. Anchors,
+// aliases and "<<" merge keys may be used, for example to share settings
+// between sinks. Every problem found in a file is reported at once, as
+// *Errors.
 package config
 
 import "time"

@@ -56,15 +56,16 @@ type Relay struct {
 
 // target is a sink with what the relay tracks of it.
 type target struct {
+	name       string
 	sink       Sink
 	filter     *sink.Filter
 	tracker    *cursor.Tracker
 	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
 }
 
-// New returns a relay of src to sinks, whose cursors live in store. filters
-// holds each sink's filter, by index.
-func New(src config.Source, store *cursor.Store, sinks []Sink, filters []*sink.Filter, opts Options, log *slog.Logger) *Relay {
+// New returns a relay of src whose cursors live in store. Add its sinks
+// before Run.
+func New(src config.Source, store *cursor.Store, opts Options, log *slog.Logger) *Relay {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
@@ -74,11 +75,35 @@ func New(src config.Source, store *cursor.Store, sinks []Sink, filters []*sink.F
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
-	r := &Relay{src: src, store: store, opts: opts, log: log}
-	for i, s := range sinks {
-		r.sinks = append(r.sinks, &target{sink: s, filter: filters[i]})
+	return &Relay{src: src, store: store, opts: opts, log: log}
+}
+
+// Acker returns the function the named sink calls for each message it
+// delivered. Build the sink with it, then Add the sink under the same name.
+func (r *Relay) Acker(name string) func(change.Position) {
+	t := r.target(name)
+	return func(pos change.Position) {
+		if !t.tracker.Ack(pos) {
+			r.log.Error("acknowledgement of a position that is not in flight; ignored", "sink", name, "position", pos.String())
+		}
 	}
-	return r
+}
+
+// Add adds a sink and the filter of the messages it wants.
+func (r *Relay) Add(s Sink, f *sink.Filter) {
+	t := r.target(s.Name())
+	t.sink, t.filter = s, f
+}
+
+func (r *Relay) target(name string) *target {
+	for _, t := range r.sinks {
+		if t.name == name {
+			return t
+		}
+	}
+	t := &target{name: name}
+	r.sinks = append(r.sinks, t)
+	return t
 }
 
 // Run relays until ctx ends, then shuts down gracefully: it stops reading,
@@ -95,15 +120,18 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	names := make([]string, len(r.sinks))
 	for i, t := range r.sinks {
-		names[i] = t.sink.Name()
+		if t.sink == nil {
+			return fmt.Errorf("sink %q has an acker but was never added", t.name)
+		}
+		names[i] = t.name
 	}
 	r.cursors, err = cursor.NewSet(r.store, names, slot.ConfirmedFlush)
 	if err != nil {
 		return err
 	}
 	for _, t := range r.sinks {
-		t.tracker = r.cursors.Tracker(t.sink.Name())
-		t.dispatched = r.cursors.Loaded(t.sink.Name())
+		t.tracker = r.cursors.Tracker(t.name)
+		t.dispatched = r.cursors.Loaded(t.name)
 	}
 	r.stream = replication.New(r.src, r.cursors.Flush, r.log)
 

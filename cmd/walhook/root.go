@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -33,6 +35,9 @@ func configFlag(cmd *cobra.Command) *string {
 
 func loadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, usageError{fmt.Errorf("%w (pass --config FILE or set WALHOOK_CONFIG)", err)}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -30,20 +30,15 @@ func newRunCmd() *cobra.Command {
 		}
 		defer store.Close()
 
-		var (
-			sinks   []relay.Sink
-			filters []*sink.Filter
-		)
+		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown}, log)
 		for _, sc := range cfg.Sinks {
-			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log.With("sink", sc.Name)})
+			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name)})
 			if err != nil {
 				return err
 			}
-			sinks = append(sinks, s)
-			filters = append(filters, sink.NewFilter(sc))
+			r.Add(s, sink.NewFilter(sc))
 		}
-		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(sinks))
-		r := relay.New(cfg.Source, store, sinks, filters, relay.Options{ShutdownTimeout: *shutdown}, log)
+		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
 			return err
 		}

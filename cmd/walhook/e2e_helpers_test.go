@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/internal/pgtest"
+)
+
+// walhookBin is the binary under test, built once by TestMain.
+var walhookBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "walhook-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	walhookBin = filepath.Join(dir, "walhook")
+	build := exec.Command("go", "build", "-race", "-o", walhookBin, ".")
+	if os.Getenv("WALHOOK_TEST_NORACE") != "" {
+		build = exec.Command("go", "build", "-o", walhookBin, ".")
+	}
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build walhook: %v\n%s", err, out)
+		return 1
+	}
+	return pgtest.Run(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and a test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// daemon is a running walhook process.
+type daemon struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// startWalhook runs the binary with args; the process is killed when the
+// test ends if it still runs, and its output is logged if the test failed.
+func startWalhook(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{out: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(walhookBin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.cmd.Env = append(os.Environ(), "WALHOOK_CONFIG=")
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start walhook: %v", err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("walhook %s output:\n%s", strings.Join(args, " "), d.out.String())
+		}
+	})
+	return d
+}
+
+// stop sends sig and waits for the exit code.
+func (d *daemon) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) int {
+	t.Helper()
+	_ = d.cmd.Process.Signal(sig)
+	return d.wait(t, timeout)
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (d *daemon) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		t.Fatalf("walhook did not exit within %v; output:\n%s", timeout, d.out.String())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+// runWalhook runs the binary to completion and returns its exit code and
+// combined output.
+func runWalhook(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, walhookBin, args...)
+	cmd.Env = append(os.Environ(), "WALHOOK_CONFIG=")
+	out, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// sinkConf is the part of a test configuration that varies per sink.
+type sinkConf struct {
+	Name, URL, Secret string
+	Extra             string // more YAML lines for the sink, indented by four spaces
+}
+
+// writeConfig writes a configuration for dsn with the given sinks into the
+// test's temp dir and returns its path.
+func writeConfig(t *testing.T, dir, dsn, slot string, source string, sinks ...sinkConf) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n%s", dsn, slot, slot, source)
+	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
+	fmt.Fprintf(&b, "server:\n  listen: \"\"\nlog:\n  format: text\n  level: debug\nsinks:\n")
+	for _, s := range sinks {
+		fmt.Fprintf(&b, "  - name: %s\n    url: %q\n    batch_wait: 5ms\n    retry: {initial: 20ms, max: 200ms}\n", s.Name, s.URL)
+		if s.Secret != "" {
+			fmt.Fprintf(&b, "    secret: %q\n", s.Secret)
+		}
+		b.WriteString(s.Extra)
+	}
+	path := filepath.Join(dir, "walhook.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func exec1(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("exec %q: %v", sql, err)
+	}
+}
+
+// slotState reads the slot's confirmed_flush_lsn and whether it is active.
+func slotState(t *testing.T, conn *pgx.Conn, slot string) (pglogrepl.LSN, bool) {
+	t.Helper()
+	var lsn *pglogrepl.LSN
+	var active bool
+	err := conn.QueryRow(context.Background(),
+		"SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn, &active)
+	if err == pgx.ErrNoRows {
+		return 0, false
+	}
+	if err != nil {
+		t.Fatalf("read slot %s: %v", slot, err)
+	}
+	if lsn == nil {
+		return 0, active
+	}
+	return *lsn, active
+}
+
+// waitUntil polls cond until it holds or fails the test after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting until %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitStreaming waits until walhook holds the slot.
+func waitStreaming(t *testing.T, conn *pgx.Conn, slot string, d *daemon) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, active := slotState(t, conn, slot); active {
+			return
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("walhook exited before streaming: %v\n%s", d.err, d.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("walhook did not start streaming within 30s:\n%s", d.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func currentLSN(t *testing.T, conn *pgx.Conn) pglogrepl.LSN {
+	t.Helper()
+	var lsn pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}

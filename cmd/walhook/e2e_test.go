@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/webhooktest"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// TestDeliversChangesInOrder runs inserts, updates and deletes on two
+// tables and checks what a signed receiver gets: every change, in commit
+// order per row, in the documented JSON.
+func TestDeliversChangesInOrder(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE orders (id int PRIMARY KEY, status text, amount numeric(10,2), tags text[], meta jsonb, paid_at timestamptz)`)
+	exec1(t, conn, `CREATE TABLE customers (id bigint PRIMARY KEY, name text, vip bool, avatar bytea, born date, score float8)`)
+
+	rcv := webhooktest.New(t, testSecret)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, dsn, "e2e_order", "  tables: [public.orders, customers]\n",
+		sinkConf{Name: "orders", URL: rcv.URL, Secret: testSecret, Extra: "    batch_size: 7\n    max_in_flight: 4\n    headers: {X-Test: static}\n"})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "e2e_order", d)
+
+	// The workload: 20 orders and 5 customers, each row changed several
+	// times, some in multi-statement transactions.
+	type rowKey struct {
+		table string
+		id    int
+	}
+	want := map[rowKey][]string{} // per row: the actions in commit order
+	exec1(t, conn, `INSERT INTO orders VALUES (1, 'new', 19.90, '{a,"b c"}', '{"k": 1}', '2026-11-26 11:20:00.123456+00')`)
+	want[rowKey{"orders", 1}] = append(want[rowKey{"orders", 1}], "insert")
+	for i := 2; i <= 20; i++ {
+		exec1(t, conn, `INSERT INTO orders (id, status, amount) VALUES ($1, 'new', $2)`, i, i)
+		want[rowKey{"orders", i}] = append(want[rowKey{"orders", i}], "insert")
+	}
+	for i := 1; i <= 5; i++ {
+		exec1(t, conn, `INSERT INTO customers VALUES ($1, $2, $3, '\x0001ff', '2000-01-31', 1.5)`, i, fmt.Sprintf("c%d", i), i%2 == 0)
+		want[rowKey{"customers", i}] = append(want[rowKey{"customers", i}], "insert")
+	}
+	for round := 0; round < 3; round++ {
+		tx, err := conn.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 20; i += 2 {
+			if _, err := tx.Exec(context.Background(), `UPDATE orders SET status = $2 WHERE id = $1`, i, fmt.Sprintf("s%d", round)); err != nil {
+				t.Fatal(err)
+			}
+			want[rowKey{"orders", i}] = append(want[rowKey{"orders", i}], "update")
+		}
+		if _, err := tx.Exec(context.Background(), `UPDATE customers SET score = score + 1 WHERE id = 3`); err != nil {
+			t.Fatal(err)
+		}
+		want[rowKey{"customers", 3}] = append(want[rowKey{"customers", 3}], "update")
+		if err := tx.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec1(t, conn, `DELETE FROM orders WHERE id IN (2, 4)`)
+	want[rowKey{"orders", 2}] = append(want[rowKey{"orders", 2}], "delete")
+	want[rowKey{"orders", 4}] = append(want[rowKey{"orders", 4}], "delete")
+	exec1(t, conn, `DELETE FROM customers WHERE id = 5`)
+	want[rowKey{"customers", 5}] = append(want[rowKey{"customers", 5}], "delete")
+	total := 0
+	for _, v := range want {
+		total += len(v)
+	}
+
+	msgs := rcv.WaitCount(t, total, 60*time.Second)
+	if len(msgs) != total {
+		t.Fatalf("got %d messages, want %d (no redelivery expected without faults)", len(msgs), total)
+	}
+	got := map[rowKey][]string{}
+	lastPos := map[rowKey]string{}
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		var rec struct {
+			ID int `json:"id"`
+		}
+		if err := json.Unmarshal(m.Record, &rec); err != nil {
+			t.Fatalf("record %s: %v", m.Record, err)
+		}
+		k := rowKey{m.Metadata.TableName, rec.ID}
+		got[k] = append(got[k], m.Action)
+		if seen[m.Metadata.IdempotencyKey] {
+			t.Errorf("idempotency key %s delivered twice", m.Metadata.IdempotencyKey)
+		}
+		seen[m.Metadata.IdempotencyKey] = true
+		if want := m.Metadata.CommitLSN + ":" + fmt.Sprint(m.Metadata.CommitIdx); m.Metadata.IdempotencyKey != want {
+			t.Errorf("got idempotency key %s, want %s", m.Metadata.IdempotencyKey, want)
+		}
+		if prev, ok := lastPos[k]; ok && !positionLess(t, prev, m.Metadata.IdempotencyKey) {
+			t.Errorf("row %v: %s delivered after %s", k, m.Metadata.IdempotencyKey, prev)
+		}
+		lastPos[k] = m.Metadata.IdempotencyKey
+		if m.Metadata.Sink != "orders" || m.Metadata.TableSchema != "public" {
+			t.Errorf("got metadata %+v, want sink orders and schema public", m.Metadata)
+		}
+	}
+	for k, w := range want {
+		if strings.Join(got[k], ",") != strings.Join(w, ",") {
+			t.Errorf("row %v: got actions %v, want %v", k, got[k], w)
+		}
+	}
+
+	// The first message, exactly as documented.
+	first := msgs[0]
+	for _, m := range msgs {
+		if m.Metadata.TableName == "orders" && m.Action == "insert" && strings.Contains(string(m.Record), `"id":1,`) {
+			first = m
+		}
+	}
+	wantRecord := `{"id":1,"status":"new","amount":"19.90","tags":["a","b c"],"meta":{"k": 1},"paid_at":"2026-11-26T11:20:00.123456Z"}`
+	if string(first.Record) != wantRecord {
+		t.Errorf("got record %s, want %s", first.Record, wantRecord)
+	}
+	if string(first.Changes) != "null" {
+		t.Errorf("got changes %s on insert, want null", first.Changes)
+	}
+	var customer webhooktest.Message
+	for _, m := range msgs {
+		if m.Metadata.TableName == "customers" && m.Action == "insert" && strings.Contains(string(m.Record), `"id":2,`) {
+			customer = m
+		}
+	}
+	if want := `{"id":2,"name":"c2","vip":true,"avatar":"AAH/","born":"2000-01-31","score":1.5}`; string(customer.Record) != want {
+		t.Errorf("got record %s, want %s", customer.Record, want)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, first.Metadata.CommitTimestamp); err != nil || !strings.HasSuffix(first.Metadata.CommitTimestamp, "Z") {
+		t.Errorf("commit_timestamp %q is not RFC 3339 UTC: %v", first.Metadata.CommitTimestamp, err)
+	}
+	for _, m := range msgs {
+		if m.Action == "update" && m.Metadata.TableName == "orders" && string(m.Changes) != "{}" {
+			t.Errorf("got changes %s on an update without REPLICA IDENTITY FULL, want {}", m.Changes)
+		}
+		if m.Action == "delete" && string(m.Record) != `{"id":2}` && string(m.Record) != `{"id":4}` && string(m.Record) != `{"id":5}` {
+			t.Errorf("got delete record %s, want the key only", m.Record)
+		}
+	}
+
+	_, _, badSigs, _ := rcv.Stats()
+	if len(badSigs) > 0 {
+		t.Errorf("receiver rejected signatures: %v", badSigs)
+	}
+	for _, h := range rcv.Headers() {
+		if h.Get("X-Test") != "static" || h.Get("webhook-id") == "" || h.Get("webhook-timestamp") == "" ||
+			!strings.HasPrefix(h.Get("webhook-signature"), "v1,") || !strings.HasPrefix(h.Get("User-Agent"), "walhook/") ||
+			h.Get("Content-Type") != "application/json" {
+			t.Errorf("request headers %v lack what the contract requires", h)
+			break
+		}
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+func positionLess(t *testing.T, a, b string) bool {
+	t.Helper()
+	pa, pb := parsePos(t, a), parsePos(t, b)
+	if pa.lsn != pb.lsn {
+		return pa.lsn < pb.lsn
+	}
+	return pa.idx < pb.idx
+}
+
+type testPos struct {
+	lsn pglogrepl.LSN
+	idx int
+}
+
+func parsePos(t *testing.T, s string) testPos {
+	t.Helper()
+	i := strings.LastIndexByte(s, ':')
+	lsn, err := pglogrepl.ParseLSN(s[:i])
+	if err != nil {
+		t.Fatalf("bad position %q: %v", s, err)
+	}
+	var idx int
+	fmt.Sscan(s[i+1:], &idx)
+	return testPos{lsn, idx}
+}
+
+// TestFailingReceiverHoldsSlot checks that while the receiver answers 500
+// nothing is lost and the slot never confirms past the undelivered
+// transaction, and that it catches up once the receiver answers 2xx.
+func TestFailingReceiverHoldsSlot(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	exec1(t, conn, `CREATE TABLE other (id int)`) // not captured: its writes move WAL only
+
+	rcv := webhooktest.New(t, "")
+	rcv.SetFaults(webhooktest.Faults{FailRatio: 1})
+	cfg := writeConfig(t, t.TempDir(), dsn, "e2e_hold", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "e2e_hold", d)
+
+	exec1(t, conn, `INSERT INTO t VALUES (1, 'held')`)
+	var samples []pglogrepl.LSN
+	// Keep WAL moving (writes outside the publication, heartbeats) while
+	// the receiver fails, and sample the slot.
+	waitUntil(t, 30*time.Second, "10 failed deliveries", func() bool {
+		exec1(t, conn, `INSERT INTO other VALUES (1)`)
+		lsn, _ := slotState(t, conn, "e2e_hold")
+		samples = append(samples, lsn)
+		_, failures, _, _ := rcv.Stats()
+		return failures >= 10
+	})
+	if n := len(rcv.Messages()); n != 0 {
+		t.Fatalf("receiver accepted %d messages while failing", n)
+	}
+	rcv.SetFaults(webhooktest.Faults{})
+	msgs := rcv.WaitCount(t, 1, 30*time.Second)
+	commit, err := pglogrepl.ParseLSN(msgs[0].Metadata.CommitLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range samples {
+		if s > commit {
+			t.Fatalf("slot confirmed %s while the transaction committed at %s was undelivered", s, commit)
+		}
+	}
+	// Catch up: past the delivered transaction and, idle, to the WAL end.
+	target := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "the slot catches up to "+target.String(), func() bool {
+		lsn, _ := slotState(t, conn, "e2e_hold")
+		return lsn >= target
+	})
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestRestartLosesNothingAndRedeliversNothing stops walhook with SIGTERM,
+// writes while it is down, and starts it again.
+func TestRestartLosesNothingAndRedeliversNothing(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
+	rcv := webhooktest.New(t, "")
+	dir := t.TempDir()
+	// One lane: delivery order is stream order, so once the last row
+	// arrived, any redelivery would have arrived before it.
+	cfg := writeConfig(t, dir, dsn, "e2e_restart", "", sinkConf{Name: "s", URL: rcv.URL, Extra: "    max_in_flight: 1\n"})
+
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "e2e_restart", d)
+	for i := 0; i < 50; i++ {
+		exec1(t, conn, `INSERT INTO t VALUES ($1, 0)`, i)
+	}
+	rcv.WaitCount(t, 50, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+	for i := 50; i < 100; i++ {
+		exec1(t, conn, `INSERT INTO t VALUES ($1, 0)`, i)
+	}
+	exec1(t, conn, `UPDATE t SET v = 1`)
+	d = startWalhook(t, "run", "--config", cfg)
+	msgs := rcv.WaitCount(t, 200, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (1000, 0)`)
+	msgs = rcv.WaitFor(t, 30*time.Second, "the last row", func(m []webhooktest.Message) bool {
+		return len(m) > 0 && strings.Contains(string(m[len(m)-1].Record), `"id":1000`)
+	})
+	if len(msgs) != 201 {
+		keys := map[string]int{}
+		for _, m := range msgs {
+			keys[m.Metadata.IdempotencyKey]++
+		}
+		dups := 0
+		for _, n := range keys {
+			dups += n - 1
+		}
+		t.Fatalf("got %d messages (%d distinct, %d redelivered), want 201 exactly once each", len(msgs), len(keys), dups)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestWALLevelReplica checks that walhook names the fix and exits non-zero
+// against a server that cannot decode logically.
+func TestWALLevelReplica(t *testing.T) {
+	srv, err := pgtest.Start(pgtest.Options{WALLevel: "replica"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cfg := writeConfig(t, t.TempDir(), srv.DSN("postgres"), "e2e_replica", "", sinkConf{Name: "s", URL: "http://127.0.0.1:1/"})
+	for _, cmd := range []string{"run", "check"} {
+		code, out := runWalhook(t, cmd, "--config", cfg)
+		if code != 1 {
+			t.Errorf("walhook %s exited %d, want 1; output:\n%s", cmd, code, out)
+		}
+		if !strings.Contains(out, "ALTER SYSTEM SET wal_level = logical") {
+			t.Errorf("walhook %s output does not name the fix:\n%s", cmd, out)
+		}
+	}
+}
+
+// TestCheckRejectsBadConfigs runs `walhook check` on bad files: each exits
+// 2 with a message that names the file and line.
+func TestCheckRejectsBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/config/bad/*.yaml")
+	if err != nil || len(files) < 5 {
+		t.Fatalf("want at least 5 bad configs in testdata/config/bad, got %d (%v)", len(files), err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			code, out := runWalhook(t, "check", "--config", f)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; output:\n%s", code, out)
+			}
+			if !strings.Contains(out, filepath.Base(f)+":") {
+				t.Fatalf("output does not name the file and line:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestCheckReportsDatabase runs `walhook check` on a good config.
+func TestCheckReportsDatabase(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	exec1(t, conn, `CREATE TABLE nokey (v int)`)
+	cfg := writeConfig(t, t.TempDir(), dsn, "e2e_check", "  tables: [t, nokey]\n", sinkConf{Name: "s", URL: "http://127.0.0.1:1/"})
+	code, out := runWalhook(t, "check", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0; output:\n%s", code, out)
+	}
+	for _, want := range []string{"wal_level: logical", "table public.t: replica identity DEFAULT", "table public.nokey: replica identity DEFAULT without a primary key", "ready"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,226 @@
+package config
+
+import (
+	"encoding/base64"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Sink defaults.
+const (
+	defaultSinkType     = "webhook"
+	defaultBatchSize    = 100
+	defaultBatchWait    = 50 * time.Millisecond
+	defaultMaxInFlight  = 16
+	defaultTimeout      = 30 * time.Second
+	defaultRetryInitial = time.Second
+	defaultRetryMax     = 5 * time.Minute
+)
+
+// validActions are the values a sink's actions list may hold.
+var validActions = []string{"insert", "update", "delete", "truncate", "read", "message"}
+
+// reservedHeaders are set by walhook on every request, so a sink's headers
+// may not replace them (lower case).
+var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "webhook-timestamp", "webhook-signature"}
+
+var sinkKeys = []string{
+	"name", "type", "url", "tables", "actions", "filter", "group_by",
+	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
+}
+
+func (d *decoder) sinks(v value, src Source) []Sink {
+	items := d.list(v)
+	d.check(v, len(items) > 0, "no sinks; add at least one, such as - {name: orders, url: http://localhost:8080/hooks}")
+	sinks := make([]Sink, 0, len(items))
+	names := make(map[string]value) // first use of each name
+	for _, item := range items {
+		o := d.object(item, sinkKeys...)
+		s := d.sink(o, src)
+		nameField := o.field("name")
+		if first, dup := names[s.Name]; dup {
+			d.fail(nameField, "%q is already the name of %s (line %d); sink names must be unique", s.Name, parentPath(first.path), first.line)
+		} else if s.Name != "" {
+			names[s.Name] = nameField
+		}
+		sinks = append(sinks, s)
+	}
+	return sinks
+}
+
+func (d *decoder) sink(o object, src Source) Sink {
+	s := Sink{
+		Name:        d.sinkName(o.field("name")),
+		Type:        d.string(o.field("type"), defaultSinkType),
+		URL:         d.httpURL(o.field("url")),
+		Tables:      d.tables(o.field("tables"), src.Tables, "source.tables"),
+		Actions:     d.actions(o.field("actions")),
+		Filter:      d.string(o.field("filter"), ""),
+		BatchSize:   d.positiveInt(o.field("batch_size"), defaultBatchSize),
+		BatchWait:   d.duration(o.field("batch_wait"), defaultBatchWait),
+		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
+		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
+		Retry:       d.retry(o.field("retry")),
+		Secret:      d.secret(o.field("secret")),
+		Headers:     d.headers(o.field("headers")),
+	}
+	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
+	if len(s.Tables) > 0 {
+		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))
+	} else {
+		s.GroupBy = d.groupBy(o.field("group_by"), src.Tables, "source.tables")
+	}
+	return s
+}
+
+// sinkName returns a required sink name made of [A-Za-z0-9_.-].
+func (d *decoder) sinkName(v value) string {
+	name := d.string(v, "")
+	d.check(v, name != "", "missing; give the sink a unique name such as orders")
+	valid := strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == ""
+	d.check(v, valid, "%q may only contain letters, digits, _, . and -; use a name such as orders-v2", name)
+	return name
+}
+
+// httpURL returns a required http:// or https:// URL.
+func (d *decoder) httpURL(v value) string {
+	s := d.string(v, "")
+	d.check(v, s != "", "missing; set the URL to POST to, such as https://example.com/hooks")
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	d.check(v, err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "",
+		"not a valid http:// or https:// URL with a host; write one such as https://example.com/hooks, percent-encoding special characters")
+	return s
+}
+
+// actions returns the listed actions; nil, meaning every action, when the
+// list is absent or empty.
+func (d *decoder) actions(v value) []string {
+	var actions []string
+	for _, item := range d.list(v) {
+		a := d.string(item, "")
+		switch {
+		case !slices.Contains(validActions, a):
+			d.fail(item, "%q is not an action; use %s", a, strings.Join(validActions, ", "))
+		case slices.Contains(actions, a):
+			d.fail(item, "%s is listed twice; remove one", a)
+		default:
+			actions = append(actions, a)
+		}
+	}
+	return actions
+}
+
+// groupBy returns the ordering columns per table. Tables must be in scope;
+// columns are taken as written, since they name keys of the record.
+func (d *decoder) groupBy(v value, scope []Table, scopeName string) map[Table][]string {
+	entries := d.entries(v)
+	if len(entries) == 0 {
+		return nil
+	}
+	groups := make(map[Table][]string, len(entries))
+	for _, e := range entries {
+		t, err := ParseTable(e.key)
+		if err != nil {
+			d.fail(e.value, "%v; %s", err, tableHint)
+			continue
+		}
+		if _, dup := groups[t]; dup {
+			d.fail(e.value, "%s is listed twice; keep one", t)
+			continue
+		}
+		d.checkInScope(e.value, t, scope, scopeName)
+		var columns []string
+		for _, item := range d.list(e.value) {
+			column := d.string(item, "")
+			d.check(item, column != "", "empty column name; write a column of %s", t)
+			columns = append(columns, column)
+		}
+		d.check(e.value, len(columns) > 0, "no columns; list the columns that order messages, such as [customer_id]")
+		groups[t] = columns
+	}
+	return groups
+}
+
+func (d *decoder) retry(v value) Retry {
+	o := d.object(v, "initial", "max", "max_attempts")
+	r := Retry{
+		Initial:     d.positiveDuration(o.field("initial"), defaultRetryInitial),
+		Max:         d.positiveDuration(o.field("max"), defaultRetryMax),
+		MaxAttempts: d.int(o.field("max_attempts"), 0),
+	}
+	d.check(o.field("initial"), r.Initial <= r.Max,
+		"%s is longer than max (%s); make initial at most max", shortDuration(r.Initial), shortDuration(r.Max))
+	d.check(o.field("max_attempts"), r.MaxAttempts >= 0,
+		"%d is negative; use 0 to retry forever, or a limit such as 10", r.MaxAttempts)
+	return r
+}
+
+// secret returns a Standard Webhooks signing secret: "whsec_" followed by
+// the key in standard base64.
+func (d *decoder) secret(v value) string {
+	s, ok := d.text(v)
+	if !ok {
+		return ""
+	}
+	const hint = "generate one with: echo whsec_$(openssl rand -base64 32)"
+	encoded, found := strings.CutPrefix(s, "whsec_")
+	key, err := base64.StdEncoding.DecodeString(encoded)
+	d.check(v, found, "does not start with whsec_; %s", hint)
+	d.check(v, err == nil && len(key) > 0, "not whsec_ followed by standard base64; %s", hint)
+	return s
+}
+
+// headers returns a sink's static request headers, keyed as written.
+func (d *decoder) headers(v value) map[string]string {
+	entries := d.entries(v)
+	if len(entries) == 0 {
+		return nil
+	}
+	headers := make(map[string]string, len(entries))
+	seen := make(map[string]bool) // lower-case names
+	for _, e := range entries {
+		lower := strings.ToLower(e.key)
+		switch {
+		case !isHeaderName(e.key):
+			d.fail(e.value, "%q is not a valid header name; use letters, digits and -, such as X-Api-Key", e.key)
+		case slices.Contains(reservedHeaders, lower):
+			d.fail(e.value, "%s is set by walhook on every request; remove it", e.key)
+		case seen[lower]:
+			d.fail(e.value, "%s is set twice (header names ignore case); keep one", e.key)
+		}
+		seen[lower] = true
+		val := d.string(e.value, "")
+		d.check(e.value, !strings.ContainsAny(val, "\r\n\x00"), "value has a line break or NUL; a header value must be one line")
+		headers[e.key] = val
+	}
+	return headers
+}
+
+// isHeaderName reports whether s is an HTTP field name: one or more tchar
+// (RFC 9110, section 5.6.2).
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// parentPath strips the last field from a path: "sinks[0].name" gives
+// "sinks[0]".
+func parentPath(path string) string {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[:i]
+	}
+	return path
+}

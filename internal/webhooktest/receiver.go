@@ -1,0 +1,247 @@
+// Package webhooktest is a real HTTP receiver for walhook's tests: it
+// records every delivered message, checks signatures, and injects faults
+// (errors, dropped connections, outages, slow answers) on request.
+package webhooktest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/sink/webhook"
+)
+
+// Message is a delivered message as a receiver sees it.
+type Message struct {
+	Action   string          `json:"action"`
+	Record   json.RawMessage `json:"record"`
+	Changes  json.RawMessage `json:"changes"`
+	Prefix   string          `json:"prefix,omitempty"`
+	Content  json.RawMessage `json:"content,omitempty"`
+	Metadata Metadata        `json:"metadata"`
+	Raw      json.RawMessage `json:"-"`
+}
+
+// Metadata is a message's metadata object.
+type Metadata struct {
+	TableSchema           string   `json:"table_schema"`
+	TableName             string   `json:"table_name"`
+	CommitLSN             string   `json:"commit_lsn"`
+	CommitIdx             uint32   `json:"commit_idx"`
+	CommitTimestamp       string   `json:"commit_timestamp"`
+	XID                   uint32   `json:"xid"`
+	IdempotencyKey        string   `json:"idempotency_key"`
+	Sink                  string   `json:"sink"`
+	UnchangedToastColumns []string `json:"unchanged_toast_columns"`
+}
+
+// Faults says how the receiver misbehaves. Ratios are in [0, 1].
+type Faults struct {
+	FailRatio float64       // answer 500
+	DropRatio float64       // close the connection without an answer
+	Down      bool          // answer 503 to everything
+	Delay     time.Duration // wait before answering
+}
+
+// Receiver is a webhook endpoint on a loopback address.
+type Receiver struct {
+	URL    string
+	Secret string
+
+	srv *httptest.Server
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	faults    Faults
+	rng       *rand.Rand
+	accepted  []Message // in the order their requests were answered 200
+	requests  int
+	failures  int
+	badSigs   []string
+	headers   []http.Header
+	lastError string
+}
+
+// New starts a receiver; it is closed when the test ends. If secret is not
+// empty, every request's signature is verified and a bad one is answered
+// 401 and recorded.
+func New(t testing.TB, secret string) *Receiver {
+	t.Helper()
+	r := &Receiver{Secret: secret, rng: rand.New(rand.NewSource(time.Now().UnixNano()))}
+	r.cond = sync.NewCond(&r.mu)
+	r.srv = httptest.NewServer(r)
+	r.URL = r.srv.URL + "/hooks"
+	t.Cleanup(r.Close)
+	return r
+}
+
+// NewOn starts a receiver on a given loopback address (for a restart on the
+// same port).
+func NewOn(t testing.TB, addr, secret string) *Receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	r := &Receiver{Secret: secret, rng: rand.New(rand.NewSource(time.Now().UnixNano()))}
+	r.cond = sync.NewCond(&r.mu)
+	r.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
+	r.srv.Start()
+	r.URL = r.srv.URL + "/hooks"
+	t.Cleanup(r.Close)
+	return r
+}
+
+// Close stops the server.
+func (r *Receiver) Close() {
+	r.srv.CloseClientConnections()
+	r.srv.Close()
+}
+
+// SetFaults changes how the receiver misbehaves from now on.
+func (r *Receiver) SetFaults(f Faults) {
+	r.mu.Lock()
+	r.faults = f
+	r.mu.Unlock()
+}
+
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.requests++
+	f := r.faults
+	roll := r.rng.Float64()
+	r.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if f.Delay > 0 {
+		select {
+		case <-time.After(f.Delay):
+		case <-req.Context().Done():
+			return
+		}
+	}
+	switch {
+	case f.Down:
+		r.fail()
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	case roll < f.DropRatio:
+		r.fail()
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	case roll < f.DropRatio+f.FailRatio:
+		r.fail()
+		http.Error(w, "injected failure", http.StatusInternalServerError)
+		return
+	}
+	if r.Secret != "" {
+		if err := webhook.Verify(r.Secret, req.Header, body, 5*time.Minute, time.Now()); err != nil {
+			r.mu.Lock()
+			r.badSigs = append(r.badSigs, err.Error())
+			r.mu.Unlock()
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+	}
+	var batch struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(body, &batch); err != nil {
+		r.mu.Lock()
+		r.lastError = fmt.Sprintf("bad body %q: %v", body, err)
+		r.mu.Unlock()
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	msgs := make([]Message, 0, len(batch.Data))
+	for _, raw := range batch.Data {
+		var m Message
+		if err := json.Unmarshal(raw, &m); err != nil {
+			r.mu.Lock()
+			r.lastError = fmt.Sprintf("bad message %s: %v", raw, err)
+			r.mu.Unlock()
+			http.Error(w, "bad message", http.StatusBadRequest)
+			return
+		}
+		m.Raw = raw
+		msgs = append(msgs, m)
+	}
+	r.mu.Lock()
+	r.accepted = append(r.accepted, msgs...)
+	r.headers = append(r.headers, req.Header.Clone())
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+func (r *Receiver) fail() {
+	r.mu.Lock()
+	r.failures++
+	r.mu.Unlock()
+}
+
+// Messages returns every message answered 200, in the order received.
+func (r *Receiver) Messages() []Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Message(nil), r.accepted...)
+}
+
+// Headers returns the headers of every accepted request.
+func (r *Receiver) Headers() []http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]http.Header(nil), r.headers...)
+}
+
+// Stats returns the number of requests, failed (injected) answers, and
+// signature failures.
+func (r *Receiver) Stats() (requests, failures int, badSigs []string, lastError string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests, r.failures, append([]string(nil), r.badSigs...), r.lastError
+}
+
+// WaitFor waits until cond holds for the accepted messages, or fails the
+// test after timeout.
+func (r *Receiver) WaitFor(t testing.TB, timeout time.Duration, what string, cond func([]Message) bool) []Message {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer timer.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for !cond(r.accepted) {
+		if time.Now().After(deadline) {
+			got := len(r.accepted)
+			t.Fatalf("timed out after %v waiting for %s; got %d messages (requests %d, failures %d, bad signatures %d, last error %q)",
+				timeout, what, got, r.requests, r.failures, len(r.badSigs), r.lastError)
+		}
+		r.cond.Wait()
+	}
+	return append([]Message(nil), r.accepted...)
+}
+
+// WaitCount waits for at least n accepted messages.
+func (r *Receiver) WaitCount(t testing.TB, n int, timeout time.Duration) []Message {
+	t.Helper()
+	return r.WaitFor(t, timeout, fmt.Sprintf("%d messages", n), func(m []Message) bool { return len(m) >= n })
+}

@@ -1,0 +1,472 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/change"
+)
+
+func TestBatchSizeHeadersAndBody(t *testing.T) {
+	rc := newReceiver(t, ok)
+	cfg := testConfig(rc.URL)
+	cfg.BatchSize = 3
+	cfg.BatchWait = 200 * time.Millisecond
+	cfg.MaxInFlight = 1
+	now := time.Unix(1764156000, 0)
+	var a acks
+	s := start(t, cfg, Options{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
+
+	var msgs []*change.Message
+	for i := range 7 {
+		msgs = append(msgs, msg(i, "public.t:1"))
+	}
+	submit(t, s, msgs...)
+	waitFor(t, "7 acks", func() bool { return a.count() == 7 })
+	wantAcks(t, &a, msgs...)
+
+	hits := rc.list()
+	if len(hits) != 3 {
+		t.Fatalf("got %d requests, want 3 (batches of 3, 3 and 1)", len(hits))
+	}
+	seen := map[string]bool{}
+	for i, want := range [][]*change.Message{msgs[0:3], msgs[3:6], msgs[6:7]} {
+		h := hits[i]
+		if wantBody := change.AppendBody(nil, want, "orders"); !bytes.Equal(h.body, wantBody) {
+			t.Errorf("request %d: got body\n%s\nwant\n%s", h.n, h.body, wantBody)
+		}
+		var wantIDs []int
+		for _, m := range want {
+			wantIDs = append(wantIDs, int(m.Pos.Idx))
+		}
+		if got := h.ids(t); !slices.Equal(got, wantIDs) {
+			t.Errorf("request %d: got ids %v, want %v", h.n, got, wantIDs)
+		}
+		for name, want := range map[string]string{
+			"Content-Type":      "application/json",
+			"User-Agent":        "walhook/1.2.3",
+			"X-Static":          "yes",
+			"Authorization":     "Bearer t0ken",
+			"Webhook-Timestamp": "1764156000",
+			"Webhook-Signature": "",
+		} {
+			if got := h.header.Get(name); got != want {
+				t.Errorf("request %d: header %s: got %q, want %q", h.n, name, got, want)
+			}
+		}
+		id := h.header.Get("Webhook-Id")
+		if want := BatchID("orders", want[0].Pos, want[len(want)-1].Pos); id != want {
+			t.Errorf("request %d: webhook-id: got %q, want %q", h.n, id, want)
+		}
+		if !strings.HasPrefix(id, "msg_") || len(id) != 36 || seen[id] {
+			t.Errorf("request %d: webhook-id %q: want msg_ and 32 hex digits, unique per batch", h.n, id)
+		}
+		seen[id] = true
+	}
+	if st := s.Stats(); st.Delivered != 7 || st.Queued != 0 || st.FailedAttempts != 0 || st.InFlight != 0 {
+		t.Errorf("got stats %+v, want 7 delivered and nothing else", st)
+	}
+}
+
+func TestBatchWaitFlushesPartialBatch(t *testing.T) {
+	rc := newReceiver(t, ok)
+	cfg := testConfig(rc.URL)
+	cfg.BatchSize = 100
+	cfg.BatchWait = 50 * time.Millisecond
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add, LaneKey: func(*change.Message) string { return "one lane" }})
+
+	began := time.Now()
+	submit(t, s, msg(1, "public.t:1"), msg(2, "public.t:2"))
+	waitFor(t, "2 acks", func() bool { return a.count() == 2 })
+	hits := rc.list()
+	if len(hits) != 1 {
+		t.Fatalf("got %d requests, want 1", len(hits))
+	}
+	if got := hits[0].ids(t); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("got ids %v, want [1 2]", got)
+	}
+	if waited := hits[0].at.Sub(began); waited < cfg.BatchWait {
+		t.Errorf("partial batch sent after %s, want batch_wait (%s) or more", waited, cfg.BatchWait)
+	}
+}
+
+func TestSignedRequestsVerify(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) int {
+		if err := Verify(testSecret, r.Header, body, 0, time.Now()); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return http.StatusUnauthorized
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Secret = testSecret
+	cfg.MaxInFlight = 2
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add})
+	for i := range 20 {
+		submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
+	}
+	drain(t, s)
+	for _, h := range rc.list() {
+		if h.status != http.StatusOK {
+			t.Errorf("request %d: receiver answered %d, want 200", h.n, h.status)
+		}
+	}
+	if n := a.count(); n != 20 {
+		t.Errorf("got %d acks, want 20", n)
+	}
+}
+
+// failing answers the first len(statuses) requests with those statuses, and
+// 200 afterwards.
+func failing(statuses ...int) func(http.ResponseWriter, *http.Request, int, []byte) int {
+	return func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if n > len(statuses) {
+			w.WriteHeader(http.StatusOK)
+			return http.StatusOK
+		}
+		code := statuses[n-1]
+		if code >= 300 && code < 400 {
+			w.Header().Set("Location", "/elsewhere")
+		}
+		http.Error(w, "boom "+strconv.Itoa(n), code)
+		return code
+	}
+}
+
+func TestRetriesUntil2xx(t *testing.T) {
+	for _, statuses := range [][]int{
+		{500, 500},
+		{400},
+		{429, 503}, // without Retry-After: the backoff applies
+		{502, 408, 404, 409},
+		{302, 307},
+	} {
+		t.Run(fmt.Sprint(statuses), func(t *testing.T) {
+			rc := newReceiver(t, failing(statuses...))
+			cfg := testConfig(rc.URL)
+			cfg.BatchWait = 50 * time.Millisecond
+			var a acks
+			s := start(t, cfg, Options{Ack: a.add, Now: time.Now})
+			msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
+			submit(t, s, msgs...)
+			waitFor(t, "3 acks", func() bool { return a.count() == 3 })
+			wantAcks(t, &a, msgs...)
+
+			hits := rc.list()
+			if len(hits) != len(statuses)+1 {
+				t.Fatalf("got %d requests, want %d", len(hits), len(statuses)+1)
+			}
+			id := hits[0].header.Get("Webhook-Id")
+			for _, h := range hits {
+				if h.path != "/" {
+					t.Errorf("request %d went to %s: a redirect was followed", h.n, h.path)
+				}
+				if got := h.header.Get("Webhook-Id"); got != id {
+					t.Errorf("request %d: webhook-id %q, want %q as on the first attempt", h.n, got, id)
+				}
+				if _, err := strconv.ParseInt(h.header.Get("Webhook-Timestamp"), 10, 64); err != nil {
+					t.Errorf("request %d: webhook-timestamp: %v", h.n, err)
+				}
+				if !bytes.Equal(h.body, hits[0].body) {
+					t.Errorf("request %d: body differs from the first attempt's", h.n)
+				}
+				if got := h.ids(t); !slices.Equal(got, []int{1, 2, 3}) {
+					t.Errorf("request %d: got ids %v, want [1 2 3]", h.n, got)
+				}
+			}
+			st := s.Stats()
+			if st.FailedAttempts != uint64(len(statuses)) || st.Delivered != 3 {
+				t.Errorf("got stats %+v, want %d failed attempts and 3 delivered", st, len(statuses))
+			}
+		})
+	}
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return http.StatusTooManyRequests
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Retry.Max = 5 * time.Second
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add})
+	submit(t, s, msg(1, "public.t:1"))
+	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+	hits := rc.list()
+	if len(hits) != 2 {
+		t.Fatalf("got %d requests, want 2", len(hits))
+	}
+	if gap := hits[1].at.Sub(hits[0].at); gap < time.Second {
+		t.Errorf("second attempt came %s after the first, want at least 1s (Retry-After: 1)", gap)
+	}
+}
+
+func TestRetryAfterIsCappedAtRetryMax(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if n == 1 {
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Retry.Max = 20 * time.Millisecond
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add})
+	submit(t, s, msg(1, "public.t:1"))
+	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+}
+
+func TestRetryAfterParsing(t *testing.T) {
+	now := time.Date(2026, 11, 26, 11, 20, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"1", time.Second},
+		{" 120 ", 2 * time.Minute},
+		{"-1", 0},
+		{"1.5", 0},
+		{"soon", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	} {
+		if got := retryAfter(tc.v, now); got != tc.want {
+			t.Errorf("retryAfter(%q): got %s, want %s", tc.v, got, tc.want)
+		}
+	}
+}
+
+func TestHangingReceiverIsAFailedAttempt(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if n == 1 {
+			<-r.Context().Done() // never answer; the client gives up
+			return 0
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Timeout = 100 * time.Millisecond
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add})
+	m := msg(1, "public.t:1")
+	submit(t, s, m)
+	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+	wantAcks(t, &a, m)
+	hits := rc.list()
+	if len(hits) != 2 {
+		t.Fatalf("got %d requests, want 2", len(hits))
+	}
+	if gap := hits[1].at.Sub(hits[0].at); gap < cfg.Timeout {
+		t.Errorf("second attempt came %s after the first, want the timeout (%s) or more", gap, cfg.Timeout)
+	}
+	if st := s.Stats(); st.FailedAttempts != 1 {
+		t.Errorf("got %d failed attempts, want 1", st.FailedAttempts)
+	}
+}
+
+func TestBrokenConnectionIsRetried(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(map[bool]string{false: "closed", true: "reset"}[reset], func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+				if n > 1 {
+					return http.StatusOK
+				}
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Errorf("hijack: %v", err)
+					return 0
+				}
+				if tcp, ok := conn.(*net.TCPConn); ok && reset {
+					_ = tcp.SetLinger(0) // close with RST
+				}
+				_ = conn.Close()
+				return 0
+			})
+			var a acks
+			s := start(t, testConfig(rc.URL), Options{Ack: a.add})
+			m := msg(1, "public.t:1")
+			submit(t, s, m)
+			waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+			wantAcks(t, &a, m)
+			if n := rc.count(); n != 2 {
+				t.Errorf("got %d requests, want 2", n)
+			}
+		})
+	}
+}
+
+func TestReceiverDownIsRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+
+	var a acks
+	s := start(t, testConfig("http://"+addr+"/hooks"), Options{Ack: a.add})
+	m := msg(1, "public.t:1")
+	submit(t, s, m)
+	waitFor(t, "2 refused attempts", func() bool { return s.Stats().FailedAttempts >= 2 })
+
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+	wantAcks(t, &a, m)
+}
+
+func TestDeadLetterAfterMaxAttempts(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		http.Error(w, "boom", http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Retry.MaxAttempts = 3
+	cfg.BatchWait = 50 * time.Millisecond
+	var (
+		a       acks
+		mu      sync.Mutex
+		got     []*change.Message
+		lastErr error
+	)
+	s := start(t, cfg, Options{Ack: a.add, DeadLetter: func(ctx context.Context, msgs []*change.Message, err error) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, msgs...)
+		lastErr = err
+		return nil
+	}})
+	msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
+	submit(t, s, msgs...)
+	drain(t, s)
+	wantAcks(t, &a, msgs...)
+	if n := rc.count(); n != 3 {
+		t.Errorf("got %d requests, want 3 (max_attempts)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, msgs) {
+		t.Errorf("dead-letter store got %v, want %v", got, msgs)
+	}
+	var serr *StatusError
+	if !errors.As(lastErr, &serr) || serr.StatusCode != 500 || !strings.Contains(serr.Body, "boom") {
+		t.Errorf("dead-letter store got error %v, want a *StatusError 500 with the body", lastErr)
+	}
+	if st := s.Stats(); st.DeadLettered != 3 || st.Delivered != 0 || st.FailedAttempts != 3 {
+		t.Errorf("got stats %+v, want 3 dead-lettered, 3 failed attempts", st)
+	}
+}
+
+func TestDeadLetterFailureKeepsRetrying(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		w.WriteHeader(http.StatusBadGateway)
+		return http.StatusBadGateway
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Retry.MaxAttempts = 2
+	var (
+		a     acks
+		calls int
+	)
+	s := start(t, cfg, Options{Ack: a.add, DeadLetter: func(context.Context, []*change.Message, error) error {
+		calls++ // one lane: no concurrent calls
+		if calls == 1 {
+			return errors.New("dead-letter store is full")
+		}
+		return nil
+	}})
+	m := msg(1, "public.t:1")
+	submit(t, s, m)
+	drain(t, s)
+	wantAcks(t, &a, m)
+	if n := rc.count(); n != 3 {
+		t.Errorf("got %d requests, want 3 (2, a failed dead-letter, 1 more)", n)
+	}
+	if calls != 2 {
+		t.Errorf("got %d dead-letter calls, want 2", calls)
+	}
+}
+
+func TestMaxAttemptsWithoutDeadLetterRetriesForever(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		w.WriteHeader(http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	})
+	cfg := testConfig(rc.URL)
+	cfg.Retry.MaxAttempts = 2
+	cfg.Retry.Max = 10 * time.Millisecond
+	var a acks
+	s := start(t, cfg, Options{Ack: a.add})
+	submit(t, s, msg(1, "public.t:1"))
+	waitFor(t, "5 attempts", func() bool { return rc.count() >= 5 })
+	if n := a.count(); n != 0 {
+		t.Errorf("got %d acks, want 0: nothing was delivered", n)
+	}
+	if st := s.Stats(); st.Queued != 1 {
+		t.Errorf("got %d queued, want 1", st.Queued)
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&StatusError{StatusCode: 500}, true},
+		{fmt.Errorf("deliver: %w", &StatusError{StatusCode: 400}), true},
+		{fmt.Errorf("%w (timeout 30s)", ErrTimeout), true},
+		{errors.New("post: connection reset by peer"), true},
+		{context.Canceled, false},
+		{fmt.Errorf("post: %w", context.DeadlineExceeded), false},
+	} {
+		if got := Retryable(tc.err); got != tc.want {
+			t.Errorf("Retryable(%v): got %t, want %t", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestBatchID(t *testing.T) {
+	a := change.Position{CommitLSN: testLSN, Idx: 1}
+	b := change.Position{CommitLSN: testLSN, Idx: 9}
+	id := BatchID("orders", a, b)
+	for _, other := range []string{
+		BatchID("orders", a, a),
+		BatchID("orders", b, b),
+		BatchID("orders2", a, b),
+		BatchID("order", a, b),
+	} {
+		if other == id {
+			t.Errorf("BatchID collides: %s", id)
+		}
+	}
+	if again := BatchID("orders", a, b); again != id {
+		t.Errorf("got %s, then %s: want the same id for the same batch", id, again)
+	}
+}

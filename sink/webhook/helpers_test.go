@@ -1,0 +1,244 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+)
+
+const testLSN = 0x16B3748
+
+var testCommitTime = time.Date(2026, 11, 26, 11, 20, 0, 123456000, time.UTC)
+
+// msg is the i-th test message: record {"id":i} at position testLSN:i.
+func msg(i int, key string) *change.Message {
+	return &change.Message{
+		Action:     change.Insert,
+		Schema:     "public",
+		Table:      "t",
+		Record:     []byte(`{"id":` + strconv.Itoa(i) + `}`),
+		Key:        key,
+		Pos:        change.Position{CommitLSN: testLSN, Idx: uint32(i)},
+		CommitTime: testCommitTime,
+		XID:        771,
+	}
+}
+
+// hit is one request a receiver got.
+type hit struct {
+	n      int // 1-based, in arrival order
+	at     time.Time
+	path   string
+	header http.Header
+	body   []byte
+	status int // what the receiver answered; 0 if it wrote nothing
+}
+
+// ids returns the record ids in the hit's body, in order.
+func (h hit) ids(t *testing.T) []int {
+	t.Helper()
+	var b struct {
+		Data []struct {
+			Record struct {
+				ID int `json:"id"`
+			} `json:"record"`
+			Metadata struct {
+				Sink           string `json:"sink"`
+				IdempotencyKey string `json:"idempotency_key"`
+			} `json:"metadata"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(h.body, &b); err != nil {
+		t.Fatalf("request %d: body is not valid JSON: %v\n%s", h.n, err, h.body)
+	}
+	ids := make([]int, len(b.Data))
+	for i, d := range b.Data {
+		ids[i] = d.Record.ID
+		if d.Metadata.Sink != "orders" {
+			t.Errorf("request %d: metadata.sink = %q, want %q", h.n, d.Metadata.Sink, "orders")
+		}
+	}
+	return ids
+}
+
+// receiver is a real HTTP server on loopback that records every request and
+// lets answer respond; answer returns the status it wrote.
+type receiver struct {
+	*httptest.Server
+	mu   sync.Mutex
+	hits []hit
+}
+
+func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int) *receiver {
+	t.Helper()
+	rc := &receiver{}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return // the client abandoned the request: a hard stop
+		}
+		rc.mu.Lock()
+		n := len(rc.hits) + 1
+		rc.hits = append(rc.hits, hit{n: n, at: at, path: r.URL.Path, header: r.Header.Clone(), body: body})
+		rc.mu.Unlock()
+		status := answer(w, r, n, body)
+		rc.mu.Lock()
+		rc.hits[n-1].status = status
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// ok answers every request with 200.
+func ok(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) int {
+	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
+
+func (rc *receiver) list() []hit {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make([]hit, len(rc.hits))
+	copy(out, rc.hits)
+	return out
+}
+
+func (rc *receiver) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.hits)
+}
+
+// acks records the positions a sink acknowledged.
+type acks struct {
+	mu  sync.Mutex
+	pos []change.Position
+}
+
+func (a *acks) add(p change.Position) {
+	a.mu.Lock()
+	a.pos = append(a.pos, p)
+	a.mu.Unlock()
+}
+
+func (a *acks) list() []change.Position {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]change.Position, len(a.pos))
+	copy(out, a.pos)
+	return out
+}
+
+func (a *acks) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pos)
+}
+
+// testConfig is a sink on url with short waits.
+func testConfig(url string) config.Sink {
+	return config.Sink{
+		Name:        "orders",
+		Type:        "webhook",
+		URL:         url,
+		BatchSize:   10,
+		BatchWait:   5 * time.Millisecond,
+		MaxInFlight: 4,
+		Timeout:     2 * time.Second,
+		Retry:       config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		Headers:     map[string]string{"X-Static": "yes", "Authorization": "Bearer t0ken"},
+	}
+}
+
+// testLogger writes to the test's output, shown with -v or on failure.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// start builds a sink and runs it until the test ends; the cleanup checks
+// that Run returns promptly once its context ends.
+func start(t *testing.T, cfg config.Sink, opts Options) *Sink {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	s, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return within 5s of its context ending")
+		}
+	})
+	return s
+}
+
+// submit submits msgs, failing the test on an error.
+func submit(t *testing.T, s *Sink, msgs ...*change.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, m := range msgs {
+		if err := s.Submit(ctx, m); err != nil {
+			t.Fatalf("Submit %s: %v", m.Pos, err)
+		}
+	}
+}
+
+// drain drains s, failing the test on an error.
+func drain(t *testing.T, s *Sink) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// wantAcks checks that exactly msgs were acknowledged, in this order.
+func wantAcks(t *testing.T, a *acks, msgs ...*change.Message) {
+	t.Helper()
+	got := a.list()
+	if len(got) != len(msgs) {
+		t.Fatalf("got %d acks %v, want %d", len(got), got, len(msgs))
+	}
+	for i, m := range msgs {
+		if got[i] != m.Pos {
+			t.Errorf("ack %d: got %s, want %s", i, got[i], m.Pos)
+		}
+	}
+}
