@@ -1,6 +1,7 @@
 package change
 
 import (
+	"github.com/jackc/pglogrepl"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -30,7 +31,7 @@ func (m *Message) AppendJSON(b []byte, sink string) []byte {
 		b = append(b, ',')
 	}
 	b = append(b, `"commit_lsn":"`...)
-	b = append(b, m.Pos.CommitLSN.String()...)
+	b = AppendLSN(b, m.Pos.CommitLSN)
 	b = append(b, `","commit_idx":`...)
 	b = strconv.AppendUint(b, uint64(m.Pos.Idx), 10)
 	b = append(b, `,"commit_timestamp":"`...)
@@ -38,7 +39,7 @@ func (m *Message) AppendJSON(b []byte, sink string) []byte {
 	b = append(b, `","xid":`...)
 	b = strconv.AppendUint(b, uint64(m.XID), 10)
 	b = append(b, `,"idempotency_key":"`...)
-	b = append(b, m.Pos.String()...)
+	b = m.Pos.Append(b)
 	b = append(b, `","sink":`...)
 	b = AppendString(b, sink)
 	if len(m.UnchangedToast) > 0 {
@@ -80,6 +81,29 @@ func AppendTimestamp(b []byte, t time.Time) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// AppendLSN appends lsn in PostgreSQL's form, upper-case hex "16/B374D848",
+// as pglogrepl.LSN's String gives it, without formatting through fmt.
+func AppendLSN(b []byte, lsn pglogrepl.LSN) []byte {
+	b = appendHexUpper(b, uint32(lsn>>32))
+	b = append(b, '/')
+	return appendHexUpper(b, uint32(lsn))
+}
+
+func appendHexUpper(b []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	if v == 0 {
+		return append(b, '0')
+	}
+	var tmp [8]byte
+	i := len(tmp)
+	for v > 0 {
+		i--
+		tmp[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return append(b, tmp[i:]...)
+}
 
 // AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
 // encoding/json does; "<", ">" and "&" are left as they are, since messages

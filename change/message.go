@@ -47,8 +47,13 @@ func (p Position) Less(q Position) bool {
 func (p Position) IsZero() bool { return p == Position{} }
 
 // String is the idempotency key form: "0/16B3748:3".
-func (p Position) String() string {
-	return p.CommitLSN.String() + ":" + strconv.FormatUint(uint64(p.Idx), 10)
+func (p Position) String() string { return string(p.Append(nil)) }
+
+// Append appends the String form of p to b.
+func (p Position) Append(b []byte) []byte {
+	b = AppendLSN(b, p.CommitLSN)
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(p.Idx), 10)
 }
 
 // ParsePosition parses the form String returns.

@@ -32,7 +32,7 @@ func newRunCmd() *cobra.Command {
 
 		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown}, log)
 		for _, sc := range cfg.Sinks {
-			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name)})
+			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name), LaneKey: sink.LaneKey(sc)})
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,101 @@
+package change
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+func TestAppendLSNMatchesPglogrepl(t *testing.T) {
+	for _, v := range []uint64{0, 1, 0x16B3748, 0x16_B374D848, math.MaxUint32, math.MaxUint64} {
+		lsn := pglogrepl.LSN(v)
+		if got, want := string(AppendLSN(nil, lsn)), lsn.String(); got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+}
+
+func TestPositionRoundTrip(t *testing.T) {
+	p := Position{CommitLSN: 0x16B3748, Idx: 3}
+	if got, want := p.String(), "0/16B3748:3"; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	q, err := ParsePosition(p.String())
+	if err != nil || q != p {
+		t.Fatalf("got %v, %v; want %v", q, err, p)
+	}
+	for _, bad := range []string{"", "0/16B3748", "x:1", "0/1:-1"} {
+		if _, err := ParsePosition(bad); err == nil {
+			t.Errorf("ParsePosition(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+// TestAppendJSONContract checks the documented message shape field by
+// field.
+func TestAppendJSONContract(t *testing.T) {
+	m := &Message{
+		Action:     Update,
+		Schema:     "public",
+		Table:      "orders",
+		Record:     []byte(`{"id":42,"status":"paid"}`),
+		Changes:    []byte(`{"status":"new"}`),
+		Pos:        Position{CommitLSN: 0x16B3748, Idx: 3},
+		CommitTime: time.Date(2026, 11, 26, 12, 20, 0, 123456000, time.FixedZone("CET", 3600)),
+		XID:        771,
+	}
+	got := string(m.AppendJSON(nil, "orders"))
+	want := `{"action":"update","record":{"id":42,"status":"paid"},"changes":{"status":"new"},"metadata":{"table_schema":"public","table_name":"orders","commit_lsn":"0/16B3748","commit_idx":3,"commit_timestamp":"2026-11-26T11:20:00.123456Z","xid":771,"idempotency_key":"0/16B3748:3","sink":"orders"}}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	m.Action, m.Record, m.Changes, m.UnchangedToast = Truncate, nil, nil, []string{"big"}
+	var v map[string]any
+	if err := json.Unmarshal(AppendBody(nil, []*Message{m, m}, "s\"1"), &v); err != nil {
+		t.Fatalf("body is not JSON: %v", err)
+	}
+	data := v["data"].([]any)
+	first := data[0].(map[string]any)
+	if first["record"] != nil || first["changes"] != nil {
+		t.Fatalf("got record %v changes %v on truncate, want null", first["record"], first["changes"])
+	}
+	md := first["metadata"].(map[string]any)
+	if md["sink"] != "s\"1" || len(md["unchanged_toast_columns"].([]any)) != 1 {
+		t.Fatalf("got metadata %v", md)
+	}
+}
+
+func TestAppendString(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain", `"plain"`},
+		{"q\"b\\", `"q\"b\\"`},
+		{"\n\r\t\x00\x1f", `"\n\r\t\u0000\u001f"`},
+		{"é€😀", `"é€😀"`},
+		{"\xff", `"\ufffd"`},
+		{"\u2028", `"\u2028"`},
+		{"<&>", `"<&>"`},
+	}
+	for _, tt := range tests {
+		got := string(AppendString(nil, tt.in))
+		if got != tt.want {
+			t.Errorf("AppendString(%q): got %s, want %s", tt.in, got, tt.want)
+		}
+		var back string
+		if err := json.Unmarshal([]byte(got), &back); err != nil {
+			t.Errorf("AppendString(%q) = %s is not JSON: %v", tt.in, got, err)
+		}
+	}
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	m := &Message{Action: Insert, Schema: "public", Table: "orders", Record: []byte(`{"id":42,"status":"paid","amount":"19.90"}`),
+		Pos: Position{CommitLSN: 0x16B3748, Idx: 3}, CommitTime: time.Now(), XID: 771}
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf = m.AppendJSON(buf[:0], "orders")
+	}
+}
