@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Store is the embedded state file: one bbolt database, written with fsync
@@ -30,7 +31,7 @@ var ErrLocked = errors.New("state file is locked by another walhook process")
 func Open(path string) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open state %s: %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("open state %s: %w", path, err)

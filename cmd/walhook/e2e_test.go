@@ -271,9 +271,9 @@ func TestRestartLosesNothingAndRedeliversNothing(t *testing.T) {
 	}
 	exec1(t, conn, `UPDATE t SET v = 1`)
 	d = startWalhook(t, "run", "--config", cfg)
-	msgs := rcv.WaitCount(t, 200, 30*time.Second)
+	rcv.WaitCount(t, 200, 30*time.Second)
 	exec1(t, conn, `INSERT INTO t VALUES (1000, 0)`)
-	msgs = rcv.WaitFor(t, 30*time.Second, "the last row", func(m []webhooktest.Message) bool {
+	msgs := rcv.WaitFor(t, 30*time.Second, "the last row", func(m []webhooktest.Message) bool {
 		return len(m) > 0 && strings.Contains(string(m[len(m)-1].Record), `"id":1000`)
 	})
 	if len(msgs) != 201 {

@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: a static walhook binary on a minimal image, run as a
+# non-root user.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/walhook ./cmd/walhook \
+ && mkdir -p /out/state
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/walhook /usr/local/bin/walhook
+# The embedded state file lives here; mount a volume to keep it.
+COPY --from=build --chown=nonroot:nonroot /out/state /var/lib/walhook
+USER nonroot:nonroot
+WORKDIR /var/lib/walhook
+ENV WALHOOK_CONFIG=/etc/walhook/walhook.yaml
+EXPOSE 9400
+ENTRYPOINT ["/usr/local/bin/walhook"]
+CMD ["run"]
