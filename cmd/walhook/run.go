@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,9 @@ func newRunCmd() *cobra.Command {
 		cfg, err := loadConfig(*path)
 		if err != nil {
 			return err
+		}
+		if cfg.State.URL != "" {
+			return usageError{fmt.Errorf("%s: state.url: the Postgres state store is not available in this version; use state.path", cfg.Path)}
 		}
 		log := newLogger(cfg.Log)
 		store, err := cursor.Open(cfg.State.Path)
