@@ -349,3 +349,39 @@ func TestCheckReportsDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestExistingPublicationIsLeftAlone checks that walhook uses a publication
+// it did not create as it is, and warns when it lacks a configured table.
+func TestExistingPublicationIsLeftAlone(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE a (id int PRIMARY KEY)`)
+	exec1(t, conn, `CREATE TABLE b (id int PRIMARY KEY)`)
+	exec1(t, conn, `CREATE PUBLICATION e2e_pub FOR TABLE a`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "e2e_pub", "  tables: [a, b]\n", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "e2e_pub", d)
+	exec1(t, conn, `INSERT INTO b VALUES (1)`)
+	exec1(t, conn, `INSERT INTO a VALUES (1)`)
+	msgs := rcv.WaitCount(t, 1, 30*time.Second)
+	if msgs[0].Metadata.TableName != "a" {
+		t.Fatalf("got a message for table %s, want only table a (b is not in the publication)", msgs[0].Metadata.TableName)
+	}
+	var tables int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'e2e_pub'`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 1 {
+		t.Fatalf("publication has %d tables, want 1: walhook must leave an existing publication alone", tables)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+	if out := d.out.String(); !strings.Contains(out, "lacks a configured table") || !strings.Contains(out, "ADD TABLE") || !strings.Contains(out, "table=public.b") {
+		t.Fatalf("walhook did not warn about the missing table with the fix; output:\n%s", out)
+	}
+	if n := len(rcv.Messages()); n != 1 {
+		t.Fatalf("got %d messages, want 1", n)
+	}
+}
