@@ -183,10 +183,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	case runErr = <-fatal:
 	}
 
+	// The shutdown timeout bounds the whole shutdown: the drain gets it
+	// less a reserve for persisting the cursors and the final status.
+	deadline := time.Now().Add(r.opts.ShutdownTimeout)
+	reserve := min(r.opts.ShutdownTimeout/10, replication.FinalStatusTimeout)
 	close(stop)
 	cancelDispatch()
 	<-dispatchDone
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), r.opts.ShutdownTimeout)
+	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
 	for _, t := range r.sinks {
 		if err := t.sink.Drain(drainCtx); err != nil {
 			r.log.Warn("sink not drained before the shutdown timeout; its undelivered messages are sent again after a restart", "sink", t.sink.Name(), "err", err)
@@ -255,11 +259,18 @@ func (r *Relay) retryConn(ctx context.Context, what string, fn func() error) err
 	}
 }
 
+// maxSlotWait bounds the wait between two tries at a slot another process
+// holds: a standby takes over within this long after the holder is gone.
+const maxSlotWait = 5 * time.Second
+
 // streamLoop runs the stream, reconnecting after a lost connection and
 // waiting while another process holds the slot.
 func (r *Relay) streamLoop(ctx context.Context, stop <-chan struct{}, events chan<- replication.Event) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	held := backoff.NewExponentialBackOff()
+	held.InitialInterval, held.MaxInterval, held.MaxElapsedTime = 500*time.Millisecond, maxSlotWait, 0
+	holder := 0 // the PID last seen holding the slot
 	for first := true; ; first = false {
 		if !first {
 			_, err := replication.Setup(ctx, r.src, true, r.log)
@@ -283,11 +294,19 @@ func (r *Relay) streamLoop(ctx context.Context, stop <-chan struct{}, events cha
 		}
 		if time.Since(started) > time.Minute {
 			b.Reset()
+			held.Reset()
 		}
 		var active *replication.ErrSlotActive
 		switch {
 		case errors.As(err, &active):
-			if !r.wait(ctx, stop, b.NextBackOff(), "replication slot is in use by another process; waiting", err, "pid", active.PID) {
+			// Warn when a holder appears; while it stays, say so at info.
+			level := slog.LevelInfo
+			if active.PID != holder {
+				level, holder = slog.LevelWarn, active.PID
+			}
+			d := held.NextBackOff()
+			r.log.Log(ctx, level, "replication slot is in use by another process; waiting", "slot", r.src.Slot, "pid", active.PID, "retry_in", d.Round(time.Millisecond).String())
+			if !r.sleep(ctx, stop, d) {
 				return nil
 			}
 		case replication.IsConnLost(err):
@@ -300,8 +319,15 @@ func (r *Relay) streamLoop(ctx context.Context, stop <-chan struct{}, events cha
 	}
 }
 
-func (r *Relay) wait(ctx context.Context, stop <-chan struct{}, d time.Duration, msg string, err error, attrs ...any) bool {
-	r.log.Warn(msg, append([]any{"err", err, "retry_in", d.Round(time.Millisecond).String()}, attrs...)...)
+// wait logs why it waits, then sleeps.
+func (r *Relay) wait(ctx context.Context, stop <-chan struct{}, d time.Duration, msg string, err error) bool {
+	r.log.Warn(msg, "err", err, "retry_in", d.Round(time.Millisecond).String())
+	return r.sleep(ctx, stop, d)
+}
+
+// sleep waits d and reports true, or false once ctx ends; after stop it
+// waits for ctx only, since a stopping relay does not reconnect.
+func (r *Relay) sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

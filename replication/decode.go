@@ -2,11 +2,12 @@ package replication
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
@@ -18,7 +19,8 @@ type relation struct {
 	schema, name string
 	identity     byte // replica identity: d(efault), n(othing), f(ull), i(ndex)
 	cols         []column
-	keyCols      []int // columns whose values group the table's rows in order; none: the whole table is one group
+	keyCols      []int  // columns whose values group the table's rows in order; none: the whole table is one group
+	table        string // "schema.name", the key of a truncate and the prefix of every row's key
 }
 
 type column struct {
@@ -89,7 +91,8 @@ type decoder struct {
 
 	newTup, oldTup []tupleCol
 	buf            []byte
-	keyBuf         strings.Builder
+	keyBuf         []byte
+	values         valueEncoder
 }
 
 func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string) *decoder {
@@ -122,7 +125,7 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 		return emit(Event{Kind: EventChange, Msg: m})
 	}
 
-	msg, err := pglogrepl.Parse(data)
+	msg, err := parseMessage(data)
 	if err != nil {
 		return fmt.Errorf("parse %q message: %w", data[0], err)
 	}
@@ -138,7 +141,8 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 	case *pglogrepl.RelationMessage:
 		return d.relation(ctx, m)
 	case *pglogrepl.TypeMessage:
-		d.types.forget(m.DataType)
+		// pgoutput sends one before a Relation message for each user type
+		// the table uses; the Relation message reads them again.
 	case *pglogrepl.TruncateMessage:
 		if !d.inTx {
 			return errors.New("truncate outside a transaction")
@@ -149,7 +153,7 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 				return fmt.Errorf("truncate of relation %d before its Relation message", id)
 			}
 			cm := d.newMessage(change.Truncate, rel)
-			cm.Key = rel.schema + "." + rel.name
+			cm.Key = rel.table
 			if err := emit(Event{Kind: EventChange, Msg: cm}); err != nil {
 				return err
 			}
@@ -172,7 +176,7 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 		return nil
 	}
 	cm := &change.Message{Action: change.Emitted, Prefix: m.Prefix, Key: "message:" + m.Prefix}
-	cm.Content = change.AppendString(nil, string(m.Content))
+	cm.Content = appendContent(nil, m.Content)
 	if d.inTx && m.Transactional {
 		cm.Pos = change.Position{CommitLSN: d.commitLSN, Idx: d.idx}
 		cm.CommitTime, cm.XID = d.commitTime, d.xid
@@ -188,11 +192,30 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 	return emit(Event{Kind: EventChange, Msg: cm})
 }
 
+// appendContent appends a logical decoding message's payload: a JSON string
+// when it is UTF-8 text, else {"base64": "..."}, so that binary content
+// survives and cannot be mistaken for text.
+func appendContent(b, content []byte) []byte {
+	if utf8.Valid(content) {
+		return appendText(b, content)
+	}
+	b = append(b, `{"base64":"`...)
+	b = base64.StdEncoding.AppendEncode(b, content)
+	return append(b, `"}`...)
+}
+
 func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
-	rel := &relation{schema: m.Namespace, name: m.RelationName, identity: m.ReplicaIdentity}
+	rel := &relation{
+		schema:   m.Namespace,
+		name:     m.RelationName,
+		identity: m.ReplicaIdentity,
+		table:    m.Namespace + "." + m.RelationName,
+	}
+	// A Relation message comes again after the table or a type it uses
+	// changed: read user types afresh.
+	d.types.forgetUserTypes()
 	rel.cols = make([]column, len(m.Columns))
 	for i, c := range m.Columns {
-		d.types.forget(c.DataType)
 		t, err := d.types.lookup(ctx, c.DataType)
 		if err != nil {
 			return fmt.Errorf("relation %s.%s column %s: %w", m.Namespace, m.RelationName, c.Name, err)
@@ -205,26 +228,36 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 			identity: c.Flags&1 != 0,
 		}
 	}
-	var keyNames []string
-	if d.keys != nil {
-		var err error
-		if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
-			return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
-		}
-	}
-	for _, k := range keyNames {
-		for i, c := range rel.cols {
-			if c.name == k {
-				rel.keyCols = append(rel.keyCols, i)
-			}
-		}
-	}
-	if len(rel.keyCols) == 0 && rel.identity != 'f' {
-		// No primary key: the replica identity index, if any, identifies rows.
+	switch rel.identity {
+	case 'd', 'i':
+		// The replica identity (the primary key, or the index named by
+		// REPLICA IDENTITY USING INDEX) is what a delete's old tuple and an
+		// update's old key carry, so it is the only key every message of a
+		// row can be grouped by.
 		for i, c := range rel.cols {
 			if c.identity {
 				rel.keyCols = append(rel.keyCols, i)
 			}
+		}
+	default:
+		// FULL marks every column as identity and sends whole old rows;
+		// NOTHING publishes inserts only. The primary key groups rows.
+		var keyNames []string
+		if d.keys != nil {
+			var err error
+			if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
+				return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+			}
+		}
+		for _, k := range keyNames {
+			for i, c := range rel.cols {
+				if c.name == k {
+					rel.keyCols = append(rel.keyCols, i)
+				}
+			}
+		}
+		if len(rel.keyCols) != len(keyNames) {
+			rel.keyCols = nil // the key changed since this message: group the table as one
 		}
 	}
 	d.rels[m.RelationID] = rel
@@ -262,28 +295,32 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		n       int
 	)
 	d.oldTup, d.newTup = d.oldTup[:0], d.newTup[:0]
-	if src[0] == 'K' || src[0] == 'O' {
+	if typ != 'I' && (src[0] == 'K' || src[0] == 'O') {
 		oldKind = src[0]
 		if d.oldTup, n, err = parseTuple(src[1:], d.oldTup); err != nil {
-			return nil, fmt.Errorf("%s.%s: old tuple: %w", rel.schema, rel.name, err)
+			return nil, fmt.Errorf("%s: old tuple: %w", rel.table, err)
 		}
 		src = src[1+n:]
 	}
 	if typ != 'D' {
 		if len(src) == 0 || src[0] != 'N' {
-			return nil, fmt.Errorf("%s.%s: new tuple missing", rel.schema, rel.name)
+			return nil, fmt.Errorf("%s: new tuple missing", rel.table)
 		}
-		if d.newTup, _, err = parseTuple(src[1:], d.newTup); err != nil {
-			return nil, fmt.Errorf("%s.%s: new tuple: %w", rel.schema, rel.name, err)
+		if d.newTup, n, err = parseTuple(src[1:], d.newTup); err != nil {
+			return nil, fmt.Errorf("%s: new tuple: %w", rel.table, err)
 		}
-		if len(d.newTup) > len(rel.cols) {
-			return nil, fmt.Errorf("%s.%s: tuple has %d columns, relation %d", rel.schema, rel.name, len(d.newTup), len(rel.cols))
+		src = src[1+n:]
+		if len(d.newTup) != len(rel.cols) {
+			return nil, fmt.Errorf("%s: tuple has %d columns, relation %d", rel.table, len(d.newTup), len(rel.cols))
 		}
 	} else if oldKind == 0 {
-		return nil, fmt.Errorf("%s.%s: delete without old tuple", rel.schema, rel.name)
+		return nil, fmt.Errorf("%s: delete without old tuple", rel.table)
 	}
-	if len(d.oldTup) > len(rel.cols) {
-		return nil, fmt.Errorf("%s.%s: old tuple has %d columns, relation %d", rel.schema, rel.name, len(d.oldTup), len(rel.cols))
+	if len(src) != 0 {
+		return nil, fmt.Errorf("%s: %d bytes after the tuple", rel.table, len(src))
+	}
+	if oldKind != 0 && len(d.oldTup) != len(rel.cols) {
+		return nil, fmt.Errorf("%s: old tuple has %d columns, relation %d", rel.table, len(d.oldTup), len(rel.cols))
 	}
 
 	var m *change.Message
@@ -291,7 +328,7 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 	case 'I':
 		m = d.newMessage(change.Insert, rel)
 		m.Record = d.record(rel, d.newTup, nil, false, m)
-		m.Key = d.key(rel, d.newTup)
+		m.Key = d.key(rel, d.newTup, nil)
 	case 'U':
 		m = d.newMessage(change.Update, rel)
 		var old []tupleCol
@@ -300,11 +337,11 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		}
 		m.Record = d.record(rel, d.newTup, old, false, m)
 		m.Changes = d.changes(rel, d.newTup, d.oldTup, oldKind)
-		m.Key = d.key(rel, d.newTup)
+		m.Key = d.key(rel, d.newTup, d.oldTup)
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
 		m.Record = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
-		m.Key = d.key(rel, d.oldTup)
+		m.Key = d.key(rel, d.oldTup, nil)
 	default:
 		return nil, fmt.Errorf("unknown row change %q", typ)
 	}
@@ -312,9 +349,10 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 }
 
 // record writes a tuple as a JSON object. An unchanged TOASTed column is
-// taken from old when old has it, otherwise left out and listed in
-// m.UnchangedToast. With identityOnly, only replica identity columns are
-// written (a delete's old key).
+// taken from old when old has it (REPLICA IDENTITY FULL), otherwise left
+// out and listed in m.UnchangedToast: never a placeholder that could pass
+// for data. With identityOnly, only replica identity columns are written (a
+// delete's old key).
 func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) []byte {
 	b := append(d.buf[:0], '{')
 	first := true
@@ -346,9 +384,11 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 func (d *decoder) appendCol(b []byte, col *column, c tupleCol) []byte {
 	switch c.kind {
 	case 't':
-		return appendValue(b, col.typ, c.data)
+		return d.values.appendValue(b, col.typ, c.data)
 	case 'b': // walhook asks for text; binary would only come from a misconfigured server
-		return change.AppendString(b, string(c.data))
+		b = append(b, `{"base64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, c.data)
+		return append(b, `"}`...)
 	default:
 		return append(b, "null"...)
 	}
@@ -382,20 +422,26 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 	return append([]byte(nil), b...)
 }
 
-// key groups a row's messages: the table and its key columns' values.
-func (d *decoder) key(rel *relation, tup []tupleCol) string {
-	k := &d.keyBuf
-	k.Reset()
-	k.WriteString(rel.schema)
-	k.WriteByte('.')
-	k.WriteString(rel.name)
+// key groups a row's messages: the table and its key columns' values. A key
+// column whose new value is an unchanged TOASTed one is read from old, when
+// the server sent it.
+func (d *decoder) key(rel *relation, tup, old []tupleCol) string {
+	k := append(d.keyBuf[:0], rel.table...)
 	for _, i := range rel.keyCols {
-		k.WriteByte(0)
-		if i < len(tup) && tup[i].kind == 't' {
-			k.Write(tup[i].data)
-		} else {
-			k.WriteByte(1)
+		k = append(k, 0)
+		c := tup[i]
+		if c.kind == 'u' && i < len(old) {
+			c = old[i]
+		}
+		switch c.kind {
+		case 't', 'b':
+			k = append(k, c.data...)
+		case 'n':
+			k = append(k, 1)
+		default:
+			k = append(k, 2)
 		}
 	}
-	return k.String()
+	d.keyBuf = k
+	return string(k)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -39,8 +40,10 @@ func translate(slot string, err error) error {
 			return fmt.Errorf("%w: slot %q was dropped while walhook used it (%s); changes made since are in no slot. "+
 				"To recover: re-sync the receivers (for example with a backfill), delete the state file, and start walhook again",
 				ErrSlotLost, slot, pgErr.Message)
-		case "55000": // object_not_in_prerequisite_state: e.g. invalidated slot
-			return fmt.Errorf("%w (%s)", slotLostError(slot), pgErr.Message)
+		case "55000": // object_not_in_prerequisite_state: an invalidated slot, among others
+			if strings.Contains(pgErr.Detail, "invalidated") || strings.Contains(pgErr.Message, "invalidated") {
+				return fmt.Errorf("%w (%s: %s)", slotLostError(slot), pgErr.Message, pgErr.Detail)
+			}
 		}
 	}
 	return err

@@ -145,9 +145,10 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 }
 
 func slotLostError(slot string) error {
-	return fmt.Errorf("%w: slot %q was invalidated (wal_status = lost) because it fell behind max_slot_wal_keep_size; "+
-		"WAL it still needed was removed, so changes were lost. To recover: drop it (walhook slot drop, or SELECT pg_drop_replication_slot('%s')), "+
-		"re-sync the receivers (for example with a backfill), delete the state file, and start walhook again", ErrSlotLost, slot, slot)
+	return fmt.Errorf("%w: slot %q was invalidated (wal_status = lost): it fell further behind than max_slot_wal_keep_size allows, "+
+		"and WAL it still needed was removed, so changes were lost. To recover: drop it (SELECT pg_drop_replication_slot('%s')), "+
+		"re-sync the receivers (for example with a backfill), delete the state file, and start walhook again; "+
+		"to keep it from happening again, raise max_slot_wal_keep_size or keep the receivers up", ErrSlotLost, slot, slot)
 }
 
 func deref(s *string) string {

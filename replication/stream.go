@@ -46,6 +46,10 @@ type Event struct {
 // maxStatusInterval bounds the time between two standby status updates.
 const maxStatusInterval = 10 * time.Second
 
+// FinalStatusTimeout bounds the final standby status update Run sends when
+// its context ends.
+const FinalStatusTimeout = time.Second
+
 // Stream streams one slot. Run may be called again after it returned, to
 // reconnect.
 type Stream struct {
@@ -66,11 +70,18 @@ func New(src config.Source, flushed func() pglogrepl.LSN, log *slog.Logger) *Str
 func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
 
 // statusInterval is how often a status update goes out; each asks the
-// server for a reply, so a live connection is never silent for longer.
+// server for a reply, so a live connection is never silent for longer. It
+// is at most source.heartbeat too: the reply is a keepalive carrying the
+// server's position, which becomes the flush LSN of the next update when
+// nothing is in flight, so the slot follows an idle or filtered-out WAL
+// within about two heartbeats.
 func (s *Stream) statusInterval() time.Duration {
 	d := s.src.ReceiveTimeout / 3
 	if d <= 0 || d > maxStatusInterval {
 		d = maxStatusInterval
+	}
+	if s.src.Heartbeat > 0 && s.src.Heartbeat < d {
+		d = s.src.Heartbeat
 	}
 	return d
 }
@@ -220,7 +231,7 @@ func (r *receiver) run(ctx context.Context) error {
 }
 
 func (r *receiver) final() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), FinalStatusTimeout)
 	defer cancel()
 	if err := r.sendStatus(ctx, false); err != nil {
 		r.s.log.Warn("final standby status not sent", "err", err)

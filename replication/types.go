@@ -2,112 +2,96 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/walhook/walhook/change"
 )
 
-// builtinKinds maps the OIDs of common built-in scalar types to their
-// mapping, so they need no catalog look-up.
+// builtinKinds maps the OIDs of built-in scalar types whose JSON form is
+// richer than a string. Every other built-in type that pgtype knows is
+// text; built-in arrays are found through pgtype's type map.
 var builtinKinds = map[uint32]kind{
 	pgtype.Int2OID:        kindInt,
 	pgtype.Int4OID:        kindInt,
 	pgtype.Int8OID:        kindInt,
 	pgtype.OIDOID:         kindInt,
 	pgtype.XIDOID:         kindInt,
+	pgtype.XID8OID:        kindInt,
 	pgtype.CIDOID:         kindInt,
 	pgtype.Float4OID:      kindFloat,
 	pgtype.Float8OID:      kindFloat,
 	pgtype.NumericOID:     kindNumeric,
+	moneyOID:              kindMoney,
 	pgtype.BoolOID:        kindBool,
 	pgtype.JSONOID:        kindJSON,
 	pgtype.JSONBOID:       kindJSON,
 	pgtype.ByteaOID:       kindBytea,
 	pgtype.TimestampOID:   kindTimestamp,
 	pgtype.TimestamptzOID: kindTimestamptz,
-	pgtype.TextOID:        kindText,
-	pgtype.VarcharOID:     kindText,
-	pgtype.BPCharOID:      kindText,
-	pgtype.NameOID:        kindText,
-	pgtype.UUIDOID:        kindText,
-	pgtype.DateOID:        kindText,
-	pgtype.TimeOID:        kindText,
-	pgtype.TimetzOID:      kindText,
-	pgtype.IntervalOID:    kindText,
-	pgtype.QCharOID:       kindText,
-	pgtype.BoxOID:         kindText,
 }
 
-// builtinArrays maps built-in array type OIDs to their element OIDs.
-var builtinArrays = map[uint32]uint32{
-	pgtype.Int2ArrayOID:        pgtype.Int2OID,
-	pgtype.Int4ArrayOID:        pgtype.Int4OID,
-	pgtype.Int8ArrayOID:        pgtype.Int8OID,
-	pgtype.OIDArrayOID:         pgtype.OIDOID,
-	pgtype.Float4ArrayOID:      pgtype.Float4OID,
-	pgtype.Float8ArrayOID:      pgtype.Float8OID,
-	pgtype.NumericArrayOID:     pgtype.NumericOID,
-	pgtype.BoolArrayOID:        pgtype.BoolOID,
-	pgtype.JSONArrayOID:        pgtype.JSONOID,
-	pgtype.JSONBArrayOID:       pgtype.JSONBOID,
-	pgtype.ByteaArrayOID:       pgtype.ByteaOID,
-	pgtype.TimestampArrayOID:   pgtype.TimestampOID,
-	pgtype.TimestamptzArrayOID: pgtype.TimestamptzOID,
-	pgtype.TextArrayOID:        pgtype.TextOID,
-	pgtype.VarcharArrayOID:     pgtype.VarcharOID,
-	pgtype.BPCharArrayOID:      pgtype.BPCharOID,
-	pgtype.NameArrayOID:        pgtype.NameOID,
-	pgtype.UUIDArrayOID:        pgtype.UUIDOID,
-	pgtype.DateArrayOID:        pgtype.DateOID,
-	pgtype.TimeArrayOID:        pgtype.TimeOID,
-	pgtype.IntervalArrayOID:    pgtype.IntervalOID,
-	pgtype.InetArrayOID:        pgtype.InetOID,
-	pgtype.CIDRArrayOID:        pgtype.CIDROID,
-	pgtype.MacaddrArrayOID:     pgtype.MacaddrOID,
-	pgtype.QCharArrayOID:       pgtype.QCharOID,
-	pgtype.BoxArrayOID:         pgtype.BoxOID,
-	pgtype.XIDArrayOID:         pgtype.XIDOID,
-	pgtype.CIDArrayOID:         pgtype.CIDOID,
-	pgtype.BitArrayOID:         pgtype.BitOID,
-	pgtype.VarbitArrayOID:      pgtype.VarbitOID,
-	pgtype.TimetzArrayOID:      pgtype.TimetzOID,
-}
+// moneyOID is money's OID, which pgtype does not name.
+const moneyOID = 790
+
+// builtins is pgtype's map of PostgreSQL's built-in types: their names and,
+// for arrays, the element type and delimiter. It is only read.
+var builtins = pgtype.NewMap()
 
 // firstUserOID is where OIDs of objects created after initdb begin.
 const firstUserOID = 16384
 
-// typeCache resolves column type OIDs to value types. Common built-in types
-// are known statically; others (domains, enums, arrays of them, extension
-// types) are looked up in the catalog once and cached. A user type is looked
-// up again when a Relation message names it, since it may have changed.
+// maxTypeDepth bounds domains over domains, arrays of composites holding
+// arrays, and so on.
+const maxTypeDepth = 16
+
+// typeCache resolves column type OIDs to value types. Built-in types are
+// known statically; others (enums, domains, composites, arrays of them,
+// extension types) are read from the catalog once and cached. Relation
+// messages, which pgoutput sends again after a table or one of its types
+// changed, drop the cached user types so that they are read again.
 type typeCache struct {
 	mu    sync.Mutex
 	types map[uint32]*valueType
 	query func(ctx context.Context, oid uint32) (catalogType, error)
 }
 
-// catalogType is a row of pg_type.
+// catalogType is what the catalog says of a type.
 type catalogType struct {
 	typtype  byte   // b base, d domain, e enum, c composite, r range, m multirange, p pseudo
 	category byte   // typcategory; 'A' for arrays
 	elem     uint32 // element type for arrays
 	base     uint32 // base type for domains
-	delim    byte
+	delim    byte   // for arrays: the element type's delimiter
+	attrs    []attr // for composites: the attributes in order, dropped ones left out
 }
+
+// attr is an attribute of a composite type.
+type attr struct {
+	name string
+	oid  uint32
+}
+
+// errNoType says the catalog has no such type (any more).
+var errNoType = errors.New("no such type")
 
 func newTypeCache(query func(ctx context.Context, oid uint32) (catalogType, error)) *typeCache {
 	return &typeCache{types: map[uint32]*valueType{}, query: query}
 }
 
-// forget drops a cached user type so that the next lookup reads the catalog
-// again (a Relation message after ALTER TYPE or a recreated type).
-func (c *typeCache) forget(oid uint32) {
-	if oid >= firstUserOID {
-		c.mu.Lock()
-		delete(c.types, oid)
-		c.mu.Unlock()
+// forgetUserTypes drops every cached user type, so that the next lookup
+// reads the catalog again (after ALTER TYPE, a recreated type, a new
+// attribute). Value types already handed out stay as they are.
+func (c *typeCache) forgetUserTypes() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for oid := range c.types {
+		if oid >= firstUserOID {
+			delete(c.types, oid)
+		}
 	}
 }
 
@@ -121,62 +105,104 @@ func (c *typeCache) resolve(ctx context.Context, oid uint32, depth int) (*valueT
 	if t, ok := c.types[oid]; ok {
 		return t, nil
 	}
-	if depth > 16 {
-		return nil, fmt.Errorf("type %d: domain or array nesting deeper than 16", oid)
+	if depth > maxTypeDepth {
+		return nil, fmt.Errorf("type %d: nested deeper than %d", oid, maxTypeDepth)
 	}
-	var t *valueType
-	if k, ok := builtinKinds[oid]; ok {
-		t = &valueType{kind: k}
-	} else if elem, ok := builtinArrays[oid]; ok {
-		e, err := c.resolve(ctx, elem, depth+1)
-		if err != nil {
-			return nil, err
-		}
-		t = &valueType{kind: kindArray, elem: e, delim: ','}
-	} else if c.query == nil {
-		t = &valueType{kind: kindText}
-	} else {
-		ct, err := c.query(ctx, oid)
-		if err != nil {
-			return nil, fmt.Errorf("look up type %d: %w", oid, err)
-		}
-		switch {
-		case ct.typtype == 'd':
-			base, err := c.resolve(ctx, ct.base, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			t = base
-		case ct.category == 'A' && ct.elem != 0:
-			e, err := c.resolve(ctx, ct.elem, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			t = &valueType{kind: kindArray, elem: e, delim: ct.delim}
-		default:
-			t = &valueType{kind: kindText}
-		}
+	t, err := c.build(ctx, oid, depth)
+	if err != nil {
+		return nil, err
 	}
 	c.types[oid] = t
 	return t, nil
 }
 
-// queryCatalogType reads one pg_type row over a regular connection.
+func (c *typeCache) build(ctx context.Context, oid uint32, depth int) (*valueType, error) {
+	if k, ok := builtinKinds[oid]; ok {
+		return &valueType{kind: k}, nil
+	}
+	if pt, ok := builtins.TypeForOID(oid); ok {
+		if ac, ok := pt.Codec.(*pgtype.ArrayCodec); ok {
+			e, err := c.resolve(ctx, ac.ElementType.OID, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			delim := byte(',')
+			if ac.Delimiter != 0 {
+				delim = ac.Delimiter
+			}
+			return &valueType{kind: kindArray, elem: e, delim: delim}, nil
+		}
+		return &valueType{kind: kindText}, nil
+	}
+	if c.query == nil {
+		return &valueType{kind: kindText}, nil
+	}
+	ct, err := c.query(ctx, oid)
+	if errors.Is(err, errNoType) {
+		// Dropped since the change was made: its text is all there is.
+		return &valueType{kind: kindText}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up type %d: %w", oid, err)
+	}
+	switch {
+	case ct.typtype == 'd':
+		return c.resolve(ctx, ct.base, depth+1)
+	case ct.category == 'A' && ct.elem != 0:
+		e, err := c.resolve(ctx, ct.elem, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		return &valueType{kind: kindArray, elem: e, delim: ct.delim}, nil
+	case ct.typtype == 'c':
+		t := &valueType{kind: kindComposite, fields: make([]field, len(ct.attrs))}
+		for i, a := range ct.attrs {
+			ft, err := c.resolve(ctx, a.oid, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			t.fields[i] = field{jsonName: append(change.AppendString(nil, a.name), ':'), typ: ft}
+		}
+		return t, nil
+	default: // enums, ranges, multiranges, extension base types
+		return &valueType{kind: kindText}, nil
+	}
+}
+
+// queryCatalogType reads a type from pg_type (and, for a composite, its
+// attributes from pg_attribute) over a regular connection.
 func queryCatalogType(conn *pgx.Conn) func(ctx context.Context, oid uint32) (catalogType, error) {
 	return func(ctx context.Context, oid uint32) (catalogType, error) {
 		var (
 			typtype, category, delim string
+			relid                    uint32
 			ct                       catalogType
 		)
 		// For an array the delimiter is the element type's typdelim.
 		err := conn.QueryRow(ctx, `
-			SELECT t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype,
+			SELECT t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, t.typrelid,
 			       coalesce((SELECT e.typdelim::text FROM pg_type e WHERE e.oid = t.typelem), ',')
-			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&typtype, &category, &ct.elem, &ct.base, &delim)
+			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&typtype, &category, &ct.elem, &ct.base, &relid, &delim)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ct, errNoType
+		}
 		if err != nil {
 			return ct, err
 		}
 		ct.typtype, ct.category, ct.delim = typtype[0], category[0], delim[0]
-		return ct, nil
+		if ct.typtype != 'c' {
+			return ct, nil
+		}
+		rows, err := conn.Query(ctx, `
+			SELECT attname, atttypid FROM pg_attribute
+			WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, relid)
+		if err != nil {
+			return ct, err
+		}
+		ct.attrs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (attr, error) {
+			var a attr
+			return a, row.Scan(&a.name, &a.oid)
+		})
+		return ct, err
 	}
 }

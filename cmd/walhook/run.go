@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/relay"
+	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/sink/webhook"
 )
@@ -44,6 +46,9 @@ func newRunCmd() *cobra.Command {
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
+			if errors.Is(err, replication.ErrSlotLost) {
+				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
+			}
 			return err
 		}
 		log.Info("stopped")

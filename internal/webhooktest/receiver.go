@@ -50,6 +50,15 @@ type Faults struct {
 	Delay     time.Duration // wait before answering
 }
 
+// Request is one request the receiver answered (or dropped), for tests that
+// look at retries: when it arrived, its webhook-id, and what it got.
+type Request struct {
+	Time     time.Time
+	ID       string // webhook-id header
+	Status   int    // the status answered; 0 for a dropped connection
+	Messages int    // messages accepted with it (0 unless Status is 200)
+}
+
 // Receiver is a webhook endpoint on a loopback address.
 type Receiver struct {
 	URL    string
@@ -66,6 +75,7 @@ type Receiver struct {
 	failures  int
 	badSigs   []string
 	headers   []http.Header
+	log       []Request
 	lastError string
 }
 
@@ -114,6 +124,7 @@ func (r *Receiver) SetFaults(f Faults) {
 
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(req.Body)
+	arrived := time.Now()
 	r.mu.Lock()
 	r.requests++
 	f := r.faults
@@ -129,13 +140,14 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	id := req.Header.Get("webhook-id")
 	switch {
 	case f.Down:
-		r.fail()
+		r.fail(arrived, id, http.StatusServiceUnavailable)
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	case roll < f.DropRatio:
-		r.fail()
+		r.fail(arrived, id, 0)
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				conn.Close()
@@ -144,7 +156,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		panic(http.ErrAbortHandler)
 	case roll < f.DropRatio+f.FailRatio:
-		r.fail()
+		r.fail(arrived, id, http.StatusInternalServerError)
 		http.Error(w, "injected failure", http.StatusInternalServerError)
 		return
 	}
@@ -183,15 +195,25 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.accepted = append(r.accepted, msgs...)
 	r.headers = append(r.headers, req.Header.Clone())
+	r.log = append(r.log, Request{Time: arrived, ID: id, Status: http.StatusOK, Messages: len(msgs)})
 	r.cond.Broadcast()
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
 
-func (r *Receiver) fail() {
+func (r *Receiver) fail(at time.Time, id string, status int) {
 	r.mu.Lock()
 	r.failures++
+	r.log = append(r.log, Request{Time: at, ID: id, Status: status})
 	r.mu.Unlock()
+}
+
+// Requests returns every request answered with 200 or an injected fault,
+// in the order they were answered.
+func (r *Receiver) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Request(nil), r.log...)
 }
 
 // Messages returns every message answered 200, in the order received.

@@ -1,0 +1,681 @@
+package main
+
+// The fault suite: each test starts the real walhook binary against a real
+// PostgreSQL and a real receiver, injects one kind of fault (killed
+// processes, a restarted server, a receiver that is down, a dropped or
+// invalidated slot, a slot held by someone else) and asserts on what the
+// receiver got.
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/webhooktest"
+)
+
+// TestFaultKillStorm commits 250 keys × 20 versions while walhook is
+// SIGKILLed and restarted at random intervals of 0.5 to 1.5 s, and the
+// receiver answers 500 to 10 % of requests and drops 3 % of connections
+// without an answer. Every (key, version) must arrive at least once, the
+// first deliveries of each key in commit order, with fewer than 3
+// deliveries per change on average.
+func TestFaultKillStorm(t *testing.T) {
+	const (
+		keys     = 250
+		versions = 20
+		perTx    = 25 // keys per transaction
+		minKills = 5
+	)
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("seed %d", seed)
+
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)`)
+	rcv := webhooktest.New(t, "")
+	rcv.SetFaults(webhooktest.Faults{FailRatio: 0.10, DropRatio: 0.03})
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_storm", "  tables: [public.kv]\n",
+		sinkConf{Name: "s", URL: rcv.URL, Retry: "{initial: 100ms, max: 1s}", Extra: "    batch_size: 20\n    max_in_flight: 8\n"})
+
+	// The first walhook creates the slot; the workload starts after that.
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fault_storm", d)
+
+	// The workload: version 1 inserts every key, each later version
+	// updates every key; perTx keys per transaction, paced so that it
+	// spans several kills.
+	workDone := make(chan error, 1)
+	wconn := connect(t, dsn)
+	go func() {
+		ctx := context.Background()
+		for v := 1; v <= versions; v++ {
+			for lo := 0; lo < keys; lo += perTx {
+				var err error
+				if v == 1 {
+					_, err = wconn.Exec(ctx, `INSERT INTO kv SELECT k, 1 FROM generate_series($1::int, $2::int) k`, lo, lo+perTx-1)
+				} else {
+					_, err = wconn.Exec(ctx, `UPDATE kv SET v = $1 WHERE k BETWEEN $2 AND $3`, v, lo, lo+perTx-1)
+				}
+				if err != nil {
+					workDone <- fmt.Errorf("version %d keys %d..: %w", v, lo, err)
+					return
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+		}
+		workDone <- nil
+	}()
+
+	kills := 0
+	working := true
+	start := time.Now()
+	for working || kills < minKills {
+		// Run for a random 0.5 to 1.5 s, then SIGKILL: the interval is
+		// the fault schedule, not a wait for a condition.
+		life := 500*time.Millisecond + time.Duration(rng.Int63n(int64(time.Second)))
+		select {
+		case err := <-workDone:
+			if err != nil {
+				t.Fatal(err)
+			}
+			working = false
+			continue
+		case <-time.After(life):
+		}
+		if !d.running() {
+			t.Fatalf("walhook exited by itself (%v); output:\n%s", d.err, d.out.String())
+		}
+		d.kill(t)
+		kills++
+		d = startWalhook(t, "run", "--config", cfg)
+	}
+	t.Logf("workload committed and walhook SIGKILLed %d times in %v", kills, time.Since(start).Round(time.Millisecond))
+	waitOutput(t, d, "msg=streaming", 1, 30*time.Second) // SIGTERM before main handles it would kill
+
+	// The last walhook runs undisturbed until every change arrived.
+	type kv struct{ k, v int }
+	first := map[int][]int{} // key: versions in the order of their first delivery
+	delivered := map[kv]int{}
+	idem := map[kv]string{}
+	seen := 0
+	var badIdem []string
+	msgs := rcv.WaitFor(t, 2*time.Minute, "every (key, version)", func(m []webhooktest.Message) bool {
+		for ; seen < len(m); seen++ {
+			r := parseRow(t, m[seen])
+			c := kv{*r.K, *r.V}
+			if delivered[c] == 0 {
+				first[c.k] = append(first[c.k], c.v)
+				idem[c] = m[seen].Metadata.IdempotencyKey
+			} else if idem[c] != m[seen].Metadata.IdempotencyKey {
+				badIdem = append(badIdem, fmt.Sprintf("%v: %s and %s", c, idem[c], m[seen].Metadata.IdempotencyKey))
+			}
+			delivered[c]++
+		}
+		return len(delivered) == keys*versions
+	})
+	for k := 0; k < keys; k++ {
+		for i, v := range first[k] {
+			if v != i+1 {
+				t.Fatalf("key %d: first deliveries in the order %v, want versions 1..%d in commit order", k, first[k], versions)
+			}
+		}
+	}
+	if len(badIdem) > 0 {
+		t.Errorf("a change was delivered with different idempotency keys: %v", badIdem)
+	}
+	factor := float64(len(msgs)) / float64(keys*versions)
+	requests, failures, _, _ := rcv.Stats()
+	t.Logf("duplicate factor %.3f: %d deliveries of %d distinct changes; %d kills; %d requests, %d failed by injection",
+		factor, len(msgs), keys*versions, kills, requests, failures)
+	if factor >= 3 {
+		t.Fatalf("got %.2f deliveries per change on average, want fewer than 3", factor)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultPostgresUnreachableThenRestarted starts walhook while its
+// PostgreSQL is down: walhook must keep retrying with a clear log line, not
+// exit. Then, while rows are committed continuously, PostgreSQL is stopped
+// with pg_ctl -m immediate (a crash) and started again: the same walhook
+// process must reconnect by itself and deliver every committed row.
+func TestFaultPostgresUnreachableThenRestarted(t *testing.T) {
+	srv := startServer(t, pgtest.Options{})
+	dsn := srv.DSN("postgres")
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	conn.Close(context.Background())
+	if err := srv.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_pgrestart", "", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	// Unreachable at start: retries, with the reason, and keeps running.
+	out := waitOutput(t, d, `msg="cannot reach PostgreSQL; retrying"`, 3, 30*time.Second)
+	if !strings.Contains(out, "connection refused") || !strings.Contains(out, "retry_in=") {
+		t.Fatalf("the retry log line does not say why and when; output:\n%s", out)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn = connect(t, dsn)
+	oldPID := waitActive(t, conn, "fault_pgrestart", 0, d, 30*time.Second)
+
+	w := startInserter(t, dsn, "t", 1, 5*time.Millisecond)
+	rcv.WaitCount(t, 50, 30*time.Second)
+	if err := srv.Stop("immediate"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn = connect(t, dsn)
+	waitActive(t, conn, "fault_pgrestart", oldPID, d, 60*time.Second)
+	// Keep writing for a while after the reconnect, then check it all.
+	after := w.Next() + 50
+	waitUntil(t, 30*time.Second, "50 more rows after the restart", func() bool { return w.Next() >= after })
+	w.Stop()
+	ids := committedIDs(t, conn, "t")
+	c := waitIDs(t, rcv, "t", ids, 60*time.Second)
+	if !d.running() {
+		t.Fatalf("walhook exited (%v): it must reconnect by itself; output:\n%s", d.err, d.out.String())
+	}
+	t.Logf("%d rows committed around an immediate restart, all delivered, %d redelivered", len(ids), c.duplicates())
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultReceiverOutage takes the receiver down, restarts walhook during
+// the outage, then commits a backlog far larger than walhook's buffers.
+// Retries must back off; walhook must stop reading the slot rather than
+// buffer (the walsender stalls far behind the WAL while walhook's memory
+// stays flat), keep its replication connection alive through a short
+// wal_sender_timeout while blocked, and deliver everything once the
+// receiver is back.
+func TestFaultReceiverOutage(t *testing.T) {
+	const (
+		backlogRows = 40000
+		rowBytes    = 1500
+	)
+	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
+	dsn := srv.DSN("postgres")
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, pad text)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_outage", "", sinkConf{Name: "s", URL: rcv.URL,
+		Retry: "{initial: 50ms, max: 800ms}", Extra: "    batch_size: 100\n    max_in_flight: 4\n"})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "fault_outage", d)
+	exec1(t, conn, `INSERT INTO t SELECT i, 'before' FROM generate_series(1, 10) i`)
+	rcv.WaitCount(t, 10, 30*time.Second)
+
+	// The outage. A few rows fail until their batches are retried at the
+	// backoff's cap.
+	rcv.SetFaults(webhooktest.Faults{Down: true})
+	outage := time.Now()
+	exec1(t, conn, `INSERT INTO t SELECT i, 'during' FROM generate_series(11, 30) i`)
+	waitUntil(t, 30*time.Second, "a batch retried 7 times", func() bool {
+		return maxAttempts(rcv.Requests(), outage) >= 7
+	})
+
+	// Restart walhook during the outage: a stop signal drains for the
+	// shutdown timeout, in vain, and exits 0.
+	stopAt := time.Now()
+	if code := d.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM during the outage, want 0", code)
+	}
+	if took := time.Since(stopAt); took > 3*time.Second {
+		t.Errorf("walhook took %v to stop with --shutdown-timeout 1s", took)
+	}
+	checkBackoff(t, rcv.Requests(), outage, stopAt, 50*time.Millisecond, 800*time.Millisecond)
+
+	d = startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	pid := waitActive(t, conn, "fault_outage", 0, d, 30*time.Second)
+	restarted := time.Now()
+	waitUntil(t, 30*time.Second, "the new walhook retrying", func() bool {
+		return maxAttempts(rcv.Requests(), restarted) >= 2
+	})
+	held := readSlot(t, conn, "fault_outage").confirmed
+
+	// The backlog, in two halves, each far more than walhook may buffer.
+	// After each, watch walhook stay blocked until the walsender stops
+	// moving, for longer than wal_sender_timeout in all.
+	commit := func(lo, hi int) {
+		for ; lo <= hi; lo += 2000 {
+			exec1(t, conn, `INSERT INTO t SELECT i, repeat(md5(i::text), $3) FROM generate_series($1::int, $2::int) i`,
+				lo, min(lo+1999, hi), rowBytes/32)
+		}
+	}
+	blockedAt := time.Now()
+	// stall waits until the walsender stalls or has sent all WAL up to
+	// end (walhook kept reading: the checks below fail).
+	stall := func(end pglogrepl.LSN) (maxRSS int64, sent pglogrepl.LSN) {
+		var lastSent pglogrepl.LSN
+		stableSince := time.Now()
+		waitUntil(t, 60*time.Second, "the walsender to stall", func() bool {
+			if s := readSlot(t, conn, "fault_outage"); s.activePID != pid {
+				t.Fatalf("the replication connection was replaced (walsender %d, now %d) while delivery was blocked: status updates must keep it alive", pid, s.activePID)
+			} else if s.confirmed > held {
+				t.Fatalf("the slot advanced from %s to %s while nothing was delivered", held, s.confirmed)
+			}
+			maxRSS = max(maxRSS, rssKB(t, d.cmd.Process.Pid))
+			if sent = sentLSN(t, conn, pid); sent != lastSent {
+				lastSent, stableSince = sent, time.Now()
+			}
+			stalled := time.Since(stableSince) > time.Second || sent >= end
+			return stalled && time.Since(blockedAt) > 3*time.Second
+		})
+		return maxRSS, sent
+	}
+	rss0 := rssKB(t, d.cmd.Process.Pid)
+	lsn0 := currentLSN(t, conn)
+	commit(31, 30+backlogRows/2)
+	lsn1 := currentLSN(t, conn)
+	rss1, _ := stall(lsn1)
+	commit(31+backlogRows/2, 30+backlogRows)
+	lsn2 := currentLSN(t, conn)
+	rss2, sent := stall(lsn2)
+	backlog, half := int64(lsn2-lsn0), int64(lsn2-lsn1)
+	lag := int64(lsn2 - sent)
+	t.Logf("backlog %d MB of WAL: the walsender stalled %d MB behind; walhook RSS %d MB before, %d MB after the first half, %d MB after the second",
+		backlog>>20, lag>>20, rss0>>10, rss1>>10, rss2>>10)
+	if lag < backlog/2 {
+		t.Errorf("the walsender sent all but %d of %d bytes of backlog while delivery was blocked: walhook kept reading", lag, backlog)
+	}
+	if grew := (rss2 - rss1) * 1024; grew > half/4 {
+		t.Errorf("walhook's RSS grew by %d MB while another %d MB of backlog was committed: memory is not bounded", grew>>20, half>>20)
+	}
+
+	// The receiver is back: everything arrives.
+	rcv.SetFaults(webhooktest.Faults{})
+	ids := make([]int, 0, 30+backlogRows)
+	for i := 1; i <= 30+backlogRows; i++ {
+		ids = append(ids, i)
+	}
+	waitIDs(t, rcv, "t", ids, 3*time.Minute)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultInterleavedTransactionsAcrossRestart is the shape of Debezium's
+// data-loss bug dbz#76: transaction A begins and writes, B commits and is
+// delivered, and the slot confirms a position past A's writes; walhook
+// stops, A commits while it is down, then C commits. After the restart A, B
+// and C must all arrive, each whole.
+func TestFaultInterleavedTransactionsAcrossRestart(t *testing.T) {
+	for _, stop := range []string{"SIGTERM", "SIGKILL"} {
+		t.Run(stop, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := pgtest.NewDatabase(t, pgtest.Shared())
+			conn := connect(t, dsn)
+			exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, tx text)`)
+			rcv := webhooktest.New(t, "")
+			cfg := writeConfig(t, t.TempDir(), dsn, "fault_interleave", "", sinkConf{Name: "s", URL: rcv.URL})
+			d := startWalhook(t, "run", "--config", cfg)
+			waitStreaming(t, conn, "fault_interleave", d)
+
+			connA := connect(t, dsn)
+			txA, err := connA.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer txA.Rollback(ctx)
+			var aWrote pglogrepl.LSN
+			if _, err := txA.Exec(ctx, `INSERT INTO t VALUES (1, 'A'), (2, 'A')`); err != nil {
+				t.Fatal(err)
+			}
+			if err := txA.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&aWrote); err != nil {
+				t.Fatal(err)
+			}
+			exec1(t, conn, `INSERT INTO t VALUES (10, 'B')`)
+			rcv.WaitCount(t, 1, 30*time.Second)
+			// The slot moves past A's writes (B's end, then idle
+			// positions): A is still open, so this is safe only because
+			// PostgreSQL resends by commit position.
+			waitUntil(t, 30*time.Second, "the slot to confirm past A's writes", func() bool {
+				return readSlot(t, conn, "fault_interleave").confirmed > aWrote
+			})
+
+			if stop == "SIGTERM" {
+				if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+					t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+				}
+			} else {
+				d.kill(t)
+			}
+			if _, err := txA.Exec(ctx, `INSERT INTO t VALUES (3, 'A')`); err != nil {
+				t.Fatal(err)
+			}
+			if err := txA.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			exec1(t, conn, `INSERT INTO t VALUES (20, 'C'), (21, 'C')`)
+
+			d = startWalhook(t, "run", "--config", cfg)
+			c := waitIDs(t, rcv, "t", []int{1, 2, 3, 10, 20, 21}, 30*time.Second)
+			// A's three changes, two written before the stop and one
+			// after, arrive as one transaction.
+			var aLSN string
+			for _, m := range rcv.Messages() {
+				if r := parseRow(t, m); *r.ID <= 3 {
+					if aLSN != "" && m.Metadata.CommitLSN != aLSN {
+						t.Errorf("A's changes have commit LSNs %s and %s, want one", aLSN, m.Metadata.CommitLSN)
+					}
+					aLSN = m.Metadata.CommitLSN
+				}
+			}
+			if n := c.duplicates(); n > 0 {
+				t.Logf("%d redelivered", n)
+			}
+			if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+				t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+			}
+		})
+	}
+}
+
+// TestFaultIdleAndFilteredTraffic writes only to a table outside the
+// publication and changes the sink filters out (by table and by action):
+// the slot's confirmed_flush_lsn must follow the server's WAL position
+// within a few heartbeat intervals. Then, with the receiver down and one
+// matching change undelivered, it must stop at that transaction, never pass
+// it, and catch up once it is delivered.
+func TestFaultIdleAndFilteredTraffic(t *testing.T) {
+	const heartbeat = 200 * time.Millisecond // writeConfig's source.heartbeat
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int)`)        // published, delivered on insert
+	exec1(t, conn, `CREATE TABLE u (id int PRIMARY KEY)`)               // published, not a table of the sink
+	exec1(t, conn, `CREATE TABLE other (id serial PRIMARY KEY, v int)`) // not published
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_idle", "  tables: [public.t, public.u]\n",
+		sinkConf{Name: "s", URL: rcv.URL, Extra: "    tables: [public.t]\n    actions: [insert]\n"})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fault_idle", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1, 0)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	// Filtered and unpublished traffic only: the slot follows the WAL.
+	writes := []string{
+		`INSERT INTO other (v) SELECT 1 FROM generate_series(1, 50)`,
+		`UPDATE t SET v = v + 1`,
+		`INSERT INTO u SELECT coalesce(max(id), 0) + 1 FROM u`,
+	}
+	var worst time.Duration
+	for round := 0; round < 6; round++ {
+		exec1(t, conn, writes[round%len(writes)])
+		target := currentLSN(t, conn)
+		start := time.Now()
+		waitUntil(t, 25*heartbeat, fmt.Sprintf("confirmed_flush_lsn to reach %s", target), func() bool {
+			return readSlot(t, conn, "fault_idle").confirmed >= target
+		})
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("confirmed_flush_lsn reached the WAL position after filtered writes within %v (heartbeat %v)", worst.Round(time.Millisecond), heartbeat)
+	if worst > 5*heartbeat {
+		t.Errorf("confirmed_flush_lsn took %v to follow the WAL position, want at most 5 heartbeats (%v)", worst, 5*heartbeat)
+	}
+	if n := len(rcv.Messages()); n != 1 {
+		t.Fatalf("receiver got %d messages, want 1: the others are filtered out", n)
+	}
+
+	// One matching change the receiver refuses, with filtered traffic
+	// around it: the slot may move up to it, never past it.
+	rcv.SetFaults(webhooktest.Faults{Down: true})
+	exec1(t, conn, `INSERT INTO t VALUES (2, 0)`)
+	var samples []pglogrepl.LSN
+	waitUntil(t, 30*time.Second, "10 failed attempts", func() bool {
+		exec1(t, conn, writes[len(samples)%len(writes)])
+		samples = append(samples, readSlot(t, conn, "fault_idle").confirmed)
+		_, failures, _, _ := rcv.Stats()
+		return failures >= 10
+	})
+	rcv.SetFaults(webhooktest.Faults{})
+	msgs := rcv.WaitCount(t, 2, 30*time.Second)
+	held, err := pglogrepl.ParseLSN(msgs[1].Metadata.CommitLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range samples {
+		if s > held {
+			t.Fatalf("slot confirmed %s while the transaction committed at %s was undelivered", s, held)
+		}
+	}
+	target := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "the slot to catch up to "+target.String(), func() bool {
+		return readSlot(t, conn, "fault_idle").confirmed >= target
+	})
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultSlotDropped drops walhook's slot while it runs (terminating its
+// walsender first, as an operator would have to): walhook must exit 1
+// naming the slot, what happened and how to recover, and must not create a
+// new slot, then or on the next start.
+func TestFaultSlotDropped(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_dropped", "", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fault_dropped", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	waitUntil(t, 30*time.Second, "the slot to be dropped", func() bool {
+		if s := readSlot(t, conn, "fault_dropped"); s.activePID != 0 {
+			exec1(t, conn, `SELECT pg_terminate_backend($1)`, s.activePID)
+		}
+		_, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot('fault_dropped')`)
+		return err == nil // else walhook took it again before the drop: once more
+	})
+	code := d.wait(t, 60*time.Second)
+	checkSlotLost(t, code, d.out.String(), "fault_dropped")
+	if readSlot(t, conn, "fault_dropped").exists {
+		t.Fatal("walhook created a new slot in place of the dropped one")
+	}
+
+	// The next start refuses too, and still creates nothing.
+	code, out := runWalhook(t, "run", "--config", cfg)
+	checkSlotLost(t, code, out, "fault_dropped")
+	if readSlot(t, conn, "fault_dropped").exists {
+		t.Fatal("walhook created a new slot in place of the dropped one on the next start")
+	}
+}
+
+// TestFaultSlotInvalidated lets walhook's slot fall more than
+// max_slot_wal_keep_size behind while the receiver is down, until the
+// checkpointer invalidates it (wal_status = lost): walhook must exit 1
+// naming the slot, what happened and how to recover, and leave the slot as
+// it is; the next start refuses too.
+func TestFaultSlotInvalidated(t *testing.T) {
+	srv := startServer(t, pgtest.Options{ExtraConf: []string{"max_slot_wal_keep_size = 1MB", "wal_keep_size = 0"}})
+	dsn := srv.DSN("postgres")
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	exec1(t, conn, `CREATE TABLE filler (pad text)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_lost", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "fault_lost", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	// Hold the slot back with an undelivered change, then make WAL and
+	// checkpoints until the slot is lost.
+	rcv.SetFaults(webhooktest.Faults{Down: true})
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	waitUntil(t, 60*time.Second, "the slot to be invalidated", func() bool {
+		exec1(t, conn, `INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 500)`)
+		exec1(t, conn, `SELECT pg_switch_wal()`)
+		exec1(t, conn, `CHECKPOINT`)
+		return readSlot(t, conn, "fault_lost").walStatus == "lost"
+	})
+	code := d.wait(t, 60*time.Second)
+	checkSlotLost(t, code, d.out.String(), "fault_lost")
+	out := d.out.String()
+	if !strings.Contains(out, "invalidated") {
+		t.Errorf("walhook's error does not say the slot was invalidated; output:\n%s", out)
+	}
+	if s := readSlot(t, conn, "fault_lost"); !s.exists || s.walStatus != "lost" {
+		t.Fatalf("got slot %+v after walhook exited, want the invalidated slot left as it was", s)
+	}
+
+	code, out = runWalhook(t, "run", "--config", cfg)
+	checkSlotLost(t, code, out, "fault_lost")
+	if !strings.Contains(out, "invalidated") {
+		t.Errorf("walhook's error on the next start does not say the slot was invalidated; output:\n%s", out)
+	}
+	if s := readSlot(t, conn, "fault_lost"); !s.exists || s.walStatus != "lost" {
+		t.Fatalf("got slot %+v after the next start, want the invalidated slot left as it was", s)
+	}
+}
+
+// TestFaultSlotInUse starts walhook while another process streams from its
+// slot: walhook must wait, retrying with backoff and logging the holder's
+// PID, and take the slot over once the holder goes away, losing nothing
+// committed meanwhile.
+func TestFaultSlotInUse(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Shared()
+	dsn := pgtest.NewDatabase(t, srv)
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	exec1(t, conn, `CREATE PUBLICATION fault_inuse FOR ALL TABLES`)
+	exec1(t, conn, `SELECT pg_create_logical_replication_slot('fault_inuse', 'pgoutput')`)
+
+	// The holder: a raw replication connection streaming from the slot.
+	holder, err := pgconn.Connect(ctx, dsn+"&replication=database")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	err = pglogrepl.StartReplication(ctx, holder, "fault_inuse", 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names 'fault_inuse'"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holderPID := int(holder.PID())
+	if got := readSlot(t, conn, "fault_inuse").activePID; got != holderPID {
+		t.Fatalf("slot held by PID %d, want the holder %d", got, holderPID)
+	}
+
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_inuse", "", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	out := waitOutput(t, d, fmt.Sprintf("pid=%d", holderPID), 4, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`) // committed while walhook waits
+	if got := readSlot(t, conn, "fault_inuse").activePID; got != holderPID {
+		t.Fatalf("slot held by PID %d while walhook waits, want the holder %d", got, holderPID)
+	}
+	// Backoff: the waits grow (the fourth is longer than the first
+	// whatever the jitter), and walhook waits as long as it says.
+	waits := retryWaits(t, out, fmt.Sprintf("pid=%d", holderPID))
+	if waits[3].wait <= waits[0].wait {
+		t.Errorf("walhook waited %v, then %v, %v, %v for the held slot: it does not back off", waits[0].wait, waits[1].wait, waits[2].wait, waits[3].wait)
+	}
+	for i := 1; i < 4; i++ {
+		if gap := waits[i].at.Sub(waits[i-1].at); gap < waits[i-1].wait-2*time.Millisecond { // log times are in ms
+			t.Errorf("walhook tried again %v after saying it would wait %v", gap, waits[i-1].wait)
+		}
+	}
+	if !strings.Contains(out, "in use by another process") {
+		t.Errorf("walhook does not say why it waits; output:\n%s", out)
+	}
+
+	holder.Close(ctx)
+	waitActive(t, conn, "fault_inuse", holderPID, d, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	waitIDs(t, rcv, "t", []int{1, 2}, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestFaultGracefulShutdownUnderLoad stops walhook with SIGTERM while rows
+// are committed continuously and deliveries are in flight: first with a
+// slow receiver, where the drain delivers what is in flight, then with a
+// receiver that never answers in time, where walhook gives up at the
+// deadline. Both times walhook must exit 0 within --shutdown-timeout, and
+// after a restart every committed row must have arrived.
+func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
+	const deadline = 2 * time.Second
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_shutdown", "", sinkConf{Name: "s", URL: rcv.URL,
+		Extra: "    batch_size: 10\n    max_in_flight: 4\n    timeout: 30s\n"})
+	start := func() *daemon {
+		d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", deadline.String())
+		waitStreaming(t, conn, "fault_shutdown", d)
+		return d
+	}
+	stop := func(d *daemon) time.Duration {
+		t.Helper()
+		at := time.Now()
+		if code := d.stop(t, syscall.SIGTERM, deadline+10*time.Second); code != 0 {
+			t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
+		}
+		took := time.Since(at)
+		// The deadline bounds the whole shutdown; allow for process exit.
+		if took > deadline+500*time.Millisecond {
+			t.Errorf("walhook took %v to stop with --shutdown-timeout %v", took.Round(time.Millisecond), deadline)
+		}
+		return took
+	}
+
+	// A slow receiver: batches are in flight when the signal comes, and
+	// the drain delivers them.
+	rcv.SetFaults(webhooktest.Faults{Delay: 300 * time.Millisecond})
+	d := start()
+	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond) // once the slot exists
+	rcv.WaitCount(t, 20, 30*time.Second)
+	before := len(rcv.Messages())
+	took := stop(d)
+	drained := len(rcv.Messages()) - before
+	t.Logf("slow receiver: stopped in %v, %d messages delivered while draining", took.Round(time.Millisecond), drained)
+	if drained == 0 {
+		t.Errorf("nothing was delivered after SIGTERM: the batches in flight were not drained")
+	}
+
+	// A receiver that does not answer before the deadline: walhook gives
+	// up on the drain at the deadline.
+	rcv.SetFaults(webhooktest.Faults{Delay: time.Minute})
+	requests, _, _, _ := rcv.Stats()
+	d = start()
+	waitUntil(t, 30*time.Second, "deliveries in flight", func() bool {
+		n, _, _, _ := rcv.Stats()
+		return n > requests
+	})
+	took = stop(d)
+	t.Logf("hung receiver: stopped in %v", took.Round(time.Millisecond))
+
+	// Nothing is lost: after a restart with a working receiver, every
+	// committed row arrives.
+	rcv.SetFaults(webhooktest.Faults{})
+	d = start()
+	w.Stop()
+	ids := committedIDs(t, conn, "t")
+	c := waitIDs(t, rcv, "t", ids, 60*time.Second)
+	t.Logf("%d rows committed under load across two graceful stops, all delivered, %d redelivered", len(ids), c.duplicates())
+	stop(d)
+}

@@ -1,0 +1,200 @@
+package replication
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/walhook/walhook/change"
+)
+
+var benchRows = flag.Int("rows", 1_000_000, "rows in BenchmarkLargeTransaction's transaction")
+
+// largeTable is a table of the shape a CDC user streams: a key, text, a
+// numeric, a timestamp, an array and a document.
+const largeTable = `CREATE TABLE big (id int PRIMARY KEY, name text, amount numeric(12,2), created timestamptz, tags text[], doc jsonb)`
+
+func largeInsert(n int) string {
+	return `INSERT INTO big SELECT g, 'name ' || g, g * 1.25, '2026-11-26 11:20:00+00'::timestamptz + g * interval '1 ms',
+		ARRAY['a', 'b ' || g], jsonb_build_object('g', g, 'even', g % 2 = 0) FROM generate_series(1, ` + strconv.Itoa(n) + `) g`
+}
+
+// TestLargeTransaction streams a transaction of many rows: every row
+// arrives, in order, with commit_idx counting within the transaction.
+func TestLargeTransaction(t *testing.T) {
+	t.Parallel()
+	const n = 20_000
+	db := newTestDB(t)
+	db.exec(t, largeTable)
+	ts := startStream(t, db, streamOpts{})
+	db.exec(t, `BEGIN`, largeInsert(n), `UPDATE big SET name = 'last' WHERE id = 1`, `COMMIT`)
+	msgs := ts.sync(t)
+	if len(msgs) != n+1 {
+		t.Fatalf("got %d messages, want %d", len(msgs), n+1)
+	}
+	for i, m := range msgs {
+		if m.Pos.Idx != uint32(i) || m.Pos.CommitLSN != msgs[0].Pos.CommitLSN {
+			t.Fatalf("message %d: got position %s, want index %d of the transaction at %s", i, m.Pos, i, msgs[0].Pos.CommitLSN)
+		}
+	}
+	if got, want := render(msgs[n-1]), fmt.Sprintf(`{"action":"insert","table":"public.big","record":{"id":%d,"name":"name %d","amount":"%d.00","created":"2026-11-26T11:20:20.000000Z","tags":["a","b %d"],"doc":{"g": %d, "even": true}},"changes":null}`, n, n, n*5/4, n, n); got != want {
+		t.Errorf("last insert: got %s, want %s", got, want)
+	}
+}
+
+// BenchmarkLargeTransaction inserts -rows rows in one transaction, then
+// streams them through a Stream into a consumer that counts them and
+// writes each as JSON, and reports rows/s and the process's peak RSS. It
+// then reads the same transaction with pg_recvlogical (pgoutput, the same
+// publication, from a second slot) and discards it, for comparison. It
+// makes one pass whatever b.N. Run it alone:
+//
+//	go test -run '^$' -bench LargeTransaction -benchtime 1x ./replication
+func BenchmarkLargeTransaction(b *testing.B) {
+	n := *benchRows
+	db := newTestDB(b)
+	db.exec(b, largeTable)
+	ctx := context.Background()
+	recvSlot := db.name + "_recvlogical"
+	db.exec(b, "CREATE PUBLICATION walhook FOR ALL TABLES WITH (publish_via_partition_root = true)",
+		"SELECT pg_create_logical_replication_slot('"+recvSlot+"', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('"+db.name+"', 'pgoutput')")
+	start := time.Now()
+	db.exec(b, largeInsert(n))
+	var end pglogrepl.LSN
+	if err := db.conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&end); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("inserted %d rows in one transaction in %v", n, time.Since(start).Round(time.Millisecond))
+
+	// walhook: the slot holds the transaction; stream it from the start.
+	// One pass whatever b.N: the slot has been read then.
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Logf("cannot reset the peak RSS (%v): it includes the time before streaming", err)
+	}
+	b.ResetTimer()
+	start = time.Now()
+	ts := startStream(b, db, streamOpts{buffer: 1024})
+	count := 0
+	var out []byte
+	for {
+		ev := ts.next(b, 5*time.Minute)
+		if ev.Kind == EventChange && ev.Msg.Table == "big" {
+			out = ev.Msg.AppendJSON(out[:0], "bench")
+			count++
+		}
+		if ev.Kind == EventCommit && count > 0 {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if count != n {
+		b.Fatalf("got %d rows, want %d", count, n)
+	}
+	hwm := peakRSS(b)
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
+	b.Logf("walhook Stream: %d rows in %v: %.0f rows/s, peak RSS %.1f MB", n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(hwm)/(1<<20))
+
+	// pg_recvlogical on the other slot, same plugin options, to the same end.
+	bin, err := recvlogicalPath()
+	if err != nil {
+		b.Logf("no pg_recvlogical to compare with: %v", err)
+		return
+	}
+	start = time.Now()
+	cmd := exec.Command(bin, "-d", db.dsn, "--slot", recvSlot, "--start", "--no-loop",
+		"-o", "proto_version=1", "-o", "publication_names=walhook", "--endpos", end.String(), "-f", "-")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	written, _ := bufio.NewReaderSize(stdout, 1<<20).WriteTo(discard{})
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("pg_recvlogical: %v\n%s", err, stderr.String())
+	}
+	elapsed = time.Since(start)
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "recvlogical-rows/s")
+	b.Logf("pg_recvlogical: %d rows (%d bytes of pgoutput) in %v: %.0f rows/s", n, written, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// peakRSS reads the process's peak resident set size (VmHWM), in bytes.
+func peakRSS(tb testing.TB) int64 {
+	tb.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+func recvlogicalPath() (string, error) {
+	if p, err := exec.LookPath("pg_recvlogical"); err == nil {
+		return p, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_recvlogical")
+	if len(matches) == 0 {
+		return "", fmt.Errorf("not on PATH nor in /usr/lib/postgresql/*/bin")
+	}
+	return matches[len(matches)-1], nil
+}
+
+// BenchmarkDecodeInsert measures the decoder alone on one Insert message of
+// the large transaction's shape.
+func BenchmarkDecodeInsert(b *testing.B) {
+	const rel = 16500
+	d := newDecoder(newTypeCache(nil), nil, nil)
+	ctx := context.Background()
+	emit := func(Event) error { return nil }
+	setup := [][]byte{beginMsg(0x200, t0, 7), relationMsg(rel, "public", "big", 'd',
+		relCol{"id", pgtype.Int4OID, true}, relCol{"name", pgtype.TextOID, false}, relCol{"amount", pgtype.NumericOID, false},
+		relCol{"created", pgtype.TimestamptzOID, false}, relCol{"tags", pgtype.TextArrayOID, false}, relCol{"doc", pgtype.JSONBOID, false})}
+	for _, m := range setup {
+		if err := d.decode(ctx, m, 0, t0, emit); err != nil {
+			b.Fatal(err)
+		}
+	}
+	msg := insertMsg(rel, text("123456"), text("name 123456"), text("154320.00"), text("2026-11-26 11:22:03.456+00"),
+		text(`{a,"b 123456"}`), text(`{"g": 123456, "even": true}`))
+	var out []byte
+	var last *change.Message
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if err := d.decode(ctx, msg, 0, t0, func(ev Event) error { last = ev.Msg; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		out = last.AppendJSON(out[:0], "bench")
+	}
+}

@@ -1,0 +1,210 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/walhook/walhook/change"
+)
+
+// Decoder tests from protocol bytes built in code; no server.
+
+var t0 = time.Date(2026, 11, 26, 11, 20, 0, 123456000, time.UTC)
+
+// testCatalog stands for pg_type and pg_attribute: a few user types at
+// fixed OIDs, and, for any other user OID, one of them picked by the OID,
+// so that fuzzed Relation messages reach every kind.
+func testCatalog(_ context.Context, oid uint32) (catalogType, error) {
+	const (
+		enumOID      = 20000
+		domainOID    = 20001
+		compositeOID = 20002
+		arrayOID     = 20003
+		domArrayOID  = 20004
+		missingOID   = 20005
+	)
+	if oid < enumOID || oid > missingOID {
+		oid = enumOID + oid%(missingOID-enumOID+1)
+	}
+	switch oid {
+	case enumOID:
+		return catalogType{typtype: 'e', category: 'E'}, nil
+	case domainOID:
+		return catalogType{typtype: 'd', category: 'N', base: pgtype.Int4OID}, nil
+	case compositeOID:
+		return catalogType{typtype: 'c', category: 'C', attrs: []attr{
+			{"a", pgtype.Int4OID}, {"b", pgtype.TextArrayOID}, {"m", enumOID}, {"j", pgtype.JSONBOID},
+		}}, nil
+	case arrayOID:
+		return catalogType{typtype: 'b', category: 'A', elem: compositeOID, delim: ','}, nil
+	case domArrayOID:
+		return catalogType{typtype: 'd', category: 'A', base: arrayOID}, nil
+	default:
+		return catalogType{}, errNoType
+	}
+}
+
+func newTestDecoder() *decoder {
+	return newDecoder(newTypeCache(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, []string{"app"})
+}
+
+// decodeAll feeds msgs to d and returns the rendered change messages and
+// the first error.
+func decodeAll(d *decoder, msgs ...[]byte) ([]string, error) {
+	var out []string
+	for _, m := range msgs {
+		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+			if ev.Kind == EventChange {
+				out = append(out, render(ev.Msg))
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func TestDecode(t *testing.T) {
+	const rel = 16500
+	cols := []relCol{{"id", pgtype.Int4OID, true}, {"body", pgtype.TextOID, false}, {"n", pgtype.Int8OID, false}}
+	relDefault := relationMsg(rel, "public", "t", 'd', cols...)
+	relFull := relationMsg(rel, "public", "t", 'f', relCol{"id", pgtype.Int4OID, true}, relCol{"body", pgtype.TextOID, true}, relCol{"n", pgtype.Int8OID, true})
+	begin, commit := beginMsg(0x200, t0, 7), commitMsg(0x200, 0x210, t0)
+	tests := []struct {
+		name string
+		msgs [][]byte
+		want []string
+		err  string
+	}{
+		{
+			name: "insert, update with unchanged TOAST, key change, delete",
+			msgs: [][]byte{begin, relDefault,
+				insertMsg(rel, text("1"), text("big"), text("10")),
+				updateMsg(rel, 0, nil, text("1"), toast, text("11")),
+				updateMsg(rel, 'K', []tupleVal{text("1"), nil, nil}, text("2"), toast, nil),
+				deleteMsg(rel, 'K', text("2"), nil, nil),
+				commit},
+			want: []string{
+				`{"action":"insert","table":"public.t","record":{"id":1,"body":"big","n":10},"changes":null}`,
+				`{"action":"update","table":"public.t","record":{"id":1,"n":11},"changes":{},"unchanged_toast_columns":["body"]}`,
+				`{"action":"update","table":"public.t","record":{"id":2,"n":null},"changes":{"id":1},"unchanged_toast_columns":["body"]}`,
+				`{"action":"delete","table":"public.t","record":{"id":2},"changes":null}`,
+			},
+		},
+		{
+			name: "FULL fills unchanged TOAST from the old row",
+			msgs: [][]byte{begin, relFull,
+				updateMsg(rel, 'O', []tupleVal{text("1"), text("big"), text("10")}, text("1"), toast, text("11")),
+				deleteMsg(rel, 'O', text("1"), text("big"), text("11")),
+				commit},
+			want: []string{
+				`{"action":"update","table":"public.t","record":{"id":1,"body":"big","n":11},"changes":{"n":10}}`,
+				`{"action":"delete","table":"public.t","record":{"id":1,"body":"big","n":11},"changes":null}`,
+			},
+		},
+		{
+			name: "truncate of several tables",
+			msgs: [][]byte{begin, relDefault, relationMsg(rel+1, "s", "u", 'd', cols...), truncateMsg(3, rel, rel+1), commit},
+			want: []string{
+				`{"action":"truncate","table":"public.t","record":null,"changes":null}`,
+				`{"action":"truncate","table":"s.u","record":null,"changes":null}`,
+			},
+		},
+		{
+			name: "logical messages",
+			msgs: [][]byte{
+				logicalMsg(false, 0x150, "app", []byte("hi")),
+				logicalMsg(false, 0x151, "walhook.heartbeat", nil),
+				logicalMsg(false, 0x152, "other", []byte("x")),
+				begin,
+				logicalMsg(true, 0x160, "app", []byte{0xff, 0}),
+				commit},
+			want: []string{
+				`{"action":"message","prefix":"app","content":"hi","record":null,"changes":null}`,
+				`{"action":"message","prefix":"app","content":{"base64":"/wA="},"record":null,"changes":null}`,
+			},
+		},
+		{
+			name: "user types from the catalog",
+			msgs: [][]byte{begin, typeMsg(20002, "public", "c"),
+				relationMsg(rel, "public", "t", 'd', relCol{"id", 20001, true}, relCol{"m", 20000, false}, relCol{"c", 20002, false}, relCol{"cs", 20004, false}, relCol{"gone", 20005, false}),
+				insertMsg(rel, text("5"), text("happy"), text(`(1,"{a,""b c""}",sad,"{""k"": 1}")`), text(`{"(2,{},,)",NULL}`), text("(x)")),
+				commit},
+			want: []string{
+				`{"action":"insert","table":"public.t","record":{"id":5,"m":"happy","c":{"a":1,"b":["a","b c"],"m":"sad","j":{"k": 1}},"cs":[{"a":2,"b":[],"m":null,"j":null},null],"gone":"(x)"},"changes":null}`,
+			},
+		},
+		{name: "row outside a transaction", msgs: [][]byte{relDefault, insertMsg(rel, text("1"), nil, nil)}, err: "outside a transaction"},
+		{name: "unknown relation", msgs: [][]byte{begin, insertMsg(rel, text("1"))}, err: "before its Relation message"},
+		{name: "too few columns", msgs: [][]byte{begin, relDefault, insertMsg(rel, text("1"))}, err: "tuple has 1 columns, relation 3"},
+		{name: "trailing bytes", msgs: [][]byte{begin, relDefault, append(insertMsg(rel, text("1"), nil, nil), 'x')}, err: "1 bytes after the tuple"},
+		{name: "truncated tuple", msgs: [][]byte{begin, relDefault, insertMsg(rel, text("1"), nil, nil)[:12]}, err: "message truncated"},
+		{name: "delete without old tuple", msgs: [][]byte{begin, relDefault, msgBuilder{'D'}.u32(rel).u8('N').u16(0)}, err: "delete without old tuple"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeAll(newTestDecoder(), tt.msgs...)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("got error %v, want one saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestDecodePositions(t *testing.T) {
+	const rel = 16500
+	d := newTestDecoder()
+	var msgs []*change.Message
+	var commits []pglogrepl.LSN
+	emit := func(ev Event) error {
+		switch ev.Kind {
+		case EventChange:
+			msgs = append(msgs, ev.Msg)
+		case EventCommit:
+			commits = append(commits, ev.LSN)
+		}
+		return nil
+	}
+	in := [][]byte{beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true})}
+	for i := 0; i < 3; i++ {
+		in = append(in, insertMsg(rel, text("1")))
+	}
+	in = append(in, commitMsg(0x200, 0x210, t0), beginMsg(0x300, t0.Add(time.Second), 8), insertMsg(rel, text("2")), commitMsg(0x300, 0x310, t0))
+	for _, m := range in {
+		if err := d.decode(context.Background(), m, 0, t0, emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, m := range msgs {
+		got = append(got, fmt.Sprintf("%s %s xid=%d", m.IdempotencyKey(), change.AppendTimestamp(nil, m.CommitTime), m.XID))
+	}
+	want := []string{
+		"0/200:0 2026-11-26T11:20:00.123456Z xid=7",
+		"0/200:1 2026-11-26T11:20:00.123456Z xid=7",
+		"0/200:2 2026-11-26T11:20:00.123456Z xid=7",
+		"0/300:0 2026-11-26T11:20:01.123456Z xid=8",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(commits) != 2 || commits[0] != 0x210 || commits[1] != 0x310 {
+		t.Errorf("got commit events %v, want the end LSNs 0/210 and 0/310", commits)
+	}
+}
