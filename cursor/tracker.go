@@ -53,7 +53,7 @@ func (t *Tracker) Add(pos change.Position) {
 func (t *Tracker) Mark(lsn pglogrepl.LSN) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if true {
+	if t.head == len(t.pending) {
 		if lsn > t.safe {
 			t.safe = lsn
 		}

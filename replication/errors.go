@@ -64,8 +64,15 @@ func IsConnLost(err error) bool {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions.
-		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" || pgErr.Code[:2] == "08"
+		switch pgErr.Code {
+		case "57P01", // admin_shutdown: a fast stop, or pg_terminate_backend
+			"57P02", // crash_shutdown: another backend crashed
+			"57P03", // cannot_connect_now: starting up, shutting down, in recovery
+			"57P05", // idle_session_timeout
+			"53300": // too_many_connections: a slot frees up in time
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
 	}
 	var connErr *pgconn.ConnectError
 	if errors.As(err, &connErr) {

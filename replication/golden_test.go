@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -295,6 +296,7 @@ func TestGolden(t *testing.T) {
 	if *update {
 		writeDecodeSeeds(t, db)
 	}
+	t.Run("same as to_jsonb", func(t *testing.T) { compareToJSONB(t, db, bySchema) })
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
 			got := goldenJSON(t, bySchema[f.name])
@@ -400,4 +402,78 @@ func writeDecodeSeeds(t *testing.T, db *testDB) {
 	if n != len(families) {
 		t.Fatalf("got %d transactions for fuzz seeds, want %d", n, len(families))
 	}
+}
+
+// sameAsJSONB lists, per table, the columns whose JSON walhook writes as
+// PostgreSQL's to_jsonb does: integers, floats, booleans, text types and
+// arrays of them. PostgreSQL's own conversion checks their escaping and
+// array parsing independently of the golden files.
+var sameAsJSONB = map[string][]string{
+	"numbers.ints":   {"i2", "i4", "i8"},
+	"numbers.floats": {"f4", "f8"},
+	"text.t":         {"t", "vc", "c", "nm", "qc", "ci"},
+	"arrays.scalars": {"i2", "i4", "i8", "f4", "f8", "b", "t", "vc", "c", "nm", "ci", "jb"},
+	"arrays.other":   {"e"},
+}
+
+func compareToJSONB(t *testing.T, db *testDB, bySchema map[string][]*change.Message) {
+	for table, cols := range sameAsJSONB {
+		rows, err := db.conn.Query(t.Context(), "SELECT to_jsonb(whole_row)::text FROM "+table+" whole_row ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range bySchema[strings.Split(table, ".")[0]] {
+			if m.QualifiedTable() == table {
+				got = append(got, string(m.Record))
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: got %d records, want %d", table, len(got), len(want))
+		}
+		for i := range got {
+			g, w := decodeNumbers(t, got[i]), decodeNumbers(t, want[i])
+			for _, c := range cols {
+				if c == "f4" || c == "f8" {
+					// to_jsonb goes through numeric: compare the values.
+					g[c], w[c] = asFloats(g[c]), asFloats(w[c])
+				}
+				if !reflect.DeepEqual(g[c], w[c]) {
+					t.Errorf("%s row %d column %s: got %#v, to_jsonb gives %#v", table, i, c, g[c], w[c])
+				}
+			}
+		}
+	}
+}
+
+func decodeNumbers(t *testing.T, s string) map[string]any {
+	t.Helper()
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		t.Fatalf("%v: %s", err, s)
+	}
+	return m
+}
+
+// asFloats turns the JSON numbers in v into float64s.
+func asFloats(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		f, err := v.Float64()
+		if err != nil {
+			return v
+		}
+		return f
+	case []any:
+		for i := range v {
+			v[i] = asFloats(v[i])
+		}
+	}
+	return v
 }

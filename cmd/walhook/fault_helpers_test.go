@@ -181,7 +181,6 @@ type inserter struct {
 
 	mu   sync.Mutex
 	next int // the next id to insert
-	errs []error
 }
 
 func startInserter(t *testing.T, dsn, table string, first int, pace time.Duration) *inserter {

@@ -43,6 +43,9 @@ func TestFaultKillStorm(t *testing.T) {
 	exec1(t, conn, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)`)
 	rcv := webhooktest.New(t, "")
 	rcv.SetFaults(webhooktest.Faults{FailRatio: 0.10, DropRatio: 0.03})
+	// Retries wait 100 ms and more, so that failed batches stay in flight
+	// for a while and kills catch transactions whose later ones are
+	// already delivered: a flush LSN that ran ahead of them would lose them.
 	cfg := writeConfig(t, t.TempDir(), dsn, "fault_storm", "  tables: [public.kv]\n",
 		sinkConf{Name: "s", URL: rcv.URL, Retry: "{initial: 100ms, max: 1s}", Extra: "    batch_size: 20\n    max_in_flight: 8\n"})
 
@@ -108,7 +111,7 @@ func TestFaultKillStorm(t *testing.T) {
 	idem := map[kv]string{}
 	seen := 0
 	var badIdem []string
-	msgs := rcv.WaitFor(t, 2*time.Minute, "every (key, version)", func(m []webhooktest.Message) bool {
+	msgs := rcv.WaitFor(t, time.Minute, "every (key, version)", func(m []webhooktest.Message) bool {
 		for ; seen < len(m); seen++ {
 			r := parseRow(t, m[seen])
 			c := kv{*r.K, *r.V}
@@ -162,10 +165,21 @@ func TestFaultPostgresUnreachableThenRestarted(t *testing.T) {
 	rcv := webhooktest.New(t, "")
 	cfg := writeConfig(t, t.TempDir(), dsn, "fault_pgrestart", "", sinkConf{Name: "s", URL: rcv.URL})
 	d := startWalhook(t, "run", "--config", cfg)
-	// Unreachable at start: retries, with the reason, and keeps running.
-	out := waitOutput(t, d, `msg="cannot reach PostgreSQL; retrying"`, 3, 30*time.Second)
-	if !strings.Contains(out, "connection refused") || !strings.Contains(out, "retry_in=") {
-		t.Fatalf("the retry log line does not say why and when; output:\n%s", out)
+	// Unreachable at start: retries with backoff, saying why, and keeps
+	// running.
+	const retrying = `msg="cannot reach PostgreSQL; retrying"`
+	out := waitOutput(t, d, retrying, 4, 30*time.Second)
+	if !strings.Contains(out, "connection refused") {
+		t.Fatalf("the retry log line does not say why; output:\n%s", out)
+	}
+	waits := retryWaits(t, out, retrying)
+	if waits[3].wait <= waits[0].wait {
+		t.Errorf("walhook waited %v, then %v, %v, %v to reach PostgreSQL: it does not back off", waits[0].wait, waits[1].wait, waits[2].wait, waits[3].wait)
+	}
+	for i := 1; i < 4; i++ {
+		if gap := waits[i].at.Sub(waits[i-1].at); gap < waits[i-1].wait-2*time.Millisecond { // log times are in ms
+			t.Errorf("walhook tried again %v after saying it would wait %v", gap, waits[i-1].wait)
+		}
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -438,11 +452,11 @@ func TestFaultIdleAndFilteredTraffic(t *testing.T) {
 	rcv.SetFaults(webhooktest.Faults{Down: true})
 	exec1(t, conn, `INSERT INTO t VALUES (2, 0)`)
 	var samples []pglogrepl.LSN
-	waitUntil(t, 30*time.Second, "10 failed attempts", func() bool {
+	waitUntil(t, 30*time.Second, "15 failed attempts", func() bool {
 		exec1(t, conn, writes[len(samples)%len(writes)])
 		samples = append(samples, readSlot(t, conn, "fault_idle").confirmed)
 		_, failures, _, _ := rcv.Stats()
-		return failures >= 10
+		return failures >= 15
 	})
 	rcv.SetFaults(webhooktest.Faults{})
 	msgs := rcv.WaitCount(t, 2, 30*time.Second)
