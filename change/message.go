@@ -104,6 +104,11 @@ type Message struct {
 	// Key groups messages that must be delivered in order (the row's
 	// identity); messages with different keys may travel in parallel.
 	Key string
+	// Barrier orders the message against every other one of its sink: it
+	// is delivered after everything before it and before anything after
+	// it. A truncate is one (its table's rows travel in many lanes), and so
+	// is an update that changes the row's key.
+	Barrier bool
 }
 
 // IdempotencyKey is stable across redeliveries of the same change.

@@ -154,6 +154,7 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 			}
 			cm := d.newMessage(change.Truncate, rel)
 			cm.Key = rel.table
+			cm.Barrier = true // the table's rows travel in every lane
 			if err := emit(Event{Kind: EventChange, Msg: cm}); err != nil {
 				return err
 			}
@@ -338,6 +339,11 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		m.Record = d.record(rel, d.newTup, old, false, m)
 		m.Changes = d.changes(rel, d.newTup, d.oldTup, oldKind)
 		m.Key = d.key(rel, d.newTup, d.oldTup)
+		// An update that moves a row to another key must not overtake the
+		// old key's earlier changes, nor be overtaken by the new key's.
+		if oldKind != 0 && d.key(rel, d.oldTup, nil) != m.Key {
+			m.Barrier = true
+		}
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
 		m.Record = d.record(rel, d.oldTup, nil, oldKind == 'K', m)

@@ -147,6 +147,7 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		"TimeZone":           "UTC",
 		"extra_float_digits": "3",
 		"bytea_output":       "hex",
+		"lc_monetary":        "C",
 	} {
 		cfg.RuntimeParams[k] = v
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/replication"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -94,14 +96,28 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		fmt.Fprintf(out, "publication %q: exists, all tables %t\n", cfg.Source.Publication, allTables)
 	}
 
-	tables, err := capturedTables(ctx, conn, cfg)
+	for _, t := range cfg.Source.Tables {
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.Quoted()).Scan(&exists); err != nil {
+			return fmt.Errorf("look up table %s: %w", t, err)
+		}
+		if !exists {
+			fmt.Fprintf(out, "table %s: does not exist\n", t)
+			problems = append(problems, fmt.Sprintf("table %s does not exist", t))
+		}
+	}
+	ids, err := replication.CheckReplicaIdentity(ctx, conn, cfg.Source, replication.IdentityNeeds{OldValues: sinksGetUpdates(cfg)})
 	if err != nil {
 		return err
 	}
-	for _, t := range tables {
-		fmt.Fprintf(out, "table %s: %s\n", t.name, t.describe())
-		if t.missing {
-			problems = append(problems, fmt.Sprintf("table %s does not exist", t.name))
+	for _, id := range ids {
+		key := "the whole table (no key)"
+		if len(id.Key) > 0 {
+			key = strings.Join(id.Key, ", ")
+		}
+		fmt.Fprintf(out, "table %s: replica identity %s; rows ordered by %s\n", id.Table, strings.ToUpper(id.Mode), key)
+		for _, f := range id.Findings {
+			fmt.Fprintf(out, "  warning: %s\n", f.Message)
 		}
 	}
 	if len(problems) > 0 {
@@ -111,72 +127,15 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	return nil
 }
 
-type tableInfo struct {
-	name     string
-	missing  bool
-	identity string
-	hasPK    bool
-}
-
-func (t tableInfo) describe() string {
-	if t.missing {
-		return "does not exist"
-	}
-	id := map[string]string{"d": "DEFAULT", "f": "FULL", "i": "USING INDEX", "n": "NOTHING"}[t.identity]
-	s := "replica identity " + id
-	switch {
-	case t.identity == "n":
-		s += " (updates and deletes cannot be published: ALTER TABLE ... REPLICA IDENTITY FULL)"
-	case t.identity == "d" && !t.hasPK:
-		s += " without a primary key (updates and deletes fail: add a primary key or REPLICA IDENTITY FULL)"
-	case t.identity != "f":
-		s += " (changes holds old values only when the key changes; REPLICA IDENTITY FULL gives them all)"
-	}
-	return s
-}
-
-func capturedTables(ctx context.Context, conn *pgx.Conn, cfg *config.Config) ([]tableInfo, error) {
-	const q = `SELECT n.nspname, c.relname, c.relreplident::text,
-		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-		AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-		ORDER BY 1, 2`
-	rows, err := conn.Query(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
-	}
-	found := map[string]tableInfo{}
-	var order []string
-	for rows.Next() {
-		var schema, name string
-		var t tableInfo
-		if err := rows.Scan(&schema, &name, &t.identity, &t.hasPK); err != nil {
-			return nil, fmt.Errorf("list tables: %w", err)
+// sinksGetUpdates reports whether some sink receives updates, whose
+// changes need the old row.
+func sinksGetUpdates(cfg *config.Config) bool {
+	for _, sc := range cfg.Sinks {
+		if len(sc.Actions) == 0 || slices.Contains(sc.Actions, "update") {
+			return true
 		}
-		t.name = config.Table{Schema: schema, Name: name}.String()
-		found[t.name] = t
-		order = append(order, t.name)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
-	}
-	if cfg.Source.AllTables() {
-		out := make([]tableInfo, 0, len(order))
-		for _, n := range order {
-			out = append(out, found[n])
-		}
-		return out, nil
-	}
-	out := make([]tableInfo, 0, len(cfg.Source.Tables))
-	for _, ct := range cfg.Source.Tables {
-		t, ok := found[ct.String()]
-		if !ok {
-			t = tableInfo{name: ct.String(), missing: true}
-		}
-		out = append(out, t)
-	}
-	return out, nil
+	return false
 }
 
 func str(s *string) string {

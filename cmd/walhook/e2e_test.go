@@ -343,7 +343,8 @@ func TestCheckReportsDatabase(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit code %d, want 0; output:\n%s", code, out)
 	}
-	for _, want := range []string{"wal_level: logical", "table public.t: replica identity DEFAULT", "table public.nokey: replica identity DEFAULT without a primary key", "ready"} {
+	for _, want := range []string{"wal_level: logical", "table public.t: replica identity DEFAULT; rows ordered by id",
+		"table public.nokey: replica identity DEFAULT; rows ordered by the whole table", "PostgreSQL rejects UPDATE and DELETE", "ready"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

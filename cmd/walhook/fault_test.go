@@ -247,6 +247,7 @@ func TestFaultReceiverOutage(t *testing.T) {
 
 	// Restart walhook during the outage: a stop signal drains for the
 	// shutdown timeout, in vain, and exits 0.
+	oldPID := readSlot(t, conn, "fault_outage").activePID
 	stopAt := time.Now()
 	if code := d.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("walhook exited %d after SIGTERM during the outage, want 0", code)
@@ -257,7 +258,7 @@ func TestFaultReceiverOutage(t *testing.T) {
 	checkBackoff(t, rcv.Requests(), outage, stopAt, 50*time.Millisecond, 800*time.Millisecond)
 
 	d = startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
-	pid := waitActive(t, conn, "fault_outage", 0, d, 30*time.Second)
+	pid := waitActive(t, conn, "fault_outage", oldPID, d, 30*time.Second)
 	restarted := time.Now()
 	waitUntil(t, 30*time.Second, "the new walhook retrying", func() bool {
 		return maxAttempts(rcv.Requests(), restarted) >= 2

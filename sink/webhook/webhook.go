@@ -268,7 +268,39 @@ func (s *Sink) Run(ctx context.Context) error {
 // also before Run has started, and returns ctx.Err() if ctx ends first,
 // ErrDraining once Drain has begun and ErrStopped once Run has returned. m
 // must not change after Submit returned nil.
+//
+// A barrier message (m.Barrier) waits until everything submitted before it
+// is acknowledged, and Submit returns only once it is acknowledged itself.
 func (s *Sink) Submit(ctx context.Context, m *change.Message) error {
+	if m.Barrier {
+		if err := s.waitIdle(ctx); err != nil {
+			return err
+		}
+		if err := s.submit(ctx, m); err != nil {
+			return err
+		}
+		return s.waitIdle(ctx)
+	}
+	return s.submit(ctx, m)
+}
+
+// waitIdle waits until every submitted message is acknowledged.
+func (s *Sink) waitIdle(ctx context.Context) error {
+	for s.pending.Load() != 0 {
+		select {
+		case <-s.idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.draining:
+			return ErrDraining
+		case <-s.stopped:
+			return ErrStopped
+		}
+	}
+	return nil
+}
+
+func (s *Sink) submit(ctx context.Context, m *change.Message) error {
 	l := s.lanes[s.laneOf(m)]
 	// Count m before looking at draining, so that Drain, which closes
 	// draining before reading pending, either sees m counted or makes us
