@@ -208,3 +208,37 @@ func TestDecodePositions(t *testing.T) {
 		t.Errorf("got commit events %v, want the end LSNs 0/210 and 0/310", commits)
 	}
 }
+
+// TestDecodeBarriers checks which messages must be ordered against all
+// others: truncates, and updates that move a row to another key.
+func TestDecodeBarriers(t *testing.T) {
+	const rel = 16500
+	cols := []relCol{{"id", pgtype.Int4OID, true}, {"body", pgtype.TextOID, false}, {"n", pgtype.Int8OID, false}}
+	fullCols := []relCol{{"id", pgtype.Int4OID, true}, {"body", pgtype.TextOID, true}, {"n", pgtype.Int8OID, true}}
+	msgs := [][]byte{beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', cols...),
+		insertMsg(rel, text("1"), text("a"), text("1")),
+		updateMsg(rel, 0, nil, text("1"), text("b"), text("1")),                               // same key
+		updateMsg(rel, 'K', []tupleVal{text("1"), nil, nil}, text("2"), text("b"), text("1")), // key 1 -> 2
+		relationMsg(rel, "public", "t", 'f', fullCols...),
+		updateMsg(rel, 'O', []tupleVal{text("2"), text("b"), text("1")}, text("2"), text("c"), text("1")), // FULL, same key
+		updateMsg(rel, 'O', []tupleVal{text("2"), text("c"), text("1")}, text("3"), text("c"), text("1")), // FULL, key 2 -> 3
+		truncateMsg(0, rel),
+		commitMsg(0x200, 0x210, t0)}
+	want := []bool{false, false, true, false, true, true}
+	d := newTestDecoder()
+	var got []bool
+	for _, m := range msgs {
+		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+			if ev.Kind == EventChange {
+				got = append(got, ev.Msg.Barrier)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got barriers %v, want %v", got, want)
+	}
+}
