@@ -187,6 +187,13 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 		if lsn == 0 {
 			lsn = walStart
 		}
+		// pgoutput gives the end of the message's WAL record, which is where
+		// the next record, perhaps a commit, begins: that transaction's
+		// first change would have the same position. One byte earlier no
+		// record begins (records are aligned), and the order is kept.
+		if lsn > 0 {
+			lsn--
+		}
 		cm.Pos = change.Position{CommitLSN: lsn}
 		cm.CommitTime = serverTime
 	}

@@ -242,3 +242,33 @@ func TestDecodeBarriers(t *testing.T) {
 		t.Fatalf("got barriers %v, want %v", got, want)
 	}
 }
+
+// TestNonTransactionalMessageBeforeCommit: pgoutput gives a
+// non-transactional message the end of its WAL record, where the next
+// transaction's commit record may begin. The message and that
+// transaction's first change must not share a position.
+func TestNonTransactionalMessageBeforeCommit(t *testing.T) {
+	const rel = 16500
+	d := newTestDecoder()
+	var pos []change.Position
+	msgs := [][]byte{
+		logicalMsg(false, 0x200, "app", []byte("x")),
+		beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true}),
+		insertMsg(rel, text("1")),
+		commitMsg(0x200, 0x210, t0),
+	}
+	for _, m := range msgs {
+		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+			if ev.Kind == EventChange {
+				pos = append(pos, ev.Msg.Pos)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(pos) != 2 || !pos[0].Less(pos[1]) {
+		t.Fatalf("got positions %v, want two, strictly increasing", pos)
+	}
+}

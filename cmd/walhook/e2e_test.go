@@ -386,3 +386,31 @@ func TestExistingPublicationIsLeftAlone(t *testing.T) {
 		t.Fatalf("got %d messages, want 1", n)
 	}
 }
+
+// TestLogicalMessageBeforeCommit: a configured non-transactional logical
+// message emitted just before a COMMIT must not hide the transaction's
+// first change (they used to share a position).
+func TestLogicalMessageBeforeCommit(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "e2e_msg", "  messages: [p]\n", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "e2e_msg", d)
+	exec1(t, conn, `BEGIN; INSERT INTO t VALUES (1); SELECT pg_logical_emit_message(false, 'p', 'x'); COMMIT`)
+	exec1(t, conn, `SELECT pg_logical_emit_message(true, 'p', 'y')`)
+	msgs := rcv.WaitCount(t, 3, 30*time.Second)
+	got := map[string]bool{}
+	for _, m := range msgs {
+		got[m.Action+":"+string(m.Record)+string(m.Content)] = true
+	}
+	for _, want := range []string{`insert:{"id":1}`, `message:null"x"`, `message:null"y"`} {
+		if !got[want] {
+			t.Errorf("missing %s; got %v", want, got)
+		}
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+}
