@@ -185,15 +185,15 @@ func (r *receiver) run(ctx context.Context) error {
 		}
 	}()
 
+	var recv receiveDeadline
+	defer recv.stop()
 	for readCtx.Err() == nil {
 		if !time.Now().Before(r.nextStatus) {
 			if err := r.sendStatus(ctx, true); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(readCtx, r.nextStatus)
-		raw, err := r.conn.ReceiveMessage(rctx)
-		cancel()
+		raw, err := r.conn.ReceiveMessage(recv.until(readCtx, r.nextStatus))
 		if err != nil {
 			if pgconn.Timeout(err) || readCtx.Err() != nil {
 				if readCtx.Err() == nil && time.Since(r.lastRecv) > r.s.src.ReceiveTimeout {
@@ -228,6 +228,30 @@ func (r *receiver) run(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+}
+
+// receiveDeadline is one deadline context that serves every receive until
+// the next status update is due: making one per message costs a timer each.
+type receiveDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+// until returns a context of parent that ends at t.
+func (d *receiveDeadline) until(parent context.Context, t time.Time) context.Context {
+	if d.ctx == nil || !d.at.Equal(t) || d.ctx.Err() != nil {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, t)
+		d.at = t
+	}
+	return d.ctx
+}
+
+func (d *receiveDeadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 
