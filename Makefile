@@ -34,7 +34,9 @@ lint: $(TOOLS)/staticcheck
 	$(GO) mod tidy -diff
 
 test: postgres lint
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+	# Allocation counts mean nothing under the race detector: check them without it.
+	$(GO) test -count=1 -run 'Allocates' ./replication/
 
 demo: postgres build
 	$(GO) run ./internal/demo
