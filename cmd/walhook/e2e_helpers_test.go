@@ -186,25 +186,6 @@ func exec1(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// slotState reads the slot's confirmed_flush_lsn and whether it is active.
-func slotState(t *testing.T, conn *pgx.Conn, slot string) (pglogrepl.LSN, bool) {
-	t.Helper()
-	var lsn *pglogrepl.LSN
-	var active bool
-	err := conn.QueryRow(context.Background(),
-		"SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn, &active)
-	if err == pgx.ErrNoRows {
-		return 0, false
-	}
-	if err != nil {
-		t.Fatalf("read slot %s: %v", slot, err)
-	}
-	if lsn == nil {
-		return 0, active
-	}
-	return *lsn, active
-}
-
 // waitUntil polls cond until it holds or fails the test after timeout.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -222,7 +203,7 @@ func waitStreaming(t *testing.T, conn *pgx.Conn, slot string, d *daemon) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, active := slotState(t, conn, slot); active {
+		if readSlot(t, conn, slot).activePID != 0 {
 			return
 		}
 		select {

@@ -215,8 +215,7 @@ func TestFailingReceiverHoldsSlot(t *testing.T) {
 	// the receiver fails, and sample the slot.
 	waitUntil(t, 30*time.Second, "10 failed deliveries", func() bool {
 		exec1(t, conn, `INSERT INTO other VALUES (1)`)
-		lsn, _ := slotState(t, conn, "e2e_hold")
-		samples = append(samples, lsn)
+		samples = append(samples, readSlot(t, conn, "e2e_hold").confirmed)
 		_, failures, _, _ := rcv.Stats()
 		return failures >= 10
 	})
@@ -237,8 +236,7 @@ func TestFailingReceiverHoldsSlot(t *testing.T) {
 	// Catch up: past the delivered transaction and, idle, to the WAL end.
 	target := currentLSN(t, conn)
 	waitUntil(t, 30*time.Second, "the slot catches up to "+target.String(), func() bool {
-		lsn, _ := slotState(t, conn, "e2e_hold")
-		return lsn >= target
+		return readSlot(t, conn, "e2e_hold").confirmed >= target
 	})
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
