@@ -412,3 +412,52 @@ func TestLogicalMessageBeforeCommit(t *testing.T) {
 		t.Fatalf("walhook exited %d, want 0", code)
 	}
 }
+
+// TestTwoSinksOneDown: the slot waits for the slowest sink, but each sink
+// keeps its own cursor, so after a restart the sink that had everything is
+// not sent it again while the other catches up.
+func TestTwoSinksOneDown(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	up, down := webhooktest.New(t, ""), webhooktest.New(t, "")
+	down.SetFaults(webhooktest.Faults{Down: true})
+	one := "    max_in_flight: 1\n"
+	cfg := writeConfig(t, t.TempDir(), dsn, "e2e_two", "",
+		sinkConf{Name: "up", URL: up.URL, Extra: one}, sinkConf{Name: "down", URL: down.URL, Extra: one})
+
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s") // the down sink cannot drain
+	waitStreaming(t, conn, "e2e_two", d)
+	for i := 0; i < 10; i++ {
+		exec1(t, conn, `INSERT INTO t VALUES ($1)`, i)
+	}
+	msgs := up.WaitCount(t, 10, 30*time.Second)
+	first, err := pglogrepl.ParseLSN(msgs[0].Metadata.CommitLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the down sink to fail a few times", func() bool {
+		_, failures, _, _ := down.Stats()
+		return failures >= 3
+	})
+	if got := readSlot(t, conn, "e2e_two").confirmed; got > first {
+		t.Fatalf("slot confirmed %s past %s, which the down sink never got", got, first)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+
+	down.SetFaults(webhooktest.Faults{})
+	d = startWalhook(t, "run", "--config", cfg)
+	down.WaitCount(t, 10, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (100)`)
+	got := up.WaitFor(t, 30*time.Second, "the last row", func(m []webhooktest.Message) bool {
+		return len(m) > 0 && string(m[len(m)-1].Record) == `{"id":100}`
+	})
+	if len(got) != 11 {
+		t.Fatalf("the up sink got %d messages, want 11: the restart sent it what it had acknowledged", len(got))
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+}
