@@ -694,3 +694,49 @@ func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
 	t.Logf("%d rows committed under load across two graceful stops, all delivered, %d redelivered", len(ids), c.duplicates())
 	stop(d)
 }
+
+// TestFaultSilentConnection: a replication connection that goes silent
+// without TCP saying so (a blackholed network) is declared dead after
+// source.receive_timeout; walhook reconnects in the same process and what
+// was committed meanwhile arrives. The server's wal_sender_timeout frees
+// the slot from the dead walsender; walhook waits for that.
+func TestFaultSilentConnection(t *testing.T) {
+	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
+	conn := connect(t, srv.DSN("postgres"))
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	proxy := startBlackhole(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	viaProxy := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", proxy.Addr())
+
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), viaProxy, "fault_silent", "", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	first := waitActive(t, conn, "fault_silent", 0, d, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	proxy.Freeze()
+	frozen := time.Now()
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	msgs := rcv.WaitFor(t, 60*time.Second, "row 2 over a new connection", func(m []webhooktest.Message) bool {
+		return len(m) > 0 && string(m[len(m)-1].Record) == `{"id":2}`
+	})
+	took := time.Since(frozen)
+	if !d.running() {
+		t.Fatalf("walhook exited instead of reconnecting; output:\n%s", d.out.String())
+	}
+	if second := readSlot(t, conn, "fault_silent").activePID; second == first || second == 0 {
+		t.Fatalf("slot held by PID %d after the reconnect, want a new walsender (the first was %d)", second, first)
+	}
+	// receive_timeout is 5s in writeConfig: silence must be noticed, and
+	// not much earlier than that.
+	if took < 4*time.Second {
+		t.Fatalf("row 2 arrived %v after the freeze, before receive_timeout could pass: the test did not silence the connection", took)
+	}
+	if !strings.Contains(d.out.String(), "silent for longer than source.receive_timeout") {
+		t.Errorf("walhook did not say why it reconnected; output:\n%s", d.out.String())
+	}
+	t.Logf("silent connection replaced; row 2 delivered %v after the freeze; %d messages", took.Round(time.Millisecond), len(msgs))
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+}
