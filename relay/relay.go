@@ -145,9 +145,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelSinks()
 
 	events := make(chan replication.Event, r.opts.EventBuffer)
-	sinks, _ := errgroup.WithContext(sinkCtx)
+	var sinks errgroup.Group
 	for _, t := range r.sinks {
-		t := t
 		sinks.Go(func() error { return t.sink.Run(sinkCtx) })
 	}
 
