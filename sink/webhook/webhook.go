@@ -284,19 +284,23 @@ func (s *Sink) Submit(ctx context.Context, m *change.Message) error {
 	return s.submit(ctx, m)
 }
 
-// waitIdle waits until every submitted message is acknowledged.
+// waitIdle waits until every submitted message is acknowledged. It returns
+// ctx.Err() if ctx ends first and ErrStopped if Run returns first.
 func (s *Sink) waitIdle(ctx context.Context) error {
 	for s.pending.Load() != 0 {
 		select {
 		case <-s.idle:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.draining:
-			return ErrDraining
 		case <-s.stopped:
+			if s.pending.Load() == 0 {
+				return nil
+			}
 			return ErrStopped
 		}
 	}
+	// Pass the wake-up on to any other waiter.
+	s.poke()
 	return nil
 }
 
@@ -337,24 +341,10 @@ func (s *Sink) submit(ctx context.Context, m *change.Message) error {
 // be running; it may be called more than once.
 func (s *Sink) Drain(ctx context.Context) error {
 	s.drain.Do(func() { close(s.draining) })
-	for {
-		n := s.pending.Load()
-		if n == 0 {
-			// Pass the wake-up on to any other Drain waiting.
-			s.poke()
-			return nil
-		}
-		select {
-		case <-s.idle:
-		case <-ctx.Done():
-			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", s.cfg.Name, n, ctx.Err())
-		case <-s.stopped:
-			if n = s.pending.Load(); n == 0 {
-				return nil
-			}
-			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", s.cfg.Name, n, ErrStopped)
-		}
+	if err := s.waitIdle(ctx); err != nil {
+		return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", s.cfg.Name, s.pending.Load(), err)
 	}
+	return nil
 }
 
 // Stats returns the sink's counters.
