@@ -13,8 +13,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/walhook /usr/local/bin/walhook
 # The embedded state file lives here; mount a volume to keep it.
-COPY --from=build --chown=nonroot:nonroot /out/state /var/lib/walhook
-USER nonroot:nonroot
+COPY --from=build --chown=65532:65532 /out/state /var/lib/walhook
+USER 65532:65532
 WORKDIR /var/lib/walhook
 ENV WALHOOK_CONFIG=/etc/walhook/walhook.yaml
 EXPOSE 9400
