@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/webhooktest"
 )
 
 // walhookBin is the binary under test, built once by TestMain.
@@ -225,4 +226,38 @@ func currentLSN(t *testing.T, conn *pgx.Conn) pglogrepl.LSN {
 		t.Fatal(err)
 	}
 	return lsn
+}
+
+// checkSlotHeld keeps WAL moving with write while the receiver fails, and
+// samples the slot until the receiver has failed failures times. Then it
+// lets the receiver answer and checks that no sample passed the commit of
+// message held (0-based, in arrival order), which the receiver refused the
+// whole time, and that the slot catches up to the WAL end afterwards.
+func checkSlotHeld(t *testing.T, conn *pgx.Conn, rcv *webhooktest.Receiver, slot string, failures int, held int, write func(i int)) {
+	t.Helper()
+	var samples []pglogrepl.LSN
+	waitUntil(t, 30*time.Second, fmt.Sprintf("%d failed deliveries", failures), func() bool {
+		write(len(samples))
+		samples = append(samples, readSlot(t, conn, slot).confirmed)
+		_, n, _, _ := rcv.Stats()
+		return n >= failures
+	})
+	if n := len(rcv.Messages()); n > held {
+		t.Fatalf("receiver accepted %d messages while failing, want at most %d", n, held)
+	}
+	rcv.SetFaults(webhooktest.Faults{})
+	msgs := rcv.WaitCount(t, held+1, 30*time.Second)
+	commit, err := pglogrepl.ParseLSN(msgs[held].Metadata.CommitLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range samples {
+		if s > commit {
+			t.Fatalf("slot confirmed %s while the transaction committed at %s was undelivered", s, commit)
+		}
+	}
+	target := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "the slot catches up to "+target.String(), func() bool {
+		return readSlot(t, conn, slot).confirmed >= target
+	})
 }

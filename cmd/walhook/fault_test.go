@@ -452,28 +452,7 @@ func TestFaultIdleAndFilteredTraffic(t *testing.T) {
 	// around it: the slot may move up to it, never past it.
 	rcv.SetFaults(webhooktest.Faults{Down: true})
 	exec1(t, conn, `INSERT INTO t VALUES (2, 0)`)
-	var samples []pglogrepl.LSN
-	waitUntil(t, 30*time.Second, "15 failed attempts", func() bool {
-		exec1(t, conn, writes[len(samples)%len(writes)])
-		samples = append(samples, readSlot(t, conn, "fault_idle").confirmed)
-		_, failures, _, _ := rcv.Stats()
-		return failures >= 15
-	})
-	rcv.SetFaults(webhooktest.Faults{})
-	msgs := rcv.WaitCount(t, 2, 30*time.Second)
-	held, err := pglogrepl.ParseLSN(msgs[1].Metadata.CommitLSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range samples {
-		if s > held {
-			t.Fatalf("slot confirmed %s while the transaction committed at %s was undelivered", s, held)
-		}
-	}
-	target := currentLSN(t, conn)
-	waitUntil(t, 30*time.Second, "the slot to catch up to "+target.String(), func() bool {
-		return readSlot(t, conn, "fault_idle").confirmed >= target
-	})
+	checkSlotHeld(t, conn, rcv, "fault_idle", 15, 1, func(i int) { exec1(t, conn, writes[i%len(writes)]) })
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
 	}
