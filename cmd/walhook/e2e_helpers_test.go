@@ -144,7 +144,7 @@ type sinkConf struct {
 
 // writeConfig writes a configuration for dsn with the given sinks into the
 // test's temp dir and returns its path.
-func writeConfig(t *testing.T, dir, dsn, slot string, source string, sinks ...sinkConf) string {
+func writeConfig(t testing.TB, dir, dsn, slot string, source string, sinks ...sinkConf) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n%s", dsn, slot, slot, source)
@@ -168,7 +168,7 @@ func writeConfig(t *testing.T, dir, dsn, slot string, source string, sinks ...si
 	return path
 }
 
-func connect(t *testing.T, dsn string) *pgx.Conn {
+func connect(t testing.TB, dsn string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -180,7 +180,7 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 	return conn
 }
 
-func exec1(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+func exec1(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("exec %q: %v", sql, err)
