@@ -436,3 +436,24 @@ func TestTwoSinksOneDown(t *testing.T) {
 		t.Fatalf("walhook exited %d, want 0", code)
 	}
 }
+
+// TestExitCodes checks the contract's exit codes for usage mistakes.
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"version"}, 0, "walhook "},
+		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"run", "--bogus"}, 2, "unknown flag: --bogus"},
+		{[]string{"version", "x"}, 2, "takes no arguments"},
+		{[]string{"check", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, 2, "no such file"},
+	}
+	for _, tt := range tests {
+		code, out := runWalhook(t, tt.args...)
+		if code != tt.code || !strings.Contains(out, tt.out) {
+			t.Errorf("walhook %s: got exit %d and %q, want exit %d and output containing %q", strings.Join(tt.args, " "), code, out, tt.code, tt.out)
+		}
+	}
+}
