@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -89,10 +90,10 @@ type decoder struct {
 	xid        uint32
 	idx        uint32
 
-	newTup, oldTup []tupleCol
-	buf            []byte
-	keyBuf         []byte
-	values         valueEncoder
+	newTup, oldTup    []tupleCol
+	buf               []byte
+	keyBuf, oldKeyBuf []byte
+	values            valueEncoder
 }
 
 func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string) *decoder {
@@ -348,8 +349,9 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		m.Key = d.key(rel, d.newTup, d.oldTup)
 		// An update that moves a row to another key must not overtake the
 		// old key's earlier changes, nor be overtaken by the new key's.
-		if oldKind != 0 && d.key(rel, d.oldTup, nil) != m.Key {
-			m.Barrier = true
+		if oldKind != 0 {
+			d.oldKeyBuf = appendKey(d.oldKeyBuf[:0], rel, d.oldTup, nil)
+			m.Barrier = !bytes.Equal(d.oldKeyBuf, d.keyBuf)
 		}
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
@@ -439,7 +441,13 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 // column whose new value is an unchanged TOASTed one is read from old, when
 // the server sent it.
 func (d *decoder) key(rel *relation, tup, old []tupleCol) string {
-	k := append(d.keyBuf[:0], rel.table...)
+	d.keyBuf = appendKey(d.keyBuf[:0], rel, tup, old)
+	return string(d.keyBuf)
+}
+
+// appendKey appends the key of tup to k, as key makes it.
+func appendKey(k []byte, rel *relation, tup, old []tupleCol) []byte {
+	k = append(k, rel.table...)
 	for _, i := range rel.keyCols {
 		k = append(k, 0)
 		c := tup[i]
@@ -455,6 +463,5 @@ func (d *decoder) key(rel *relation, tup, old []tupleCol) string {
 			k = append(k, 2)
 		}
 	}
-	d.keyBuf = k
-	return string(k)
+	return k
 }
