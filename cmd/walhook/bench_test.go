@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,7 +79,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 			b.Fatalf("got %d of %d messages in 5 minutes\n%s", got.Load(), rows, out.String())
 		}
 		elapsed := time.Since(start)
-		rss := vmHWM(b, cmd.Process.Pid)
+		rss := procStatusKB(b, cmd.Process.Pid, "VmHWM")
 		b.StopTimer()
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		<-exited
@@ -89,22 +88,4 @@ func BenchmarkDrainBacklog(b *testing.B) {
 		b.ReportMetric(float64(rss)/1024, "peak-RSS-MB")
 		b.Logf("walhook delivered %d messages in %v: %.0f msgs/s, peak RSS %.1f MB", rows, elapsed.Round(time.Millisecond), float64(rows)/elapsed.Seconds(), float64(rss)/1024)
 	}
-}
-
-// vmHWM is a process's peak resident set size in kB.
-func vmHWM(tb testing.TB, pid int) int64 {
-	tb.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb)
-			return kb
-		}
-	}
-	tb.Fatalf("no VmHWM for process %d", pid)
-	return 0
 }

@@ -80,9 +80,12 @@ func waitOutput(t *testing.T, d *daemon, s string, n int, timeout time.Duration)
 	}
 }
 
-// rssKB returns the resident set size of process pid in KiB, from
-// /proc/PID/status.
-func rssKB(t *testing.T, pid int) int64 {
+// rssKB returns the resident set size of process pid in KiB.
+func rssKB(t testing.TB, pid int) int64 { return procStatusKB(t, pid, "VmRSS") }
+
+// procStatusKB reads a memory field (VmRSS, VmHWM, ...) of process pid, in
+// KiB, from /proc/PID/status.
+func procStatusKB(t testing.TB, pid int, field string) int64 {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -91,15 +94,15 @@ func rssKB(t *testing.T, pid int) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				t.Fatalf("parse VmRSS %q: %v", rest, err)
+				t.Fatalf("parse %s %q: %v", field, rest, err)
 			}
 			return kb
 		}
 	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
