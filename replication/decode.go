@@ -168,8 +168,18 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 }
 
 func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart pglogrepl.LSN, serverTime time.Time, emit func(Event) error) error {
+	inTx := d.inTx && m.Transactional
+	// A transactional message takes an index in its transaction whether
+	// or not it is passed on: positions come from the WAL alone, so that a
+	// change keeps its commit_idx when source.messages changes between two
+	// runs (the skip after a restart compares positions).
+	var idx uint32
+	if inTx {
+		idx = d.idx
+		d.idx++
+	}
 	if m.Prefix == heartbeatPrefix {
-		if !d.inTx && !m.Transactional {
+		if !inTx && !d.inTx {
 			return emit(Event{Kind: EventIdle, LSN: m.LSN})
 		}
 		return nil
@@ -179,10 +189,9 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 	}
 	cm := &change.Message{Action: change.Emitted, Prefix: m.Prefix, Key: "message:" + m.Prefix}
 	cm.Content = appendContent(nil, m.Content)
-	if d.inTx && m.Transactional {
-		cm.Pos = change.Position{CommitLSN: d.commitLSN, Idx: d.idx}
+	if inTx {
+		cm.Pos = change.Position{CommitLSN: d.commitLSN, Idx: idx}
 		cm.CommitTime, cm.XID = d.commitTime, d.xid
-		d.idx++
 	} else {
 		lsn := m.LSN
 		if lsn == 0 {

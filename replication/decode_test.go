@@ -272,3 +272,46 @@ func TestNonTransactionalMessageBeforeCommit(t *testing.T) {
 		t.Fatalf("got positions %v, want two, strictly increasing", pos)
 	}
 }
+
+// TestPositionsIgnoreMessageConfig: a transactional logical message takes
+// its index in the transaction whether or not its prefix is passed on, so
+// removing a prefix from source.messages between two runs does not renumber
+// the transaction's changes.
+func TestPositionsIgnoreMessageConfig(t *testing.T) {
+	const rel = 16500
+	in := [][]byte{
+		beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true}),
+		logicalMsg(true, 0x1f0, "audit", []byte("a")),
+		insertMsg(rel, text("1")),
+		logicalMsg(true, 0x1f8, "audit", []byte("b")),
+		logicalMsg(true, 0x1f9, heartbeatPrefix, nil),
+		insertMsg(rel, text("2")),
+		commitMsg(0x200, 0x210, t0),
+	}
+	rows := func(prefixes []string) map[string]string {
+		d := newDecoder(newTypeCache(testCatalog), nil, prefixes)
+		got := map[string]string{}
+		for _, m := range in {
+			err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+				if ev.Kind == EventChange {
+					got[ev.Msg.IdempotencyKey()] = string(ev.Msg.Action) + " " + string(ev.Msg.Record) + string(ev.Msg.Content)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return got
+	}
+	with, without := rows([]string{"audit"}), rows(nil)
+	want := map[string]string{"0/200:1": `insert {"id":1}`, "0/200:4": `insert {"id":2}`}
+	for k, v := range want {
+		if with[k] != v || without[k] != v {
+			t.Errorf("position %s: got %q with messages passed and %q without, want %q in both", k, with[k], without[k], v)
+		}
+	}
+	if with["0/200:0"] != `message "a"` || with["0/200:2"] != `message "b"` || len(with) != 4 || len(without) != 2 {
+		t.Errorf("got %v with messages passed and %v without", with, without)
+	}
+}

@@ -48,6 +48,10 @@ type Faults struct {
 	DropRatio float64       // close the connection without an answer
 	Down      bool          // answer 503 to everything
 	Delay     time.Duration // wait before answering
+	// Reject, when set, sees every well-formed batch before it is
+	// accepted; a status it returns other than 0 is answered instead,
+	// and the batch is not accepted.
+	Reject func(batch []Message) int
 }
 
 // Request is one request the receiver answered (or dropped), for tests that
@@ -191,6 +195,13 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		m.Raw = raw
 		msgs = append(msgs, m)
+	}
+	if f.Reject != nil {
+		if status := f.Reject(msgs); status != 0 {
+			r.fail(arrived, id, status)
+			http.Error(w, "rejected by the test", status)
+			return
+		}
 	}
 	r.mu.Lock()
 	r.accepted = append(r.accepted, msgs...)
