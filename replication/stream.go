@@ -43,9 +43,6 @@ type Event struct {
 	LSN  pglogrepl.LSN
 }
 
-// maxStatusInterval bounds the time between two standby status updates.
-const maxStatusInterval = 10 * time.Second
-
 // FinalStatusTimeout bounds the final standby status update Run sends when
 // its context ends.
 const FinalStatusTimeout = time.Second
@@ -69,23 +66,6 @@ func New(src config.Source, flushed func() pglogrepl.LSN, log *slog.Logger) *Str
 // Received is the highest WAL position the server has reported.
 func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
 
-// statusInterval is how often a status update goes out; each asks the
-// server for a reply, so a live connection is never silent for longer. It
-// is at most source.heartbeat too: the reply is a keepalive carrying the
-// server's position, which becomes the flush LSN of the next update when
-// nothing is in flight, so the slot follows an idle or filtered-out WAL
-// within about two heartbeats.
-func (s *Stream) statusInterval() time.Duration {
-	d := s.src.ReceiveTimeout / 3
-	if d <= 0 || d > maxStatusInterval {
-		d = maxStatusInterval
-	}
-	if s.src.Heartbeat > 0 && s.src.Heartbeat < d {
-		d = s.src.Heartbeat
-	}
-	return d
-}
-
 // Run connects, starts streaming from the slot's confirmed position and
 // sends events to out, in order. Once stop is closed it reads no more, but
 // keeps the connection alive with status updates until ctx ends; then it
@@ -104,6 +84,11 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 		return err
 	}
 	defer conn.Close(context.Background())
+	timeout, err := senderTimeout(ctx, conn)
+	if err != nil {
+		return err
+	}
+	interval := statusInterval(s.src.ReceiveTimeout, s.src.Heartbeat, timeout)
 
 	err = pglogrepl.StartReplication(ctx, conn, s.src.Slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{
@@ -115,17 +100,19 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 	if err != nil {
 		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src.Slot, err))
 	}
-	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication)
+	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication,
+		"wal_sender_timeout", timeout, "status_interval", interval)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.heartbeat(gctx); return nil })
 	g.Go(func() error {
 		r := &receiver{
-			s:    s,
-			conn: conn,
-			dec:  newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages),
-			out:  out,
-			stop: stop,
+			s:        s,
+			conn:     conn,
+			interval: interval,
+			dec:      newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages),
+			out:      out,
+			stop:     stop,
 		}
 		return r.run(gctx)
 	})
@@ -165,12 +152,12 @@ type receiver struct {
 	dec        *decoder
 	out        chan<- Event
 	stop       <-chan struct{}
+	interval   time.Duration // between status updates, see statusInterval
 	nextStatus time.Time
 	lastRecv   time.Time
 }
 
 func (r *receiver) run(ctx context.Context) error {
-	interval := r.s.statusInterval()
 	r.lastRecv = time.Now()
 	if err := r.sendStatus(ctx, true); err != nil {
 		return err
@@ -216,8 +203,9 @@ func (r *receiver) run(ctx context.Context) error {
 		return r.final()
 	}
 
-	// Stopped: read nothing more, keep the connection alive until ctx ends.
-	t := time.NewTicker(interval)
+	// Stopped: read nothing more, keep the connection alive until ctx ends,
+	// on the same schedule as before, so no gap is longer than the interval.
+	t := time.NewTimer(time.Until(r.nextStatus))
 	defer t.Stop()
 	for {
 		select {
@@ -227,6 +215,7 @@ func (r *receiver) run(ctx context.Context) error {
 			if err := r.sendStatus(ctx, false); err != nil {
 				return err
 			}
+			t.Reset(time.Until(r.nextStatus))
 		}
 	}
 }
@@ -277,7 +266,7 @@ func (r *receiver) sendStatus(ctx context.Context, reply bool) error {
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	r.nextStatus = time.Now().Add(r.s.statusInterval())
+	r.nextStatus = time.Now().Add(r.interval)
 	return nil
 }
 
@@ -320,9 +309,9 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 	return nil
 }
 
-// emit hands an event on, sending status updates while it waits, so that a
-// long wait for a blocked sink never lets wal_sender_timeout end the
-// connection.
+// emit hands an event on, sending status updates on the usual schedule
+// while it waits, so that a long wait for a blocked sink never lets
+// wal_sender_timeout end the connection (see statusInterval).
 func (r *receiver) emit(ctx context.Context, ev Event) error {
 	select {
 	case r.out <- ev:
