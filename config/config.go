@@ -57,7 +57,10 @@ type State struct {
 // Server is the admin HTTP API.
 type Server struct {
 	Listen string // default "127.0.0.1:9400"; "" turns it off
-	Token  string
+	Token  string // bearer token for /api; required off loopback
+	// ProtectMetrics puts /metrics, /healthz and /readyz behind the token
+	// too; it needs a token.
+	ProtectMetrics bool
 }
 
 // Log configures logging.

@@ -100,7 +100,7 @@ func TestParseFull(t *testing.T) {
 			Messages:       []string{"audit", "outbox"},
 		},
 		State:  State{Path: "/var/lib/walhook/walhook.state"},
-		Server: Server{Listen: "0.0.0.0:9400", Token: "hunter2-token"},
+		Server: Server{Listen: "0.0.0.0:9400", Token: "hunter2-token", ProtectMetrics: true},
 		Log:    Log{Format: "json", Level: "debug"},
 		Sinks: []Sink{
 			{
@@ -201,6 +201,26 @@ func TestParseSpecialValues(t *testing.T) {
 			name:  "IPv6 loopback needs no token",
 			yaml:  base + "server: {listen: '[::1]:9400'}\n",
 			check: func(c *Config) (any, any) { return c.Server.Listen, "[::1]:9400" },
+		},
+		{
+			name:  "protect_metrics is off by default",
+			yaml:  base + "server: {token: t}\n",
+			check: func(c *Config) (any, any) { return c.Server.ProtectMetrics, false },
+		},
+		{
+			name:  "protect_metrics with a token",
+			yaml:  base + "server: {token: t, protect_metrics: true}\n",
+			check: func(c *Config) (any, any) { return c.Server.ProtectMetrics, true },
+		},
+		{
+			name:  "protect_metrics from an environment variable",
+			yaml:  base + "server: {token: t, protect_metrics: '${PROTECT:-TRUE}'}\n",
+			check: func(c *Config) (any, any) { return c.Server.ProtectMetrics, true },
+		},
+		{
+			name:  "protect_metrics false needs no token",
+			yaml:  base + "server: {protect_metrics: false}\n",
+			check: func(c *Config) (any, any) { return c.Server.ProtectMetrics, false },
 		},
 		{
 			name:  "state url replaces the default path",

@@ -257,6 +257,24 @@ func (d *decoder) positiveInt(v value, def int) int {
 	return n
 }
 
+// bool returns true or false, or def when v is absent or invalid. Only
+// YAML 1.2's true and false (also True, TRUE, False, FALSE) are accepted,
+// also from a ${VAR}: yes, on and 1 are refused rather than guessed at.
+func (d *decoder) bool(v value, def bool) bool {
+	s, ok := d.text(v)
+	if !ok {
+		return def
+	}
+	switch s {
+	case "true", "True", "TRUE":
+		return true
+	case "false", "False", "FALSE":
+		return false
+	}
+	d.fail(v, "%q is not a boolean; use true or false", s)
+	return def
+}
+
 // join appends a field name to a path: "sinks[0]" + "retry" is
 // "sinks[0].retry".
 func join(path, key string) string {

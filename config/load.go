@@ -170,11 +170,14 @@ func (d *decoder) state(v value) State {
 }
 
 func (d *decoder) server(v value) Server {
-	o := d.object(v, "listen", "token")
+	o := d.object(v, "listen", "token", "protect_metrics")
 	s := Server{
-		Listen: d.string(o.field("listen"), defaultListen),
-		Token:  d.string(o.field("token"), ""),
+		Listen:         d.string(o.field("listen"), defaultListen),
+		Token:          d.string(o.field("token"), ""),
+		ProtectMetrics: d.bool(o.field("protect_metrics"), false),
 	}
+	d.check(o.field("protect_metrics"), !s.ProtectMetrics || s.Token != "",
+		"true needs a token to protect with; set server.token (such as ${WALHOOK_TOKEN}) or remove protect_metrics")
 	if s.Listen == "" {
 		return s
 	}
