@@ -62,7 +62,7 @@ func BenchmarkMatch(b *testing.B) {
 }
 
 // BenchmarkMatchCostTracked shows what tracking the cost at run time would
-// add to filters whose cost CEL bounds statically (see boundedCost).
+// add to filters whose cost CEL bounds statically (see Compile).
 func BenchmarkMatchCostTracked(b *testing.B) {
 	m := benchMessage()
 	env, err := environment()

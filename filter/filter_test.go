@@ -197,40 +197,46 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
-// TestCostLimit checks that an expression whose work grows without a
-// static bound is stopped at run time, and that one CEL can bound is
-// compiled without run-time tracking.
+// TestCostLimit checks that an expression whose work grows with the
+// message is stopped at run time, that one that always costs too much is a
+// compile error, and that one CEL can bound is compiled without run-time
+// cost tracking.
 func TestCostLimit(t *testing.T) {
-	list := "[" + strings.Repeat("1,", 199) + "1]"
-	heavy := list + ".map(x, " + list + ".map(y, " + list + ".map(z, z))).size() > 0"
-	e, err := Compile(heavy)
+	e, err := Compile(`record.n.all(x, record.n.all(y, record.n.all(z, x + y + z > 0)))`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.Match(update()); ok || err == nil || !strings.Contains(err.Error(), "cost limit exceeded") {
+	m := &change.Message{Action: change.Insert, Record: []byte(`{"n":[` + strings.Repeat("1,", 199) + `1]}`)}
+	if ok, err := e.Match(m); ok || err == nil || !strings.Contains(err.Error(), "cost limit exceeded") {
 		t.Fatalf("got %v, %v; want false and a cost limit error", ok, err)
 	}
-
-	env, err := environment()
-	if err != nil {
-		t.Fatal(err)
+	m.Record = []byte(`{"n":[1,2,3]}`)
+	if ok, err := e.Match(m); !ok || err != nil {
+		t.Fatalf("small input: got %v, %v; want true", ok, err)
 	}
-	for expr, want := range map[string]bool{
-		`record.status == "paid"`:                  true,
-		`has(record.a) && record.a in [1, 2, 3]`:   true,
-		`metadata.table_name == "orders"`:          true,
-		`record.tags.exists(t, t == "b")`:          false, // as long as the array
-		`record.text.contains("x")`:                false, // as long as the string
-		heavy:                                      false,
-		`record.status == changes.status`:          false,
-		`record.amount > 10 && action == "insert"`: true,
+
+	list := "[" + strings.Repeat("1,", 199) + "1]"
+	_, err = Compile(list + ".map(x, " + list + ".map(y, " + list + ".map(z, z))).size() > 0")
+	var ferr *Error
+	if !errors.As(err, &ferr) || !strings.Contains(ferr.Msg, "more than the limit of 1000000") {
+		t.Fatalf("got %v, want a compile error about the cost limit", err)
+	}
+
+	for expr, tracked := range map[string]bool{
+		`record.status == "paid"`:                  false,
+		`has(record.a) && record.a in [1, 2, 3]`:   false,
+		`metadata.table_name == "orders"`:          false,
+		`record.amount > 10 && action == "insert"`: false,
+		`record.tags.exists(t, t == "b")`:          true, // as long as the array
+		`record.text.contains("x")`:                true, // as long as the string
+		`record.status == changes.status`:          true, // as long as the strings
 	} {
-		ast, iss := env.Compile(expr)
-		if iss.Err() != nil {
-			t.Fatal(iss.Err())
+		e, err := Compile(expr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if got := boundedCost(env, ast); got != want {
-			t.Errorf("boundedCost(%.40q): got %v, want %v", expr, got, want)
+		if e.tracked != tracked {
+			t.Errorf("%s: got cost tracked %v, want %v", expr, e.tracked, tracked)
 		}
 	}
 }
