@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
@@ -76,7 +77,7 @@ func Compile(expr string) (*Expr, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n := len([]rune(expr)); n > MaxLength {
+	if n := utf8.RuneCountInString(expr); n > MaxLength {
 		return nil, &Error{Line: 1, Col: 1, Msg: fmt.Sprintf("the expression has %d characters; a filter may have at most %d", n, MaxLength)}
 	}
 	ast, iss := env.Compile(expr)
@@ -97,15 +98,15 @@ func Compile(expr string) (*Expr, error) {
 			Msg: fmt.Sprintf("the expression costs at least %d to evaluate, more than the limit of %d; make it do less work", est.Min, CostLimit)}
 	}
 	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
-	if err != nil || est.Max > CostLimit {
-		// No static bound: track the cost and stop at the limit.
+	tracked := err != nil || est.Max > CostLimit // no static bound
+	if tracked {
 		opts = append(opts, cel.CostLimit(CostLimit))
 	}
 	prg, err := env.Program(ast, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("filter: %w", err)
 	}
-	return &Expr{text: expr, prg: prg, sink: types.String(""), tracked: len(opts) > 1}, nil
+	return &Expr{text: expr, prg: prg, sink: types.String(""), tracked: tracked}, nil
 }
 
 // Bind returns e with metadata.sink set to the sink's name. The compiled

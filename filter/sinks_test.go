@@ -2,6 +2,7 @@ package filter
 
 import (
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/walhook/walhook/change"
@@ -34,6 +35,30 @@ sinks:
 		if got, err := exprs[name].Match(m); got != want || err != nil {
 			t.Errorf("sink %s: got %v, %v; want %v", name, got, err, want)
 		}
+	}
+}
+
+// TestCompileSinksExample compiles the filter of the documented example
+// configuration.
+func TestCompileSinksExample(t *testing.T) {
+	env := map[string]string{
+		"PGPASSWORD": "pw", "WALHOOK_TOKEN": "token", "TOKEN": "bearer",
+		"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+	}
+	data, err := os.ReadFile("../testdata/config/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("full.yaml", data, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	exprs, err := CompileSinks(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := exprs["orders"].String(); got != `record.status == "paid"` {
+		t.Fatalf("got filter %q for sink orders, want the file's", got)
 	}
 }
 
