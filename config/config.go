@@ -71,20 +71,23 @@ type Log struct {
 
 // Sink is one destination.
 type Sink struct {
-	Name        string
-	Type        string // "webhook"
-	URL         string
-	Tables      []Table  // empty means every published table
-	Actions     []string // empty means every action
-	Filter      string
-	GroupBy     map[Table][]string
-	BatchSize   int           // default 100
-	BatchWait   time.Duration // default 50ms
-	MaxInFlight int           // default 16
-	Timeout     time.Duration // default 30s
-	Retry       Retry
-	Secret      string
-	Headers     map[string]string
+	Name    string
+	Type    string // "webhook"
+	URL     string
+	Tables  []Table  // empty means every published table
+	Actions []string // empty means every action
+	Filter  string   // a CEL expression; "" for none
+	// FilterOrigin is where Filter was written, to report a problem
+	// inside the expression at its place in the file.
+	FilterOrigin Origin
+	GroupBy      map[Table][]string
+	BatchSize    int           // default 100
+	BatchWait    time.Duration // default 50ms
+	MaxInFlight  int           // default 16
+	Timeout      time.Duration // default 30s
+	Retry        Retry
+	Secret       string
+	Headers      map[string]string
 }
 
 // Retry is a sink's retry schedule.

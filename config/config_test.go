@@ -132,6 +132,11 @@ func TestParseFull(t *testing.T) {
 			},
 		},
 	}
+	// The filter is the single-quoted scalar at line 24, column 13.
+	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 24 || col != 14 {
+		t.Errorf("filter starts at %d:%d, want 24:14", line, col)
+	}
+	got.Sinks[0].FilterOrigin = Origin{}
 	assertConfig(t, got, want)
 }
 

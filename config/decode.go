@@ -18,6 +18,8 @@ type decoder struct {
 	anchors  map[string]*node
 	problems []Problem
 	failed   map[string]bool // field paths that already have a problem
+	src      []byte          // the file, for Origin
+	lines    [][]rune        // src split into lines, once needed
 }
 
 func newDecoder(file string, env func(string) (string, bool)) *decoder {

@@ -11,16 +11,22 @@ import (
 type Problem struct {
 	File  string
 	Line  int    // 1-based
+	Col   int    // 1-based, in characters; 0 when only the line is known
 	Field string // such as "sinks[1].retry.initial"; empty when no single field is at fault
 	Msg   string // what is wrong; what would be right
 }
 
-// String formats the problem as "file:line: field: message".
+// String formats the problem as "file:line: field: message", or
+// "file:line:col: field: message" when the column is known.
 func (p Problem) String() string {
-	if p.Field == "" {
-		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	at := fmt.Sprintf("%s:%d", p.File, p.Line)
+	if p.Col > 0 {
+		at = fmt.Sprintf("%s:%d", at, p.Col)
 	}
-	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Line, p.Field, p.Msg)
+	if p.Field == "" {
+		return fmt.Sprintf("%s: %s", at, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", at, p.Field, p.Msg)
 }
 
 // Errors is every problem found in a configuration file, in line order.
@@ -39,12 +45,14 @@ func (e *Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// newErrors sorts problems by line, keeping the order in which problems on
+// newErrors sorts problems by line (and column, where known), keeping the order in which problems on
 // the same line were found, and drops exact repeats (a value written once
 // behind an anchor and used twice is reported once).
 func newErrors(problems []Problem) *Errors {
 	problems = slices.Clone(problems)
-	slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+	})
 	seen := make(map[Problem]bool, len(problems))
 	unique := problems[:0]
 	for _, p := range problems {

@@ -66,6 +66,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Secret:      d.secret(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 	}
+	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))

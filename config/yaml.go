@@ -6,6 +6,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // kind is the shape of a YAML value.
@@ -36,8 +37,10 @@ func (k kind) describe() string {
 // line, and its content. Anchors, aliases, merge keys and tags are resolved
 // when the tree is built, so the decoder never sees them.
 type node struct {
-	kind kind
-	line int
+	kind  kind
+	line  int
+	col   int         // where the value starts, for scalars
+	style scalarStyle // how a scalar was written
 
 	text   string // scalar, as written (before ${VAR} expansion)
 	str    bool   // scalar is a YAML string, so ${VAR} references in it expand
@@ -56,6 +59,7 @@ type field struct {
 // returns nil for an empty document and false when the YAML is malformed;
 // problems are recorded on d.
 func (d *decoder) tree(data []byte) (*node, bool) {
+	d.src = data
 	file, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		d.syntaxError(err)
@@ -101,9 +105,20 @@ func (d *decoder) convert(n ast.Node) *node {
 	case *ast.NullNode:
 		return &node{kind: nullKind, line: line}
 	case *ast.StringNode:
-		return &node{kind: scalarKind, line: line, text: n.Value, str: true}
+		style := plainStyle
+		switch n.GetToken().Type {
+		case token.SingleQuoteType:
+			style = singleQuoted
+		case token.DoubleQuoteType:
+			style = doubleQuoted
+		}
+		return &node{kind: scalarKind, line: line, col: colOf(n), style: style, text: n.Value, str: true}
 	case *ast.LiteralNode:
-		return &node{kind: scalarKind, line: line, text: n.Value.Value, str: true}
+		style := literalBlock
+		if n.GetToken().Type == token.FoldedType {
+			style = foldedBlock
+		}
+		return &node{kind: scalarKind, line: line, col: colOf(n), style: style, text: n.Value.Value, str: true}
 	case *ast.TagNode:
 		return d.convert(n.Value)
 	case *ast.AnchorNode:
@@ -133,7 +148,7 @@ func (d *decoder) convert(n ast.Node) *node {
 	case ast.ScalarNode:
 		// Numbers, booleans, infinities, NaN: keep the text as written, so
 		// a name such as 1.10 is not read back as 1.1.
-		return &node{kind: scalarKind, line: line, text: n.GetToken().Value}
+		return &node{kind: scalarKind, line: line, col: colOf(n), text: n.GetToken().Value}
 	}
 	d.problemAt(line, "", "unsupported YAML "+n.Type().String()+"; use plain mappings, lists and values")
 	return &node{kind: invalidKind, line: line}
@@ -193,6 +208,14 @@ func (d *decoder) mergeSources(line int, merged *node) []field {
 func lineOf(n ast.Node) int {
 	if tk := n.GetToken(); tk != nil && tk.Position != nil {
 		return tk.Position.Line
+	}
+	return 1
+}
+
+// colOf returns the column (1-based, in characters) an AST node starts at.
+func colOf(n ast.Node) int {
+	if tk := n.GetToken(); tk != nil && tk.Position != nil {
+		return tk.Position.Column
 	}
 	return 1
 }
