@@ -82,12 +82,20 @@ type Message struct {
 	Schema string
 	Table  string
 
+	// Rel describes the message's table as the change saw it; nil for a
+	// logical decoding message.
+	Rel *Relation
+
 	// Record is the new row; for a delete the old row as far as the replica
 	// identity provides it; nil for a truncate.
 	Record []byte
+	// RecordFields locate the columns in Record, in Record's order.
+	RecordFields []Field
 	// Changes holds, on an update, the old values of the columns that
 	// changed; nil on other actions.
 	Changes []byte
+	// ChangesFields locate the columns in Changes, in Changes' order.
+	ChangesFields []Field
 	// UnchangedToast names the columns left out of Record because
 	// PostgreSQL did not send their unchanged TOASTed value.
 	UnchangedToast []string
@@ -116,3 +124,50 @@ func (m *Message) IdempotencyKey() string { return m.Pos.String() }
 
 // QualifiedTable is "schema.table" as configured in sink filters.
 func (m *Message) QualifiedTable() string { return m.Schema + "." + m.Table }
+
+// Relation describes a table as the stream saw it when a change was made.
+// Every message of the table shares it until a schema change brings a new
+// one; it never changes.
+type Relation struct {
+	Schema, Name string
+	Table        string // "schema.name"
+	// Identity is the table's replica identity: 'd' default (the primary
+	// key), 'i' an index, 'f' full, 'n' nothing.
+	Identity byte
+	Columns  []Column
+}
+
+// Column is one column of a Relation.
+type Column struct {
+	Name string
+	// Identity marks a replica identity column: a delete's old row always
+	// carries it. With identity full every column is one.
+	Identity bool
+}
+
+// Column returns the index of the named column, or -1.
+func (r *Relation) Column(name string) int {
+	for i := range r.Columns {
+		if r.Columns[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Field locates one column's JSON value inside Record or Changes.
+type Field struct {
+	Col        uint32 // index in Relation.Columns
+	Start, End uint32 // the value is raw[Start:End]
+}
+
+// Lookup returns the JSON value of column col in raw (Record or Changes)
+// as fields locate it, and whether it is there.
+func Lookup(raw []byte, fields []Field, col int) ([]byte, bool) {
+	for _, f := range fields {
+		if int(f.Col) == col {
+			return raw[f.Start:f.End], true
+		}
+	}
+	return nil, false
+}

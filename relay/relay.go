@@ -40,6 +40,11 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
+	// Preflight, when set, runs once the source is set up, before
+	// streaming: checks that need the database (a group_by the replica
+	// identity cannot support). It is retried like the setup while
+	// PostgreSQL cannot be reached; any other error ends Run.
+	Preflight func(ctx context.Context) error
 }
 
 // Relay streams one source to its sinks.
@@ -225,6 +230,9 @@ func (r *Relay) setup(ctx context.Context) (replication.SlotInfo, error) {
 	err = r.retryConn(ctx, "set up the source", func() error {
 		var err error
 		info, err = replication.Setup(ctx, r.src, used != "", r.log)
+		if err == nil && r.opts.Preflight != nil {
+			err = r.opts.Preflight(ctx)
+		}
 		return err
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ type relation struct {
 	cols         []column
 	keyCols      []int  // columns whose values group the table's rows in order; none: the whole table is one group
 	table        string // "schema.name", the key of a truncate and the prefix of every row's key
+	desc         *change.Relation
 }
 
 type column struct {
@@ -92,6 +93,7 @@ type decoder struct {
 
 	newTup, oldTup    []tupleCol
 	buf               []byte
+	fields            []change.Field
 	keyBuf, oldKeyBuf []byte
 	values            valueEncoder
 }
@@ -278,6 +280,10 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 			rel.keyCols = nil // the key changed since this message: group the table as one
 		}
 	}
+	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
+	for i, c := range rel.cols {
+		rel.desc.Columns[i] = change.Column{Name: c.name, Identity: c.identity}
+	}
 	d.rels[m.RelationID] = rel
 	return nil
 }
@@ -287,6 +293,7 @@ func (d *decoder) newMessage(a change.Action, rel *relation) *change.Message {
 		Action:     a,
 		Schema:     rel.schema,
 		Table:      rel.name,
+		Rel:        rel.desc,
 		Pos:        change.Position{CommitLSN: d.commitLSN, Idx: d.idx},
 		CommitTime: d.commitTime,
 		XID:        d.xid,
@@ -345,7 +352,7 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 	switch typ {
 	case 'I':
 		m = d.newMessage(change.Insert, rel)
-		m.Record = d.record(rel, d.newTup, nil, false, m)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, nil, false, m)
 		m.Key = d.key(rel, d.newTup, nil)
 	case 'U':
 		m = d.newMessage(change.Update, rel)
@@ -353,8 +360,8 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		if oldKind == 'O' {
 			old = d.oldTup
 		}
-		m.Record = d.record(rel, d.newTup, old, false, m)
-		m.Changes = d.changes(rel, d.newTup, d.oldTup, oldKind)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, old, false, m)
+		m.Changes, m.ChangesFields = d.changes(rel, d.newTup, d.oldTup, oldKind)
 		m.Key = d.key(rel, d.newTup, d.oldTup)
 		// An update that moves a row to another key must not overtake the
 		// old key's earlier changes, nor be overtaken by the new key's.
@@ -362,9 +369,16 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 			d.oldKeyBuf = appendKey(d.oldKeyBuf[:0], rel, d.oldTup, nil)
 			m.Barrier = !bytes.Equal(d.oldKeyBuf, d.keyBuf)
 		}
+		// A key column sent as an unchanged TOASTed value without its old
+		// value (PostgreSQL logs the old key when it is stored out of
+		// line, so this should not happen) leaves the key unknown: order
+		// the message against everything rather than guess its lane.
+		if !keyKnown(rel, d.newTup, d.oldTup) {
+			m.Barrier = true
+		}
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
-		m.Record = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
+		m.Record, m.RecordFields = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
 		m.Key = d.key(rel, d.oldTup, nil)
 	default:
 		return nil, fmt.Errorf("unknown row change %q", typ)
@@ -377,8 +391,9 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 // out and listed in m.UnchangedToast: never a placeholder that could pass
 // for data. With identityOnly, only replica identity columns are written (a
 // delete's old key).
-func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) []byte {
+func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
+	fields := d.fields[:0]
 	first := true
 	for i, c := range tup {
 		col := &rel.cols[i]
@@ -398,11 +413,13 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 		}
 		first = false
 		b = append(b, col.jsonName...)
+		start := len(b)
 		b = d.appendCol(b, col, c)
+		fields = append(fields, change.Field{Col: uint32(i), Start: uint32(start), End: uint32(len(b))})
 	}
 	b = append(b, '}')
-	d.buf = b
-	return append([]byte(nil), b...)
+	d.buf, d.fields = b, fields
+	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
 }
 
 func (d *decoder) appendCol(b []byte, col *column, c tupleCol) []byte {
@@ -421,8 +438,9 @@ func (d *decoder) appendCol(b []byte, col *column, c tupleCol) []byte {
 // changes writes, for an update, the old values of the columns whose value
 // changed. It needs an old tuple: FULL gives every column ('O'); DEFAULT and
 // USING INDEX give the key columns when the key changed ('K').
-func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte) []byte {
+func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
+	fields := d.fields[:0]
 	first := true
 	for i := range oldTup {
 		col := &rel.cols[i]
@@ -439,11 +457,16 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 		}
 		first = false
 		b = append(b, col.jsonName...)
+		start := len(b)
 		b = d.appendCol(b, col, o)
+		fields = append(fields, change.Field{Col: uint32(i), Start: uint32(start), End: uint32(len(b))})
 	}
 	b = append(b, '}')
-	d.buf = b
-	return append([]byte(nil), b...)
+	d.buf, d.fields = b, fields
+	if len(fields) == 0 {
+		return append([]byte(nil), b...), nil
+	}
+	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
 }
 
 // key groups a row's messages: the table and its key columns' values. A key
@@ -473,4 +496,15 @@ func appendKey(k []byte, rel *relation, tup, old []tupleCol) []byte {
 		}
 	}
 	return k
+}
+
+// keyKnown reports whether every key column of tup has a value, in tup or,
+// for an unchanged TOASTed one, in old.
+func keyKnown(rel *relation, tup, old []tupleCol) bool {
+	for _, i := range rel.keyCols {
+		if tup[i].kind == 'u' && (i >= len(old) || old[i].kind == 'u') {
+			return false
+		}
+	}
+	return true
 }

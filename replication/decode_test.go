@@ -61,6 +61,7 @@ func decodeAll(d *decoder, msgs ...[]byte) ([]string, error) {
 		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
 			if ev.Kind == EventChange {
 				out = append(out, render(ev.Msg))
+				return checkFields(ev.Msg)
 			}
 			return nil
 		})

@@ -56,6 +56,9 @@ func FuzzDecode(f *testing.F) {
 			if m.Key == "" {
 				t.Fatalf("%s without a key", m.Action)
 			}
+			if err := checkFields(m); err != nil {
+				t.Fatal(err)
+			}
 			if len(d.values.scratch) != 0 {
 				t.Fatalf("scratch holds %d bytes after a message", len(d.values.scratch))
 			}

@@ -127,6 +127,11 @@ func (ts *testStream) next(t testing.TB, timeout time.Duration) Event {
 		if ev.Kind == EventCommit {
 			ts.flushed.Store(uint64(ev.LSN))
 		}
+		if ev.Kind == EventChange {
+			if err := checkFields(ev.Msg); err != nil {
+				t.Error(err)
+			}
+		}
 		return ev
 	case <-ts.done:
 		t.Fatalf("stream ended: %v", ts.err)

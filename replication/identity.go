@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -182,21 +183,8 @@ func tableIdentity(ctx context.Context, conn *pgx.Conn, oid uint32, needs Identi
 	// own identity, and its old rows are what the root's messages carry.
 	leaves := []relIdentity{r}
 	if !r.leaf {
-		rows, err := conn.Query(ctx, `SELECT relid::oid FROM pg_partition_tree($1::oid::regclass) WHERE isleaf AND relid::oid <> $1`, oid)
-		if err != nil {
-			return id, fmt.Errorf("list partitions of %s: %w", name, err)
-		}
-		parts, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
-		if err != nil {
-			return id, fmt.Errorf("list partitions of %s: %w", name, err)
-		}
-		leaves = leaves[:0]
-		for _, p := range parts {
-			l, err := readRelIdentity(ctx, conn, p)
-			if err != nil {
-				return id, fmt.Errorf("read replica identity of a partition of %s: %w", name, err)
-			}
-			leaves = append(leaves, l)
+		if leaves, err = leafIdentities(ctx, conn, oid); err != nil {
+			return id, err
 		}
 	}
 	allFull, toastable := true, false
@@ -235,4 +223,124 @@ func tableIdentity(ctx context.Context, conn *pgx.Conn, oid uint32, needs Identi
 			"run ALTER TABLE " + name + " REPLICA IDENTITY FULL to fill it in from the old row"})
 	}
 	return id, nil
+}
+
+// CheckGroupBy returns a problem for each sink's group_by that a captured
+// table cannot support. Per-row order under group_by needs every version
+// of a row, its delete too, to carry the group_by columns: so they must be
+// in the replica identity (what a delete's old row and an update's old key
+// hold), or the identity must be FULL; for a partitioned table, in each
+// partition's. A group_by column the table lacks is a problem too. Tables
+// that do not exist are left to the other checks.
+func CheckGroupBy(ctx context.Context, conn *pgx.Conn, sinks []config.Sink) ([]string, error) {
+	var problems []string
+	for _, s := range sinks {
+		for _, t := range sortedTables(s.GroupBy) {
+			cols := s.GroupBy[t]
+			var oid *uint32
+			if err := conn.QueryRow(ctx, "SELECT to_regclass($1)::oid", t.Quoted()).Scan(&oid); err != nil {
+				return nil, fmt.Errorf("look up table %s: %w", t, err)
+			}
+			if oid == nil {
+				continue
+			}
+			rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, *oid)
+			if err != nil {
+				return nil, fmt.Errorf("read columns of %s: %w", t, err)
+			}
+			have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return nil, fmt.Errorf("read columns of %s: %w", t, err)
+			}
+			missing := false
+			for _, c := range cols {
+				if !slices.Contains(have, c) {
+					missing = true
+					problems = append(problems, fmt.Sprintf("sink %q: group_by %s: column %q does not exist; group by columns of %s: %s",
+						s.Name, t, c, t, strings.Join(have, ", ")))
+				}
+			}
+			if missing {
+				continue
+			}
+			leaves, err := leafIdentities(ctx, conn, *oid)
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range leaves {
+				if why := l.groupByGap(cols); why != "" {
+					what := ""
+					if l.table != t {
+						what = " (partition " + l.table.Quoted() + ")"
+					}
+					problems = append(problems, fmt.Sprintf(
+						"sink %q: group_by %s [%s]%s: %s, so a delete, which carries only those, cannot be kept after the row's earlier changes; "+
+							"run ALTER TABLE %s REPLICA IDENTITY FULL, or group by columns of the replica identity",
+						s.Name, t, strings.Join(cols, ", "), what, why, l.table.Quoted()))
+				}
+			}
+		}
+	}
+	return problems, nil
+}
+
+// groupByGap says why r's identity cannot carry cols in every message of a
+// row, or "" if it can.
+func (r relIdentity) groupByGap(cols []string) string {
+	var ident []string
+	switch {
+	case r.mode == 'f':
+		return ""
+	case r.mode == 'n' || r.blocking() != "":
+		return "" // only inserts are published
+	case r.mode == 'i':
+		ident = r.index
+	default:
+		ident = r.pk
+	}
+	for _, c := range cols {
+		if !slices.Contains(ident, c) {
+			return fmt.Sprintf("%q is not in the replica identity (%s)", c, strings.Join(ident, ", "))
+		}
+	}
+	return ""
+}
+
+// leafIdentities returns the identity of the table with oid, or of each of
+// its partitions when it is partitioned.
+func leafIdentities(ctx context.Context, conn *pgx.Conn, oid uint32) ([]relIdentity, error) {
+	r, err := readRelIdentity(ctx, conn, oid)
+	if err != nil {
+		return nil, fmt.Errorf("read replica identity of table %d: %w", oid, err)
+	}
+	if r.leaf {
+		return []relIdentity{r}, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT relid::oid FROM pg_partition_tree($1::oid::regclass) WHERE isleaf AND relid::oid <> $1`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of %s: %w", r.table.Quoted(), err)
+	}
+	parts, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of %s: %w", r.table.Quoted(), err)
+	}
+	out := make([]relIdentity, 0, len(parts))
+	for _, p := range parts {
+		l, err := readRelIdentity(ctx, conn, p)
+		if err != nil {
+			return nil, fmt.Errorf("read replica identity of a partition of %s: %w", r.table.Quoted(), err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// sortedTables returns the tables of m in name order.
+func sortedTables(m map[config.Table][]string) []config.Table {
+	out := make([]config.Table, 0, len(m))
+	for t := range m {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b config.Table) int { return strings.Compare(a.String(), b.String()) })
+	return out
 }

@@ -120,8 +120,18 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 			fmt.Fprintf(out, "  warning: %s\n", f.Message)
 		}
 	}
+	groupBy, err := replication.CheckGroupBy(ctx, conn, cfg.Sinks)
+	if err != nil {
+		return err
+	}
+	for _, p := range groupBy {
+		fmt.Fprintf(out, "error: %s\n", p)
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("the database is not ready: %s", strings.Join(problems, "; "))
+	}
+	if len(groupBy) > 0 {
+		return usageError{fmt.Errorf("%s: group_by cannot keep per-row order: %s", cfg.Path, strings.Join(groupBy, "; "))}
 	}
 	fmt.Fprintln(out, "ready")
 	return nil

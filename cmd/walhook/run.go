@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"strings"
+
 	"fmt"
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/config"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,9 +41,10 @@ func newRunCmd() *cobra.Command {
 		}
 		defer store.Close()
 
-		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown}, log)
+		preflight := func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
+		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown, Preflight: preflight}, log)
 		for _, sc := range cfg.Sinks {
-			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name), LaneKey: sink.LaneKey(sc)})
+			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name), Route: sink.NewRouter(sc).Route})
 			if err != nil {
 				return err
 			}
@@ -55,4 +61,22 @@ func newRunCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// checkGroupBy refuses, as a configuration error, a group_by that the
+// database's replica identities cannot support.
+func checkGroupBy(ctx context.Context, cfg *config.Config) error {
+	conn, err := pgx.Connect(ctx, cfg.Source.URL)
+	if err != nil {
+		return fmt.Errorf("check group_by: connect to source: %w", err)
+	}
+	defer conn.Close(context.Background())
+	problems, err := replication.CheckGroupBy(ctx, conn, cfg.Sinks)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return usageError{fmt.Errorf("%s: group_by cannot keep per-row order: %s", cfg.Path, strings.Join(problems, "; "))}
+	}
+	return nil
 }

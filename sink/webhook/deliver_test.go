@@ -84,7 +84,7 @@ func TestBatchWaitFlushesPartialBatch(t *testing.T) {
 	cfg.BatchSize = 100
 	cfg.BatchWait = 50 * time.Millisecond
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add, LaneKey: func(*change.Message) string { return "one lane" }})
+	s := start(t, cfg, Options{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
 
 	began := time.Now()
 	submit(t, s, msg(1, "public.t:1"), msg(2, "public.t:2"))

@@ -32,6 +32,7 @@ import (
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink"
 )
 
 // Options are the parts of a sink that come from its caller rather than from
@@ -46,9 +47,12 @@ type Options struct {
 	// call it concurrently, so it must be safe for concurrent use. Nil
 	// acknowledges nothing.
 	Ack func(change.Position)
-	// LaneKey names a message's ordering group; nil uses m.Key. Messages
-	// with equal keys are delivered one batch at a time, in order.
-	LaneKey func(*change.Message) string
+	// Route gives a message's ordering group, as a hash, and whether it is
+	// a barrier; nil uses the hash of m.Key and m.Barrier. Messages of one
+	// group are delivered one batch at a time, in order; a barrier is
+	// delivered after everything submitted before it and before anything
+	// after it.
+	Route func(*change.Message) (group uint64, barrier bool)
 	// DeadLetter receives a batch whose delivery failed retry.max_attempts
 	// times (when that is above 0), with the last attempt's error. When it
 	// returns nil the messages are acknowledged; when it fails, delivery
@@ -78,7 +82,7 @@ type Sink struct {
 	cfg        config.Sink
 	log        *slog.Logger
 	ack        func(change.Position)
-	laneKey    func(*change.Message) string
+	route      func(*change.Message) (uint64, bool)
 	deadLetter func(context.Context, []*change.Message, error) error
 	client     *http.Client
 	transport  *http.Transport // set when the sink built client itself
@@ -120,7 +124,7 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		cfg:        cfg,
 		log:        opts.Logger,
 		ack:        opts.Ack,
-		laneKey:    opts.LaneKey,
+		route:      opts.Route,
 		deadLetter: opts.DeadLetter,
 		client:     opts.Client,
 		now:        opts.Now,
@@ -269,19 +273,22 @@ func (s *Sink) Run(ctx context.Context) error {
 // ErrDraining once Drain has begun and ErrStopped once Run has returned. m
 // must not change after Submit returned nil.
 //
-// A barrier message (m.Barrier) waits until everything submitted before it
-// is acknowledged, and Submit returns only once it is acknowledged itself.
+// A barrier message (see Options.Route) waits until everything submitted
+// before it is acknowledged, and Submit returns only once it is
+// acknowledged itself.
 func (s *Sink) Submit(ctx context.Context, m *change.Message) error {
-	if m.Barrier {
+	group, barrier := s.routeOf(m)
+	l := s.lanes[group%uint64(len(s.lanes))]
+	if barrier {
 		if err := s.waitIdle(ctx); err != nil {
 			return err
 		}
-		if err := s.submit(ctx, m); err != nil {
+		if err := s.submit(ctx, l, m); err != nil {
 			return err
 		}
 		return s.waitIdle(ctx)
 	}
-	return s.submit(ctx, m)
+	return s.submit(ctx, l, m)
 }
 
 // waitIdle waits until every submitted message is acknowledged. It returns
@@ -304,8 +311,7 @@ func (s *Sink) waitIdle(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sink) submit(ctx context.Context, m *change.Message) error {
-	l := s.lanes[s.laneOf(m)]
+func (s *Sink) submit(ctx context.Context, l *lane, m *change.Message) error {
 	// Count m before looking at draining, so that Drain, which closes
 	// draining before reading pending, either sees m counted or makes us
 	// refuse it.
@@ -372,18 +378,16 @@ func (s *Sink) poke() {
 	}
 }
 
-// laneOf picks m's lane: FNV-1a (64 bit) of its lane key, modulo the number
-// of lanes. The hash is computed in place, without allocating, and is the
-// same in every process.
+// routeOf gives m's ordering group and whether it is a barrier.
+func (s *Sink) routeOf(m *change.Message) (uint64, bool) {
+	if s.route != nil {
+		return s.route(m)
+	}
+	return sink.HashKey(m.Key), m.Barrier
+}
+
+// laneOf is the index of m's lane.
 func (s *Sink) laneOf(m *change.Message) int {
-	key := m.Key
-	if s.laneKey != nil {
-		key = s.laneKey(m)
-	}
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(key); i++ {
-		h ^= uint64(key[i])
-		h *= 1099511628211
-	}
-	return int(h % uint64(len(s.lanes)))
+	group, _ := s.routeOf(m)
+	return int(group % uint64(len(s.lanes)))
 }
