@@ -39,7 +39,7 @@ func (m *Message) AppendJSON(b []byte, sink string) []byte {
 	b = append(b, `","xid":`...)
 	b = strconv.AppendUint(b, uint64(m.XID), 10)
 	b = append(b, `,"idempotency_key":"`...)
-	b = m.Pos.Append(b)
+	b = m.AppendIdempotencyKey(b)
 	b = append(b, `","sink":`...)
 	b = AppendString(b, sink)
 	if len(m.UnchangedToast) > 0 {

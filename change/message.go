@@ -119,8 +119,12 @@ type Message struct {
 	Barrier bool
 }
 
-// IdempotencyKey is stable across redeliveries of the same change.
-func (m *Message) IdempotencyKey() string { return m.Pos.String() }
+// IdempotencyKey is stable across redeliveries of the same change and
+// names no other change.
+func (m *Message) IdempotencyKey() string { return string(m.AppendIdempotencyKey(nil)) }
+
+// AppendIdempotencyKey appends the idempotency key to b.
+func (m *Message) AppendIdempotencyKey(b []byte) []byte { return m.Pos.Append(b) }
 
 // QualifiedTable is "schema.table" as configured in sink filters.
 func (m *Message) QualifiedTable() string { return m.Schema + "." + m.Table }

@@ -65,7 +65,7 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 			}
 		}
 		id := h.header.Get("Webhook-Id")
-		if want := BatchID("orders", want[0].Pos, want[len(want)-1].Pos); id != want {
+		if want, _ := BatchID("orders", want, nil); id != want {
 			t.Errorf("request %d: webhook-id: got %q, want %q", h.n, id, want)
 		}
 		if !strings.HasPrefix(id, "msg_") || len(id) != 36 || seen[id] {
@@ -452,21 +452,41 @@ func TestRetryable(t *testing.T) {
 	}
 }
 
+// TestBatchID: the id names the batch's messages, not its bounds: two
+// batches with the same first and last positions but other messages in
+// between (a regrouping after a config change) get different ids.
 func TestBatchID(t *testing.T) {
-	a := change.Position{CommitLSN: testLSN, Idx: 1}
-	b := change.Position{CommitLSN: testLSN, Idx: 9}
-	id := BatchID("orders", a, b)
-	for _, other := range []string{
-		BatchID("orders", a, a),
-		BatchID("orders", b, b),
-		BatchID("orders2", a, b),
-		BatchID("order", a, b),
+	msg := func(idx ...uint32) []*change.Message {
+		var out []*change.Message
+		for _, i := range idx {
+			out = append(out, &change.Message{Pos: change.Position{CommitLSN: testLSN, Idx: i}})
+		}
+		return out
+	}
+	id, _ := BatchID("orders", msg(1, 5, 9), nil)
+	for name, other := range map[string][]string{
+		"same bounds, other middle": {first(BatchID("orders", msg(1, 6, 9), nil))},
+		"same bounds, no middle":    {first(BatchID("orders", msg(1, 9), nil))},
+		"one more message":          {first(BatchID("orders", msg(1, 5, 9, 10), nil))},
+		"first message only":        {first(BatchID("orders", msg(1), nil))},
+		"other sink":                {first(BatchID("orders2", msg(1, 5, 9), nil))},
+		"sink name prefix":          {first(BatchID("order", msg(1, 5, 9), nil))},
 	} {
-		if other == id {
-			t.Errorf("BatchID collides: %s", id)
+		if other[0] == id {
+			t.Errorf("%s: BatchID collides: %s", name, id)
 		}
 	}
-	if again := BatchID("orders", a, b); again != id {
+	buf := make([]byte, 0, 8)
+	again, buf := BatchID("orders", msg(1, 5, 9), buf)
+	if again != id {
 		t.Errorf("got %s, then %s: want the same id for the same batch", id, again)
 	}
+	if again, _ := BatchID("orders", msg(1, 5, 9), buf); again != id {
+		t.Errorf("with a reused buffer: got %s, want %s", again, id)
+	}
+	if !strings.HasPrefix(id, "msg_") || len(id) != 36 {
+		t.Errorf("got %q, want msg_ and 32 hex digits", id)
+	}
 }
+
+func first(s string, _ []byte) string { return s }

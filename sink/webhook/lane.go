@@ -25,6 +25,7 @@ type lane struct {
 
 	batch   []*change.Message
 	body    []byte // the batch's JSON, reused from batch to batch
+	idBuf   []byte // BatchID's scratch space
 	resp    []byte // a failed attempt's response body, reused
 	mac     hash.Hash
 	sig     []byte
@@ -113,8 +114,9 @@ func (l *lane) collect(ctx context.Context, first *change.Message) ([]*change.Me
 func (l *lane) deliver(ctx context.Context, batch []*change.Message) bool {
 	s := l.s
 	defer clear(batch) // let the messages go once the lane is done with them
-	first, last := batch[0].Pos, batch[len(batch)-1].Pos
-	id := BatchID(s.cfg.Name, first, last)
+	first := batch[0].Pos
+	var id string
+	id, l.idBuf = BatchID(s.cfg.Name, batch, l.idBuf)
 	l.body = change.AppendBody(l.body[:0], batch, s.cfg.Name)
 	l.backoff.Reset()
 	s.inFlight.Add(1)

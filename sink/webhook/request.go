@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -188,23 +187,22 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 
 func (r *bodyReader) Close() error { return nil }
 
-// BatchID is the webhook-id of the batch from first to last on the named
-// sink: "msg_" and 32 hex digits, the first 16 bytes of the SHA-256 of the
-// sink name, a zero byte, and each position as its commit LSN (8 bytes) and
-// index (4 bytes), big-endian. It is the same on every attempt at a batch,
-// and again after a restart if the batch has the same bounds; receivers that
-// need exactly-once per message dedupe on metadata.idempotency_key instead.
-func BatchID(sink string, first, last change.Position) string {
-	h := sha256.New()
-	h.Write([]byte(sink))
-	var b [25]byte
-	binary.BigEndian.PutUint64(b[1:], uint64(first.CommitLSN))
-	binary.BigEndian.PutUint32(b[9:], first.Idx)
-	binary.BigEndian.PutUint64(b[13:], uint64(last.CommitLSN))
-	binary.BigEndian.PutUint32(b[21:], last.Idx)
-	h.Write(b[:])
-	var sum [sha256.Size]byte
+// BatchID is the webhook-id of a batch on the named sink: "msg_" and 32
+// hex digits, the first 16 bytes of the SHA-256 of the sink name and every
+// message's idempotency key, each followed by a zero byte. It is the same on
+// every attempt at a batch and after a restart for a batch of the same
+// messages, and differs for any batch that holds another message or lacks
+// one, whatever its bounds (a change of max_in_flight, group_by or the
+// filters regroups batches). buf is scratch space, returned for reuse.
+func BatchID(sink string, batch []*change.Message, buf []byte) (string, []byte) {
+	buf = append(buf[:0], sink...)
+	buf = append(buf, 0)
+	for _, m := range batch {
+		buf = m.AppendIdempotencyKey(buf)
+		buf = append(buf, 0)
+	}
+	sum := sha256.Sum256(buf)
 	id := make([]byte, 4, 4+32)
 	copy(id, "msg_")
-	return string(hex.AppendEncode(id, h.Sum(sum[:0])[:16]))
+	return string(hex.AppendEncode(id, sum[:16])), buf
 }
