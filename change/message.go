@@ -126,6 +126,13 @@ func (m *Message) IdempotencyKey() string { return string(m.AppendIdempotencyKey
 // AppendIdempotencyKey appends the idempotency key to b.
 func (m *Message) AppendIdempotencyKey(b []byte) []byte { return m.Pos.Append(b) }
 
+// Size estimates the memory m holds, in bytes: what a sink's window
+// counts.
+func (m *Message) Size() int {
+	return 256 + len(m.Record) + len(m.Changes) + len(m.Content) + len(m.Key) +
+		12*(len(m.RecordFields)+len(m.ChangesFields)) + 16*len(m.UnchangedToast)
+}
+
 // QualifiedTable is "schema.table" as configured in sink filters.
 func (m *Message) QualifiedTable() string { return m.Schema + "." + m.Table }
 

@@ -88,6 +88,15 @@ type Sink struct {
 	Retry        Retry
 	Secret       string
 	Headers      map[string]string
+	Window       Window
+}
+
+// Window bounds what a sink holds undelivered in memory: the messages
+// between its cursor and the newest one it took (what a restart would
+// deliver again), and the bytes of those not yet acknowledged.
+type Window struct {
+	Messages int   // default 10000
+	Bytes    int64 // default 64MiB
 }
 
 // Retry is a sink's retry schedule.

@@ -118,6 +118,7 @@ func TestParseFull(t *testing.T) {
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
 				Secret:      testSecret,
 				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
+				Window:      Window{Messages: 5000, Bytes: 16 << 20},
 			},
 			{
 				Name:        "audit.log",
@@ -129,12 +130,13 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 16,
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
+				Window:      Window{Messages: 10000, Bytes: 64 << 20},
 			},
 		},
 	}
-	// The filter is the single-quoted scalar at line 24, column 13.
-	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 24 || col != 14 {
-		t.Errorf("filter starts at %d:%d, want 24:14", line, col)
+	// The filter is the single-quoted scalar at line 25, column 13.
+	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 25 || col != 14 {
+		t.Errorf("filter starts at %d:%d, want 25:14", line, col)
 	}
 	got.Sinks[0].FilterOrigin = Origin{}
 	assertConfig(t, got, want)
@@ -167,6 +169,7 @@ func TestParseDefaults(t *testing.T) {
 			MaxInFlight: 16,
 			Timeout:     30 * time.Second,
 			Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
+			Window:      Window{Messages: 10000, Bytes: 64 << 20},
 		}},
 	}
 	assertConfig(t, got, want)

@@ -17,6 +17,8 @@ const (
 	defaultTimeout      = 30 * time.Second
 	defaultRetryInitial = time.Second
 	defaultRetryMax     = 5 * time.Minute
+	defaultWindowMsgs   = 10000
+	defaultWindowBytes  = 64 << 20
 )
 
 // validActions are the values a sink's actions list may hold.
@@ -29,6 +31,7 @@ var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
+	"window",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -65,6 +68,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Retry:       d.retry(o.field("retry")),
 		Secret:      d.secret(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
+		Window:      d.window(o.field("window")),
 	}
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
@@ -145,6 +149,14 @@ func (d *decoder) groupBy(v value, scope []Table, scopeName string) map[Table][]
 		groups[t] = columns
 	}
 	return groups
+}
+
+func (d *decoder) window(v value) Window {
+	o := d.object(v, "messages", "bytes")
+	return Window{
+		Messages: d.positiveInt(o.field("messages"), defaultWindowMsgs),
+		Bytes:    d.size(o.field("bytes"), defaultWindowBytes),
+	}
 }
 
 func (d *decoder) retry(v value) Retry {

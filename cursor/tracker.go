@@ -4,6 +4,7 @@
 package cursor
 
 import (
+	"context"
 	"sort"
 	"sync"
 
@@ -20,32 +21,71 @@ import (
 // once everything dispatched before them is acknowledged (a transaction's end
 // LSN, or the server's WAL position in a keepalive received between
 // transactions).
+//
+// The messages between the cursor and the newest dispatched one are the
+// sink's window: what a restart would deliver again. Wait bounds it, in
+// messages and in the bytes of those not yet acknowledged, so that a lane
+// stuck on a batch cannot let acknowledged positions pile up behind it
+// without limit.
 type Tracker struct {
 	mu      sync.Mutex
 	pending []entry // dispatched, not yet in the acknowledged prefix, in order
 	head    int     // pending[head:] is live; the slice is compacted as it drains
 	acked   change.Position
 	safe    pglogrepl.LSN
+	bytes   int64         // sizes of the pending entries not yet acknowledged
+	room    chan struct{} // poked when an Ack makes room in the window
 }
 
 type entry struct {
 	pos   change.Position
 	acked bool
+	size  uint32
 	mark  pglogrepl.LSN // highest mark received after this message, before the next
 }
 
 // NewTracker returns a tracker whose cursor starts at acked and whose flush
 // LSN starts at safe.
 func NewTracker(acked change.Position, safe pglogrepl.LSN) *Tracker {
-	return &Tracker{acked: acked, safe: safe}
+	return &Tracker{acked: acked, safe: safe, room: make(chan struct{}, 1)}
 }
 
-// Add records that the message at pos was dispatched. Positions must be
-// added in increasing order.
-func (t *Tracker) Add(pos change.Position) {
+// Add records that the message at pos, of size bytes, was dispatched.
+// Positions must be added in increasing order.
+func (t *Tracker) Add(pos change.Position, size int) {
 	t.mu.Lock()
-	t.pending = append(t.pending, entry{pos: pos})
+	t.pending = append(t.pending, entry{pos: pos, size: uint32(min(size, 1<<31))})
+	t.bytes += int64(size)
 	t.mu.Unlock()
+}
+
+// Wait blocks until the window has room for one more message: fewer than
+// maxMessages between the cursor and the newest dispatched message, and
+// fewer than maxBytes in the messages not yet acknowledged, or none at all
+// (so one message larger than maxBytes goes alone). It returns ctx.Err() if
+// ctx ends first. A limit of 0 or less is no limit.
+func (t *Tracker) Wait(ctx context.Context, maxMessages int, maxBytes int64) error {
+	for {
+		t.mu.Lock()
+		n, b := len(t.pending)-t.head, t.bytes
+		t.mu.Unlock()
+		if (maxMessages <= 0 || n < maxMessages) && (maxBytes <= 0 || b < maxBytes || b == 0) {
+			return nil
+		}
+		select {
+		case <-t.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Window returns how many messages lie between the cursor and the newest
+// dispatched one, and the bytes of those not yet acknowledged.
+func (t *Tracker) Window() (messages int, bytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending) - t.head, t.bytes
 }
 
 // Mark records that lsn is safe to flush once everything added so far is
@@ -76,6 +116,8 @@ func (t *Tracker) Ack(pos change.Position) bool {
 		return false
 	}
 	live[i].acked = true
+	t.bytes -= int64(live[i].size)
+	defer t.poke()
 	for t.head < len(t.pending) && t.pending[t.head].acked {
 		e := t.pending[t.head]
 		t.acked = e.pos
@@ -102,4 +144,11 @@ func (t *Tracker) State() (acked change.Position, safe pglogrepl.LSN, pending in
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.acked, t.safe, len(t.pending) - t.head
+}
+
+func (t *Tracker) poke() {
+	select {
+	case t.room <- struct{}{}:
+	default:
+	}
 }

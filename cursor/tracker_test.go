@@ -1,9 +1,11 @@
 package cursor
 
 import (
+	"context"
 	"math/rand"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
@@ -17,11 +19,11 @@ func TestTrackerContiguousPrefix(t *testing.T) {
 	tr := NewTracker(change.Position{}, 10)
 	// Transaction at 100 with three changes, ending at 120; transaction at
 	// 200 with one change, ending at 220.
-	tr.Add(pos(100, 0))
-	tr.Add(pos(100, 1))
-	tr.Add(pos(100, 2))
+	tr.Add(pos(100, 0), 0)
+	tr.Add(pos(100, 1), 0)
+	tr.Add(pos(100, 2), 0)
 	tr.Mark(120)
-	tr.Add(pos(200, 0))
+	tr.Add(pos(200, 0), 0)
 	tr.Mark(220)
 
 	steps := []struct {
@@ -61,7 +63,7 @@ func TestTrackerMarkWithNothingPending(t *testing.T) {
 	if _, safe, _ := tr.State(); safe != 50 {
 		t.Fatalf("got safe %v after a lower mark, want 50", safe)
 	}
-	tr.Add(pos(60, 0))
+	tr.Add(pos(60, 0), 0)
 	tr.Mark(70)
 	tr.Mark(90) // idle position while 60:0 is in flight: must wait for it
 	if _, safe, pending := tr.State(); safe != 50 || pending != 1 {
@@ -90,7 +92,7 @@ func TestTrackerRandomOrder(t *testing.T) {
 		n := 1 + rng.Intn(5)
 		x := tx{lsn: lsn, end: lsn + 10, n: n}
 		for j := 0; j < n; j++ {
-			tr.Add(pos(lsn, j))
+			tr.Add(pos(lsn, j), 0)
 			all = append(all, pos(lsn, j))
 		}
 		tr.Mark(pglogrepl.LSN(x.end))
@@ -169,8 +171,8 @@ func TestSetFlushIsMinimumOfSinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := set.Tracker("a"), set.Tracker("b")
-	a.Add(pos(100, 0))
-	b.Add(pos(100, 0))
+	a.Add(pos(100, 0), 0)
+	b.Add(pos(100, 0), 0)
 	a.Mark(120)
 	b.Mark(120)
 	a.Ack(pos(100, 0))
@@ -193,5 +195,52 @@ func TestSetFlushIsMinimumOfSinks(t *testing.T) {
 	loaded, _ := s.Load()
 	if loaded["b"].Acked != pos(100, 0) {
 		t.Fatalf("got saved %v, want 100:0", loaded["b"].Acked)
+	}
+}
+
+// TestTrackerWindow: a head that is never acknowledged stops the window at
+// its message limit however many later messages are acknowledged, and the
+// byte limit counts only messages not yet acknowledged.
+func TestTrackerWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tr := NewTracker(change.Position{}, 0)
+	tr.Add(pos(100, 0), 10) // the stuck head
+	for i := 1; i < 4; i++ {
+		if err := tr.Wait(ctx, 4, 1000); err != nil {
+			t.Fatalf("message %d: Wait: %v, want room", i, err)
+		}
+		tr.Add(pos(100, i), 10)
+		tr.Ack(pos(100, i))
+	}
+	if n, b := tr.Window(); n != 4 || b != 10 {
+		t.Fatalf("got window %d messages %d bytes, want 4 and 10", n, b)
+	}
+	full, cancelFull := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelFull()
+	if err := tr.Wait(full, 4, 1000); err == nil {
+		t.Fatal("Wait with 4 messages behind a stuck head found room, want none")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- tr.Wait(ctx, 4, 1000) }()
+	tr.Ack(pos(100, 0))
+	if err := <-waited; err != nil {
+		t.Fatalf("Wait after the head's Ack: %v, want room", err)
+	}
+
+	// Bytes: one message larger than the limit goes alone, then waits.
+	tr = NewTracker(change.Position{}, 0)
+	if err := tr.Wait(ctx, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	tr.Add(pos(200, 0), 500)
+	full2, cancelFull2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelFull2()
+	if err := tr.Wait(full2, 0, 100); err == nil {
+		t.Fatal("Wait with 500 unacknowledged bytes and a limit of 100 found room, want none")
+	}
+	tr.Ack(pos(200, 0))
+	if err := tr.Wait(ctx, 0, 100); err != nil {
+		t.Fatalf("Wait once everything is acknowledged: %v", err)
 	}
 }

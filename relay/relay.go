@@ -64,6 +64,7 @@ type target struct {
 	name       string
 	sink       Sink
 	filter     *sink.Filter
+	window     config.Window
 	tracker    *cursor.Tracker
 	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
 }
@@ -94,10 +95,11 @@ func (r *Relay) Acker(name string) func(change.Position) {
 	}
 }
 
-// Add adds a sink and the filter of the messages it wants.
-func (r *Relay) Add(s Sink, f *sink.Filter) {
+// Add adds a sink, the filter of the messages it wants, and the bounds of
+// what it may hold undelivered.
+func (r *Relay) Add(s Sink, f *sink.Filter, w config.Window) {
 	t := r.target(s.Name())
-	t.sink, t.filter = s, f
+	t.sink, t.filter, t.window = s, f, w
 }
 
 func (r *Relay) target(name string) *target {
@@ -368,7 +370,13 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 				if !t.dispatched.Less(m.Pos) || !t.filter.Match(m) {
 					continue
 				}
-				t.tracker.Add(m.Pos)
+				// The window bounds what a restart would deliver again, and
+				// the memory of a sink whose oldest batch keeps failing
+				// while later ones are acknowledged.
+				if err := t.tracker.Wait(ctx, t.window.Messages, t.window.Bytes); err != nil {
+					return // stopping
+				}
+				t.tracker.Add(m.Pos, m.Size())
 				t.dispatched = m.Pos
 				if err := t.sink.Submit(ctx, m); err != nil {
 					return // stopping; the message stays unacknowledged

@@ -48,7 +48,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r.Add(s, sink.NewFilter(sc))
+			r.Add(s, sink.NewFilter(sc), sc.Window)
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
