@@ -57,7 +57,7 @@ func (s *Set) Persist() error {
 	var flush pglogrepl.LSN
 	for i, n := range s.names {
 		acked, safe, _ := s.trackers[n].State()
-		c := Cursor{Acked: acked, Safe: safe}
+		c := Cursor{Acked: acked}
 		now[n] = c
 		if c != s.saved[n] {
 			changed = true

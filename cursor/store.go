@@ -57,7 +57,6 @@ func (s *Store) Close() error { return s.db.Close() }
 // Cursor is what is persisted for one sink.
 type Cursor struct {
 	Acked change.Position // every message at or below it was delivered
-	Safe  pglogrepl.LSN   // the sink's safe flush LSN when it was saved
 }
 
 // Load returns the cursor saved for every sink.
@@ -114,25 +113,33 @@ func (s *Store) SetSlot(slot string) error {
 	})
 }
 
-const cursorLen = 8 + 4 + 8
+// A cursor record is a version byte (1) and the position: commit LSN (8
+// bytes) and index (4), big-endian. Files written before the version byte
+// hold 20 bytes, the position and a flush LSN that is no longer read.
+const (
+	cursorVersion   = 1
+	cursorLen       = 1 + 8 + 4
+	legacyCursorLen = 8 + 4 + 8
+)
 
 func encodeCursor(c Cursor) []byte {
 	b := make([]byte, cursorLen)
-	binary.BigEndian.PutUint64(b[0:], uint64(c.Acked.CommitLSN))
-	binary.BigEndian.PutUint32(b[8:], c.Acked.Idx)
-	binary.BigEndian.PutUint64(b[12:], uint64(c.Safe))
+	b[0] = cursorVersion
+	binary.BigEndian.PutUint64(b[1:], uint64(c.Acked.CommitLSN))
+	binary.BigEndian.PutUint32(b[9:], c.Acked.Idx)
 	return b
 }
 
 func decodeCursor(b []byte) (Cursor, error) {
-	if len(b) != cursorLen {
-		return Cursor{}, fmt.Errorf("%d bytes, want %d: the state file is corrupt or from another version", len(b), cursorLen)
+	switch {
+	case len(b) == legacyCursorLen:
+	case len(b) == cursorLen && b[0] == cursorVersion:
+		b = b[1:]
+	default:
+		return Cursor{}, fmt.Errorf("%d bytes, want a version %d record of %d: the state file is corrupt or from a newer walhook", len(b), cursorVersion, cursorLen)
 	}
-	return Cursor{
-		Acked: change.Position{
-			CommitLSN: pglogrepl.LSN(binary.BigEndian.Uint64(b[0:])),
-			Idx:       binary.BigEndian.Uint32(b[8:]),
-		},
-		Safe: pglogrepl.LSN(binary.BigEndian.Uint64(b[12:])),
-	}, nil
+	return Cursor{Acked: change.Position{
+		CommitLSN: pglogrepl.LSN(binary.BigEndian.Uint64(b[0:])),
+		Idx:       binary.BigEndian.Uint32(b[8:]),
+	}}, nil
 }

@@ -130,7 +130,7 @@ func TestStoreRoundTripAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]Cursor{"a": {Acked: pos(100, 3), Safe: 90}, "b": {Acked: pos(200, 0), Safe: 220}}
+	want := map[string]Cursor{"a": {Acked: pos(100, 3)}, "b": {Acked: pos(200, 0)}}
 	if err := s.Save(want); err != nil {
 		t.Fatal(err)
 	}
@@ -242,5 +242,21 @@ func TestTrackerWindow(t *testing.T) {
 	tr.Ack(pos(200, 0))
 	if err := tr.Wait(ctx, 0, 100); err != nil {
 		t.Fatalf("Wait once everything is acknowledged: %v", err)
+	}
+}
+
+// TestDecodeLegacyCursor: a state file written before cursor records had
+// a version byte still loads.
+func TestDecodeLegacyCursor(t *testing.T) {
+	legacy := []byte{0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 1, 0x20}
+	c, err := decodeCursor(legacy)
+	if err != nil || c.Acked != pos(0x100, 7) {
+		t.Fatalf("got %v, %v; want %v", c, err, pos(0x100, 7))
+	}
+	if back, err := decodeCursor(encodeCursor(c)); err != nil || back != c {
+		t.Fatalf("round trip: got %v, %v; want %v", back, err, c)
+	}
+	if _, err := decodeCursor([]byte{9, 1, 2}); err == nil {
+		t.Fatal("a record of an unknown version decoded, want an error")
 	}
 }

@@ -404,6 +404,3 @@ func (r *Relay) persistLoop(ctx context.Context) error {
 		}
 	}
 }
-
-// Cursors returns the sinks' cursors; nil before Run set them up.
-func (r *Relay) Cursors() *cursor.Set { return r.cursors }

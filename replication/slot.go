@@ -14,7 +14,6 @@ import (
 
 // SlotInfo is what Setup found of the replication slot.
 type SlotInfo struct {
-	Created        bool
 	ConfirmedFlush pglogrepl.LSN
 }
 
@@ -123,7 +122,7 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 			return SlotInfo{}, fmt.Errorf("create replication slot %q: %w", slot, err)
 		}
 		log.Info("created replication slot", "slot", slot, "lsn", lsn.String())
-		return SlotInfo{Created: true, ConfirmedFlush: lsn}, nil
+		return SlotInfo{ConfirmedFlush: lsn}, nil
 	}
 	if err != nil {
 		return SlotInfo{}, fmt.Errorf("read replication slot %q: %w", slot, err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -53,8 +52,6 @@ type Stream struct {
 	src     config.Source
 	log     *slog.Logger
 	flushed func() pglogrepl.LSN
-
-	received atomic.Uint64 // highest WAL position the server reported
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -62,9 +59,6 @@ type Stream struct {
 func New(src config.Source, flushed func() pglogrepl.LSN, log *slog.Logger) *Stream {
 	return &Stream{src: src, log: log, flushed: flushed}
 }
-
-// Received is the highest WAL position the server has reported.
-func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
 
 // Run connects, starts streaming from the slot's confirmed position and
 // sends events to out, in order. Once stop is closed it reads no more, but
@@ -282,7 +276,6 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			if err != nil {
 				return fmt.Errorf("parse keepalive: %w", err)
 			}
-			r.s.noteReceived(ka.ServerWALEnd)
 			if ka.ReplyRequested {
 				if err := r.sendStatus(ctx, false); err != nil {
 					return err
@@ -296,7 +289,6 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			if err != nil {
 				return fmt.Errorf("parse XLogData: %w", err)
 			}
-			r.s.noteReceived(xld.WALStart)
 			if err := r.dec.decode(ctx, xld.WALData, xld.WALStart, xld.ServerTime, func(ev Event) error { return r.emit(ctx, ev) }); err != nil {
 				return fmt.Errorf("decode at %s: %w", xld.WALStart, err)
 			}
@@ -331,15 +323,6 @@ func (r *receiver) emit(ctx context.Context, ev Event) error {
 				return err
 			}
 			t.Reset(time.Until(r.nextStatus))
-		}
-	}
-}
-
-func (s *Stream) noteReceived(lsn pglogrepl.LSN) {
-	for {
-		cur := s.received.Load()
-		if uint64(lsn) <= cur || s.received.CompareAndSwap(cur, uint64(lsn)) {
-			return
 		}
 	}
 }
