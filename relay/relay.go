@@ -67,6 +67,9 @@ type target struct {
 	window     config.Window
 	tracker    *cursor.Tracker
 	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
+
+	filterErrors int       // filter evaluation errors since the last report
+	reported     time.Time // when filter errors were last logged
 }
 
 // New returns a relay of src whose cursors live in store. Add its sinks
@@ -367,7 +370,7 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 		case replication.EventChange:
 			m := ev.Msg
 			for _, t := range r.sinks {
-				if !t.dispatched.Less(m.Pos) || !t.filter.Match(m) {
+				if !t.dispatched.Less(m.Pos) || !r.match(t, m) {
 					continue
 				}
 				// The window bounds what a restart would deliver again, and
@@ -388,6 +391,23 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 			}
 		}
 	}
+}
+
+// match applies t's filter to m. A filter that fails on a message does not
+// match it; failures are logged at most every 10 s per sink, with the
+// latest error and how many there were, so a filter that fails on every
+// message cannot flood the log.
+func (r *Relay) match(t *target, m *change.Message) bool {
+	ok, err := t.filter.Match(m)
+	if err != nil {
+		t.filterErrors++
+		if now := time.Now(); now.Sub(t.reported) >= 10*time.Second {
+			r.log.Warn("filter failed on a message; it is not delivered to this sink", "sink", t.name,
+				"position", m.Pos.String(), "err", err, "failures", t.filterErrors)
+			t.filterErrors, t.reported = 0, now
+		}
+	}
+	return ok
 }
 
 func (r *Relay) persistLoop(ctx context.Context) error {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestFilter(t *testing.T) {
-	f := NewFilter(config.Sink{Tables: []config.Table{{Schema: "public", Name: "orders"}}, Actions: []string{"insert", "delete"}})
+	f := NewFilter(config.Sink{Tables: []config.Table{{Schema: "public", Name: "orders"}}, Actions: []string{"insert", "delete"}}, nil)
 	tests := []struct {
 		m    change.Message
 		want bool
@@ -19,13 +19,13 @@ func TestFilter(t *testing.T) {
 		{change.Message{Action: change.Delete, Schema: "sales", Table: "orders"}, false},
 	}
 	for _, tt := range tests {
-		if got := f.Match(&tt.m); got != tt.want {
+		if got, _ := f.Match(&tt.m); got != tt.want {
 			t.Errorf("Match(%s %s.%s): got %t, want %t", tt.m.Action, tt.m.Schema, tt.m.Table, got, tt.want)
 		}
 	}
-	all := NewFilter(config.Sink{})
+	all := NewFilter(config.Sink{}, nil)
 	for _, a := range change.Actions {
-		if !all.Match(&change.Message{Action: a, Schema: "x", Table: "y"}) {
+		if ok, _ := all.Match(&change.Message{Action: a, Schema: "x", Table: "y"}); !ok {
 			t.Errorf("default filter rejects %s", a)
 		}
 	}

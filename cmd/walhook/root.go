@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/filter"
 )
 
 func newRoot() *cobra.Command {
@@ -46,6 +47,11 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, usageError{fmt.Errorf("%w (pass --config FILE or set WALHOOK_CONFIG)", err)}
 	}
 	if err != nil {
+		return nil, err
+	}
+	// Filters are compiled at load, so that check and run refuse a bad
+	// expression at its file:line:col before anything starts.
+	if _, err := filter.CompileSinks(cfg); err != nil {
 		return nil, err
 	}
 	return cfg, nil

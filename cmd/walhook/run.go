@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/cursor"
+	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/sink"
@@ -43,12 +44,16 @@ func newRunCmd() *cobra.Command {
 
 		preflight := func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
 		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown, Preflight: preflight}, log)
+		exprs, err := filter.CompileSinks(cfg)
+		if err != nil {
+			return err
+		}
 		for _, sc := range cfg.Sinks {
 			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name), Route: sink.NewRouter(sc).Route})
 			if err != nil {
 				return err
 			}
-			r.Add(s, sink.NewFilter(sc), sc.Window)
+			r.Add(s, sink.NewFilter(sc, exprs[sc.Name]), sc.Window)
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
