@@ -4,12 +4,11 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/cursor"
@@ -40,23 +39,32 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
-	// Preflight, when set, runs once the source is set up, before
-	// streaming: checks that need the database (a group_by the replica
-	// identity cannot support). It is retried like the setup while
-	// PostgreSQL cannot be reached; any other error ends Run.
-	Preflight func(ctx context.Context) error
+}
+
+// Source is what the relay needs of the database: replication.Source, or a
+// fake in tests. It owns its fault policy (reconnects, waiting for a slot
+// held elsewhere).
+type Source interface {
+	// Setup makes the source ready and returns the LSN from which it will
+	// stream. usedBefore says the state already belongs to the slot.
+	Setup(ctx context.Context, usedBefore bool) (pglogrepl.LSN, error)
+	// Run sends events to out, in order, until ctx ends; flushed gives the
+	// LSN safe to confirm. After stop it reads no more but keeps the
+	// connection until ctx ends. It returns nil when ctx ends, or the
+	// error that stopped it.
+	Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- replication.Event) error
 }
 
 // Relay streams one source to its sinks.
 type Relay struct {
-	src   config.Source
+	src   Source
+	slot  string
 	store *cursor.Store
 	sinks []*target
 	opts  Options
 	log   *slog.Logger
 
 	cursors *cursor.Set
-	stream  *replication.Stream
 }
 
 // target is a sink with what the relay tracks of it.
@@ -72,9 +80,9 @@ type target struct {
 	reported     time.Time // when filter errors were last logged
 }
 
-// New returns a relay of src whose cursors live in store. Add its sinks
-// before Run.
-func New(src config.Source, store *cursor.Store, opts Options, log *slog.Logger) *Relay {
+// New returns a relay of src, the source of the named slot, whose cursors
+// live in store. Add its sinks before Run.
+func New(src Source, slot string, store *cursor.Store, opts Options, log *slog.Logger) *Relay {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
@@ -84,7 +92,7 @@ func New(src config.Source, store *cursor.Store, opts Options, log *slog.Logger)
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
-	return &Relay{src: src, store: store, opts: opts, log: log}
+	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log}
 }
 
 // Acker returns the function the named sink calls for each message it
@@ -121,7 +129,7 @@ func (r *Relay) target(name string) *target {
 // cursors and sends a final standby status. It returns nil after a
 // graceful shutdown, or the error that stopped it.
 func (r *Relay) Run(ctx context.Context) error {
-	slot, err := r.setup(ctx)
+	start, err := r.setup(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -135,7 +143,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		names[i] = t.name
 	}
-	r.cursors, err = cursor.NewSet(r.store, names, slot.ConfirmedFlush)
+	r.cursors, err = cursor.NewSet(r.store, names, start)
 	if err != nil {
 		return err
 	}
@@ -143,7 +151,6 @@ func (r *Relay) Run(ctx context.Context) error {
 		t.tracker = r.cursors.Tracker(t.name)
 		t.dispatched = r.cursors.Loaded(t.name)
 	}
-	r.stream = replication.New(r.src, r.cursors.Flush, r.log)
 
 	// Three lifetimes: reading stops first (stop), then the sinks drain,
 	// then the stream connection closes (streamCtx) and the sinks stop
@@ -164,7 +171,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
-		if err := r.streamLoop(streamCtx, stop, events); err != nil {
+		if err := r.src.Run(streamCtx, stop, r.cursors.Flush, events); err != nil {
 			fatal <- err
 		}
 	}()
@@ -221,136 +228,26 @@ func (r *Relay) Run(ctx context.Context) error {
 	return runErr
 }
 
-// setup checks the source and makes the slot, retrying while PostgreSQL
-// cannot be reached.
-func (r *Relay) setup(ctx context.Context) (replication.SlotInfo, error) {
+// setup checks that the state belongs to the configured slot, then sets
+// the source up.
+func (r *Relay) setup(ctx context.Context) (pglogrepl.LSN, error) {
 	used, err := r.store.Slot()
 	if err != nil {
-		return replication.SlotInfo{}, fmt.Errorf("read state: %w", err)
+		return 0, fmt.Errorf("read state: %w", err)
 	}
-	if used != "" && used != r.src.Slot {
-		return replication.SlotInfo{}, fmt.Errorf("the state file belongs to slot %q, but source.slot is %q: use that slot, or another state.path for a new one", used, r.src.Slot)
+	if used != "" && used != r.slot {
+		return 0, fmt.Errorf("the state file belongs to slot %q, but source.slot is %q: use that slot, or another state.path for a new one", used, r.slot)
 	}
-	var info replication.SlotInfo
-	err = r.retryConn(ctx, "set up the source", func() error {
-		var err error
-		info, err = replication.Setup(ctx, r.src, used != "", r.log)
-		if err == nil && r.opts.Preflight != nil {
-			err = r.opts.Preflight(ctx)
-		}
-		return err
-	})
+	start, err := r.src.Setup(ctx, used != "")
 	if err != nil {
-		return info, err
+		return 0, err
 	}
 	if used == "" {
-		if err := r.store.SetSlot(r.src.Slot); err != nil {
-			return info, fmt.Errorf("write state: %w", err)
+		if err := r.store.SetSlot(r.slot); err != nil {
+			return 0, fmt.Errorf("write state: %w", err)
 		}
 	}
-	return info, nil
-}
-
-// retryConn calls fn until it succeeds, retrying with backoff while the
-// error says the connection failed.
-func (r *Relay) retryConn(ctx context.Context, what string, fn func() error) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
-	for {
-		err := fn()
-		if err == nil || !replication.IsConnLost(err) || ctx.Err() != nil {
-			return err
-		}
-		wait := b.NextBackOff()
-		r.log.Warn("cannot reach PostgreSQL; retrying", "action", what, "err", err, "retry_in", wait.Round(time.Millisecond).String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-// maxSlotWait bounds the wait between two tries at a slot another process
-// holds: a standby takes over within this long after the holder is gone.
-const maxSlotWait = 5 * time.Second
-
-// streamLoop runs the stream, reconnecting after a lost connection and
-// waiting while another process holds the slot.
-func (r *Relay) streamLoop(ctx context.Context, stop <-chan struct{}, events chan<- replication.Event) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
-	held := backoff.NewExponentialBackOff()
-	held.InitialInterval, held.MaxInterval, held.MaxElapsedTime = 500*time.Millisecond, maxSlotWait, 0
-	holder := 0 // the PID last seen holding the slot
-	for first := true; ; first = false {
-		if !first {
-			_, err := replication.Setup(ctx, r.src, true, r.log)
-			if err != nil && !replication.IsConnLost(err) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
-			if err != nil {
-				if !r.wait(ctx, stop, b.NextBackOff(), "cannot reach PostgreSQL; retrying", err) {
-					return nil
-				}
-				continue
-			}
-		}
-		started := time.Now()
-		err := r.stream.Run(ctx, stop, events)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(started) > time.Minute {
-			b.Reset()
-			held.Reset()
-		}
-		var active *replication.ErrSlotActive
-		switch {
-		case errors.As(err, &active):
-			// Warn when a holder appears; while it stays, say so at info.
-			level := slog.LevelInfo
-			if active.PID != holder {
-				level, holder = slog.LevelWarn, active.PID
-			}
-			d := held.NextBackOff()
-			r.log.Log(ctx, level, "replication slot is in use by another process; waiting", "slot", r.src.Slot, "pid", active.PID, "retry_in", d.Round(time.Millisecond).String())
-			if !r.sleep(ctx, stop, d) {
-				return nil
-			}
-		case replication.IsConnLost(err):
-			if !r.wait(ctx, stop, b.NextBackOff(), "replication connection lost; reconnecting", err) {
-				return nil
-			}
-		default:
-			return err
-		}
-	}
-}
-
-// wait logs why it waits, then sleeps.
-func (r *Relay) wait(ctx context.Context, stop <-chan struct{}, d time.Duration, msg string, err error) bool {
-	r.log.Warn(msg, "err", err, "retry_in", d.Round(time.Millisecond).String())
-	return r.sleep(ctx, stop, d)
-}
-
-// sleep waits d and reports true, or false once ctx ends; after stop it
-// waits for ctx only, since a stopping relay does not reconnect.
-func (r *Relay) sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		<-ctx.Done() // hold nothing open: the connection is gone; wait to be ended
-		return false
-	case <-t.C:
-		return true
-	}
+	return start, nil
 }
 
 // dispatch hands events to the sinks in stream order. A message is added

@@ -42,8 +42,9 @@ func newRunCmd() *cobra.Command {
 		}
 		defer store.Close()
 
-		preflight := func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
-		r := relay.New(cfg.Source, store, relay.Options{ShutdownTimeout: *shutdown, Preflight: preflight}, log)
+		src := replication.NewSource(cfg.Source, log)
+		src.Preflight = func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
+		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown}, log)
 		exprs, err := filter.CompileSinks(cfg)
 		if err != nil {
 			return err

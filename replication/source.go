@@ -1,0 +1,155 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/config"
+)
+
+// Source is one slot with walhook's policy for faults around it: setup is
+// retried while PostgreSQL cannot be reached, a lost or silent connection
+// is reconnected with backoff, and a slot another process holds is waited
+// for (that is how a standby behaves). Errors that no retry can mend (wal
+// level, privileges, a lost slot, a decoding error) end Run.
+type Source struct {
+	cfg config.Source
+	log *slog.Logger
+	// Preflight, when set, runs once Setup has the source ready: checks
+	// that need the database. It is retried like Setup while PostgreSQL
+	// cannot be reached.
+	Preflight func(ctx context.Context) error
+}
+
+// NewSource returns the source of cfg.
+func NewSource(cfg config.Source, log *slog.Logger) *Source {
+	return &Source{cfg: cfg, log: log}
+}
+
+// Setup checks the server and makes the publication and the slot,
+// retrying while PostgreSQL cannot be reached, then runs Preflight. It
+// returns the slot's confirmed flush LSN: nothing before it is sent again.
+// usedBefore says that walhook's state already belongs to the slot: a
+// missing slot is then an error, never something to create.
+func (s *Source) Setup(ctx context.Context, usedBefore bool) (pglogrepl.LSN, error) {
+	var info SlotInfo
+	err := s.retryConn(ctx, "set up the source", func() error {
+		var err error
+		info, err = Setup(ctx, s.cfg, usedBefore, s.log)
+		if err == nil && s.Preflight != nil {
+			err = s.Preflight(ctx)
+		}
+		return err
+	})
+	return info.ConfirmedFlush, err
+}
+
+// retryConn calls fn until it succeeds, retrying with backoff while the
+// error says the connection failed.
+func (s *Source) retryConn(ctx context.Context, what string, fn func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	for {
+		err := fn()
+		if err == nil || !IsConnLost(err) || ctx.Err() != nil {
+			return err
+		}
+		wait := b.NextBackOff()
+		s.log.Warn("cannot reach PostgreSQL; retrying", "action", what, "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// maxSlotWait bounds the wait between two tries at a slot another process
+// holds: a standby takes over within this long after the holder is gone.
+const maxSlotWait = 5 * time.Second
+
+// Run streams the slot, in order, to out, reporting flushed() to
+// PostgreSQL as the flushed LSN, and reconnects after a lost connection.
+// Once stop is closed it reads no more but keeps the connection alive
+// until ctx ends, then sends a final standby status. It returns nil when
+// ctx ends, or the error that no reconnect can mend.
+func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- Event) error {
+	stream := New(s.cfg, flushed, s.log)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	held := backoff.NewExponentialBackOff()
+	held.InitialInterval, held.MaxInterval, held.MaxElapsedTime = 500*time.Millisecond, maxSlotWait, 0
+	holder := 0 // the PID last seen holding the slot
+	for first := true; ; first = false {
+		if !first {
+			_, err := Setup(ctx, s.cfg, true, s.log)
+			if err != nil && !IsConnLost(err) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if err != nil {
+				if !s.wait(ctx, stop, b.NextBackOff(), "cannot reach PostgreSQL; retrying", err) {
+					return nil
+				}
+				continue
+			}
+		}
+		started := time.Now()
+		err := stream.Run(ctx, stop, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			b.Reset()
+			held.Reset()
+		}
+		var active *ErrSlotActive
+		switch {
+		case errors.As(err, &active):
+			// Warn when a holder appears; while it stays, say so at info.
+			level := slog.LevelInfo
+			if active.PID != holder {
+				level, holder = slog.LevelWarn, active.PID
+			}
+			d := held.NextBackOff()
+			s.log.Log(ctx, level, "replication slot is in use by another process; waiting", "slot", s.cfg.Slot, "pid", active.PID, "retry_in", d.Round(time.Millisecond).String())
+			if !s.sleep(ctx, stop, d) {
+				return nil
+			}
+		case IsConnLost(err):
+			if !s.wait(ctx, stop, b.NextBackOff(), "replication connection lost; reconnecting", err) {
+				return nil
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// wait logs why it waits, then sleeps.
+func (s *Source) wait(ctx context.Context, stop <-chan struct{}, d time.Duration, msg string, err error) bool {
+	s.log.Warn(msg, "err", err, "retry_in", d.Round(time.Millisecond).String())
+	return s.sleep(ctx, stop, d)
+}
+
+// sleep waits d and reports true, or false once ctx ends; after stop it
+// waits for ctx only, since a stopping relay does not reconnect.
+func (s *Source) sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-stop:
+		<-ctx.Done() // hold nothing open: the connection is gone; wait to be ended
+		return false
+	case <-t.C:
+		return true
+	}
+}
