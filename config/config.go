@@ -83,6 +83,7 @@ type Sink struct {
 	GroupBy      map[Table][]string
 	BatchSize    int           // default 100
 	BatchWait    time.Duration // default 50ms
+	BatchBytes   int64         // default 1MiB
 	MaxInFlight  int           // default 16
 	Timeout      time.Duration // default 30s
 	Retry        Retry

@@ -18,6 +18,7 @@ const (
 	defaultRetryInitial = time.Second
 	defaultRetryMax     = 5 * time.Minute
 	defaultWindowMsgs   = 10000
+	defaultBatchBytes   = 1 << 20
 	defaultWindowBytes  = 64 << 20
 )
 
@@ -31,7 +32,7 @@ var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window",
+	"window", "batch_bytes",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -69,6 +70,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Secret:      d.secret(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
+		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
 	}
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)

@@ -6,27 +6,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
-	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/replication"
-	"github.com/walhook/walhook/sink"
 	"golang.org/x/sync/errgroup"
 )
-
-// Sink is what the relay needs of a destination.
-type Sink interface {
-	Name() string
-	// Run delivers until ctx ends.
-	Run(ctx context.Context) error
-	// Submit queues a message, blocking while the sink is full.
-	Submit(ctx context.Context, m *change.Message) error
-	// Drain delivers everything queued, or gives up when ctx ends.
-	Drain(ctx context.Context) error
-}
 
 // Options tune a relay.
 type Options struct {
@@ -57,27 +45,14 @@ type Source interface {
 
 // Relay streams one source to its sinks.
 type Relay struct {
-	src   Source
-	slot  string
-	store *cursor.Store
-	sinks []*target
-	opts  Options
-	log   *slog.Logger
+	src     Source
+	slot    string
+	store   *cursor.Store
+	runners []*runner
+	opts    Options
+	log     *slog.Logger
 
 	cursors *cursor.Set
-}
-
-// target is a sink with what the relay tracks of it.
-type target struct {
-	name       string
-	sink       Sink
-	filter     *sink.Filter
-	window     config.Window
-	tracker    *cursor.Tracker
-	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
-
-	filterErrors int       // filter evaluation errors since the last report
-	reported     time.Time // when filter errors were last logged
 }
 
 // New returns a relay of src, the source of the named slot, whose cursors
@@ -95,33 +70,34 @@ func New(src Source, slot string, store *cursor.Store, opts Options, log *slog.L
 	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log}
 }
 
-// Acker returns the function the named sink calls for each message it
-// delivered. Build the sink with it, then Add the sink under the same name.
+// Acker returns the function the named sink's delivery engine calls for
+// each message it delivered. Build the engine with it, then Add the sink
+// under the same name.
 func (r *Relay) Acker(name string) func(change.Position) {
-	t := r.target(name)
+	rn := r.runner(name)
 	return func(pos change.Position) {
-		if !t.tracker.Ack(pos) {
+		if !rn.tracker.Ack(pos) {
 			r.log.Error("acknowledgement of a position that is not in flight; ignored", "sink", name, "position", pos.String())
 		}
 	}
 }
 
-// Add adds a sink, the filter of the messages it wants, and the bounds of
-// what it may hold undelivered.
-func (r *Relay) Add(s Sink, f *sink.Filter, w config.Window) {
-	t := r.target(s.Name())
-	t.sink, t.filter, t.window = s, f, w
+// Add adds a sink.
+func (r *Relay) Add(s Sink) {
+	rn := r.runner(s.Name)
+	inbox := rn.inbox
+	rn.Sink, rn.inbox = s, inbox
 }
 
-func (r *Relay) target(name string) *target {
-	for _, t := range r.sinks {
-		if t.name == name {
-			return t
+func (r *Relay) runner(name string) *runner {
+	for _, rn := range r.runners {
+		if rn.Name == name {
+			return rn
 		}
 	}
-	t := &target{name: name}
-	r.sinks = append(r.sinks, t)
-	return t
+	rn := newRunner(Sink{Name: name}, r.log)
+	r.runners = append(r.runners, rn)
+	return rn
 }
 
 // Run relays until ctx ends, then shuts down gracefully: it stops reading,
@@ -136,25 +112,25 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	names := make([]string, len(r.sinks))
-	for i, t := range r.sinks {
-		if t.sink == nil {
-			return fmt.Errorf("sink %q has an acker but was never added", t.name)
+	names := make([]string, len(r.runners))
+	for i, rn := range r.runners {
+		if rn.Delivery == nil {
+			return fmt.Errorf("sink %q has an acker but was never added", rn.Name)
 		}
-		names[i] = t.name
+		names[i] = rn.Name
 	}
 	r.cursors, err = cursor.NewSet(r.store, names, start)
 	if err != nil {
 		return err
 	}
-	for _, t := range r.sinks {
-		t.tracker = r.cursors.Tracker(t.name)
-		t.dispatched = r.cursors.Loaded(t.name)
+	for _, rn := range r.runners {
+		rn.tracker = r.cursors.Tracker(rn.Name)
+		rn.dispatched = r.cursors.Loaded(rn.Name)
 	}
 
-	// Three lifetimes: reading stops first (stop), then the sinks drain,
-	// then the stream connection closes (streamCtx) and the sinks stop
-	// (sinkCtx).
+	// Three lifetimes: reading stops first (stop, then the dispatcher and
+	// the runners), then the sinks drain, then the stream connection
+	// closes (streamCtx) and the sinks stop (sinkCtx).
 	stop := make(chan struct{})
 	streamCtx, cancelStream := context.WithCancel(context.Background())
 	defer cancelStream()
@@ -163,8 +139,8 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	events := make(chan replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
-	for _, t := range r.sinks {
-		sinks.Go(func() error { return t.sink.Run(sinkCtx) })
+	for _, rn := range r.runners {
+		sinks.Go(func() error { return rn.Delivery.Run(sinkCtx) })
 	}
 
 	fatal := make(chan error, 2)
@@ -178,6 +154,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	dispatchDone := make(chan struct{})
 	dispatchCtx, cancelDispatch := context.WithCancel(context.Background())
 	defer cancelDispatch()
+	var runners errgroup.Group
+	for _, rn := range r.runners {
+		runners.Go(func() error { rn.run(dispatchCtx); return nil })
+	}
 	go func() {
 		defer close(dispatchDone)
 		r.dispatch(dispatchCtx, events)
@@ -206,12 +186,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	close(stop)
 	cancelDispatch()
 	<-dispatchDone
+	_ = runners.Wait()
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
-	for _, t := range r.sinks {
-		if err := t.sink.Drain(drainCtx); err != nil {
-			r.log.Warn("sink not drained before the shutdown timeout; its undelivered messages are sent again after a restart", "sink", t.sink.Name(), "err", err)
-		}
+	var drains sync.WaitGroup
+	for _, rn := range r.runners {
+		drains.Go(func() {
+			if err := rn.Delivery.Drain(drainCtx); err != nil {
+				r.log.Warn("sink not drained before the shutdown timeout; its undelivered messages are sent again after a restart", "sink", rn.Name, "err", err)
+			}
+		})
 	}
+	drains.Wait()
 	cancelDrain()
 	cancelPersist()
 	<-persistDone
@@ -250,11 +235,8 @@ func (r *Relay) setup(ctx context.Context) (pglogrepl.LSN, error) {
 	return start, nil
 }
 
-// dispatch hands events to the sinks in stream order. A message is added
-// to a sink's tracker before the sink may acknowledge it; commits and idle
-// positions become marks. Messages at or below what a sink already has are
-// skipped: they were delivered before a restart, or are in flight from
-// before a reconnect.
+// dispatch hands every event to every runner, in stream order. A runner
+// whose inbox is full holds the stream back for all of them.
 func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 	for {
 		var ev replication.Event
@@ -263,48 +245,14 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 			return
 		case ev = <-events:
 		}
-		switch ev.Kind {
-		case replication.EventChange:
-			m := ev.Msg
-			for _, t := range r.sinks {
-				if !t.dispatched.Less(m.Pos) || !r.match(t, m) {
-					continue
-				}
-				// The window bounds what a restart would deliver again, and
-				// the memory of a sink whose oldest batch keeps failing
-				// while later ones are acknowledged.
-				if err := t.tracker.Wait(ctx, t.window.Messages, t.window.Bytes); err != nil {
-					return // stopping
-				}
-				t.tracker.Add(m.Pos, m.Size())
-				t.dispatched = m.Pos
-				if err := t.sink.Submit(ctx, m); err != nil {
-					return // stopping; the message stays unacknowledged
-				}
-			}
-		case replication.EventCommit, replication.EventIdle:
-			for _, t := range r.sinks {
-				t.tracker.Mark(ev.LSN)
+		for _, rn := range r.runners {
+			select {
+			case rn.inbox <- ev:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}
-}
-
-// match applies t's filter to m. A filter that fails on a message does not
-// match it; failures are logged at most every 10 s per sink, with the
-// latest error and how many there were, so a filter that fails on every
-// message cannot flood the log.
-func (r *Relay) match(t *target, m *change.Message) bool {
-	ok, err := t.filter.Match(m)
-	if err != nil {
-		t.filterErrors++
-		if now := time.Now(); now.Sub(t.reported) >= 10*time.Second {
-			r.log.Warn("filter failed on a message; it is not delivered to this sink", "sink", t.name,
-				"position", m.Pos.String(), "err", err, "failures", t.filterErrors)
-			t.filterErrors, t.reported = 0, now
-		}
-	}
-	return ok
 }
 
 func (r *Relay) persistLoop(ctx context.Context) error {

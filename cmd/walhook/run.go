@@ -3,14 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"strings"
-
 	"fmt"
-	"github.com/jackc/pgx/v5"
-	"github.com/walhook/walhook/config"
+	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
@@ -50,11 +50,16 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		for _, sc := range cfg.Sinks {
-			s, err := webhook.New(sc, webhook.Options{Version: version, Logger: log, Ack: r.Acker(sc.Name), Route: sink.NewRouter(sc).Route})
+			dest, err := newDestination(sc, log)
 			if err != nil {
 				return err
 			}
-			r.Add(s, sink.NewFilter(sc, exprs[sc.Name]), sc.Window)
+			defer dest.Close()
+			p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name)})
+			if err != nil {
+				return err
+			}
+			r.Add(relay.Sink{Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc), Window: sc.Window})
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
@@ -85,4 +90,20 @@ func checkGroupBy(ctx context.Context, cfg *config.Config) error {
 		return usageError{fmt.Errorf("%s: group_by cannot keep per-row order: %s", cfg.Path, strings.Join(problems, "; "))}
 	}
 	return nil
+}
+
+// destination is a sink's kind-specific part.
+type destination interface {
+	sink.Destination
+	Close() error
+}
+
+// newDestination builds the destination of a sink by its type.
+func newDestination(sc config.Sink, log *slog.Logger) (destination, error) {
+	switch sc.Type {
+	case "webhook", "":
+		return webhook.New(sc, webhook.Options{Version: version, Logger: log})
+	default:
+		return nil, usageError{fmt.Errorf("sink %q: type %q is not a sink type; use webhook", sc.Name, sc.Type)}
+	}
 }

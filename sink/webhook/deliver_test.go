@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/sink"
 )
 
 func TestBatchSizeHeadersAndBody(t *testing.T) {
@@ -25,7 +26,7 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 	cfg.MaxInFlight = 1
 	now := time.Unix(1764156000, 0)
 	var a acks
-	s := start(t, cfg, Options{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
+	s := start(t, cfg, testOpts{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
 
 	var msgs []*change.Message
 	for i := range 7 {
@@ -65,7 +66,7 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 			}
 		}
 		id := h.header.Get("Webhook-Id")
-		if want, _ := BatchID("orders", want, nil); id != want {
+		if want, _ := sink.BatchID("orders", want, nil); id != want {
 			t.Errorf("request %d: webhook-id: got %q, want %q", h.n, id, want)
 		}
 		if !strings.HasPrefix(id, "msg_") || len(id) != 36 || seen[id] {
@@ -73,31 +74,64 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if st := s.Stats(); st.Delivered != 7 || st.Queued != 0 || st.FailedAttempts != 0 || st.InFlight != 0 {
+	if st := s.Stats(); st.Delivered != 7 || st.Pending != 0 || st.FailedAttempts != 0 || st.InFlight != 0 {
 		t.Errorf("got stats %+v, want 7 delivered and nothing else", st)
 	}
 }
 
-func TestBatchWaitFlushesPartialBatch(t *testing.T) {
+// TestIdleLaneSendsAtOnce: a batch does not wait for company while its
+// lane is idle, whatever batch_wait says.
+func TestIdleLaneSendsAtOnce(t *testing.T) {
 	rc := newReceiver(t, ok)
 	cfg := testConfig(rc.URL)
 	cfg.BatchSize = 100
-	cfg.BatchWait = 50 * time.Millisecond
+	cfg.BatchWait = time.Hour
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
+	s := start(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
+	submit(t, s, msg(1, "public.t:1"))
+	waitFor(t, "the ack of a lone message with batch_wait 1h", func() bool { return a.count() == 1 })
+	submit(t, s, msg(2, "public.t:2"), msg(3, "public.t:3"))
+	waitFor(t, "3 acks", func() bool { return a.count() == 3 })
+	var ids []int
+	for _, h := range rc.list() {
+		ids = append(ids, h.ids(t)...)
+	}
+	if !slices.Equal(ids, []int{1, 2, 3}) {
+		t.Errorf("got ids %v, want [1 2 3]", ids)
+	}
+}
 
-	began := time.Now()
-	submit(t, s, msg(1, "public.t:1"), msg(2, "public.t:2"))
-	waitFor(t, "2 acks", func() bool { return a.count() == 2 })
+// TestBusyLaneFillsBatches: while a backlog flows through a lane (its last
+// batch was full), the next batch waits up to batch_wait to fill.
+func TestBusyLaneFillsBatches(t *testing.T) {
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if n == 1 {
+			<-release
+		}
+		return ok(w, r, n, nil)
+	})
+	cfg := testConfig(rc.URL)
+	cfg.BatchSize = 4
+	cfg.BatchWait = time.Hour
+	var a acks
+	s := start(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
+	// A full batch, held by the receiver; then 2 more messages queue.
+	submit(t, s, msg(0, "k"), msg(1, "k"), msg(2, "k"), msg(3, "k"))
+	waitFor(t, "the first request", func() bool { return rc.count() == 1 })
+	submit(t, s, msg(4, "k"), msg(5, "k"))
+	close(release)
+	waitFor(t, "4 acks", func() bool { return a.count() == 4 })
+	// The lane is busy: the partial batch of 2 waits for company.
+	submit(t, s, msg(6, "k"), msg(7, "k"))
+	waitFor(t, "8 acks", func() bool { return a.count() == 8 })
 	hits := rc.list()
-	if len(hits) != 1 {
-		t.Fatalf("got %d requests, want 1", len(hits))
-	}
-	if got := hits[0].ids(t); !slices.Equal(got, []int{1, 2}) {
-		t.Errorf("got ids %v, want [1 2]", got)
-	}
-	if waited := hits[0].at.Sub(began); waited < cfg.BatchWait {
-		t.Errorf("partial batch sent after %s, want batch_wait (%s) or more", waited, cfg.BatchWait)
+	if len(hits) != 2 || !slices.Equal(hits[1].ids(t), []int{4, 5, 6, 7}) {
+		var got [][]int
+		for _, h := range hits {
+			got = append(got, h.ids(t))
+		}
+		t.Fatalf("got batches %v, want [[0 1 2 3] [4 5 6 7]]", got)
 	}
 }
 
@@ -113,7 +147,7 @@ func TestSignedRequestsVerify(t *testing.T) {
 	cfg.Secret = testSecret
 	cfg.MaxInFlight = 2
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	for i := range 20 {
 		submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
 	}
@@ -158,7 +192,7 @@ func TestRetriesUntil2xx(t *testing.T) {
 			cfg := testConfig(rc.URL)
 			cfg.BatchWait = 50 * time.Millisecond
 			var a acks
-			s := start(t, cfg, Options{Ack: a.add, Now: time.Now})
+			s := start(t, cfg, testOpts{Ack: a.add, Now: time.Now})
 			msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
 			submit(t, s, msgs...)
 			waitFor(t, "3 acks", func() bool { return a.count() == 3 })
@@ -206,7 +240,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	cfg := testConfig(rc.URL)
 	cfg.Retry.Max = 5 * time.Second
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	submit(t, s, msg(1, "public.t:1"))
 	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
 	hits := rc.list()
@@ -230,7 +264,7 @@ func TestRetryAfterIsCappedAtRetryMax(t *testing.T) {
 	cfg := testConfig(rc.URL)
 	cfg.Retry.Max = 20 * time.Millisecond
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	submit(t, s, msg(1, "public.t:1"))
 	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
 }
@@ -268,7 +302,7 @@ func TestHangingReceiverIsAFailedAttempt(t *testing.T) {
 	cfg := testConfig(rc.URL)
 	cfg.Timeout = 100 * time.Millisecond
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	m := msg(1, "public.t:1")
 	submit(t, s, m)
 	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
@@ -304,7 +338,7 @@ func TestBrokenConnectionIsRetried(t *testing.T) {
 				return 0
 			})
 			var a acks
-			s := start(t, testConfig(rc.URL), Options{Ack: a.add})
+			s := start(t, testConfig(rc.URL), testOpts{Ack: a.add})
 			m := msg(1, "public.t:1")
 			submit(t, s, m)
 			waitFor(t, "1 ack", func() bool { return a.count() == 1 })
@@ -325,7 +359,7 @@ func TestReceiverDownIsRetried(t *testing.T) {
 	_ = ln.Close()
 
 	var a acks
-	s := start(t, testConfig("http://"+addr+"/hooks"), Options{Ack: a.add})
+	s := start(t, testConfig("http://"+addr+"/hooks"), testOpts{Ack: a.add})
 	m := msg(1, "public.t:1")
 	submit(t, s, m)
 	waitFor(t, "2 refused attempts", func() bool { return s.Stats().FailedAttempts >= 2 })
@@ -350,16 +384,16 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 	cfg.Retry.MaxAttempts = 3
 	cfg.BatchWait = 50 * time.Millisecond
 	var (
-		a       acks
-		mu      sync.Mutex
-		got     []*change.Message
-		lastErr error
+		a   acks
+		mu  sync.Mutex
+		got []*change.Message
 	)
-	s := start(t, cfg, Options{Ack: a.add, DeadLetter: func(ctx context.Context, msgs []*change.Message, err error) error {
+	var last sink.DeadLetter
+	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
 		mu.Lock()
 		defer mu.Unlock()
-		got = append(got, msgs...)
-		lastErr = err
+		got = append(got, d.Messages...)
+		last = d
 		return nil
 	}})
 	msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
@@ -374,9 +408,9 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 	if !slices.Equal(got, msgs) {
 		t.Errorf("dead-letter store got %v, want %v", got, msgs)
 	}
-	var serr *StatusError
-	if !errors.As(lastErr, &serr) || serr.StatusCode != 500 || !strings.Contains(serr.Body, "boom") {
-		t.Errorf("dead-letter store got error %v, want a *StatusError 500 with the body", lastErr)
+	if last.LastStatus != 500 || !strings.Contains(last.LastError, "boom") || last.Attempts != 3 || last.Reason != "max_attempts" ||
+		last.FirstAttempt.IsZero() || last.LastAttempt.Before(last.FirstAttempt) {
+		t.Errorf("dead-letter store got %+v, want 3 attempts, status 500 and the body", last)
 	}
 	if st := s.Stats(); st.DeadLettered != 3 || st.Delivered != 0 || st.FailedAttempts != 3 {
 		t.Errorf("got stats %+v, want 3 dead-lettered, 3 failed attempts", st)
@@ -394,7 +428,7 @@ func TestDeadLetterFailureKeepsRetrying(t *testing.T) {
 		a     acks
 		calls int
 	)
-	s := start(t, cfg, Options{Ack: a.add, DeadLetter: func(context.Context, []*change.Message, error) error {
+	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(context.Context, sink.DeadLetter) error {
 		calls++ // one lane: no concurrent calls
 		if calls == 1 {
 			return errors.New("dead-letter store is full")
@@ -422,14 +456,14 @@ func TestMaxAttemptsWithoutDeadLetterRetriesForever(t *testing.T) {
 	cfg.Retry.MaxAttempts = 2
 	cfg.Retry.Max = 10 * time.Millisecond
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	submit(t, s, msg(1, "public.t:1"))
 	waitFor(t, "5 attempts", func() bool { return rc.count() >= 5 })
 	if n := a.count(); n != 0 {
 		t.Errorf("got %d acks, want 0: nothing was delivered", n)
 	}
-	if st := s.Stats(); st.Queued != 1 {
-		t.Errorf("got %d queued, want 1", st.Queued)
+	if st := s.Stats(); st.Pending != 1 {
+		t.Errorf("got %d queued, want 1", st.Pending)
 	}
 }
 
@@ -451,42 +485,3 @@ func TestRetryable(t *testing.T) {
 		}
 	}
 }
-
-// TestBatchID: the id names the batch's messages, not its bounds: two
-// batches with the same first and last positions but other messages in
-// between (a regrouping after a config change) get different ids.
-func TestBatchID(t *testing.T) {
-	msg := func(idx ...uint32) []*change.Message {
-		var out []*change.Message
-		for _, i := range idx {
-			out = append(out, &change.Message{Pos: change.Position{CommitLSN: testLSN, Idx: i}})
-		}
-		return out
-	}
-	id, _ := BatchID("orders", msg(1, 5, 9), nil)
-	for name, other := range map[string][]string{
-		"same bounds, other middle": {first(BatchID("orders", msg(1, 6, 9), nil))},
-		"same bounds, no middle":    {first(BatchID("orders", msg(1, 9), nil))},
-		"one more message":          {first(BatchID("orders", msg(1, 5, 9, 10), nil))},
-		"first message only":        {first(BatchID("orders", msg(1), nil))},
-		"other sink":                {first(BatchID("orders2", msg(1, 5, 9), nil))},
-		"sink name prefix":          {first(BatchID("order", msg(1, 5, 9), nil))},
-	} {
-		if other[0] == id {
-			t.Errorf("%s: BatchID collides: %s", name, id)
-		}
-	}
-	buf := make([]byte, 0, 8)
-	again, buf := BatchID("orders", msg(1, 5, 9), buf)
-	if again != id {
-		t.Errorf("got %s, then %s: want the same id for the same batch", id, again)
-	}
-	if again, _ := BatchID("orders", msg(1, 5, 9), buf); again != id {
-		t.Errorf("with a reused buffer: got %s, want %s", again, id)
-	}
-	if !strings.HasPrefix(id, "msg_") || len(id) != 36 {
-		t.Errorf("got %q, want msg_ and 32 hex digits", id)
-	}
-}
-
-func first(s string, _ []byte) string { return s }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink"
 )
 
 const testLSN = 0x16B3748
@@ -167,17 +168,63 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// start builds a sink and runs it until the test ends; the cleanup checks
-// that Run returns promptly once its context ends.
-func start(t *testing.T, cfg config.Sink, opts Options) *Sink {
+// testOpts are what a test sets of a pipeline and its webhook
+// destination.
+type testOpts struct {
+	Version    string
+	Ack        func(change.Position)
+	Now        func() time.Time
+	Route      func(*change.Message) (uint64, bool)
+	DeadLetter func(context.Context, sink.DeadLetter) error
+	Logger     *slog.Logger
+}
+
+// testSink is a pipeline with a webhook destination, fed as the relay
+// feeds it: each message routed by its key (or testOpts.Route).
+type testSink struct {
+	*sink.Pipeline
+	dest  *Sink
+	route func(*change.Message) (uint64, bool)
+}
+
+func (s *testSink) Submit(_ context.Context, m *change.Message) error {
+	group, barrier := s.route(m)
+	return s.Pipeline.Submit(m, group, barrier)
+}
+
+// lane is the index of m's lane.
+func (s *testSink) lane(m *change.Message, lanes int) int {
+	group, _ := s.route(m)
+	return int(group % uint64(lanes))
+}
+
+// newTestSink builds a pipeline and its destination without running it.
+func newTestSink(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
-	s, err := New(cfg, opts)
+	dest, err := New(cfg, Options{Version: opts.Version, Logger: opts.Logger, Now: opts.Now})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	p, err := sink.New(cfg, dest, sink.Options{Logger: opts.Logger, Ack: opts.Ack, DeadLetter: opts.DeadLetter})
+	if err != nil {
+		t.Fatalf("sink.New: %v", err)
+	}
+	route := opts.Route
+	if route == nil {
+		route = func(m *change.Message) (uint64, bool) { return sink.HashKey(m.Key), m.Barrier }
+	}
+	t.Cleanup(func() { dest.Close() })
+	return &testSink{Pipeline: p, dest: dest, route: route}
+}
+
+// start builds a sink and runs it until the test ends; the cleanup checks
+// that Run returns promptly once its context ends.
+func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
+	t.Helper()
+	s := newTestSink(t, cfg, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -196,19 +243,17 @@ func start(t *testing.T, cfg config.Sink, opts Options) *Sink {
 }
 
 // submit submits msgs, failing the test on an error.
-func submit(t *testing.T, s *Sink, msgs ...*change.Message) {
+func submit(t *testing.T, s *testSink, msgs ...*change.Message) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	for _, m := range msgs {
-		if err := s.Submit(ctx, m); err != nil {
+		if err := s.Submit(context.Background(), m); err != nil {
 			t.Fatalf("Submit %s: %v", m.Pos, err)
 		}
 	}
 }
 
 // drain drains s, failing the test on an error.
-func drain(t *testing.T, s *Sink) {
+func drain(t *testing.T, s *testSink) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -3,8 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/sink"
 )
 
 // ErrTimeout says the receiver did not answer an attempt within the sink's
@@ -29,11 +28,23 @@ type StatusError struct {
 	// Body is the start of the response body (at most 512 bytes, valid
 	// UTF-8), for the log.
 	Body string
+	// Wait is what Retry-After asked for on a 429 or 503, or 0.
+	Wait time.Duration
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("receiver answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	msg := fmt.Sprintf("receiver answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	if e.Body != "" {
+		msg += ": " + strconv.Quote(e.Body)
+	}
+	return msg
 }
+
+// Status is the HTTP status code.
+func (e *StatusError) Status() int { return e.StatusCode }
+
+// RetryAfter is the wait the receiver asked for, or 0.
+func (e *StatusError) RetryAfter() time.Duration { return e.Wait }
 
 // Retryable reports whether a delivery error is worth retrying. Every failed
 // attempt is (non-2xx answers, timeouts, refused or reset connections), since
@@ -57,62 +68,63 @@ const (
 	maxLoggedResponse = 512
 )
 
-// post makes one attempt at delivering the lane's current body with
-// webhook-id id. It returns nil on a 2xx. On a 429 or 503 it also returns the
-// wait the receiver asked for in Retry-After, or 0.
-func (l *lane) post(ctx context.Context, id string) (time.Duration, error) {
-	s := l.s
+// Deliver makes one attempt at POSTing b: its body (built on the first
+// attempt, kept in b.Body for retries), the Standard Webhooks headers with
+// webhook-id b.ID, and webhook-attempt. It returns nil on a 2xx and a
+// *StatusError for any other answer.
+func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
+	if len(b.Body) == 0 {
+		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
+	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.cfg.URL, nil)
 	if err != nil {
-		return 0, fmt.Errorf("build request: %w", unwrapURLError(err))
+		return fmt.Errorf("build request: %w", unwrapURLError(err))
 	}
-	body := &attemptBody{buf: l.body}
+	body := &attemptBody{buf: b.Body}
 	defer body.end()
 	req.Body = body.reader()
 	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
-	req.ContentLength = int64(len(l.body))
+	req.ContentLength = int64(len(b.Body))
 	req.Header = s.header.Clone()
 	if s.host != "" {
 		req.Host = s.host
 	}
 	ts := strconv.FormatInt(s.now().Unix(), 10)
-	req.Header.Set("Webhook-Id", id)
+	req.Header.Set("Webhook-Id", b.ID)
 	req.Header.Set("Webhook-Timestamp", ts)
-	if l.mac != nil {
-		req.Header.Set("Webhook-Signature", l.sign(id, ts))
+	if s.signed {
+		req.Header.Set("Webhook-Signature", s.sign(b.ID, ts, b.Body))
 	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 		if actx.Err() != nil || isTimeout(err) {
-			return 0, fmt.Errorf("%w (timeout %s)", ErrTimeout, s.cfg.Timeout)
+			return fmt.Errorf("%w (timeout %s)", ErrTimeout, s.cfg.Timeout)
 		}
-		return 0, fmt.Errorf("post: %w", unwrapURLError(err))
+		return fmt.Errorf("post: %w", unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
 		// The answer is in: what the body holds, or whether it arrives,
 		// changes nothing. Reading it lets the connection be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
-		return 0, nil
+		return nil
 	}
-	buf := bytes.NewBuffer(l.resp[:0])
+	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(io.LimitReader(resp.Body, maxResponse))
-	l.resp = buf.Bytes()
 	serr := &StatusError{StatusCode: resp.StatusCode}
-	if len(l.resp) > 0 {
-		serr.Body = strings.ToValidUTF8(string(l.resp[:min(len(l.resp), maxLoggedResponse)]), "\uFFFD")
+	if buf.Len() > 0 {
+		serr.Body = strings.ToValidUTF8(string(buf.Bytes()[:min(buf.Len(), maxLoggedResponse)]), "\uFFFD")
 	}
-	var wait time.Duration
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		wait = retryAfter(resp.Header.Get("Retry-After"), s.now())
+		serr.Wait = retryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
-	return wait, serr
+	return serr
 }
 
 // retryAfter parses a Retry-After value, delay-seconds or an HTTP-date, into
@@ -186,23 +198,3 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (r *bodyReader) Close() error { return nil }
-
-// BatchID is the webhook-id of a batch on the named sink: "msg_" and 32
-// hex digits, the first 16 bytes of the SHA-256 of the sink name and every
-// message's idempotency key, each followed by a zero byte. It is the same on
-// every attempt at a batch and after a restart for a batch of the same
-// messages, and differs for any batch that holds another message or lacks
-// one, whatever its bounds (a change of max_in_flight, group_by or the
-// filters regroups batches). buf is scratch space, returned for reuse.
-func BatchID(sink string, batch []*change.Message, buf []byte) (string, []byte) {
-	buf = append(buf[:0], sink...)
-	buf = append(buf, 0)
-	for _, m := range batch {
-		buf = m.AppendIdempotencyKey(buf)
-		buf = append(buf, 0)
-	}
-	sum := sha256.Sum256(buf)
-	id := make([]byte, 4, 4+32)
-	copy(id, "msg_")
-	return string(hex.AppendEncode(id, sum[:16])), buf
-}

@@ -109,10 +109,3 @@ func appendSignature(dst []byte, mac hash.Hash, id, ts string, body []byte) []by
 	dst = append(dst, "v1,"...)
 	return base64.StdEncoding.AppendEncode(dst, mac.Sum(sum[:0]))
 }
-
-// sign is the webhook-signature of the lane's current body, reusing the
-// lane's HMAC state and buffer.
-func (l *lane) sign(id, ts string) string {
-	l.sig = appendSignature(l.sig[:0], l.mac, id, ts, l.body)
-	return string(l.sig)
-}

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink"
 )
 
 // Many keys over several lanes, a receiver that fails often and answers
@@ -44,7 +44,7 @@ func TestOrderPerKeyAcrossLanes(t *testing.T) {
 	cfg.Retry.Initial = time.Millisecond
 	cfg.Retry.Max = 5 * time.Millisecond
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 
 	submit(t, s, msgs...)
 	drain(t, s)
@@ -90,7 +90,7 @@ func TestOrderPerKeyAcrossLanes(t *testing.T) {
 			t.Errorf("%s acknowledged twice", p)
 		}
 		once[p] = true
-		lane := s.laneOf(msgs[p.Idx])
+		lane := s.lane(msgs[p.Idx], cfg.MaxInFlight)
 		lanes[lane] = true
 		if prev, ok := last[lane]; ok && !prev.Less(p) {
 			t.Errorf("lane %d acknowledged %s after %s", lane, p, prev)
@@ -100,48 +100,9 @@ func TestOrderPerKeyAcrossLanes(t *testing.T) {
 	if len(lanes) != cfg.MaxInFlight {
 		t.Errorf("messages used %d lanes, want all %d", len(lanes), cfg.MaxInFlight)
 	}
-	if st := s.Stats(); st.FailedAttempts == 0 || st.Delivered != n || st.Queued != 0 {
+	if st := s.Stats(); st.FailedAttempts == 0 || st.Delivered != n || st.Pending != 0 {
 		t.Errorf("got stats %+v, want some failed attempts, %d delivered, none queued", st, n)
 	}
-}
-
-func TestSubmitBlocksWhenLaneQueueIsFull(t *testing.T) {
-	arrived := make(chan struct{}, 10)
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, _ []byte) int {
-		arrived <- struct{}{}
-		select {
-		case <-release:
-			return http.StatusOK
-		case <-r.Context().Done():
-			return 0
-		}
-	})
-	cfg := testConfig(rc.URL)
-	cfg.MaxInFlight = 1
-	cfg.BatchSize = 2
-	cfg.BatchWait = time.Hour
-	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
-
-	// The first batch is full at once and its request blocks.
-	submit(t, s, msg(0, "k"), msg(1, "k"))
-	<-arrived
-	// The lane's queue holds 2*batch_size messages...
-	submit(t, s, msg(2, "k"), msg(3, "k"), msg(4, "k"), msg(5, "k"))
-	// ...and then Submit blocks.
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := s.Submit(ctx, msg(6, "k")); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Submit to a full lane: got %v, want context.DeadlineExceeded", err)
-	}
-	if st := s.Stats(); st.Queued != 6 || st.InFlight != 1 {
-		t.Errorf("got stats %+v, want 6 queued and 1 batch in flight", st)
-	}
-
-	close(release)
-	drain(t, s)
-	wantAcks(t, &a, msg(0, "k"), msg(1, "k"), msg(2, "k"), msg(3, "k"), msg(4, "k"), msg(5, "k"))
 }
 
 func TestDrainFlushesPartialBatches(t *testing.T) {
@@ -150,7 +111,7 @@ func TestDrainFlushesPartialBatches(t *testing.T) {
 	cfg.BatchSize = 100
 	cfg.BatchWait = time.Hour
 	var a acks
-	s := start(t, cfg, Options{Ack: a.add})
+	s := start(t, cfg, testOpts{Ack: a.add})
 	for i := range 10 {
 		submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
 	}
@@ -165,8 +126,8 @@ func TestDrainFlushesPartialBatches(t *testing.T) {
 	if total != 10 {
 		t.Errorf("receiver got %d messages, want 10", total)
 	}
-	if err := s.Submit(context.Background(), msg(10, "public.t:10")); !errors.Is(err, ErrDraining) {
-		t.Errorf("Submit after Drain: got %v, want ErrDraining", err)
+	if err := s.Submit(context.Background(), msg(10, "public.t:10")); !errors.Is(err, sink.ErrDraining) {
+		t.Errorf("Submit after Drain: got %v, want sink.ErrDraining", err)
 	}
 	drain(t, s) // again: nothing left, at once
 }
@@ -177,7 +138,7 @@ func TestDrainDeadlineWithFailingReceiver(t *testing.T) {
 		return http.StatusServiceUnavailable
 	})
 	var a acks
-	s := start(t, testConfig(rc.URL), Options{Ack: a.add})
+	s := start(t, testConfig(rc.URL), testOpts{Ack: a.add})
 	submit(t, s, msg(1, "public.t:1"), msg(2, "public.t:2"), msg(3, "public.t:3"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -189,7 +150,7 @@ func TestDrainDeadlineWithFailingReceiver(t *testing.T) {
 	if n := a.count(); n != 0 {
 		t.Errorf("got %d acks, want 0", n)
 	}
-	if st := s.Stats(); st.Queued != 3 || st.FailedAttempts == 0 {
+	if st := s.Stats(); st.Pending != 3 || st.FailedAttempts == 0 {
 		t.Errorf("got stats %+v, want 3 queued and failed attempts", st)
 	}
 	if rc.count() == 0 {
@@ -209,10 +170,7 @@ func TestRunStopAbandonsInFlight(t *testing.T) {
 	cfg := testConfig(rc.URL)
 	cfg.Timeout = time.Hour
 	var a acks
-	s, err := New(cfg, Options{Ack: a.add, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestSink(t, cfg, testOpts{Ack: a.add})
 	// Submit before Run: the message waits in its lane's queue.
 	submit(t, s, msg(1, "public.t:1"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -231,10 +189,10 @@ func TestRunStopAbandonsInFlight(t *testing.T) {
 	if n := a.count(); n != 0 {
 		t.Errorf("got %d acks, want 0", n)
 	}
-	if err := s.Submit(context.Background(), msg(2, "public.t:1")); !errors.Is(err, ErrStopped) {
+	if err := s.Submit(context.Background(), msg(2, "public.t:1")); !errors.Is(err, sink.ErrStopped) {
 		t.Errorf("Submit after Run: got %v, want ErrStopped", err)
 	}
-	if err := s.Drain(context.Background()); !errors.Is(err, ErrStopped) {
+	if err := s.Drain(context.Background()); !errors.Is(err, sink.ErrStopped) {
 		t.Errorf("Drain after Run: got %v, want ErrStopped", err)
 	}
 	if err := s.Run(context.Background()); err == nil {
@@ -252,13 +210,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad url", func(c *config.Sink) { c.URL = "http://user:pa ss@[::1" }, "not a valid URL"},
 		{"ftp", func(c *config.Sink) { c.URL = "ftp://example.com/x" }, `scheme "ftp"`},
 		{"no host", func(c *config.Sink) { c.URL = "http:///x" }, "no host"},
-		{"batch size", func(c *config.Sink) { c.BatchSize = 0 }, "batch_size"},
-		{"batch wait", func(c *config.Sink) { c.BatchWait = -time.Second }, "batch_wait"},
-		{"lanes", func(c *config.Sink) { c.MaxInFlight = 0 }, "max_in_flight"},
 		{"timeout", func(c *config.Sink) { c.Timeout = 0 }, "timeout"},
-		{"retry initial", func(c *config.Sink) { c.Retry.Initial = 0 }, "retry.initial"},
-		{"retry max", func(c *config.Sink) { c.Retry.Max = time.Millisecond }, "retry.max"},
-		{"max attempts", func(c *config.Sink) { c.Retry.MaxAttempts = -1 }, "retry.max_attempts"},
 		{"secret", func(c *config.Sink) { c.Secret = "hunter2" }, "secret"},
 		{"header name", func(c *config.Sink) { c.Headers = map[string]string{"Bad Name": "x"} }, "header name"},
 		{"header value", func(c *config.Sink) { c.Headers = map[string]string{"X-Token": "s3cret\r\nEvil: 1"} }, "line break"},
@@ -279,27 +231,16 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestLaneOfIsFNV1a(t *testing.T) {
-	s, err := New(testConfig("http://127.0.0.1:1/"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, key := range []string{"", "public.t:1", "public.orders:42", "ünïcode"} {
-		h := fnv.New64a()
-		h.Write([]byte(key))
-		want := int(h.Sum64() % uint64(len(s.lanes)))
-		if got := s.laneOf(&change.Message{Key: key}); got != want {
-			t.Errorf("laneOf(%q): got %d, want %d", key, got, want)
-		}
-	}
-}
-
 func BenchmarkSubmitAndDeliver(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	cfg := testConfig(srv.URL)
 	cfg.BatchSize = 100
-	s, err := New(cfg, Options{})
+	dest, err := New(cfg, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := sink.New(cfg, dest, sink.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,7 +253,8 @@ func BenchmarkSubmitAndDeliver(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if err := s.Submit(ctx, msgs[i%len(msgs)]); err != nil {
+		m := msgs[i%len(msgs)]
+		if err := s.Submit(m, sink.HashKey(m.Key), false); err != nil {
 			b.Fatal(err)
 		}
 	}

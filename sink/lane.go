@@ -1,0 +1,313 @@
+package sink
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/walhook/walhook/change"
+)
+
+// lane delivers the ordering groups that hash to it, one batch at a time.
+// Its queue is unbounded: the sink's window bounds what is submitted.
+type lane struct {
+	p  *Pipeline
+	id int
+
+	mu     sync.Mutex
+	queue  []submission
+	notify chan struct{} // poked when queue gets its first message
+
+	batch   []submission
+	b       Batch
+	full    bool // the previous batch was full: a backlog is flowing
+	timer   *time.Timer
+	backoff *backoff.ExponentialBackOff
+	idBuf   []byte
+}
+
+func newLane(p *Pipeline, id int) *lane {
+	return &lane{
+		p:      p,
+		id:     id,
+		notify: make(chan struct{}, 1),
+		batch:  make([]submission, 0, p.cfg.BatchSize),
+		b:      Batch{Sink: p.cfg.Name},
+		backoff: backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(p.cfg.Retry.Initial),
+			backoff.WithMaxInterval(p.cfg.Retry.Max),
+			backoff.WithMaxElapsedTime(0),
+			backoff.WithRandomizationFactor(0.5),
+			backoff.WithMultiplier(2),
+		),
+	}
+}
+
+func (l *lane) push(s submission) {
+	l.mu.Lock()
+	l.queue = append(l.queue, s)
+	first := len(l.queue) == 1
+	l.mu.Unlock()
+	if first {
+		select {
+		case l.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take moves queued messages into the batch, up to batch_size and
+// batch_bytes (one larger message goes alone), and reports whether the
+// batch is full.
+func (l *lane) take() bool {
+	limit, maxBytes := l.p.cfg.BatchSize, l.p.cfg.BatchBytes
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bytes := int64(0)
+	for _, s := range l.batch {
+		bytes += int64(s.m.Size())
+	}
+	n := 0
+	for n < len(l.queue) && len(l.batch) < limit {
+		size := int64(l.queue[n].m.Size())
+		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
+			l.shift(n)
+			return true
+		}
+		l.batch = append(l.batch, l.queue[n])
+		bytes += size
+		n++
+	}
+	l.shift(n)
+	return len(l.batch) >= limit
+}
+
+// shift drops the first n queued messages. l.mu is held.
+func (l *lane) shift(n int) {
+	if n == 0 {
+		return
+	}
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:])
+	l.queue = l.queue[:rest]
+	if cap(l.queue) > 4096 && rest < cap(l.queue)/4 {
+		l.queue = append([]submission(nil), l.queue...) // let a burst's storage go
+	}
+}
+
+func (l *lane) queued() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue) > 0
+}
+
+// run takes batches from the queue and delivers them until ctx ends.
+func (l *lane) run(ctx context.Context) {
+	l.timer = time.NewTimer(time.Hour)
+	l.timer.Stop()
+	defer l.timer.Stop()
+	for {
+		for !l.queued() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.notify:
+			}
+		}
+		if !l.collect(ctx) || !l.deliver(ctx) {
+			return
+		}
+	}
+}
+
+// collect builds the next batch from what is queued. A batch does not wait
+// for company while the lane is idle: it goes with what is there. Only
+// while a backlog flows (the previous batch was full) does a batch that is
+// not full wait for more, at most batch_wait. It reports false if ctx
+// ended.
+func (l *lane) collect(ctx context.Context) bool {
+	l.batch = l.batch[:0]
+	full := l.take()
+	wait := l.p.cfg.BatchWait
+	if full || !l.full || wait <= 0 {
+		l.full = full
+		return true
+	}
+	l.timer.Reset(wait)
+	defer l.timer.Stop()
+	for !full {
+		select {
+		case <-l.notify:
+			full = l.take()
+		case <-l.timer.C:
+			l.full = false
+			return true
+		case <-l.p.draining:
+			l.take()
+			l.full = false
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	l.full = true
+	return true
+}
+
+// deliver sends the batch until the destination takes it or the dead-letter
+// store does, then acknowledges its messages. It reports false if ctx ended
+// first; the batch then stays unacknowledged.
+func (l *lane) deliver(ctx context.Context) bool {
+	p := l.p
+	batch := l.batch
+	defer func() {
+		clear(l.batch) // let the messages go once the lane is done with them
+		l.b.Messages = l.b.Messages[:0]
+		if cap(l.b.Body) > 4*int(max(p.cfg.BatchBytes, 1<<20)) {
+			l.b.Body = nil // a huge message passed: do not keep its buffer
+		}
+	}()
+	l.b.Messages = l.b.Messages[:0]
+	for _, s := range batch {
+		l.b.Messages = append(l.b.Messages, s.m)
+	}
+	l.b.ID, l.idBuf = BatchID(p.cfg.Name, l.b.Messages, l.idBuf)
+	l.b.Body = l.b.Body[:0]
+	l.backoff.Reset()
+	p.stats.inFlight.Add(1)
+	defer p.stats.inFlight.Add(-1)
+
+	var firstAttempt time.Time
+	for attempt := 1; ; attempt++ {
+		if !p.waitResumed(ctx) {
+			return false
+		}
+		l.b.Attempt = attempt
+		start := time.Now()
+		if attempt == 1 {
+			firstAttempt = start
+		}
+		err := p.dest.Deliver(ctx, &l.b)
+		if err == nil {
+			p.stats.attempt(time.Since(start), nil)
+			p.stats.delivered.Add(uint64(len(batch)))
+			p.acknowledged(batch)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.stats.attempt(time.Since(start), err)
+		attrs := []slog.Attr{
+			slog.Int("lane", l.id),
+			slog.String("batch_id", l.b.ID),
+			slog.Int("messages", len(batch)),
+			slog.String("first", batch[0].m.Pos.String()),
+			slog.Int("attempt", attempt),
+			slog.String("err", err.Error()),
+		}
+		if Pauses(err) {
+			p.Pause("the destination asked to stop (" + err.Error() + "); resume the sink once it is ready")
+			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
+			continue
+		}
+		if p.deadLetter != nil && p.cfg.Retry.MaxAttempts > 0 && attempt >= p.cfg.Retry.MaxAttempts {
+			d := DeadLetter{
+				Messages:     append([]*change.Message(nil), l.b.Messages...),
+				Groups:       make([]uint64, len(batch)),
+				Attempts:     attempt,
+				LastStatus:   StatusOf(err),
+				LastError:    err.Error(),
+				FirstAttempt: firstAttempt,
+				LastAttempt:  start,
+				Reason:       "max_attempts",
+			}
+			for i, s := range batch {
+				d.Groups[i] = s.group
+			}
+			dlErr := p.deadLetter(ctx, d)
+			if dlErr == nil {
+				p.log.LogAttrs(ctx, slog.LevelWarn, "delivery gave up: batch moved to the dead letters", attrs...)
+				p.stats.deadLettered.Add(uint64(len(batch)))
+				p.acknowledged(batch)
+				return true
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+			p.log.LogAttrs(ctx, slog.LevelError, "dead-letter store failed: delivery goes on",
+				append(attrs, slog.String("dead_letter_error", dlErr.Error()))...)
+		}
+		next := min(l.backoff.NextBackOff(), p.cfg.Retry.Max)
+		if wait := RetryAfter(err); wait > 0 {
+			next = min(wait, p.cfg.Retry.Max)
+		}
+		p.log.LogAttrs(ctx, slog.LevelWarn, "delivery failed", append(attrs, slog.Duration("retry_in", next))...)
+		if !l.sleep(ctx, next) {
+			return false
+		}
+	}
+}
+
+// sleep waits d, or less if ctx ends; it reports whether ctx is still live.
+func (l *lane) sleep(ctx context.Context, d time.Duration) bool {
+	l.timer.Reset(d)
+	defer l.timer.Stop()
+	select {
+	case <-l.timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// RetryAfter is the wait a failed attempt's error asks for, or 0.
+func RetryAfter(err error) time.Duration {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return ra.RetryAfter()
+	}
+	return 0
+}
+
+// Pauses reports whether a failed attempt's error asks to stop delivering
+// until the sink is resumed.
+func Pauses(err error) bool {
+	var pe interface{ Pause() bool }
+	return errors.As(err, &pe) && pe.Pause()
+}
+
+// StatusOf is a failed attempt's status code, or 0.
+func StatusOf(err error) int {
+	var se interface{ Status() int }
+	if errors.As(err, &se) {
+		return se.Status()
+	}
+	return 0
+}
+
+// BatchID names a batch of the named sink: "msg_" and 32 hex digits, the
+// first 16 bytes of the SHA-256 of the sink name and every message's
+// idempotency key, each followed by a zero byte. It is the same on every
+// attempt at a batch and after a restart for a batch of the same messages,
+// and differs for any batch that holds another message or lacks one,
+// whatever its bounds (a change of max_in_flight, group_by or the filters
+// regroups batches). buf is scratch space, returned for reuse.
+func BatchID(sink string, batch []*change.Message, buf []byte) (string, []byte) {
+	buf = append(buf[:0], sink...)
+	buf = append(buf, 0)
+	for _, m := range batch {
+		buf = m.AppendIdempotencyKey(buf)
+		buf = append(buf, 0)
+	}
+	sum := sha256.Sum256(buf)
+	id := make([]byte, 4, 4+32)
+	copy(id, "msg_")
+	return string(hex.AppendEncode(id, sum[:16])), buf
+}

@@ -1,0 +1,335 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+)
+
+// Destination sends one batch somewhere: it is all a kind of sink (HTTP,
+// a message broker) implements. The pipeline owns everything else: lanes,
+// batching, retries, barriers, dead letters, pausing and statistics.
+//
+// Deliver is called concurrently from several lanes, each with its own
+// Batch. It returns nil once the destination has durably taken every
+// message of the batch. Any other error is a failed attempt, retried after
+// a backoff; the error may say more through these methods:
+//
+//	RetryAfter() time.Duration // the destination asked for this wait
+//	Pause() bool               // stop delivering until Resume (HTTP 410)
+//	Status() int               // a status code, kept in dead letters
+type Destination interface {
+	Deliver(ctx context.Context, b *Batch) error
+}
+
+// Batch is one batch on its way, with what a destination may cache across
+// the attempts at it.
+type Batch struct {
+	// ID names the batch's messages: the same on every attempt and after a
+	// restart for the same messages (see BatchID).
+	ID string
+	// Attempt is 1 on the first attempt.
+	Attempt  int
+	Messages []*change.Message
+	// Body is the destination's to fill on the first attempt and reuse on
+	// retries; the pipeline empties it for every new batch and drops it
+	// when it grew far beyond batch_bytes.
+	Body []byte
+	// Sink is the sink's name.
+	Sink string
+}
+
+// DeadLetter is a batch that failed its last attempt, handed to
+// Options.DeadLetter.
+type DeadLetter struct {
+	Messages     []*change.Message
+	Groups       []uint64 // each message's ordering group
+	Attempts     int
+	LastStatus   int    // the last attempt's status code, 0 if none
+	LastError    string // what the last attempt got: a response excerpt or an error
+	FirstAttempt time.Time
+	LastAttempt  time.Time
+	Reason       string // "max_attempts"
+}
+
+// Options are the parts of a pipeline that come from its caller.
+type Options struct {
+	// Logger receives a line for every failed attempt; nil discards.
+	Logger *slog.Logger
+	// Ack is called once per message after its batch was delivered (or
+	// taken by DeadLetter), in position order within a lane. Lanes call it
+	// concurrently.
+	Ack func(change.Position)
+	// DeadLetter takes a batch that failed retry.max_attempts times (when
+	// that is above 0). When it returns nil the messages are acknowledged;
+	// when it fails, delivery goes on and the batch is offered again after
+	// the next failed attempt. With a nil DeadLetter the pipeline retries
+	// forever: it never drops a message.
+	DeadLetter func(ctx context.Context, d DeadLetter) error
+}
+
+// ErrDraining is returned by Submit once Drain has begun.
+var ErrDraining = errors.New("sink is draining")
+
+// ErrStopped is returned by Submit and Drain once Run has returned.
+var ErrStopped = errors.New("sink has stopped")
+
+// Pipeline delivers one sink's messages through its Destination: messages
+// of one ordering group go through one lane, a batch at a time, in order;
+// groups spread over max_in_flight lanes. Submit never blocks: the caller
+// bounds what it submits (the sink's window).
+//
+// A barrier is delivered after everything submitted before it is
+// acknowledged, and nothing submitted after it goes out before it is
+// acknowledged itself.
+type Pipeline struct {
+	cfg        config.Sink
+	dest       Destination
+	log        *slog.Logger
+	ack        func(change.Position)
+	deadLetter func(context.Context, DeadLetter) error
+	lanes      []*lane
+
+	running  atomic.Bool
+	stopped  chan struct{} // closed when Run returns
+	draining chan struct{} // closed when Drain begins
+	drain    sync.Once
+	idle     chan struct{} // poked when pending drops to zero
+
+	mu          sync.Mutex
+	pending     int          // submitted and not yet acknowledged, gated ones included
+	outstanding int          // handed to lanes and not yet acknowledged
+	gate        []submission // waiting behind a barrier, in order
+	barrier     *change.Message
+	paused      bool
+	pauseReason string
+	resumed     chan struct{} // closed and replaced on Resume
+
+	stats stats
+}
+
+type submission struct {
+	m       *change.Message
+	group   uint64
+	barrier bool
+}
+
+// New checks cfg's delivery settings and builds a pipeline to dest. It
+// starts nothing: see Run.
+func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
+	switch {
+	case cfg.BatchSize < 1:
+		return nil, fmt.Errorf("sink %q: batch_size must be at least 1, got %d", cfg.Name, cfg.BatchSize)
+	case cfg.BatchWait < 0:
+		return nil, fmt.Errorf("sink %q: batch_wait must not be negative, got %s", cfg.Name, cfg.BatchWait)
+	case cfg.MaxInFlight < 1:
+		return nil, fmt.Errorf("sink %q: max_in_flight must be at least 1, got %d", cfg.Name, cfg.MaxInFlight)
+	case cfg.Retry.Initial <= 0:
+		return nil, fmt.Errorf("sink %q: retry.initial must be positive, got %s", cfg.Name, cfg.Retry.Initial)
+	case cfg.Retry.Max < cfg.Retry.Initial:
+		return nil, fmt.Errorf("sink %q: retry.max (%s) must not be below retry.initial (%s)", cfg.Name, cfg.Retry.Max, cfg.Retry.Initial)
+	case cfg.Retry.MaxAttempts < 0:
+		return nil, fmt.Errorf("sink %q: retry.max_attempts must not be negative, got %d (0 means forever)", cfg.Name, cfg.Retry.MaxAttempts)
+	}
+	p := &Pipeline{
+		cfg:        cfg,
+		dest:       dest,
+		log:        opts.Logger,
+		ack:        opts.Ack,
+		deadLetter: opts.DeadLetter,
+		stopped:    make(chan struct{}),
+		draining:   make(chan struct{}),
+		idle:       make(chan struct{}, 1),
+		resumed:    make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.log = p.log.With("sink", cfg.Name)
+	if cfg.Retry.MaxAttempts > 0 && p.deadLetter == nil {
+		p.log.Warn("retry.max_attempts is set but there is no dead-letter store: retrying forever",
+			"max_attempts", cfg.Retry.MaxAttempts)
+	}
+	p.lanes = make([]*lane, cfg.MaxInFlight)
+	for i := range p.lanes {
+		p.lanes[i] = newLane(p, i)
+	}
+	return p, nil
+}
+
+// Name is the sink's name.
+func (p *Pipeline) Name() string { return p.cfg.Name }
+
+// Run runs the lanes until ctx ends, then returns nil once every lane has
+// stopped. Ending ctx is a hard stop: attempts in flight and retry waits
+// are abandoned and their messages stay unacknowledged. Use Drain first
+// for a graceful stop. A pipeline runs once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("run sink %q: it has already run", p.cfg.Name)
+	}
+	var wg sync.WaitGroup
+	for _, l := range p.lanes {
+		wg.Go(func() { l.run(ctx) })
+	}
+	wg.Wait()
+	close(p.stopped)
+	return nil
+}
+
+// Submit queues m in the lane of its ordering group. It never blocks. It
+// returns ErrDraining once Drain has begun and ErrStopped once Run has
+// returned. m must not change after Submit returned nil.
+func (p *Pipeline) Submit(m *change.Message, group uint64, barrier bool) error {
+	select {
+	case <-p.draining:
+		return ErrDraining
+	case <-p.stopped:
+		return ErrStopped
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending++
+	s := submission{m: m, group: group, barrier: barrier}
+	if p.barrier != nil || len(p.gate) > 0 || (barrier && p.outstanding > 0) {
+		p.gate = append(p.gate, s)
+		return nil
+	}
+	p.send(s)
+	return nil
+}
+
+// send hands s to its lane. p.mu is held.
+func (p *Pipeline) send(s submission) {
+	p.outstanding++
+	if s.barrier {
+		p.barrier = s.m
+	}
+	p.lanes[s.group%uint64(len(p.lanes))].push(s)
+}
+
+// acknowledged is called by a lane once batch was delivered: it forgets
+// the batch and lets waiting messages through a barrier that is done.
+func (p *Pipeline) acknowledged(batch []submission) {
+	if p.ack != nil {
+		for _, s := range batch {
+			p.ack(s.m.Pos)
+		}
+	}
+	p.mu.Lock()
+	p.pending -= len(batch)
+	p.outstanding -= len(batch)
+	if p.barrier != nil {
+		for _, s := range batch {
+			if s.m == p.barrier {
+				p.barrier = nil
+			}
+		}
+	}
+	for p.barrier == nil && len(p.gate) > 0 {
+		s := p.gate[0]
+		if s.barrier && p.outstanding > 0 {
+			break
+		}
+		p.gate[0] = submission{}
+		p.gate = p.gate[1:]
+		p.send(s)
+	}
+	if len(p.gate) == 0 {
+		p.gate = nil
+	}
+	idle := p.pending == 0
+	p.mu.Unlock()
+	if idle {
+		select {
+		case p.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Pending is how many submitted messages are not yet acknowledged.
+func (p *Pipeline) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending
+}
+
+// Drain stops Submit and delivers everything submitted, sending partial
+// batches at once. It returns nil when every submitted message is
+// acknowledged, an error wrapping ctx.Err() if ctx ends first, and one
+// wrapping ErrStopped if Run returns first. Drain needs Run to be running;
+// it may be called more than once.
+func (p *Pipeline) Drain(ctx context.Context) error {
+	p.drain.Do(func() { close(p.draining) })
+	for {
+		n := p.Pending()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-p.idle:
+		case <-ctx.Done():
+			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.cfg.Name, n, ctx.Err())
+		case <-p.stopped:
+			if p.Pending() == 0 {
+				return nil
+			}
+			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.cfg.Name, p.Pending(), ErrStopped)
+		}
+	}
+}
+
+// Pause stops the lanes from starting attempts until Resume; attempts in
+// flight finish. reason is what Paused reports.
+func (p *Pipeline) Pause(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.paused {
+		p.paused, p.pauseReason = true, reason
+	}
+}
+
+// Resume lets a paused pipeline deliver again, where it stopped.
+func (p *Pipeline) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused {
+		p.paused, p.pauseReason = false, ""
+		close(p.resumed)
+		p.resumed = make(chan struct{})
+	}
+}
+
+// Paused reports whether the pipeline is paused, and why.
+func (p *Pipeline) Paused() (bool, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused, p.pauseReason
+}
+
+// waitResumed blocks while the pipeline is paused; it reports false if ctx
+// ended first.
+func (p *Pipeline) waitResumed(ctx context.Context) bool {
+	for {
+		p.mu.Lock()
+		paused, resumed := p.paused, p.resumed
+		p.mu.Unlock()
+		if !paused {
+			return true
+		}
+		select {
+		case <-resumed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
