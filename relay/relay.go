@@ -27,6 +27,10 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
+	// Budget, when set, is the source's byte budget: every runner takes
+	// each message from it, so what waits between the stream and the
+	// sinks is bounded in bytes, not only in events.
+	Budget *replication.Budget
 }
 
 // Source is what the relay needs of the database: replication.Source, or a
@@ -126,6 +130,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, rn := range r.runners {
 		rn.tracker = r.cursors.Tracker(rn.Name)
 		rn.dispatched = r.cursors.Loaded(rn.Name)
+		if r.opts.Budget != nil {
+			rn.taker = r.opts.Budget.Taker()
+		}
 	}
 
 	// Three lifetimes: reading stops first (stop, then the dispatcher and

@@ -44,6 +44,7 @@ type runner struct {
 	log     *slog.Logger
 	inbox   chan replication.Event
 	tracker *cursor.Tracker
+	taker   *replication.Taker // nil without a budget
 	// dispatched is the last position handed to the delivery engine (or
 	// delivered before a restart): anything at or below it is skipped.
 	dispatched change.Position
@@ -87,6 +88,9 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) bool {
 		return true
 	}
 	m := ev.Msg
+	if r.taker != nil {
+		defer r.taker.Took(m.Size())
+	}
 	if !r.dispatched.Less(m.Pos) || !r.match(m) {
 		return true
 	}

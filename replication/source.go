@@ -23,6 +23,9 @@ type Source struct {
 	// that need the database. It is retried like Setup while PostgreSQL
 	// cannot be reached.
 	Preflight func(ctx context.Context) error
+	// Budget, when set, bounds the bytes of decoded messages waiting for
+	// the sinks (see Budget).
+	Budget *Budget
 }
 
 // NewSource returns the source of cfg.
@@ -79,6 +82,7 @@ const maxSlotWait = 5 * time.Second
 // ctx ends, or the error that no reconnect can mend.
 func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- Event) error {
 	stream := New(s.cfg, flushed, s.log)
+	stream.Budget = s.Budget
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
 	held := backoff.NewExponentialBackOff()

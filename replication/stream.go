@@ -52,6 +52,9 @@ type Stream struct {
 	src     config.Source
 	log     *slog.Logger
 	flushed func() pglogrepl.LSN
+	// Budget, when set, bounds the bytes of messages handed on and not
+	// yet taken by every consumer.
+	Budget *Budget
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -305,6 +308,11 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 // while it waits, so that a long wait for a blocked sink never lets
 // wal_sender_timeout end the connection (see statusInterval).
 func (r *receiver) emit(ctx context.Context, ev Event) error {
+	if ev.Kind == EventChange && !r.s.Budget.reserve(ev.Msg.Size()) {
+		if err := r.waitBudget(ctx, ev.Msg.Size()); err != nil {
+			return err
+		}
+	}
 	select {
 	case r.out <- ev:
 		return nil
@@ -325,6 +333,26 @@ func (r *receiver) emit(ctx context.Context, ev Event) error {
 			t.Reset(time.Until(r.nextStatus))
 		}
 	}
+}
+
+// waitBudget waits until the budget has room for n bytes, and takes them,
+// sending status updates meanwhile.
+func (r *receiver) waitBudget(ctx context.Context, n int) error {
+	t := time.NewTimer(time.Until(r.nextStatus))
+	defer t.Stop()
+	for !r.s.Budget.reserve(n) {
+		select {
+		case <-r.s.Budget.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := r.sendStatus(ctx, false); err != nil {
+				return err
+			}
+			t.Reset(time.Until(r.nextStatus))
+		}
+	}
+	return nil
 }
 
 // heartbeat writes a logical decoding message every source.heartbeat, so

@@ -44,7 +44,10 @@ func newRunCmd() *cobra.Command {
 
 		src := replication.NewSource(cfg.Source, log)
 		src.Preflight = func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
-		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown}, log)
+		// What waits between the stream and the sinks is bounded in bytes
+		// (a 24 MB row passes alone), each sink's window on top of it.
+		src.Budget = replication.NewBudget(streamBudget)
+		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown, Budget: src.Budget}, log)
 		exprs, err := filter.CompileSinks(cfg)
 		if err != nil {
 			return err
@@ -91,6 +94,10 @@ func checkGroupBy(ctx context.Context, cfg *config.Config) error {
 	}
 	return nil
 }
+
+// streamBudget bounds the bytes of decoded messages that wait for the
+// sinks.
+const streamBudget = 32 << 20
 
 // destination is a sink's kind-specific part.
 type destination interface {
