@@ -423,9 +423,10 @@ func TestFaultIdleAndFilteredTraffic(t *testing.T) {
 	rcv := webhooktest.New(t, "")
 	cfg := writeConfig(t, t.TempDir(), dsn, "fault_idle", "  tables: [public.t, public.u]\n",
 		sinkConf{Name: "s", URL: rcv.URL, Extra: "    tables: [public.t]\n    actions: [insert]\n"})
-	// Status updates go out every min(10 s, receive_timeout/3, heartbeat):
-	// with receive_timeout 60 s only the heartbeat can make them come
-	// sooner than every 10 s.
+	// Status updates go out every min(10 s, receive_timeout/3, heartbeat,
+	// wal_sender_timeout/4): with receive_timeout 60 s and the shared
+	// server's wal_sender_timeout of 60 s, only the heartbeat can make them
+	// come sooner than every 10 s.
 	editConfig(t, cfg, "receive_timeout: 5s", "receive_timeout: 60s")
 	d := startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "fault_idle", d)
