@@ -61,7 +61,11 @@ func (d *daemon) kill(t *testing.T) {
 }
 
 // waitOutput waits until the process's output holds s at least n times and
-// returns the output. It fails the test if the process exits first.
+// returns the output. It fails the test if the process exits first. Wait
+// for a log line only when nothing else shows what the test needs (the
+// process got past its start), or to check a message that is itself the
+// contract; assert on behaviour through what the receiver, the server or
+// the proxy saw.
 func waitOutput(t *testing.T, d *daemon, s string, n int, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -78,6 +82,16 @@ func waitOutput(t *testing.T, d *daemon, s string, n int, timeout time.Duration)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// firstLine returns the first line of out that holds s, or "".
+func firstLine(out, s string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
 }
 
 // rssKB returns the resident set size of process pid in KiB.
@@ -354,7 +368,10 @@ func maxAttempts(reqs []webhooktest.Request, since time.Time) int {
 // checkBackoff checks that failed attempts at each batch came ever slower,
 // up to the cap: with the retry schedule initial..limit (doubling, ±50 %
 // jitter), from the fifth wait on every wait is at least limit/2, and no
-// batch was tried more often than that allows.
+// batch was tried more often than that allows. The times are when the
+// receiver saw each attempt, which on a loaded machine can be late and
+// shorten a gap: a gap passes from limit/4 on, still far above what waits
+// that do not grow from initial would give.
 func checkBackoff(t *testing.T, reqs []webhooktest.Request, since, until time.Time, initial, limit time.Duration) {
 	t.Helper()
 	window := until.Sub(since)
@@ -366,7 +383,7 @@ func checkBackoff(t *testing.T, reqs []webhooktest.Request, since, until time.Ti
 			t.Errorf("batch %s was tried %d times in %v: retries do not back off", id, len(at), window.Round(time.Millisecond))
 		}
 		for i := 5; i < len(at); i++ {
-			if gap := at[i].Sub(at[i-1]); gap < limit/2-limit/10 {
+			if gap := at[i].Sub(at[i-1]); gap < limit/4 {
 				t.Errorf("batch %s: wait %d before a retry was %v, want at least %v once backed off to retry.max %v",
 					id, i, gap.Round(time.Millisecond), limit/2, limit)
 			}
@@ -392,37 +409,84 @@ func checkSlotLost(t *testing.T, code int, out, slot string) {
 	}
 }
 
-// retry is a logged wait before a retry.
-type retry struct {
-	at   time.Time     // when it was logged
-	wait time.Duration // retry_in
+// The backoff walhook uses while PostgreSQL cannot be reached and while
+// another process holds its slot: 0.5 s, growing ×1.5 a try, each wait
+// jittered by ±50 %.
+const (
+	connBackoffInitial = 500 * time.Millisecond
+	connBackoffFactor  = 1.5
+	// connBackoffTries is how many tries checkConnBackoff needs: the
+	// fifth wait is at least 1.27 s, beyond the 0.75 s that the longest
+	// wait of a backoff that does not grow could be.
+	connBackoffTries = 6
+	// seenLate allows for the proxy seeing a try later than it was made
+	// (the scheduler on a loaded machine), which can shorten a gap.
+	seenLate = 150 * time.Millisecond
+)
+
+// waitConns waits until the proxy accepted n connections that match (all
+// of them if match is nil) and returns those connections. It fails the
+// test if walhook exits first.
+func waitConns(t *testing.T, proxy *blackhole, d *daemon, what string, n int, match func(proxyConn) bool, timeout time.Duration) []proxyConn {
+	t.Helper()
+	var got []proxyConn
+	deadline := time.Now().Add(timeout)
+	for {
+		got = got[:0]
+		for _, c := range proxy.Conns() {
+			if match == nil || match(c) {
+				got = append(got, c)
+			}
+		}
+		if len(got) >= n {
+			return got
+		}
+		if !d.running() {
+			t.Fatalf("walhook exited (%v) after %d of %d %s; output:\n%s", d.err, len(got), n, what, d.out.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d of %d %s within %v", len(got), n, what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
-// retryWaits reads the time and retry_in of the log lines that hold s.
-func retryWaits(t *testing.T, out, s string) []retry {
+// checkConnBackoff checks, from when the proxy saw walhook's tries, that
+// walhook waited between them as its backoff says: wait i at least
+// connBackoffInitial·1.5^i/2, less what seenLate allows. Only lower bounds:
+// a slow machine makes the gaps longer, never shorter. A walhook that
+// retries at once fails on the first gap; one whose waits do not grow fails
+// on the fifth.
+func checkConnBackoff(t *testing.T, what string, tries []proxyConn) {
 	t.Helper()
-	var waits []retry
-	for _, line := range strings.Split(out, "\n") {
-		if !strings.Contains(line, s) {
-			continue
-		}
-		var r retry
-		for _, f := range strings.Fields(line) {
-			var err error
-			switch k, v, _ := strings.Cut(f, "="); k {
-			case "time":
-				r.at, err = time.Parse(time.RFC3339Nano, v)
-			case "retry_in":
-				r.wait, err = time.ParseDuration(v)
-			}
-			if err != nil {
-				t.Fatalf("log line %q: %v", line, err)
-			}
-		}
-		if r.at.IsZero() || r.wait == 0 {
-			t.Fatalf("log line %q lacks time or retry_in", line)
-		}
-		waits = append(waits, r)
+	if len(tries) < connBackoffTries {
+		t.Fatalf("got %d tries %s, want at least %d to check the backoff", len(tries), what, connBackoffTries)
 	}
-	return waits
+	shortest := float64(connBackoffInitial) / 2
+	var gaps []string
+	for i := 1; i < connBackoffTries; i++ {
+		gap := tries[i].Accepted.Sub(tries[i-1].Accepted)
+		gaps = append(gaps, gap.Round(time.Millisecond).String())
+		if want := time.Duration(shortest) - seenLate; gap < want {
+			t.Errorf("walhook tried again %v after try %d %s, want at least %v (backoff from %v, ×%.1f, ±50%% jitter)",
+				gap.Round(time.Millisecond), i, what, want, connBackoffInitial, connBackoffFactor)
+		}
+		shortest *= connBackoffFactor
+	}
+	t.Logf("waits between tries %s: %s", what, strings.Join(gaps, ", "))
+}
+
+// editConfig replaces old with new in the configuration file at path.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("configuration %s lacks %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

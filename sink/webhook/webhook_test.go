@@ -140,6 +140,9 @@ func TestDrainDeadlineWithFailingReceiver(t *testing.T) {
 	var a acks
 	s := start(t, testConfig(rc.URL), testOpts{Ack: a.add})
 	submit(t, s, msg(1, "public.t:1"), msg(2, "public.t:2"), msg(3, "public.t:3"))
+	// Failing already, so that the checks below do not depend on how soon a
+	// loaded machine gets a request out within the deadline.
+	waitFor(t, "a failed attempt", func() bool { return s.Stats().FailedAttempts > 0 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
