@@ -88,7 +88,9 @@ func TestPositionsSurviveMessageConfigChange(t *testing.T) {
 			t.Errorf("row %d was never delivered", i)
 		}
 	}
-	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }
 
 // rowID is the "id" of a message's record.
@@ -174,7 +176,9 @@ func TestGroupByKeepsRowOrder(t *testing.T) {
 		return len(firstDeliveries(m)) >= want
 	})
 	checkRowOrder(t, msgs)
-	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }
 
 // TestGroupByNeedsIdentity: group_by on a column the replica identity does
@@ -273,5 +277,7 @@ func TestStuckHeadWindow(t *testing.T) {
 	} else {
 		t.Logf("%d messages delivered twice after the restart", dups)
 	}
-	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }

@@ -65,7 +65,9 @@ func TestCELFilters(t *testing.T) {
 	if n := len(paid.Messages()); n != 12 {
 		t.Errorf("sink paid got %d messages, want 12", n)
 	}
-	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }
 
 // TestCELFilterErrors: a filter that does not compile, or is not boolean,
