@@ -7,6 +7,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
@@ -41,6 +42,7 @@ type entry struct {
 	pos   change.Position
 	acked bool
 	size  uint32
+	at    int64         // the message's commit time, Unix nanoseconds; 0 if unknown
 	mark  pglogrepl.LSN // highest mark received after this message, before the next
 }
 
@@ -52,12 +54,39 @@ func NewTracker(acked change.Position, safe pglogrepl.LSN) *Tracker {
 
 // Add records that the message at pos, of size bytes, was dispatched.
 // Positions must be added in increasing order.
-func (t *Tracker) Add(pos change.Position, size int) {
+func (t *Tracker) Add(pos change.Position, size int) { t.add(pos, size, 0) }
+
+// AddMessage is Add for m, remembering its commit time for Oldest.
+func (t *Tracker) AddMessage(m *change.Message) {
+	t.add(m.Pos, m.Size(), m.CommitTime.UnixNano())
+}
+
+func (t *Tracker) add(pos change.Position, size int, at int64) {
 	t.mu.Lock()
-	t.pending = append(t.pending, entry{pos: pos, size: uint32(min(size, 1<<31))})
+	t.pending = append(t.pending, entry{pos: pos, size: uint32(min(size, 1<<31)), at: at})
 	t.bytes += int64(size)
 	t.mu.Unlock()
 }
+
+// Oldest is the commit time of the oldest message not yet acknowledged, or
+// the zero time when every message is.
+func (t *Tracker) Oldest() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.pending[t.head:] {
+		if !e.acked {
+			if e.at == 0 {
+				return time.Time{}
+			}
+			return time.Unix(0, e.at)
+		}
+	}
+	return time.Time{}
+}
+
+// Changed is poked whenever an Ack makes room in the window or moves the
+// cursor; one receiver at a time should wait on it.
+func (t *Tracker) Changed() <-chan struct{} { return t.room }
 
 // Wait blocks until the window has room for one more message: fewer than
 // maxMessages between the cursor and the newest dispatched message, and

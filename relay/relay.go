@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -56,7 +57,17 @@ type Relay struct {
 	opts    Options
 	log     *slog.Logger
 
-	cursors *cursor.Set
+	mu       sync.Mutex
+	cursors  *cursor.Set // set by Run; see cursorSet
+	running  atomic.Bool
+	received atomic.Uint64 // change messages the stream handed on
+}
+
+// cursorSet is the sinks' cursors; nil before Run set them up.
+func (r *Relay) cursorSet() *cursor.Set {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cursors
 }
 
 // New returns a relay of src, the source of the named slot, whose cursors
@@ -123,17 +134,23 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		names[i] = rn.Name
 	}
-	r.cursors, err = cursor.NewSet(r.store, names, start)
+	cursors, err := cursor.NewSet(r.store, names, start)
 	if err != nil {
 		return err
 	}
 	for _, rn := range r.runners {
-		rn.tracker = r.cursors.Tracker(rn.Name)
-		rn.dispatched = r.cursors.Loaded(rn.Name)
+		rn.tracker = cursors.Tracker(rn.Name)
+		rn.dispatched = cursors.Loaded(rn.Name)
 		if r.opts.Budget != nil {
 			rn.taker = r.opts.Budget.Taker()
 		}
 	}
+
+	r.mu.Lock()
+	r.cursors = cursors
+	r.mu.Unlock()
+	r.running.Store(true)
+	defer r.running.Store(false)
 
 	// Three lifetimes: reading stops first (stop, then the dispatcher and
 	// the runners), then the sinks drain, then the stream connection
@@ -251,6 +268,9 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 		case <-ctx.Done():
 			return
 		case ev = <-events:
+		}
+		if ev.Kind == replication.EventChange {
+			r.received.Add(1)
 		}
 		for _, rn := range r.runners {
 			select {

@@ -101,7 +101,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) bool {
 	if err := r.tracker.Wait(ctx, r.Window.Messages, r.Window.Bytes); err != nil {
 		return false
 	}
-	r.tracker.Add(m.Pos, m.Size())
+	r.tracker.AddMessage(m)
 	r.dispatched = m.Pos
 	if err := r.Delivery.Submit(m, group, barrier); err != nil {
 		return false // stopping; the message stays unacknowledged

@@ -26,7 +26,13 @@ type Source struct {
 	// Budget, when set, bounds the bytes of decoded messages waiting for
 	// the sinks (see Budget).
 	Budget *Budget
+
+	progress Progress
 }
+
+// Progress reports what the source's streams saw: connection, positions,
+// heartbeats.
+func (s *Source) Progress() ProgressReport { return s.progress.Report() }
 
 // NewSource returns the source of cfg.
 func NewSource(cfg config.Source, log *slog.Logger) *Source {
@@ -83,6 +89,7 @@ const maxSlotWait = 5 * time.Second
 func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- Event) error {
 	stream := New(s.cfg, flushed, s.log)
 	stream.Budget = s.Budget
+	stream.Progress = &s.progress
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
 	held := backoff.NewExponentialBackOff()
@@ -105,6 +112,9 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 			}
 		}
 		started := time.Now()
+		if !first {
+			s.progress.reconnects.Add(1)
+		}
 		err := stream.Run(ctx, stop, out)
 		if ctx.Err() != nil {
 			return nil

@@ -55,6 +55,8 @@ type Stream struct {
 	// Budget, when set, bounds the bytes of messages handed on and not
 	// yet taken by every consumer.
 	Budget *Budget
+	// Progress, when set, receives what the stream sees.
+	Progress *Progress
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -100,6 +102,10 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication,
 		"wal_sender_timeout", timeout, "status_interval", interval)
 
+	if s.Progress != nil {
+		s.Progress.connected.Store(true)
+		defer s.Progress.connected.Store(false)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.heartbeat(gctx); return nil })
 	g.Go(func() error {
@@ -279,6 +285,7 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			if err != nil {
 				return fmt.Errorf("parse keepalive: %w", err)
 			}
+			r.s.Progress.receivedAt(ka.ServerWALEnd)
 			if ka.ReplyRequested {
 				if err := r.sendStatus(ctx, false); err != nil {
 					return err
@@ -292,6 +299,7 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			if err != nil {
 				return fmt.Errorf("parse XLogData: %w", err)
 			}
+			r.s.Progress.receivedAt(xld.WALStart)
 			if err := r.dec.decode(ctx, xld.WALData, xld.WALStart, xld.ServerTime, func(ev Event) error { return r.emit(ctx, ev) }); err != nil {
 				return fmt.Errorf("decode at %s: %w", xld.WALStart, err)
 			}
@@ -383,10 +391,18 @@ func (s *Stream) heartbeat(ctx context.Context) {
 			}
 			conn = c
 		}
-		if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, '')", heartbeatPrefix); err != nil {
+		var end pglogrepl.LSN
+		if err := conn.QueryRow(ctx, "SELECT pg_logical_emit_message(false, $1, '')::text", heartbeatPrefix).Scan(&end); err != nil {
 			s.log.Debug("heartbeat", "err", err)
 			conn.Close(context.Background())
 			conn = nil
+			continue
+		}
+		if s.Progress != nil {
+			// The heartbeat's own LSN is where the server's WAL ended a
+			// moment ago: what replication lag is measured against.
+			s.Progress.serverEnd.Store(uint64(end))
+			s.Progress.heartbeatAt.Store(time.Now().UnixNano())
 		}
 	}
 }

@@ -94,16 +94,31 @@ type StatusReport struct {
 	Role   string `json:"role,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
-	Version  string       `json:"version,omitempty"`
-	Slot     string       `json:"slot"`
-	FlushLSN string       `json:"flush_lsn,omitempty"` // last flush LSN reported to PostgreSQL
-	Sinks    []SinkStatus `json:"sinks"`
+	Version     string `json:"version,omitempty"`
+	Slot        string `json:"slot"`
+	Publication string `json:"publication,omitempty"`
+	// Connected says whether the replication connection is streaming.
+	Connected bool `json:"connected"`
+	// FlushLSN is the flush LSN walhook last reported to PostgreSQL (the
+	// slot's confirmed_flush_lsn follows it).
+	FlushLSN string `json:"flush_lsn,omitempty"`
+	// ReceivedLSN is the last WAL position received from the server.
+	ReceivedLSN string `json:"received_lsn,omitempty"`
+	// ServerWALEnd is the server's WAL end as the last heartbeat saw it;
+	// LagBytes is ServerWALEnd minus FlushLSN.
+	ServerWALEnd  string       `json:"server_wal_end,omitempty"`
+	LagBytes      int64        `json:"lag_bytes"`
+	LastHeartbeat *time.Time   `json:"last_heartbeat,omitempty"`
+	Reconnects    uint64       `json:"reconnects"`
+	Sinks         []SinkStatus `json:"sinks"`
 }
 
 // SinkStatus is one sink in a StatusReport.
 type SinkStatus struct {
 	Name string `json:"name"`
-	// State is "running" or "paused".
+	// State is "running", "paused" (by the operator or by the destination,
+	// see PausedReason), "failing" (the last attempt failed) or
+	// "backlogged" (messages wait in the sink's backlog on disk).
 	State string `json:"state"`
 	// PausedReason says who or what paused the sink: the operator, or an
 	// error such as a 410 Gone; empty while running.
@@ -111,13 +126,20 @@ type SinkStatus struct {
 
 	Acked   string `json:"acked,omitempty"`    // highest contiguously acknowledged position
 	SafeLSN string `json:"safe_lsn,omitempty"` // the sink's part of the flush LSN
+	// LagBytes is the server's WAL end minus SafeLSN; LagSeconds the age of
+	// the oldest undelivered commit (0 when nothing is undelivered).
+	LagBytes   int64   `json:"lag_bytes"`
+	LagSeconds float64 `json:"lag_seconds"`
 
-	Queued         int64 `json:"queued"`
-	InFlight       int64 `json:"in_flight"`
-	Delivered      int64 `json:"delivered"`
-	FailedAttempts int64 `json:"failed_attempts"`
-	DeadLetters    int64 `json:"dead_letters"`
-	BacklogBytes   int64 `json:"backlog_bytes"`
+	Queued         int64      `json:"queued"`    // taken and not yet delivered
+	InFlight       int64      `json:"in_flight"` // batches being delivered, retries included
+	Delivered      int64      `json:"delivered"`
+	FailedAttempts int64      `json:"failed_attempts"`
+	LastError      string     `json:"last_error,omitempty"`
+	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
+	DeadLetters    int64      `json:"dead_letters"`
+	BacklogCount   int64      `json:"backlog_count"`
+	BacklogBytes   int64      `json:"backlog_bytes"`
 }
 
 // DeadLetter is a batch that failed its last attempt.

@@ -87,15 +87,25 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Listen == "" {
 		return nil
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	ln, err := s.Listen()
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("admin server: %s (server.listen) is already in use, perhaps by another walhook; stop that process or set server.listen to a free address: %w", s.cfg.Listen, err)
-		}
-		return fmt.Errorf("admin server: listen on %s (server.listen): %w", s.cfg.Listen, err)
+		return err
 	}
 	return s.Serve(ctx, ln)
+}
+
+// Listen opens server.listen, with an error that names the key when the
+// address is taken; Serve then serves on it.
+func (s *Server) Listen() (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("admin server: %s (server.listen) is already in use, perhaps by another walhook; stop that process or set server.listen to a free address: %w", s.cfg.Listen, err)
+		}
+		return nil, fmt.Errorf("admin server: listen on %s (server.listen): %w", s.cfg.Listen, err)
+	}
+	return ln, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down like Run. It closes ln.

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
+	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/sink/webhook"
 )
@@ -65,7 +67,7 @@ func newRunCmd() *cobra.Command {
 			r.Add(relay.Sink{Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc), Window: sc.Window})
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := r.Run(cmd.Context()); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}
@@ -113,4 +115,36 @@ func newDestination(sc config.Sink, log *slog.Logger) (destination, error) {
 	default:
 		return nil, usageError{fmt.Errorf("sink %q: type %q is not a sink type; use webhook", sc.Name, sc.Type)}
 	}
+}
+
+// runWithServer runs the relay and, unless server.listen is "", the admin
+// server beside it. The server starts first, so that a taken address fails
+// before anything streams, and stops once the relay has shut down.
+func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, log *slog.Logger) error {
+	if cfg.Server.Listen == "" {
+		return r.Run(ctx)
+	}
+	a := &admin{cfg: cfg, relay: r, src: src}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(server.NewCollector(a))
+	names := make([]string, len(cfg.Sinks))
+	for i, sc := range cfg.Sinks {
+		names[i] = sc.Name
+	}
+	srv := server.New(cfg.Server, server.Options{
+		SinkNames: names, Health: a, Status: a, Sinks: a, Metrics: reg, Log: log,
+	})
+	ln, err := srv.Listen()
+	if err != nil {
+		return err
+	}
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(srvCtx, ln) }()
+	runErr := r.Run(ctx)
+	stopServer()
+	if err := <-served; err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
 }

@@ -1,0 +1,108 @@
+package relay
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/sink"
+)
+
+// Status is a synchronised snapshot of the relay, for the admin API and
+// metrics.
+type Status struct {
+	Slot string
+	// Running is false before Run has set the sinks up and after it ended.
+	Running bool
+	// FlushLSN is the LSN last made safe to report to PostgreSQL.
+	FlushLSN pglogrepl.LSN
+	// Received counts the change messages the stream handed on.
+	Received uint64
+	Sinks    []SinkStatus
+}
+
+// SinkStatus is one sink in a Status.
+type SinkStatus struct {
+	Name string
+	// Acked is the highest position below which everything was delivered.
+	Acked change.Position
+	// SafeLSN is the sink's part of the flush LSN.
+	SafeLSN pglogrepl.LSN
+	// Window is how many messages lie between the cursor and the newest
+	// one the sink took, and WindowBytes the bytes of those not delivered.
+	Window      int
+	WindowBytes int64
+	// Oldest is the commit time of the oldest undelivered message, zero
+	// when nothing is undelivered.
+	Oldest time.Time
+	// Delivery is the delivery engine's counters; zero for an engine that
+	// keeps none.
+	Delivery sink.Stats
+}
+
+// Status returns the relay's state now.
+func (r *Relay) Status() Status {
+	st := Status{Slot: r.slot, Received: r.received.Load()}
+	cursors := r.cursorSet()
+	if cursors == nil {
+		return st
+	}
+	st.Running = r.running.Load()
+	st.FlushLSN = cursors.Flush()
+	for _, rn := range r.runners {
+		acked, safe, _ := rn.tracker.State()
+		n, b := rn.tracker.Window()
+		ss := SinkStatus{Name: rn.Name, Acked: acked, SafeLSN: safe, Window: n, WindowBytes: b, Oldest: rn.tracker.Oldest()}
+		if s, ok := rn.Delivery.(interface{ Stats() sink.Stats }); ok {
+			ss.Delivery = s.Stats()
+		}
+		st.Sinks = append(st.Sinks, ss)
+	}
+	return st
+}
+
+// pausable is what a delivery engine offers to be paused.
+type pausable interface {
+	Pause(reason string)
+	Resume()
+}
+
+// Pause stops the named sink from delivering; it keeps its cursor, and
+// what it takes meanwhile waits in its window. It returns ErrUnknownSink
+// for a sink the relay does not have.
+func (r *Relay) Pause(name, reason string) error {
+	p, err := r.pausable(name)
+	if err != nil {
+		return err
+	}
+	p.Pause(reason)
+	r.log.Info("sink paused", "sink", name, "reason", reason)
+	return nil
+}
+
+// Resume lets a paused sink deliver again, where it stopped.
+func (r *Relay) Resume(name string) error {
+	p, err := r.pausable(name)
+	if err != nil {
+		return err
+	}
+	p.Resume()
+	r.log.Info("sink resumed", "sink", name)
+	return nil
+}
+
+// ErrUnknownSink is returned for a sink name the relay does not have.
+var ErrUnknownSink = fmt.Errorf("no such sink")
+
+func (r *Relay) pausable(name string) (pausable, error) {
+	for _, rn := range r.runners {
+		if rn.Name == name {
+			if p, ok := rn.Delivery.(pausable); ok {
+				return p, nil
+			}
+			return nil, fmt.Errorf("sink %q cannot be paused", name)
+		}
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownSink, name)
+}
