@@ -25,10 +25,10 @@ func serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 	return v, nil
 }
 
-// noColumnListsMessage is logged and reported when source.columns cannot
-// become column lists.
-const noColumnListsMessage = "PostgreSQL before 15 has no publication column lists: walhook leaves the columns source.columns selects out " +
-	"of every message, but they still leave PostgreSQL; upgrade to PostgreSQL 15 or later to keep them in the database"
+// NoColumnListsMessage says what source.columns does on a server without
+// publication column lists; walhook run logs it and check prints it.
+const NoColumnListsMessage = "PostgreSQL before 15 has no publication column lists: walhook removes the columns source.columns leaves out " +
+	"from every message, but they still leave PostgreSQL; PostgreSQL 15 or later keeps them in the database"
 
 // tableColumns returns the columns of the table with oid that pgoutput can
 // publish (generated columns are never published), in column order.
@@ -327,7 +327,7 @@ func warnColumnLists(ctx context.Context, conn *pgx.Conn, src config.Source, log
 		return err
 	}
 	if !rep.Supported {
-		log.Warn(noColumnListsMessage, "publication", src.Publication)
+		log.Warn(NoColumnListsMessage, "publication", src.Publication)
 		return nil
 	}
 	for _, pc := range rep.Tables {

@@ -114,7 +114,7 @@ func newPublicationTables(ctx context.Context, conn *pgx.Conn, src config.Source
 			return "", err
 		}
 		if v < columnListVersion {
-			log.Warn(noColumnListsMessage, "publication", src.Publication)
+			log.Warn(NoColumnListsMessage, "publication", src.Publication)
 			return publicationTables(ctx, conn, config.Source{Tables: src.Tables})
 		}
 	}
