@@ -55,6 +55,7 @@ type Relay struct {
 	opts  Options
 	log   *slog.Logger
 
+	source  *sink.Columns // source.columns, applied before every sink's
 	cursors *cursor.Set
 	stream  *replication.Stream
 }
@@ -64,6 +65,7 @@ type target struct {
 	name       string
 	sink       Sink
 	filter     *sink.Filter
+	columns    *sink.Columns
 	window     config.Window
 	tracker    *cursor.Tracker
 	dispatched change.Position // the last position handed to the sink (or delivered before a restart)
@@ -84,7 +86,7 @@ func New(src config.Source, store *cursor.Store, opts Options, log *slog.Logger)
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
-	return &Relay{src: src, store: store, opts: opts, log: log}
+	return &Relay{src: src, source: sink.NewColumns(src.Columns), store: store, opts: opts, log: log}
 }
 
 // Acker returns the function the named sink calls for each message it
@@ -98,11 +100,12 @@ func (r *Relay) Acker(name string) func(change.Position) {
 	}
 }
 
-// Add adds a sink, the filter of the messages it wants, and the bounds of
-// what it may hold undelivered.
-func (r *Relay) Add(s Sink, f *sink.Filter, w config.Window) {
+// Add adds a sink, the filter of the messages it wants, the columns it
+// leaves out of them (nil: none), and the bounds of what it may hold
+// undelivered.
+func (r *Relay) Add(s Sink, f *sink.Filter, c *sink.Columns, w config.Window) {
 	t := r.target(s.Name())
-	t.sink, t.filter, t.window = s, f, w
+	t.sink, t.filter, t.columns, t.window = s, f, c, w
 }
 
 func (r *Relay) target(name string) *target {
@@ -368,11 +371,12 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 		}
 		switch ev.Kind {
 		case replication.EventChange:
-			m := ev.Msg
+			m := r.source.Apply(ev.Msg)
 			for _, t := range r.sinks {
 				if !t.dispatched.Less(m.Pos) || !r.match(t, m) {
 					continue
 				}
+				m := t.columns.Apply(m) // after the filter, which may read what the sink does not get
 				// The window bounds what a restart would deliver again, and
 				// the memory of a sink whose oldest batch keeps failing
 				// while later ones are acknowledged.

@@ -53,7 +53,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r.Add(s, sink.NewFilter(sc, exprs[sc.Name]), sc.Window)
+			r.Add(s, sink.NewFilter(sc, exprs[sc.Name]), sink.NewColumns(sc.Columns), sc.Window)
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := r.Run(cmd.Context()); err != nil {
