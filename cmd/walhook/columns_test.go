@@ -24,7 +24,7 @@ func TestColumnSelection(t *testing.T) {
 	conn := connect(t, dsn)
 	for _, sql := range []string{
 		`CREATE TABLE people (id int PRIMARY KEY, name text, email text, hush_col text)`,
-		`ALTER TABLE people REPLICA IDENTITY FULL`, // old values in changes and whole deleted rows
+		`ALTER TABLE people REPLICA IDENTITY FULL`,                          // old values in changes and whole deleted rows
 		`CREATE TABLE notes (id int PRIMARY KEY, name text, hush_col text)`, // default identity: unchanged TOAST is named
 		`CREATE TABLE accounts (id int PRIMARY KEY, login text, ssn_col text)`,
 		// Out of line and uncompressed, so that a 10 kB value is TOASTed.
@@ -135,6 +135,23 @@ func TestColumnSelection(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "warning: the publication publishes ssn_col, which source.columns leaves out") || !strings.Contains(out, fix) {
 		t.Errorf("check exited %d, want 0 and a warning naming %s:\n%s", code, fix, out)
 	}
+	// walhook leaves the publication as it is, and removes the column
+	// itself.
+	d = startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "c_columns", d)
+	exec1(t, conn, `INSERT INTO accounts VALUES (2, 'guest', 'ssnval-3')`)
+	for name, r := range map[string]*webhooktest.Receiver{"excl": excl, "two": two, "control": control} {
+		msgs := r.WaitCount(t, total+1, 30*time.Second)
+		if k := jsonKeys(t, msgs[total].Record); k != "id,login" {
+			t.Errorf("sink %s, through a publication without the list: got record keys %s, want id,login", name, k)
+		}
+		for _, body := range r.Bodies() {
+			if bytes.Contains(body, []byte("ssn")) {
+				t.Errorf("sink %s got a column source.columns leaves out: %s", name, body)
+			}
+		}
+	}
+	d.stop(t, syscall.SIGTERM, 30*time.Second)
 }
 
 // jsonKeys returns the keys of a JSON object, sorted and joined by commas.
@@ -150,4 +167,26 @@ func jsonKeys(t *testing.T, raw json.RawMessage) string {
 	}
 	slices.Sort(keys)
 	return strings.Join(keys, ",")
+}
+
+// TestColumnListRefused: a source.columns that would make PostgreSQL
+// reject the table's updates is refused by run and check, naming the fix,
+// and no publication is created.
+func TestColumnListRefused(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE people (id int PRIMARY KEY, hush_col text)`)
+	exec1(t, conn, `ALTER TABLE people REPLICA IDENTITY FULL`)
+	cfg := writeConfig(t, t.TempDir(), dsn, "c_columns_refused", "  tables: [people]\n  columns: {people: {exclude: [hush_col]}}\n",
+		sinkConf{Name: "s", URL: "http://127.0.0.1:1/"})
+	for _, cmd := range []string{"check", "run"} {
+		code, out := runWalhook(t, cmd, "--config", cfg)
+		if code != 1 || !strings.Contains(out, "REPLICA IDENTITY FULL") || !strings.Contains(out, `ALTER TABLE "public"."people" REPLICA IDENTITY DEFAULT`) {
+			t.Errorf("walhook %s exited %d, want 1 and the fix:\n%s", cmd, code, out)
+		}
+	}
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_publication WHERE pubname = 'c_columns_refused'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("got %d publications (%v), want none", n, err)
+	}
 }
