@@ -197,6 +197,19 @@ type ColumnReport struct {
 	FixErr error
 }
 
+// Listed returns the tables that have a column list, or will have one
+// when walhook creates the publication.
+func (rep ColumnReport) Listed() map[config.Table]bool {
+	listed := make(map[config.Table]bool)
+	for t, list := range rep.Planned {
+		listed[t] = list != nil
+	}
+	for _, pc := range rep.Tables {
+		listed[pc.Table] = pc.List
+	}
+	return listed
+}
+
 // CheckColumnLists compares the publication of src with src.Columns. On a
 // server before PostgreSQL 15 it reports only that lists are not
 // supported.

@@ -79,6 +79,19 @@ func TestPublicationColumnLists(t *testing.T) {
 		}
 	}
 
+	// REPLICA IDENTITY FULL is not suggested where a list forbids it.
+	ids, err := CheckReplicaIdentity(t.Context(), db.conn, src, IdentityNeeds{OldValues: true, ColumnLists: rep.Listed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		for _, f := range id.Findings {
+			if suggests := strings.Contains(f.Message, "ALTER TABLE"); suggests == (id.Table == table("users") || id.Table == table("orders")) {
+				t.Errorf("table %s, with a column list %t: got finding %q", id.Table, !suggests, f.Message)
+			}
+		}
+	}
+
 	// Someone replaces the lists: check names the statement that restores
 	// them, and it does.
 	db.exec(t, `ALTER PUBLICATION walhook SET TABLE users, orders (id), plain, "Keep All"`)

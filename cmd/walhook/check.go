@@ -106,7 +106,11 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 			problems = append(problems, fmt.Sprintf("table %s does not exist", t))
 		}
 	}
-	ids, err := replication.CheckReplicaIdentity(ctx, conn, cfg.Source, replication.IdentityNeeds{OldValues: sinksGetUpdates(cfg)})
+	columns, err := replication.CheckColumnLists(ctx, conn, cfg.Source)
+	if err != nil {
+		return err
+	}
+	ids, err := replication.CheckReplicaIdentity(ctx, conn, cfg.Source, replication.IdentityNeeds{OldValues: sinksGetUpdates(cfg), ColumnLists: columns.Listed()})
 	if err != nil {
 		return err
 	}
@@ -119,10 +123,6 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		for _, f := range id.Findings {
 			fmt.Fprintf(out, "  warning: %s\n", f.Message)
 		}
-	}
-	columns, err := replication.CheckColumnLists(ctx, conn, cfg.Source)
-	if err != nil {
-		return err
 	}
 	problems = append(problems, printColumnLists(out, cfg.Source, columns)...)
 	groupBy, err := replication.CheckGroupBy(ctx, conn, cfg.Sinks)

@@ -125,8 +125,9 @@ func TestColumnSelection(t *testing.T) {
 		t.Errorf("publication column list of accounts: got %s, want {id,login}", attnames)
 	}
 	code, out := runWalhook(t, "check", "--config", cfg)
-	if code != 0 || !strings.Contains(out, "table public.accounts: publication column list (id, login)") || strings.Contains(out, "source.columns leaves out") {
-		t.Errorf("check exited %d, want 0, the column list and no warning about it:\n%s", code, out)
+	if code != 0 || !strings.Contains(out, "table public.accounts: publication column list (id, login)") || strings.Contains(out, "source.columns leaves out") ||
+		strings.Contains(out, `ALTER TABLE "public"."accounts" REPLICA IDENTITY FULL`) {
+		t.Errorf("check exited %d, want 0, the column list, no warning about it and no advice to use REPLICA IDENTITY FULL:\n%s", code, out)
 	}
 	// Someone drops the list: check warns and names the fix.
 	exec1(t, conn, `ALTER PUBLICATION c_columns SET TABLE people, notes, accounts`)
