@@ -44,7 +44,8 @@ func (d *decoder) columns(v value, scope []Table, scopeName string) map[Table]Co
 	return out
 }
 
-// columnNames returns a non-empty list of distinct column names.
+// columnNames returns the column names of a list, which must name at least
+// one and none twice.
 func (d *decoder) columnNames(v value, t Table) []string {
 	var names []string
 	items := d.list(v)
