@@ -12,7 +12,10 @@
 // *Errors.
 package config
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Config is a loaded, expanded, defaulted and validated configuration.
 type Config struct {
@@ -34,6 +37,11 @@ type Source struct {
 	ReceiveTimeout time.Duration // default 30s
 	Heartbeat      time.Duration // default 10s
 	Messages       []string      // logical message prefixes passed through
+	// Columns keeps columns from leaving PostgreSQL: it becomes the column
+	// list of the publication walhook creates (PostgreSQL 15+), and walhook
+	// removes the same columns from every message. Only allowed when Tables
+	// lists the tables.
+	Columns map[Table]Columns
 }
 
 // AllTables reports whether the source captures every table.
@@ -81,6 +89,7 @@ type Sink struct {
 	// inside the expression at its place in the file.
 	FilterOrigin Origin
 	GroupBy      map[Table][]string
+	Columns      map[Table]Columns
 	BatchSize    int           // default 100
 	BatchWait    time.Duration // default 50ms
 	BatchBytes   int64         // default 1MiB
@@ -98,6 +107,22 @@ type Sink struct {
 type Window struct {
 	Messages int   // default 10000
 	Bytes    int64 // default 64MiB
+}
+
+// Columns selects a table's columns: exactly one of Include (send only
+// these) and Exclude (send all but these) is set, and it is not empty.
+// Names are taken as written: they are the keys of the record.
+type Columns struct {
+	Include []string
+	Exclude []string
+}
+
+// Keeps reports whether column passes the selection.
+func (c Columns) Keeps(column string) bool {
+	if c.Include != nil {
+		return slices.Contains(c.Include, column)
+	}
+	return !slices.Contains(c.Exclude, column)
 }
 
 // Retry is a sink's retry schedule.

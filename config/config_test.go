@@ -98,6 +98,7 @@ func TestParseFull(t *testing.T) {
 			ReceiveTimeout: 45 * time.Second,
 			Heartbeat:      5 * time.Second,
 			Messages:       []string{"audit", "outbox"},
+			Columns:        map[Table]Columns{{Schema: "public", Name: "customers"}: {Exclude: []string{"password_hash", "ssn"}}},
 		},
 		State:  State{Path: "/var/lib/walhook/walhook.state"},
 		Server: Server{Listen: "0.0.0.0:9400", Token: "hunter2-token", ProtectMetrics: true},
@@ -111,6 +112,7 @@ func TestParseFull(t *testing.T) {
 				Actions:     []string{"insert", "update", "delete", "truncate", "read"},
 				Filter:      `record.status == "paid"`,
 				GroupBy:     map[Table][]string{orders: {"customer_id"}},
+				Columns:     map[Table]Columns{orders: {Include: []string{"id", "status", "customer_id"}}},
 				BatchSize:   50,
 				BatchWait:   10 * time.Millisecond,
 				BatchBytes:  512 << 10,
@@ -136,9 +138,9 @@ func TestParseFull(t *testing.T) {
 			},
 		},
 	}
-	// The filter is the single-quoted scalar at line 25, column 13.
-	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 25 || col != 14 {
-		t.Errorf("filter starts at %d:%d, want 25:14", line, col)
+	// The filter is the single-quoted scalar at line 26, column 13.
+	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 26 || col != 14 {
+		t.Errorf("filter starts at %d:%d, want 26:14", line, col)
 	}
 	got.Sinks[0].FilterOrigin = Origin{}
 	assertConfig(t, got, want)
@@ -247,6 +249,23 @@ func TestParseSpecialValues(t *testing.T) {
 			name:  "batch_wait may be zero",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, batch_wait: 0s}]\n",
 			check: func(c *Config) (any, any) { return c.Sinks[0].BatchWait, time.Duration(0) },
+		},
+		{
+			name: "columns: quoted table names, names as written",
+			yaml: "source: {url: postgres://localhost/app, tables: ['\"Users\"']}\n" +
+				"sinks: [{name: a, url: http://localhost/, columns: {'\"Users\"': {include: [id, Email]}}}]\n",
+			check: func(c *Config) (any, any) {
+				return c.Sinks[0].Columns, map[Table]Columns{{Schema: "public", Name: "Users"}: {Include: []string{"id", "Email"}}}
+			},
+		},
+		{
+			name: "columns may keep a group_by column",
+			yaml: "source: {url: postgres://localhost/app, tables: [orders], columns: {orders: {exclude: [note]}}}\n" +
+				"sinks: [{name: a, url: http://localhost/, group_by: {orders: [customer_id]}, columns: {orders: {include: [id, customer_id]}}}]\n",
+			check: func(c *Config) (any, any) {
+				return c.Source.Columns[Table{Schema: "public", Name: "orders"}].Keeps("customer_id") &&
+					c.Sinks[0].Columns[Table{Schema: "public", Name: "orders"}].Keeps("customer_id"), true
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -514,5 +533,26 @@ func TestLoad(t *testing.T) {
 	_, err = Load(filepath.Join("..", "testdata", "config", "missing.yaml"))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Load of a missing file: got error %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestColumnsKeeps(t *testing.T) {
+	include := Columns{Include: []string{"id", "email"}}
+	exclude := Columns{Exclude: []string{"password_hash"}}
+	tests := []struct {
+		sel    Columns
+		column string
+		want   bool
+	}{
+		{include, "id", true},
+		{include, "password_hash", false},
+		{include, "ID", false}, // names are keys of the record: case counts
+		{exclude, "id", true},
+		{exclude, "password_hash", false},
+	}
+	for _, tt := range tests {
+		if got := tt.sel.Keeps(tt.column); got != tt.want {
+			t.Errorf("%+v.Keeps(%q): got %t, want %t", tt.sel, tt.column, got, tt.want)
+		}
 	}
 }

@@ -67,7 +67,7 @@ func Parse(path string, data []byte, env func(string) (string, bool)) (*Config, 
 }
 
 func (d *decoder) source(v value) Source {
-	o := d.object(v, "url", "slot", "publication", "tables", "receive_timeout", "heartbeat", "messages")
+	o := d.object(v, "url", "slot", "publication", "tables", "receive_timeout", "heartbeat", "messages", "columns")
 	s := Source{
 		URL:            d.postgresURL(o.field("url")),
 		Slot:           d.string(o.field("slot"), defaultSlot),
@@ -76,6 +76,7 @@ func (d *decoder) source(v value) Source {
 		ReceiveTimeout: d.positiveDuration(o.field("receive_timeout"), defaultReceiveTimeout),
 		Heartbeat:      d.positiveDuration(o.field("heartbeat"), defaultHeartbeat),
 	}
+	s.Columns = d.sourceColumns(o.field("columns"), s.Tables)
 	// Slot names are restricted by PostgreSQL; the publication is held to
 	// the same rule so it never needs quoting or case care.
 	const nameRule = "use lower-case letters, digits and _, at most 63 characters"

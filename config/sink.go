@@ -32,7 +32,7 @@ var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes",
+	"window", "batch_bytes", "columns",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -76,9 +76,12 @@ func (d *decoder) sink(o object, src Source) Sink {
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))
+		s.Columns = d.columns(o.field("columns"), s.Tables, join(o.path, "tables"))
 	} else {
 		s.GroupBy = d.groupBy(o.field("group_by"), src.Tables, "source.tables")
+		s.Columns = d.columns(o.field("columns"), src.Tables, "source.tables")
 	}
+	d.checkGroupByColumns(o.field("group_by"), s, src)
 	return s
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/replication"
+	"github.com/walhook/walhook/sink"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -28,6 +29,9 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
+	// SourceColumns is source.columns, applied to every message before
+	// any sink sees it; nil keeps every column.
+	SourceColumns *sink.Columns
 	// Budget, when set, is the source's byte budget: every runner takes
 	// each message from it, so what waits between the stream and the
 	// sinks is bounded in bytes, not only in events.
@@ -271,6 +275,7 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 		}
 		if ev.Kind == replication.EventChange {
 			r.received.Add(1)
+			ev.Msg = r.opts.SourceColumns.Apply(ev.Msg)
 		}
 		for _, rn := range r.runners {
 			select {

@@ -31,7 +31,11 @@ type Sink struct {
 	Delivery Delivery
 	Filter   *sink.Filter
 	Router   *sink.Router
-	Window   config.Window
+	// Columns leaves out of what the sink gets the columns its columns
+	// key excludes; nil keeps all. It applies after the filter, which may
+	// read them.
+	Columns *sink.Columns
+	Window  config.Window
 }
 
 // runner owns one sink's side of the stream: a goroutine that takes the
@@ -95,6 +99,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) bool {
 		return true
 	}
 	group, barrier := r.Router.Route(m)
+	m = r.Columns.Apply(m)
 	// The window bounds what a restart would deliver again, and the memory
 	// of a sink whose oldest batch keeps failing while later ones are
 	// acknowledged.

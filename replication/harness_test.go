@@ -77,6 +77,8 @@ type streamOpts struct {
 	messages  []string       // passed-through prefixes besides syncPrefix
 	heartbeat time.Duration
 	buffer    int // event channel capacity; default 1024
+	// columns is source.columns.
+	columns map[config.Table]config.Columns
 }
 
 // startStream creates the publication and the slot (as walhook run does),
@@ -89,6 +91,7 @@ func startStream(t testing.TB, db *testDB, opts streamOpts) *testStream {
 		Slot:           db.name, // slots are the server's, not the database's
 		Publication:    "walhook",
 		Tables:         opts.tables,
+		Columns:        opts.columns,
 		ReceiveTimeout: 30 * time.Second,
 		Heartbeat:      opts.heartbeat,
 		Messages:       append([]string{syncPrefix}, opts.messages...),

@@ -39,6 +39,10 @@ type IdentityNeeds struct {
 	// OldValues: some sink reads `changes` (the old values of an update)
 	// or whole deleted rows, which need REPLICA IDENTITY FULL.
 	OldValues bool
+	// ColumnLists are the tables whose publication has (or will have) a
+	// column list: REPLICA IDENTITY FULL would make PostgreSQL reject
+	// their updates and deletes, so it is not suggested for them.
+	ColumnLists map[config.Table]bool
 }
 
 // CheckReplicaIdentity reports, for each table src captures, its replica
@@ -214,13 +218,17 @@ func tableIdentity(ctx context.Context, conn *pgx.Conn, oid uint32, needs Identi
 			"rows are grouped by the replica identity index %s (%s), not the primary key: a delete carries only those columns",
 			r.indexName, strings.Join(r.index, ", "))})
 	}
+	full := "ALTER TABLE " + name + " REPLICA IDENTITY FULL gives every old value"
+	fill := "run ALTER TABLE " + name + " REPLICA IDENTITY FULL to fill it in from the old row"
+	if needs.ColumnLists[r.table] {
+		full = "REPLICA IDENTITY FULL would give every old value, but not with the publication's column list (PostgreSQL would reject every UPDATE and DELETE)"
+		fill = "REPLICA IDENTITY FULL would fill it in, but not with the publication's column list"
+	}
 	if !allFull && needs.OldValues {
-		id.Findings = append(id.Findings, Finding{Message: "changes holds old values only when the key changes, and a delete carries only the key; " +
-			"ALTER TABLE " + name + " REPLICA IDENTITY FULL gives every old value"})
+		id.Findings = append(id.Findings, Finding{Message: "changes holds old values only when the key changes, and a delete carries only the key; " + full})
 	}
 	if toastable {
-		id.Findings = append(id.Findings, Finding{Message: "an update that leaves a large (TOASTed) value alone leaves it out of record and names it in metadata.unchanged_toast_columns; " +
-			"run ALTER TABLE " + name + " REPLICA IDENTITY FULL to fill it in from the old row"})
+		id.Findings = append(id.Findings, Finding{Message: "an update that leaves a large (TOASTed) value alone leaves it out of record and names it in metadata.unchanged_toast_columns; " + fill})
 	}
 	return id, nil
 }

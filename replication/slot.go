@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -63,11 +62,11 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, l
 		if src.AllTables() {
 			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize())
 		} else {
-			names := make([]string, len(src.Tables))
-			for i, t := range src.Tables {
-				names[i] = t.Quoted()
+			tables, err := newPublicationTables(ctx, conn, src, log)
+			if err != nil {
+				return fmt.Errorf("create publication %q: %w", src.Publication, err)
 			}
-			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize(), strings.Join(names, ", "))
+			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize(), tables)
 		}
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create publication %q: %w", src.Publication, err)
@@ -77,6 +76,11 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, l
 	}
 	if err != nil {
 		return fmt.Errorf("read publication %q: %w", src.Publication, err)
+	}
+	if len(src.Columns) > 0 {
+		if err := warnColumnLists(ctx, conn, src, log); err != nil {
+			return err
+		}
 	}
 	if allTables || src.AllTables() {
 		if !allTables {
@@ -97,6 +101,24 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, l
 		}
 	}
 	return nil
+}
+
+// newPublicationTables returns the FOR TABLE list of the publication
+// walhook creates: with column lists from source.columns on PostgreSQL
+// 15+; before that without, and walhook says that the columns still leave
+// PostgreSQL.
+func newPublicationTables(ctx context.Context, conn *pgx.Conn, src config.Source, log *slog.Logger) (string, error) {
+	if len(src.Columns) > 0 {
+		v, err := serverVersion(ctx, conn)
+		if err != nil {
+			return "", err
+		}
+		if v < columnListVersion {
+			log.Warn(NoColumnListsMessage, "publication", src.Publication)
+			return publicationTables(ctx, conn, config.Source{Tables: src.Tables})
+		}
+	}
+	return publicationTables(ctx, conn, src)
 }
 
 func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore bool, log *slog.Logger) (SlotInfo, error) {

@@ -106,7 +106,11 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 			problems = append(problems, fmt.Sprintf("table %s does not exist", t))
 		}
 	}
-	ids, err := replication.CheckReplicaIdentity(ctx, conn, cfg.Source, replication.IdentityNeeds{OldValues: sinksGetUpdates(cfg)})
+	columns, err := replication.CheckColumnLists(ctx, conn, cfg.Source)
+	if err != nil {
+		return err
+	}
+	ids, err := replication.CheckReplicaIdentity(ctx, conn, cfg.Source, replication.IdentityNeeds{OldValues: sinksGetUpdates(cfg), ColumnLists: columns.Listed()})
 	if err != nil {
 		return err
 	}
@@ -120,6 +124,7 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 			fmt.Fprintf(out, "  warning: %s\n", f.Message)
 		}
 	}
+	problems = append(problems, printColumnLists(out, cfg.Source, columns)...)
 	groupBy, err := replication.CheckGroupBy(ctx, conn, cfg.Sinks)
 	if err != nil {
 		return err
@@ -134,6 +139,58 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		return usageError{fmt.Errorf("%s: group_by cannot keep per-row order: %s", cfg.Path, strings.Join(groupBy, "; "))}
 	}
 	fmt.Fprintln(out, "ready")
+	return nil
+}
+
+// printColumnLists prints each table's publication column list, and warns
+// where it disagrees with source.columns. It returns the problems that
+// would stop walhook run.
+func printColumnLists(out io.Writer, src config.Source, rep replication.ColumnReport) []string {
+	switch {
+	case !rep.Supported:
+		if len(src.Columns) > 0 {
+			fmt.Fprintf(out, "warning: %s\n", replication.NoColumnListsMessage)
+		}
+		return nil
+	case !rep.Exists:
+		if rep.PlanErr != nil {
+			fmt.Fprintf(out, "error: %v\n", rep.PlanErr)
+			return []string{"source.columns cannot become the publication's column lists"}
+		}
+		for _, t := range src.Tables {
+			if list, ok := rep.Planned[t]; ok && list != nil {
+				fmt.Fprintf(out, "table %s: walhook run creates the publication with column list (%s)\n", t, strings.Join(list, ", "))
+			} else if ok {
+				fmt.Fprintf(out, "table %s: source.columns keeps every column; no column list needed\n", t)
+			}
+		}
+		return nil
+	}
+	fix := rep.Fix
+	if fix == "" && rep.FixErr != nil {
+		fix = rep.FixErr.Error()
+	}
+	for _, pc := range rep.Tables {
+		_, selected := src.Columns[pc.Table]
+		switch {
+		case pc.List:
+			fmt.Fprintf(out, "table %s: publication column list (%s)\n", pc.Table, strings.Join(pc.Columns, ", "))
+		case selected:
+			fmt.Fprintf(out, "table %s: publication publishes every column (no column list)\n", pc.Table)
+		}
+		if len(pc.Leaked) > 0 {
+			fmt.Fprintf(out, "  warning: the publication publishes %s, which source.columns leaves out: walhook removes it from every message, "+
+				"but it leaves PostgreSQL; %s\n", strings.Join(pc.Leaked, ", "), fix)
+		}
+		if len(pc.Missing) > 0 {
+			fmt.Fprintf(out, "  warning: source.columns includes %s, which the publication does not publish, so it never arrives; %s\n",
+				strings.Join(pc.Missing, ", "), fix)
+		}
+		if pc.Blocking != "" {
+			fmt.Fprintf(out, "  warning: %s; add the replica identity columns to the list with ALTER PUBLICATION %s SET TABLE ..., or drop the list\n",
+				pc.Blocking, pgx.Identifier{src.Publication}.Sanitize())
+		}
+	}
 	return nil
 }
 

@@ -49,7 +49,7 @@ func newRunCmd() *cobra.Command {
 		// What waits between the stream and the sinks is bounded in bytes
 		// (a 24 MB row passes alone), each sink's window on top of it.
 		src.Budget = replication.NewBudget(streamBudget)
-		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown, Budget: src.Budget}, log)
+		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
 		exprs, err := filter.CompileSinks(cfg)
 		if err != nil {
 			return err
@@ -64,7 +64,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r.Add(relay.Sink{Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc), Window: sc.Window})
+			r.Add(relay.Sink{Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc), Columns: sink.NewColumns(sc.Columns), Window: sc.Window})
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {

@@ -80,6 +80,8 @@ type Receiver struct {
 	badSigs   []string
 	headers   []http.Header
 	log       []Request
+	keepBody  bool     // record bodies
+	bodies    [][]byte // every request body read while keepBody, whatever the answer
 	lastError string
 }
 
@@ -131,6 +133,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	arrived := time.Now()
 	r.mu.Lock()
 	r.requests++
+	if err == nil && r.keepBody {
+		r.bodies = append(r.bodies, body)
+	}
 	f := r.faults
 	roll := r.rng.Float64()
 	r.mu.Unlock()
@@ -232,6 +237,22 @@ func (r *Receiver) Messages() []Message {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Message(nil), r.accepted...)
+}
+
+// KeepBodies makes the receiver keep the body of every request it reads
+// from now on, for Bodies. Tests with large backlogs leave it off.
+func (r *Receiver) KeepBodies() {
+	r.mu.Lock()
+	r.keepBody = true
+	r.mu.Unlock()
+}
+
+// Bodies returns the body of every request read since KeepBodies, accepted
+// or not, in arrival order: the bytes walhook sent.
+func (r *Receiver) Bodies() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.bodies...)
 }
 
 // Headers returns the headers of every accepted request.
