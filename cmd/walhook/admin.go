@@ -79,7 +79,7 @@ func (a *admin) Status(context.Context) (server.StatusReport, error) {
 			InFlight:       int64(d.InFlight),
 			Delivered:      int64(d.Delivered),
 			FailedAttempts: int64(d.FailedAttempts),
-			LastError:      d.LastError,
+			LastError:      secrets.String(d.LastError), // a receiver may echo a credential back
 		}
 		if !s.Acked.IsZero() {
 			ss.Acked = s.Acked.String()

@@ -29,7 +29,7 @@ func newCheckCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		out := cmd.OutOrStdout()
+		out := redactingWriter{w: cmd.OutOrStdout(), r: secrets}
 		fmt.Fprintf(out, "config %s: ok (%d sinks)\n", cfg.Path, len(cfg.Sinks))
 		return checkDatabase(cmd.Context(), out, cfg)
 	}
@@ -210,4 +210,17 @@ func str(s *string) string {
 		return "-"
 	}
 	return *s
+}
+
+// redactingWriter masks secrets in what is written through it.
+type redactingWriter struct {
+	w io.Writer
+	r interface{ String(string) string }
+}
+
+func (w redactingWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(w.w, w.r.String(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -39,7 +39,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "walhook:", err)
+	fmt.Fprintln(os.Stderr, "walhook:", secrets.Error(err))
 	var ue usageError
 	var ce *config.Errors
 	if errors.As(err, &ue) || errors.As(err, &ce) {

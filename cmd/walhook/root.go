@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/filter"
+	"github.com/walhook/walhook/internal/redact"
 )
 
 func newRoot() *cobra.Command {
@@ -49,6 +50,7 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	secrets = redact.ForConfig(cfg)
 	// Filters are compiled at load, so that check and run refuse a bad
 	// expression at its file:line:col before anything starts.
 	if _, err := filter.CompileSinks(cfg); err != nil {
@@ -57,7 +59,13 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(c config.Log) *slog.Logger {
+// secrets masks the secrets of the configuration the command loaded, in
+// its log and in the error main prints; nil before a configuration is
+// loaded.
+var secrets *redact.Redactor
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	c := cfg.Log
 	var level slog.Level
 	switch strings.ToLower(c.Level) {
 	case "debug":
@@ -77,10 +85,11 @@ func newLogger(c config.Log) *slog.Logger {
 			format = "text"
 		}
 	}
+	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		h = slog.NewTextHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.New(redact.ForConfig(cfg).Handler(h))
 }
 
 func newVersionCmd() *cobra.Command {

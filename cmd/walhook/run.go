@@ -37,7 +37,7 @@ func newRunCmd() *cobra.Command {
 		if cfg.State.URL != "" {
 			return usageError{fmt.Errorf("%s: state.url: the Postgres state store is not available in this version; use state.path", cfg.Path)}
 		}
-		log := newLogger(cfg.Log)
+		log := newLogger(cfg)
 		store, err := cursor.Open(cfg.State.Path)
 		if err != nil {
 			return err
