@@ -12,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
 )
 
 // lane delivers the ordering groups that hash to it, one batch at a time.
@@ -37,15 +38,7 @@ func newLane(p *Pipeline, id int) *lane {
 		p:      p,
 		id:     id,
 		notify: make(chan struct{}, 1),
-		batch:  make([]submission, 0, p.cfg.BatchSize),
-		b:      Batch{Sink: p.cfg.Name},
-		backoff: backoff.NewExponentialBackOff(
-			backoff.WithInitialInterval(p.cfg.Retry.Initial),
-			backoff.WithMaxInterval(p.cfg.Retry.Max),
-			backoff.WithMaxElapsedTime(0),
-			backoff.WithRandomizationFactor(0.5),
-			backoff.WithMultiplier(2),
-		),
+		b:      Batch{Sink: p.name},
 	}
 }
 
@@ -66,7 +59,8 @@ func (l *lane) push(s submission) {
 // batch_bytes (one larger message goes alone), and reports whether the
 // batch is full.
 func (l *lane) take() bool {
-	limit, maxBytes := l.p.cfg.BatchSize, l.p.cfg.BatchBytes
+	cfg := l.p.settings()
+	limit, maxBytes := cfg.BatchSize, cfg.BatchBytes
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	bytes := int64(0)
@@ -120,7 +114,9 @@ func (l *lane) run(ctx context.Context) {
 			case <-l.notify:
 			}
 		}
-		if !l.collect(ctx) || !l.deliver(ctx) {
+		// A paused pipeline forms no batches either: what is queued meanwhile
+		// goes out together once it resumes.
+		if !l.p.waitResumed(ctx) || !l.collect(ctx) || !l.deliver(ctx) {
 			return
 		}
 	}
@@ -134,7 +130,7 @@ func (l *lane) run(ctx context.Context) {
 func (l *lane) collect(ctx context.Context) bool {
 	l.batch = l.batch[:0]
 	full := l.take()
-	wait := l.p.cfg.BatchWait
+	wait := l.p.settings().BatchWait
 	if full || !l.full || wait <= 0 {
 		l.full = full
 		return true
@@ -169,7 +165,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 	defer func() {
 		clear(l.batch) // let the messages go once the lane is done with them
 		l.b.Messages = l.b.Messages[:0]
-		if cap(l.b.Body) > 4*int(max(p.cfg.BatchBytes, 1<<20)) {
+		if cap(l.b.Body) > 4*int(max(p.settings().BatchBytes, 1<<20)) {
 			l.b.Body = nil // a huge message passed: do not keep its buffer
 		}
 	}()
@@ -177,9 +173,10 @@ func (l *lane) deliver(ctx context.Context) bool {
 	for _, s := range batch {
 		l.b.Messages = append(l.b.Messages, s.m)
 	}
-	l.b.ID, l.idBuf = BatchID(p.cfg.Name, l.b.Messages, l.idBuf)
+	l.b.ID, l.idBuf = BatchID(p.name, l.b.Messages, l.idBuf)
 	l.b.Body = l.b.Body[:0]
-	l.backoff.Reset()
+	cfg := p.settings()
+	l.resetBackoff(cfg)
 	p.stats.inFlight.Add(1)
 	defer p.stats.inFlight.Add(-1)
 
@@ -193,7 +190,12 @@ func (l *lane) deliver(ctx context.Context) bool {
 		if attempt == 1 {
 			firstAttempt = start
 		}
-		err := p.dest.Deliver(ctx, &l.b)
+		if now := p.settings(); now != cfg {
+			cfg = now // reconfigured: the new retry settings from this attempt on
+			l.resetBackoff(cfg)
+			l.b.Body = l.b.Body[:0]
+		}
+		err := p.destination().Deliver(ctx, &l.b)
 		if err == nil {
 			p.stats.attempt(time.Since(start), nil)
 			p.stats.delivered.Add(uint64(len(batch)))
@@ -217,7 +219,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
 			continue
 		}
-		if p.deadLetter != nil && p.cfg.Retry.MaxAttempts > 0 && attempt >= p.cfg.Retry.MaxAttempts {
+		if p.deadLetter != nil && cfg.Retry.MaxAttempts > 0 && attempt >= cfg.Retry.MaxAttempts {
 			d := DeadLetter{
 				Messages:     append([]*change.Message(nil), l.b.Messages...),
 				Groups:       make([]uint64, len(batch)),
@@ -244,15 +246,25 @@ func (l *lane) deliver(ctx context.Context) bool {
 			p.log.LogAttrs(ctx, slog.LevelError, "dead-letter store failed: delivery goes on",
 				append(attrs, slog.String("dead_letter_error", dlErr.Error()))...)
 		}
-		next := min(l.backoff.NextBackOff(), p.cfg.Retry.Max)
+		next := min(l.backoff.NextBackOff(), cfg.Retry.Max)
 		if wait := RetryAfter(err); wait > 0 {
-			next = min(wait, p.cfg.Retry.Max)
+			next = min(wait, cfg.Retry.Max)
 		}
 		p.log.LogAttrs(ctx, slog.LevelWarn, "delivery failed", append(attrs, slog.Duration("retry_in", next))...)
 		if !l.sleep(ctx, next) {
 			return false
 		}
 	}
+}
+
+// resetBackoff starts the retry schedule of a batch under cfg.
+func (l *lane) resetBackoff(cfg *config.Sink) {
+	if l.backoff == nil {
+		l.backoff = backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0),
+			backoff.WithRandomizationFactor(0.5), backoff.WithMultiplier(2))
+	}
+	l.backoff.InitialInterval, l.backoff.MaxInterval = cfg.Retry.Initial, cfg.Retry.Max
+	l.backoff.Reset()
 }
 
 // sleep waits d, or less if ctx ends; it reports whether ctx is still live.

@@ -90,8 +90,10 @@ var ErrStopped = errors.New("sink has stopped")
 // acknowledged, and nothing submitted after it goes out before it is
 // acknowledged itself.
 type Pipeline struct {
-	cfg        config.Sink
-	dest       Destination
+	name       string
+	lanesN     int
+	cfg        atomic.Pointer[config.Sink] // delivery settings; Reconfigure swaps them
+	dest       atomic.Pointer[Destination]
 	log        *slog.Logger
 	ack        func(change.Position)
 	deadLetter func(context.Context, DeadLetter) error
@@ -124,23 +126,12 @@ type submission struct {
 // New checks cfg's delivery settings and builds a pipeline to dest. It
 // starts nothing: see Run.
 func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
-	switch {
-	case cfg.BatchSize < 1:
-		return nil, fmt.Errorf("sink %q: batch_size must be at least 1, got %d", cfg.Name, cfg.BatchSize)
-	case cfg.BatchWait < 0:
-		return nil, fmt.Errorf("sink %q: batch_wait must not be negative, got %s", cfg.Name, cfg.BatchWait)
-	case cfg.MaxInFlight < 1:
-		return nil, fmt.Errorf("sink %q: max_in_flight must be at least 1, got %d", cfg.Name, cfg.MaxInFlight)
-	case cfg.Retry.Initial <= 0:
-		return nil, fmt.Errorf("sink %q: retry.initial must be positive, got %s", cfg.Name, cfg.Retry.Initial)
-	case cfg.Retry.Max < cfg.Retry.Initial:
-		return nil, fmt.Errorf("sink %q: retry.max (%s) must not be below retry.initial (%s)", cfg.Name, cfg.Retry.Max, cfg.Retry.Initial)
-	case cfg.Retry.MaxAttempts < 0:
-		return nil, fmt.Errorf("sink %q: retry.max_attempts must not be negative, got %d (0 means forever)", cfg.Name, cfg.Retry.MaxAttempts)
+	if err := checkSettings(cfg); err != nil {
+		return nil, err
 	}
 	p := &Pipeline{
-		cfg:        cfg,
-		dest:       dest,
+		name:       cfg.Name,
+		lanesN:     cfg.MaxInFlight,
 		log:        opts.Logger,
 		ack:        opts.Ack,
 		deadLetter: opts.DeadLetter,
@@ -149,6 +140,8 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		idle:       make(chan struct{}, 1),
 		resumed:    make(chan struct{}),
 	}
+	p.cfg.Store(&cfg)
+	p.dest.Store(&dest)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,8 +157,52 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 	return p, nil
 }
 
+// Reconfigure replaces the pipeline's delivery settings (batch_size,
+// batch_wait, batch_bytes, retry, timeout) and its destination, live: each
+// lane takes them up with its next batch (a batch being retried keeps
+// retrying under the new retry settings from its next attempt). The number
+// of lanes cannot change live, since that would move ordering groups
+// between lanes with messages in flight. It returns the destination it
+// replaced, for the caller to close once its requests are done.
+func (p *Pipeline) Reconfigure(cfg config.Sink, dest Destination) (Destination, error) {
+	if err := checkSettings(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.MaxInFlight != p.lanesN {
+		return nil, fmt.Errorf("sink %q: max_in_flight cannot change while walhook runs (%d -> %d); restart walhook to apply it", p.name, p.lanesN, cfg.MaxInFlight)
+	}
+	cfg.Name = p.name
+	p.cfg.Store(&cfg)
+	old := p.dest.Swap(&dest)
+	return *old, nil
+}
+
+// settings are the current delivery settings.
+func (p *Pipeline) settings() *config.Sink { return p.cfg.Load() }
+
+// destination is the current destination.
+func (p *Pipeline) destination() Destination { return *p.dest.Load() }
+
+func checkSettings(cfg config.Sink) error {
+	switch {
+	case cfg.BatchSize < 1:
+		return fmt.Errorf("sink %q: batch_size must be at least 1, got %d", cfg.Name, cfg.BatchSize)
+	case cfg.BatchWait < 0:
+		return fmt.Errorf("sink %q: batch_wait must not be negative, got %s", cfg.Name, cfg.BatchWait)
+	case cfg.MaxInFlight < 1:
+		return fmt.Errorf("sink %q: max_in_flight must be at least 1, got %d", cfg.Name, cfg.MaxInFlight)
+	case cfg.Retry.Initial <= 0:
+		return fmt.Errorf("sink %q: retry.initial must be positive, got %s", cfg.Name, cfg.Retry.Initial)
+	case cfg.Retry.Max < cfg.Retry.Initial:
+		return fmt.Errorf("sink %q: retry.max (%s) must not be below retry.initial (%s)", cfg.Name, cfg.Retry.Max, cfg.Retry.Initial)
+	case cfg.Retry.MaxAttempts < 0:
+		return fmt.Errorf("sink %q: retry.max_attempts must not be negative, got %d (0 means forever)", cfg.Name, cfg.Retry.MaxAttempts)
+	}
+	return nil
+}
+
 // Name is the sink's name.
-func (p *Pipeline) Name() string { return p.cfg.Name }
+func (p *Pipeline) Name() string { return p.name }
 
 // Run runs the lanes until ctx ends, then returns nil once every lane has
 // stopped. Ending ctx is a hard stop: attempts in flight and retry waits
@@ -173,7 +210,7 @@ func (p *Pipeline) Name() string { return p.cfg.Name }
 // for a graceful stop. A pipeline runs once.
 func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
-		return fmt.Errorf("run sink %q: it has already run", p.cfg.Name)
+		return fmt.Errorf("run sink %q: it has already run", p.name)
 	}
 	var wg sync.WaitGroup
 	for _, l := range p.lanes {
@@ -278,12 +315,12 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 		select {
 		case <-p.idle:
 		case <-ctx.Done():
-			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.cfg.Name, n, ctx.Err())
+			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.name, n, ctx.Err())
 		case <-p.stopped:
 			if p.Pending() == 0 {
 				return nil
 			}
-			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.cfg.Name, p.Pending(), ErrStopped)
+			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.name, p.Pending(), ErrStopped)
 		}
 	}
 }

@@ -242,9 +242,17 @@ func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	return s
 }
 
-// submit submits msgs, failing the test on an error.
+// submit submits msgs, failing the test on an error. Several messages are
+// submitted while the pipeline is paused, so that lanes batch them as if
+// they had arrived at once (an idle lane sends what it has without waiting).
 func submit(t *testing.T, s *testSink, msgs ...*change.Message) {
 	t.Helper()
+	if len(msgs) > 1 {
+		if paused, _ := s.Paused(); !paused {
+			s.Pause("submitting a test's messages")
+			defer s.Resume()
+		}
+	}
 	for _, m := range msgs {
 		if err := s.Submit(context.Background(), m); err != nil {
 			t.Fatalf("Submit %s: %v", m.Pos, err)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,4 +267,45 @@ func BenchmarkSubmitAndDeliver(b *testing.B) {
 	}
 	cancel()
 	<-done
+}
+
+// TestReconfigureLive: new delivery settings and a new destination apply
+// from the next batch; max_in_flight cannot change live.
+func TestReconfigureLive(t *testing.T) {
+	a, b := newReceiver(t, ok), newReceiver(t, ok)
+	cfg := testConfig(a.URL)
+	cfg.BatchSize = 2
+	var acked acks
+	s := start(t, cfg, testOpts{Ack: acked.add, Route: func(m *change.Message) (uint64, bool) { return 1, false }})
+	submit(t, s, msg(0, "k"), msg(1, "k"))
+	waitFor(t, "2 acks", func() bool { return acked.count() == 2 })
+
+	next := testConfig(b.URL)
+	next.BatchSize = 3
+	next.Headers = map[string]string{"X-Static": "new"}
+	dest, err := New(next, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.Reconfigure(next, dest)
+	if err != nil {
+		t.Fatalf("Reconfigure: %v", err)
+	}
+	if old != s.dest {
+		t.Errorf("Reconfigure returned %v, want the destination it replaced", old)
+	}
+	submit(t, s, msg(2, "k"), msg(3, "k"), msg(4, "k"))
+	waitFor(t, "5 acks", func() bool { return acked.count() == 5 })
+	if n := a.count(); n != 1 {
+		t.Errorf("the old receiver got %d requests, want 1", n)
+	}
+	hits := b.list()
+	if len(hits) != 1 || !slices.Equal(hits[0].ids(t), []int{2, 3, 4}) || hits[0].header.Get("X-Static") != "new" {
+		t.Fatalf("the new receiver got %d requests (first: %v), want one batch [2 3 4] with the new header", len(hits), hits)
+	}
+	lanes := next
+	lanes.MaxInFlight = cfg.MaxInFlight + 1
+	if _, err := s.Reconfigure(lanes, dest); err == nil || !strings.Contains(err.Error(), "max_in_flight") {
+		t.Errorf("Reconfigure of max_in_flight: got %v, want an error naming it", err)
+	}
 }
