@@ -1,78 +1,142 @@
 package cursor
 
 import (
+	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/state"
 )
 
 // Set holds the trackers of every sink of one source, persists their
 // cursors and derives the LSN that is safe to report as flushed: the lowest
 // of the sinks' safe LSNs, and only once it is on disk.
+//
+// A sink's safe LSN is the highest of its tracker's (everything before it
+// delivered) and its floor (everything before it delivered or durably in
+// the sink's backlog, which the sink's runner raises as it appends).
 type Set struct {
-	store    *Store
-	names    []string
-	trackers map[string]*Tracker
-	loaded   map[string]Cursor
+	store  state.Store
+	loaded map[string]state.Cursor
 
-	mu    sync.Mutex // serialises Persist
-	saved map[string]Cursor
-	flush atomic.Uint64
+	mu       sync.Mutex // guards sinks and serialises Persist
+	sinks    map[string]*sinkEntry
+	names    []string // in the order added
+	flush    atomic.Uint64
+	reported pglogrepl.LSN // the flush LSN when the set was made
 }
 
-// NewSet loads the sinks' cursors from store and starts a tracker for each.
-// start is the slot's confirmed flush LSN: nothing before it will be sent
-// again, so it is safe already.
-func NewSet(store *Store, names []string, start pglogrepl.LSN) (*Set, error) {
-	loaded, err := store.Load()
+type sinkEntry struct {
+	tracker *Tracker
+	floor   atomic.Uint64
+	saved   state.Cursor
+}
+
+// NewSet loads the saved cursors from store and starts a tracker for each
+// named sink. start is the slot's confirmed flush LSN: nothing before it
+// will be sent again, so it is safe already.
+func NewSet(ctx context.Context, store state.Store, names []string, start pglogrepl.LSN) (*Set, error) {
+	loaded, err := store.Cursors(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Set{store: store, names: names, trackers: map[string]*Tracker{}, loaded: loaded, saved: map[string]Cursor{}}
+	s := &Set{store: store, loaded: loaded, sinks: map[string]*sinkEntry{}, reported: start}
 	for _, n := range names {
-		c := loaded[n]
-		s.trackers[n] = NewTracker(c.Acked, start)
-		s.saved[n] = c
+		s.add(n, loaded[n].Acked, start)
 	}
 	s.flush.Store(uint64(start))
 	return s, nil
 }
 
-// Tracker returns the named sink's tracker.
-func (s *Set) Tracker(name string) *Tracker { return s.trackers[name] }
+func (s *Set) add(name string, acked change.Position, safe pglogrepl.LSN) *Tracker {
+	e := &sinkEntry{tracker: NewTracker(acked, safe), saved: state.Cursor{Acked: acked}}
+	s.sinks[name] = e
+	s.names = append(s.names, name)
+	return e.tracker
+}
+
+// Add starts tracking a sink added while walhook runs, from acked (the
+// current position: everything before it is the sink's past), with the
+// current flush LSN as its safe LSN. It returns the sink's tracker.
+func (s *Set) Add(name string, acked change.Position) *Tracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.sinks[name]; ok {
+		return e.tracker
+	}
+	return s.add(name, acked, s.Flush())
+}
+
+// Remove stops tracking a sink: it no longer holds the flush LSN. Its
+// saved cursor stays in the store.
+func (s *Set) Remove(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sinks, name)
+	s.names = slices.DeleteFunc(s.names, func(n string) bool { return n == name })
+}
+
+// Tracker returns the named sink's tracker, or nil.
+func (s *Set) Tracker(name string) *Tracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.sinks[name]; ok {
+		return e.tracker
+	}
+	return nil
+}
 
 // Loaded returns the position saved for the named sink when the set was
 // made: messages at or below it were delivered before.
 func (s *Set) Loaded(name string) change.Position { return s.loaded[name].Acked }
 
-// Persist saves every cursor that moved, with fsync, and then raises the
-// flush LSN to what is now safe and on disk.
-func (s *Set) Persist() error {
+// RaiseFloor raises the named sink's floor to lsn: everything the sink had
+// before lsn is delivered or durably in its backlog.
+func (s *Set) RaiseFloor(name string, lsn pglogrepl.LSN) {
+	s.mu.Lock()
+	e, ok := s.sinks[name]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	for {
+		cur := e.floor.Load()
+		if uint64(lsn) <= cur || e.floor.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// Persist saves every cursor that moved, durably, and then raises the flush
+// LSN to what is now safe and on disk.
+func (s *Set) Persist(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := make(map[string]Cursor, len(s.names))
-	changed := false
-	var flush pglogrepl.LSN
-	for i, n := range s.names {
-		acked, safe, _ := s.trackers[n].State()
-		c := Cursor{Acked: acked}
-		now[n] = c
-		if c != s.saved[n] {
-			changed = true
+	moved := map[string]state.Cursor{}
+	flush, first := pglogrepl.LSN(0), true
+	for _, n := range s.names {
+		e := s.sinks[n]
+		acked, safe, _ := e.tracker.State()
+		safe = max(safe, pglogrepl.LSN(e.floor.Load()))
+		if c := (state.Cursor{Acked: acked}); c != e.saved {
+			moved[n] = c
 		}
-		if i == 0 || safe < flush {
-			flush = safe
+		if first || safe < flush {
+			flush, first = safe, false
 		}
 	}
-	if changed {
-		if err := s.store.Save(now); err != nil {
+	if len(moved) > 0 {
+		if err := s.store.SaveCursors(ctx, moved); err != nil {
 			return err
 		}
-		s.saved = now
+		for n, c := range moved {
+			s.sinks[n].saved = c
+		}
 	}
-	if uint64(flush) > s.flush.Load() {
+	if !first && uint64(flush) > s.flush.Load() {
 		s.flush.Store(uint64(flush))
 	}
 	return nil
@@ -91,10 +155,13 @@ type Status struct {
 
 // Status returns every sink's cursor.
 func (s *Set) Status() []Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := make([]Status, 0, len(s.names))
 	for _, n := range s.names {
-		acked, safe, pending := s.trackers[n].State()
-		out = append(out, Status{Sink: n, Acked: acked, Safe: safe, Pending: pending})
+		e := s.sinks[n]
+		acked, safe, pending := e.tracker.State()
+		out = append(out, Status{Sink: n, Acked: acked, Safe: max(safe, pglogrepl.LSN(e.floor.Load())), Pending: pending})
 	}
 	return out
 }

@@ -2,6 +2,8 @@ package cursor
 
 import (
 	"context"
+
+	"github.com/walhook/walhook/state/boltstore"
 	"math/rand"
 	"path/filepath"
 	"testing"
@@ -161,12 +163,13 @@ func TestStoreRoundTripAndLock(t *testing.T) {
 }
 
 func TestSetFlushIsMinimumOfSinks(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "walhook.state"))
+	ctx := context.Background()
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "walhook.state"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	set, err := NewSet(s, []string{"a", "b"}, 50)
+	set, err := NewSet(ctx, s, []string{"a", "b"}, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +179,7 @@ func TestSetFlushIsMinimumOfSinks(t *testing.T) {
 	a.Mark(120)
 	b.Mark(120)
 	a.Ack(pos(100, 0))
-	if err := set.Persist(); err != nil {
+	if err := set.Persist(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := set.Flush(); got != 50 {
@@ -186,15 +189,50 @@ func TestSetFlushIsMinimumOfSinks(t *testing.T) {
 	if got := set.Flush(); got != 50 {
 		t.Fatalf("got flush %v before Persist, want 50: flush must follow the disk", got)
 	}
-	if err := set.Persist(); err != nil {
+	if err := set.Persist(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := set.Flush(); got != 120 {
 		t.Fatalf("got flush %v, want 120", got)
 	}
-	loaded, _ := s.Load()
+	loaded, _ := s.Cursors(ctx)
 	if loaded["b"].Acked != pos(100, 0) {
 		t.Fatalf("got saved %v, want 100:0", loaded["b"].Acked)
+	}
+
+	// A floor raises a sink's safe LSN (its backlog holds the rest); a sink
+	// added later starts at the current flush; a removed one holds nothing.
+	a.Add(pos(200, 0), 0)
+	a.Mark(220)
+	b.Mark(220)
+	set.RaiseFloor("a", 220)
+	if err := set.Persist(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Flush(); got != 220 {
+		t.Fatalf("got flush %v with a's undelivered message under its floor, want 220", got)
+	}
+	c := set.Add("c", pos(200, 0))
+	if _, safe, _ := c.State(); safe != 220 {
+		t.Fatalf("a sink added at flush 220 starts safe at %v", safe)
+	}
+	c.Add(pos(300, 0), 0)
+	c.Mark(320)
+	a.Mark(320)
+	b.Mark(320)
+	set.RaiseFloor("a", 320)
+	if err := set.Persist(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Flush(); got != 220 {
+		t.Fatalf("got flush %v with c behind, want 220", got)
+	}
+	set.Remove("c")
+	if err := set.Persist(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Flush(); got != 320 {
+		t.Fatalf("got flush %v after c was removed, want 320", got)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -56,7 +57,7 @@ type Source interface {
 type Relay struct {
 	src     Source
 	slot    string
-	store   *cursor.Store
+	store   state.Store
 	runners []*runner
 	opts    Options
 	log     *slog.Logger
@@ -76,7 +77,7 @@ func (r *Relay) cursorSet() *cursor.Set {
 
 // New returns a relay of src, the source of the named slot, whose cursors
 // live in store. Add its sinks before Run.
-func New(src Source, slot string, store *cursor.Store, opts Options, log *slog.Logger) *Relay {
+func New(src Source, slot string, store state.Store, opts Options, log *slog.Logger) *Relay {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
@@ -138,7 +139,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		names[i] = rn.Name
 	}
-	cursors, err := cursor.NewSet(r.store, names, start)
+	cursors, err := cursor.NewSet(ctx, r.store, names, start)
 	if err != nil {
 		return err
 	}
@@ -228,7 +229,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	cancelDrain()
 	cancelPersist()
 	<-persistDone
-	if err := r.cursors.Persist(); err != nil && runErr == nil {
+	if err := r.cursors.Persist(context.Background()); err != nil && runErr == nil {
 		runErr = err
 	}
 	cancelStream()
@@ -244,7 +245,7 @@ func (r *Relay) Run(ctx context.Context) error {
 // setup checks that the state belongs to the configured slot, then sets
 // the source up.
 func (r *Relay) setup(ctx context.Context) (pglogrepl.LSN, error) {
-	used, err := r.store.Slot()
+	used, err := r.store.Slot(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("read state: %w", err)
 	}
@@ -256,7 +257,7 @@ func (r *Relay) setup(ctx context.Context) (pglogrepl.LSN, error) {
 		return 0, err
 	}
 	if used == "" {
-		if err := r.store.SetSlot(r.slot); err != nil {
+		if err := r.store.SetSlot(ctx, r.slot); err != nil {
 			return 0, fmt.Errorf("write state: %w", err)
 		}
 	}
@@ -295,7 +296,7 @@ func (r *Relay) persistLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := r.cursors.Persist(); err != nil {
+			if err := r.cursors.Persist(context.Background()); err != nil {
 				return err
 			}
 		}

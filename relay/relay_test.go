@@ -12,9 +12,10 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
-	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
+	"github.com/walhook/walhook/state/boltstore"
 )
 
 // Relay tests with a fake source and fake delivery engines: what the relay
@@ -134,16 +135,16 @@ type harness struct {
 	done   chan error
 }
 
-func openStore(t *testing.T, path string) *cursor.Store {
+func openStore(t *testing.T, path string) state.Store {
 	t.Helper()
-	st, err := cursor.Open(path)
+	st, err := boltstore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
 }
 
-func startRelay(t *testing.T, src Source, store *cursor.Store, sinks map[string]config.Sink) *harness {
+func startRelay(t *testing.T, src Source, store state.Store, sinks map[string]config.Sink) *harness {
 	t.Helper()
 	h := &harness{t: t, sinks: map[string]*fakeDelivery{}, done: make(chan error, 1)}
 	h.relay = New(src, "slot", store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))

@@ -12,13 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
-	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/sink/webhook"
+	"github.com/walhook/walhook/state/boltstore"
 )
 
 func newRunCmd() *cobra.Command {
@@ -38,7 +38,7 @@ func newRunCmd() *cobra.Command {
 			return usageError{fmt.Errorf("%s: state.url: the Postgres state store is not available in this version; use state.path", cfg.Path)}
 		}
 		log := newLogger(cfg)
-		store, err := cursor.Open(cfg.State.Path)
+		store, err := boltstore.Open(cfg.State.Path)
 		if err != nil {
 			return err
 		}
