@@ -27,7 +27,10 @@ var validActions = []string{"insert", "update", "delete", "truncate", "read", "m
 
 // reservedHeaders are set by walhook on every request, so a sink's headers
 // may not replace them (lower case).
-var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "webhook-timestamp", "webhook-signature"}
+var reservedHeaders = []string{
+	"content-type", "content-length", "content-encoding",
+	"webhook-id", "webhook-timestamp", "webhook-signature", "webhook-attempt",
+}
 
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
