@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -59,6 +60,7 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 			"X-Static":          "yes",
 			"Authorization":     "Bearer t0ken",
 			"Webhook-Timestamp": "1764156000",
+			"Webhook-Attempt":   "1",
 			"Webhook-Signature": "",
 		} {
 			if got := h.header.Get(name); got != want {
@@ -186,6 +188,7 @@ func TestRetriesUntil2xx(t *testing.T) {
 		{429, 503}, // without Retry-After: the backoff applies
 		{502, 408, 404, 409},
 		{302, 307},
+		{301, 303, 308},
 	} {
 		t.Run(fmt.Sprint(statuses), func(t *testing.T) {
 			rc := newReceiver(t, failing(statuses...))
@@ -206,6 +209,9 @@ func TestRetriesUntil2xx(t *testing.T) {
 			for _, h := range hits {
 				if h.path != "/" {
 					t.Errorf("request %d went to %s: a redirect was followed", h.n, h.path)
+				}
+				if got, want := h.header.Get("Webhook-Attempt"), strconv.Itoa(h.n); got != want {
+					t.Errorf("request %d: webhook-attempt %q, want %q", h.n, got, want)
 				}
 				if got := h.header.Get("Webhook-Id"); got != id {
 					t.Errorf("request %d: webhook-id %q, want %q as on the first attempt", h.n, got, id)
@@ -228,27 +234,43 @@ func TestRetriesUntil2xx(t *testing.T) {
 	}
 }
 
+// TestRetryAfterIsHonoured: a 429 or 503 with Retry-After, in seconds or as
+// an HTTP-date, delays the next attempt by that much rather than the
+// backoff's 10ms.
 func TestRetryAfterIsHonoured(t *testing.T) {
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
-		if n == 1 {
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusTooManyRequests)
-			return http.StatusTooManyRequests
-		}
-		return http.StatusOK
-	})
-	cfg := testConfig(rc.URL)
-	cfg.Retry.Max = 5 * time.Second
-	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add})
-	submit(t, s, msg(1, "public.t:1"))
-	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
-	hits := rc.list()
-	if len(hits) != 2 {
-		t.Fatalf("got %d requests, want 2", len(hits))
-	}
-	if gap := hits[1].at.Sub(hits[0].at); gap < time.Second {
-		t.Errorf("second attempt came %s after the first, want at least 1s (Retry-After: 1)", gap)
+	now := time.Date(2026, 11, 26, 11, 20, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		status int
+		value  string
+	}{
+		{"429 seconds", http.StatusTooManyRequests, "1"},
+		{"503 date", http.StatusServiceUnavailable, now.Add(time.Second).Format(http.TimeFormat)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+				if n == 1 {
+					w.Header().Set("Retry-After", tc.value)
+					w.WriteHeader(tc.status)
+					return tc.status
+				}
+				return http.StatusOK
+			})
+			cfg := testConfig(rc.URL)
+			cfg.Retry.Max = 5 * time.Second
+			var a acks
+			// The sink's clock stands still, so the date is exactly 1s ahead.
+			s := start(t, cfg, testOpts{Ack: a.add, Now: func() time.Time { return now }})
+			submit(t, s, msg(1, "public.t:1"))
+			waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+			hits := rc.list()
+			if len(hits) != 2 {
+				t.Fatalf("got %d requests, want 2", len(hits))
+			}
+			if gap := hits[1].at.Sub(hits[0].at); gap < time.Second {
+				t.Errorf("second attempt came %s after the first, want at least 1s (Retry-After: %s)", gap, tc.value)
+			}
+		})
 	}
 }
 
@@ -284,6 +306,13 @@ func TestRetryAfterParsing(t *testing.T) {
 		{"soon", 0},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{now.Format(http.TimeFormat), 0},
+		{now.Add(2 * time.Hour).Format(time.RFC850), 2 * time.Hour},
+		{now.Add(time.Minute).Format(time.ANSIC), time.Minute},
+		{"Thu, 26 Nov 2026 11:21:00 +0100", 0}, // not the GMT form HTTP dates use
+		{"99999999999999999999", math.MaxUint32 * time.Second},
+		{"1e3", 0},
+		{"0x10", 0},
 	} {
 		if got := retryAfter(tc.v, now); got != tc.want {
 			t.Errorf("retryAfter(%q): got %s, want %s", tc.v, got, tc.want)

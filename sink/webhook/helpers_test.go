@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,14 +78,15 @@ func (h hit) ids(t *testing.T) []int {
 // lets answer respond; answer returns the status it wrote.
 type receiver struct {
 	*httptest.Server
-	mu   sync.Mutex
-	hits []hit
+	conns atomic.Int64 // TCP connections accepted
+	mu    sync.Mutex
+	hits  []hit
 }
 
 func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int) *receiver {
 	t.Helper()
 	rc := &receiver{}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		at := time.Now()
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -98,6 +101,12 @@ func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Reques
 		rc.hits[n-1].status = status
 		rc.mu.Unlock()
 	}))
+	rc.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			rc.conns.Add(1)
+		}
+	}
+	rc.Start()
 	t.Cleanup(rc.Close)
 	return rc
 }

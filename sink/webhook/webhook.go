@@ -80,9 +80,12 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		} else {
 			s.transport = &http.Transport{Proxy: http.ProxyFromEnvironment}
 		}
-		// One connection per lane stays open between batches.
+		// One connection per lane stays open between batches, and no
+		// more are opened: a lane whose connection is on its way back to
+		// the idle pool waits for it rather than dialling another.
 		s.transport.MaxIdleConnsPerHost = cfg.MaxInFlight
 		s.transport.MaxIdleConns = max(s.transport.MaxIdleConns, cfg.MaxInFlight)
+		s.transport.MaxConnsPerHost = cfg.MaxInFlight
 		s.client = &http.Client{
 			Transport: s.transport,
 			Timeout:   cfg.Timeout,
