@@ -117,7 +117,7 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 4,
 				Timeout:     10 * time.Second,
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
-				Secret:      testSecret,
+				Secrets:     []string{testSecret},
 				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
 				Window:      Window{Messages: 5000, Bytes: 16 << 20},
 			},
@@ -242,6 +242,22 @@ func TestParseSpecialValues(t *testing.T) {
 			name:  "numbers in a string field keep their text",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: 1.10, url: http://localhost/}]\n",
 			check: func(c *Config) (any, any) { return c.Sinks[0].Name, "1.10" },
+		},
+		{
+			name:  "one secret",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, secret: '${WEBHOOK_SECRET}'}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{testSecret} },
+		},
+		{
+			name: "a list of secrets keeps its order",
+			yaml: "source: {url: postgres://localhost/app}\nsinks:\n- name: a\n  url: http://localhost/\n" +
+				"  secret:\n    - whsec_bmV3ZXN0\n    - ${WEBHOOK_SECRET}\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{"whsec_bmV3ZXN0", testSecret} },
+		},
+		{
+			name:  "no secret, no signatures",
+			yaml:  base,
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string(nil) },
 		},
 		{
 			name:  "batch_wait may be zero",

@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -137,30 +138,54 @@ func TestBusyLaneFillsBatches(t *testing.T) {
 	}
 }
 
+// TestSignedRequestsVerify: every request is signed with each of the
+// sink's secrets, newest first, and verifies under each secret alone, as a
+// receiver that holds only the old or only the new one checks it.
 func TestSignedRequestsVerify(t *testing.T) {
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) int {
-		if err := Verify(testSecret, r.Header, body, 0, time.Now()); err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return http.StatusUnauthorized
-		}
-		return http.StatusOK
-	})
-	cfg := testConfig(rc.URL)
-	cfg.Secret = testSecret
-	cfg.MaxInFlight = 2
-	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add})
-	for i := range 20 {
-		submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
-	}
-	drain(t, s)
-	for _, h := range rc.list() {
-		if h.status != http.StatusOK {
-			t.Errorf("request %d: receiver answered %d, want 200", h.n, h.status)
-		}
-	}
-	if n := a.count(); n != 20 {
-		t.Errorf("got %d acks, want 20", n)
+	newer := "whsec_" + base64.StdEncoding.EncodeToString([]byte("the newer secret, 32 bytes long!"))
+	for _, secrets := range [][]string{{testSecret}, {newer, testSecret}} {
+		t.Run(strconv.Itoa(len(secrets)), func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) int {
+				for _, secret := range secrets {
+					if err := Verify(secret, r.Header, body, 0, time.Now()); err != nil {
+						http.Error(w, err.Error(), http.StatusUnauthorized)
+						return http.StatusUnauthorized
+					}
+				}
+				return http.StatusOK
+			})
+			cfg := testConfig(rc.URL)
+			cfg.Secrets = secrets
+			cfg.MaxInFlight = 2
+			var a acks
+			s := start(t, cfg, testOpts{Ack: a.add})
+			for i := range 20 {
+				submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
+			}
+			drain(t, s)
+			for _, h := range rc.list() {
+				if h.status != http.StatusOK {
+					t.Errorf("request %d: receiver answered %d, want 200", h.n, h.status)
+				}
+				sigs := strings.Split(h.header.Get("Webhook-Signature"), " ")
+				if len(sigs) != len(secrets) {
+					t.Fatalf("request %d: got signatures %q, want %d separated by a space", h.n, sigs, len(secrets))
+				}
+				ts, _ := strconv.ParseInt(h.header.Get("Webhook-Timestamp"), 10, 64)
+				for i, secret := range secrets {
+					want, err := Sign(secret, h.header.Get("Webhook-Id"), ts, h.body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if sigs[i] != want {
+						t.Errorf("request %d: signature %d: got %s, want %s (secrets in their configured order)", h.n, i, sigs[i], want)
+					}
+				}
+			}
+			if n := a.count(); n != 20 {
+				t.Errorf("got %d acks, want 20", n)
+			}
+		})
 	}
 }
 

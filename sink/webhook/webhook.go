@@ -47,9 +47,15 @@ type Sink struct {
 	now       func() time.Time
 	header    http.Header // Content-Type, User-Agent and the static headers
 	host      string      // a static Host header, which net/http takes apart
-	macs      sync.Pool   // of hash.Hash keyed with the secret; empty when unsigned
+	signers   sync.Pool   // of *signer, one HMAC per secret; empty when unsigned
 	signed    bool
-	sigs      sync.Pool // of *[]byte signature buffers
+}
+
+// signer holds an HMAC keyed with each of a sink's secrets, in order, and a
+// buffer for the signatures.
+type signer struct {
+	macs []hash.Hash
+	buf  []byte
 }
 
 // New checks cfg and builds a destination for it.
@@ -65,15 +71,24 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if cfg.Secret != "" {
-		key, err := decodeSecret(cfg.Secret)
+	keys := make([][]byte, len(cfg.Secrets))
+	for i, secret := range cfg.Secrets {
+		key, err := decodeSecret(secret)
 		if err != nil {
-			return nil, fmt.Errorf("sink %q: secret: %w", cfg.Name, err)
+			return nil, fmt.Errorf("sink %q: secret %d of %d: %w", cfg.Name, i+1, len(cfg.Secrets), err)
 		}
-		s.signed = true
-		s.macs.New = func() any { return hmac.New(sha256.New, key) }
+		keys[i] = key
 	}
-	s.sigs.New = func() any { b := make([]byte, 0, 64); return &b }
+	if len(keys) > 0 {
+		s.signed = true
+		s.signers.New = func() any {
+			sg := &signer{macs: make([]hash.Hash, len(keys)), buf: make([]byte, 0, len(keys)*48)}
+			for i, key := range keys {
+				sg.macs[i] = hmac.New(sha256.New, key)
+			}
+			return sg
+		}
+	}
 	if s.client == nil {
 		if t, ok := http.DefaultTransport.(*http.Transport); ok {
 			s.transport = t.Clone()
@@ -167,13 +182,18 @@ func (s *Sink) Close() error {
 	return nil
 }
 
-// sign is the webhook-signature of body.
+// sign is the webhook-signature of body: a v1 signature under each secret,
+// newest first, separated by spaces.
 func (s *Sink) sign(id, ts string, body []byte) string {
-	mac := s.macs.Get().(hash.Hash)
-	buf := s.sigs.Get().(*[]byte)
-	*buf = appendSignature((*buf)[:0], mac, id, ts, body)
-	sig := string(*buf)
-	s.macs.Put(mac)
-	s.sigs.Put(buf)
+	sg := s.signers.Get().(*signer)
+	sg.buf = sg.buf[:0]
+	for i, mac := range sg.macs {
+		if i > 0 {
+			sg.buf = append(sg.buf, ' ')
+		}
+		sg.buf = appendSignature(sg.buf, mac, id, ts, body)
+	}
+	sig := string(sg.buf)
+	s.signers.Put(sg)
 	return sig
 }
