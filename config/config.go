@@ -91,7 +91,10 @@ type Sink struct {
 	// first; empty for unsigned requests.
 	Secrets []string
 	Headers map[string]string
-	Window  Window
+	// Compression is "gzip" to compress request bodies of 1 KiB or more,
+	// "" for none.
+	Compression string
+	Window      Window
 }
 
 // Window bounds what a sink holds undelivered in memory: the messages

@@ -119,6 +119,7 @@ func TestParseFull(t *testing.T) {
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
 				Secrets:     []string{testSecret},
 				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
+				Compression: "gzip",
 				Window:      Window{Messages: 5000, Bytes: 16 << 20},
 			},
 			{
@@ -132,6 +133,7 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 16,
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
+				Secrets:     []string{"whsec_bmV3ZXIgc2VjcmV0", testSecret},
 				Window:      Window{Messages: 10000, Bytes: 64 << 20},
 			},
 		},
@@ -258,6 +260,16 @@ func TestParseSpecialValues(t *testing.T) {
 			name:  "no secret, no signatures",
 			yaml:  base,
 			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string(nil) },
+		},
+		{
+			name:  "compression gzip",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: gzip}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "gzip" },
+		},
+		{
+			name:  "compression none is the default",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: none}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "" },
 		},
 		{
 			name:  "batch_wait may be zero",

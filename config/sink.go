@@ -35,7 +35,7 @@ var reservedHeaders = []string{
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes",
+	"window", "batch_bytes", "compression",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -74,6 +74,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
 		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
+		Compression: d.compression(o.field("compression")),
 	}
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
@@ -225,6 +226,17 @@ func (d *decoder) secret(v value) (s string, ok bool) {
 	d.check(v, found, "does not start with whsec_; %s", hint)
 	d.check(v, err == nil && len(key) > 0, "not whsec_ followed by standard base64; %s", hint)
 	return s, found && err == nil && len(key) > 0
+}
+
+// compression returns a sink's request compression: "gzip", or "" for none
+// (the default, also written as none).
+func (d *decoder) compression(v value) string {
+	c := d.string(v, "none")
+	d.check(v, c == "none" || c == "gzip", "%q is not a compression; use gzip, or none (the default)", c)
+	if c != "gzip" {
+		return ""
+	}
+	return c
 }
 
 // headers returns a sink's static request headers, keyed as written.

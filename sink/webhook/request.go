@@ -81,9 +81,11 @@ const (
 )
 
 // Deliver makes one attempt at POSTing b: its body (built on the first
-// attempt, kept in b.Body for retries), the Standard Webhooks headers with
-// webhook-id b.ID, and webhook-attempt b.Attempt. It returns nil on a 2xx
-// and a *StatusError for any other answer.
+// attempt, kept in b.Body for retries; gzipped on every attempt when the
+// sink compresses and the body is large enough), the Standard Webhooks
+// headers with webhook-id b.ID, and webhook-attempt b.Attempt. The
+// signature covers the JSON, not the compressed bytes. It returns nil on a
+// 2xx and a *StatusError for any other answer.
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if len(b.Body) == 0 {
 		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
@@ -94,12 +96,25 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if err != nil {
 		return fmt.Errorf("build request: %w", unwrapURLError(err))
 	}
-	body := &attemptBody{buf: b.Body}
+	wire, compressed := b.Body, false
+	if s.gzip != nil {
+		var buf *bytes.Buffer
+		if buf, compressed = s.gzip.compress(b.Body); compressed {
+			// Deferred before body.end, so it runs after: once the
+			// transport can no longer read the buffer.
+			defer s.gzip.release(buf)
+			wire = buf.Bytes()
+		}
+	}
+	body := &attemptBody{buf: wire}
 	defer body.end()
 	req.Body = body.reader()
 	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
-	req.ContentLength = int64(len(b.Body))
+	req.ContentLength = int64(len(wire))
 	req.Header = s.header.Clone()
+	if compressed {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
 	if s.host != "" {
 		req.Host = s.host
 	}

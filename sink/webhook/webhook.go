@@ -49,6 +49,7 @@ type Sink struct {
 	host      string      // a static Host header, which net/http takes apart
 	signers   sync.Pool   // of *signer, one HMAC per secret; empty when unsigned
 	signed    bool
+	gzip      *compressor // nil unless compression: gzip
 }
 
 // signer holds an HMAC keyed with each of a sink's secrets, in order, and a
@@ -88,6 +89,9 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 			}
 			return sg
 		}
+	}
+	if cfg.Compression == "gzip" {
+		s.gzip = newCompressor(4 * int(max(cfg.BatchBytes, 1<<20)))
 	}
 	if s.client == nil {
 		if t, ok := http.DefaultTransport.(*http.Transport); ok {
@@ -141,6 +145,8 @@ func validate(cfg config.Sink) error {
 		return errors.New("url has no host (e.g. https://example.com/hooks)")
 	case cfg.Timeout <= 0:
 		return fmt.Errorf("timeout must be positive, got %s", cfg.Timeout)
+	case cfg.Compression != "" && cfg.Compression != "gzip":
+		return fmt.Errorf("compression %q is not supported; use gzip or none", cfg.Compression)
 	}
 	for name, value := range cfg.Headers {
 		if !validHeaderName(name) {
