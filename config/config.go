@@ -94,6 +94,7 @@ type Sink struct {
 	// Compression is "gzip" to compress request bodies of 1 KiB or more,
 	// "" for none.
 	Compression string
+	TLS         TLS
 	Window      Window
 }
 

@@ -134,7 +134,12 @@ func TestParseFull(t *testing.T) {
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
 				Secrets:     []string{"whsec_bmV3ZXIgc2VjcmV0", testSecret},
-				Window:      Window{Messages: 10000, Bytes: 64 << 20},
+				TLS: TLS{
+					CAFile:   filepath.Join("..", "testdata", "config", "tls", "ca.pem"),
+					CertFile: filepath.Join("..", "testdata", "config", "tls", "client.pem"),
+					KeyFile:  filepath.Join("..", "testdata", "config", "tls", "client-key.pem"),
+				},
+				Window: Window{Messages: 10000, Bytes: 64 << 20},
 			},
 		},
 	}
@@ -272,6 +277,16 @@ func TestParseSpecialValues(t *testing.T) {
 			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "" },
 		},
 		{
+			name:  "no tls",
+			yaml:  base,
+			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{} },
+		},
+		{
+			name:  "tls insecure_skip_verify",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: https://localhost/, tls: {insecure_skip_verify: true}}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{InsecureSkipVerify: true} },
+		},
+		{
 			name:  "batch_wait may be zero",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, batch_wait: 0s}]\n",
 			check: func(c *Config) (any, any) { return c.Sinks[0].BatchWait, time.Duration(0) },
@@ -284,6 +299,34 @@ func TestParseSpecialValues(t *testing.T) {
 				t.Errorf("got %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestTLSPaths: a relative tls path starts at the configuration file's
+// directory, wherever walhook runs; an absolute one is kept.
+func TestTLSPaths(t *testing.T) {
+	dir := filepath.Join("..", "testdata", "config")
+	abs, err := filepath.Abs(filepath.Join(dir, "tls", "client.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := "source: {url: postgres://localhost/app}\nsinks:\n- name: a\n  url: https://localhost/\n" +
+		"  tls: {ca_file: tls/ca.pem, cert_file: '" + abs + "', key_file: ./tls/client-key.pem}\n"
+	c, err := Parse(filepath.Join(dir, "walhook.yaml"), []byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := TLS{
+		CAFile:   filepath.Join(dir, "tls", "ca.pem"),
+		CertFile: abs,
+		KeyFile:  filepath.Join(dir, "tls", "client-key.pem"),
+	}
+	if got := c.Sinks[0].TLS; got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// The same file read from another directory finds nothing there.
+	if _, err := Parse("walhook.yaml", []byte(yaml), nil); err == nil || !strings.Contains(err.Error(), "tls.ca_file: cannot read") {
+		t.Errorf("Parse relative to the package directory: got %v, want tls.ca_file: cannot read", err)
 	}
 }
 

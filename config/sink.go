@@ -35,7 +35,7 @@ var reservedHeaders = []string{
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes", "compression",
+	"window", "batch_bytes", "compression", "tls",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -76,6 +76,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
 		Compression: d.compression(o.field("compression")),
 	}
+	s.TLS = d.tls(o.field("tls"), s.URL)
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	if len(s.Tables) > 0 {

@@ -28,13 +28,14 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 	cfg.MaxInFlight = 1
 	now := time.Unix(1764156000, 0)
 	var a acks
-	s := start(t, cfg, testOpts{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
+	s := newTestSink(t, cfg, testOpts{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
 
 	var msgs []*change.Message
 	for i := range 7 {
 		msgs = append(msgs, msg(i, "public.t:1"))
 	}
 	submit(t, s, msgs...)
+	run(t, s)
 	waitFor(t, "7 acks", func() bool { return a.count() == 7 })
 	wantAcks(t, &a, msgs...)
 
@@ -118,9 +119,10 @@ func TestBusyLaneFillsBatches(t *testing.T) {
 	cfg.BatchSize = 4
 	cfg.BatchWait = time.Hour
 	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
+	s := newTestSink(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
 	// A full batch, held by the receiver; then 2 more messages queue.
 	submit(t, s, msg(0, "k"), msg(1, "k"), msg(2, "k"), msg(3, "k"))
+	run(t, s)
 	waitFor(t, "the first request", func() bool { return rc.count() == 1 })
 	submit(t, s, msg(4, "k"), msg(5, "k"))
 	close(release)
@@ -220,9 +222,10 @@ func TestRetriesUntil2xx(t *testing.T) {
 			cfg := testConfig(rc.URL)
 			cfg.BatchWait = 50 * time.Millisecond
 			var a acks
-			s := start(t, cfg, testOpts{Ack: a.add, Now: time.Now})
+			s := newTestSink(t, cfg, testOpts{Ack: a.add, Now: time.Now})
 			msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
 			submit(t, s, msgs...)
+			run(t, s)
 			waitFor(t, "3 acks", func() bool { return a.count() == 3 })
 			wantAcks(t, &a, msgs...)
 
@@ -443,7 +446,7 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 		got []*change.Message
 	)
 	var last sink.DeadLetter
-	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
+	s := newTestSink(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, d.Messages...)
@@ -452,6 +455,7 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 	}})
 	msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
 	submit(t, s, msgs...)
+	run(t, s)
 	drain(t, s)
 	wantAcks(t, &a, msgs...)
 	if n := rc.count(); n != 3 {

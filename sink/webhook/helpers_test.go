@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,6 +87,13 @@ type receiver struct {
 
 func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int) *receiver {
 	t.Helper()
+	return startReceiver(t, answer, nil)
+}
+
+// startReceiver is newReceiver, over TLS with these settings when tlsConfig
+// is not nil.
+func startReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int, tlsConfig *tls.Config) *receiver {
+	t.Helper()
 	rc := &receiver{}
 	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		at := time.Now()
@@ -106,7 +115,13 @@ func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Reques
 			rc.conns.Add(1)
 		}
 	}
-	rc.Start()
+	if tlsConfig != nil {
+		rc.TLS = tlsConfig
+		rc.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what tests expect
+		rc.StartTLS()
+	} else {
+		rc.Start()
+	}
 	t.Cleanup(rc.Close)
 	return rc
 }
@@ -229,11 +244,20 @@ func newTestSink(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	return &testSink{Pipeline: p, dest: dest, route: route}
 }
 
-// start builds a sink and runs it until the test ends; the cleanup checks
-// that Run returns promptly once its context ends.
+// start builds a sink and runs it until the test ends.
 func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	t.Helper()
 	s := newTestSink(t, cfg, opts)
+	run(t, s)
+	return s
+}
+
+// run runs s until the test ends; the cleanup checks that Run returns
+// promptly once its context ends. Messages submitted before run wait in
+// their lanes, so the first batches are as full as they can be rather than
+// whatever an idle lane found when it woke.
+func run(t *testing.T, s *testSink) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -248,7 +272,6 @@ func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 			t.Errorf("Run did not return within 5s of its context ending")
 		}
 	})
-	return s
 }
 
 // submit submits msgs, failing the test on an error.

@@ -134,7 +134,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 		if actx.Err() != nil || isTimeout(err) {
 			return fmt.Errorf("%w (timeout %s)", ErrTimeout, s.cfg.Timeout)
 		}
-		return fmt.Errorf("post: %w", unwrapURLError(err))
+		return fmt.Errorf("post: %w", explainTLS(unwrapURLError(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {

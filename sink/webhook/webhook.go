@@ -28,9 +28,11 @@ type Options struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Client sends the requests; nil uses a client that does not follow
-	// redirects, keeps max_in_flight idle connections to the receiver and
-	// gives up on an attempt after the sink's timeout. The sink applies the
-	// timeout to every attempt through its context in any case.
+	// redirects, keeps max_in_flight idle connections to the receiver,
+	// speaks TLS as the sink's tls settings say and gives up on an attempt
+	// after the sink's timeout. The sink applies the timeout to every
+	// attempt through its context in any case; the tls settings are the
+	// given client's business.
 	Client *http.Client
 	// Now is the clock for webhook-timestamp and Retry-After dates; nil
 	// uses time.Now.
@@ -94,6 +96,10 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		s.gzip = newCompressor(4 * int(max(cfg.BatchBytes, 1<<20)))
 	}
 	if s.client == nil {
+		tlsConfig, err := clientTLS(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("sink %q: %w", cfg.Name, err)
+		}
 		if t, ok := http.DefaultTransport.(*http.Transport); ok {
 			s.transport = t.Clone()
 		} else {
@@ -105,6 +111,13 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		s.transport.MaxIdleConnsPerHost = cfg.MaxInFlight
 		s.transport.MaxIdleConns = max(s.transport.MaxIdleConns, cfg.MaxInFlight)
 		s.transport.MaxConnsPerHost = cfg.MaxInFlight
+		if tlsConfig != nil {
+			s.transport.TLSClientConfig = tlsConfig
+		}
+		if cfg.TLS.InsecureSkipVerify {
+			s.log.Warn("tls.insecure_skip_verify is true: the receiver's certificate is not checked, so anyone on the way " +
+				"can pose as the receiver and read every change sent to it; trust its CA with tls.ca_file instead")
+		}
 		s.client = &http.Client{
 			Transport: s.transport,
 			Timeout:   cfg.Timeout,
