@@ -96,9 +96,15 @@ type Sink struct {
 	MaxInFlight  int           // default 16
 	Timeout      time.Duration // default 30s
 	Retry        Retry
-	Secret       string
-	Headers      map[string]string
-	Window       Window
+	// Secrets sign every request, each with its own signature, newest
+	// first; empty for unsigned requests.
+	Secrets []string
+	Headers map[string]string
+	// Compression is "gzip" to compress request bodies of 1 KiB or more,
+	// "" for none.
+	Compression string
+	TLS         TLS
+	Window      Window
 }
 
 // Window bounds what a sink holds undelivered in memory: the messages

@@ -119,8 +119,9 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 4,
 				Timeout:     10 * time.Second,
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
-				Secret:      testSecret,
+				Secrets:     []string{testSecret},
 				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
+				Compression: "gzip",
 				Window:      Window{Messages: 5000, Bytes: 16 << 20},
 			},
 			{
@@ -134,7 +135,13 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 16,
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
-				Window:      Window{Messages: 10000, Bytes: 64 << 20},
+				Secrets:     []string{"whsec_bmV3ZXIgc2VjcmV0", testSecret},
+				TLS: TLS{
+					CAFile:   filepath.Join("..", "testdata", "config", "tls", "ca.pem"),
+					CertFile: filepath.Join("..", "testdata", "config", "tls", "client.pem"),
+					KeyFile:  filepath.Join("..", "testdata", "config", "tls", "client-key.pem"),
+				},
+				Window: Window{Messages: 10000, Bytes: 64 << 20},
 			},
 		},
 	}
@@ -246,6 +253,42 @@ func TestParseSpecialValues(t *testing.T) {
 			check: func(c *Config) (any, any) { return c.Sinks[0].Name, "1.10" },
 		},
 		{
+			name:  "one secret",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, secret: '${WEBHOOK_SECRET}'}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{testSecret} },
+		},
+		{
+			name: "a list of secrets keeps its order",
+			yaml: "source: {url: postgres://localhost/app}\nsinks:\n- name: a\n  url: http://localhost/\n" +
+				"  secret:\n    - whsec_bmV3ZXN0\n    - ${WEBHOOK_SECRET}\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{"whsec_bmV3ZXN0", testSecret} },
+		},
+		{
+			name:  "no secret, no signatures",
+			yaml:  base,
+			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string(nil) },
+		},
+		{
+			name:  "compression gzip",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: gzip}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "gzip" },
+		},
+		{
+			name:  "compression none is the default",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: none}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "" },
+		},
+		{
+			name:  "no tls",
+			yaml:  base,
+			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{} },
+		},
+		{
+			name:  "tls insecure_skip_verify",
+			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: https://localhost/, tls: {insecure_skip_verify: true}}]\n",
+			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{InsecureSkipVerify: true} },
+		},
+		{
 			name:  "batch_wait may be zero",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, batch_wait: 0s}]\n",
 			check: func(c *Config) (any, any) { return c.Sinks[0].BatchWait, time.Duration(0) },
@@ -275,6 +318,34 @@ func TestParseSpecialValues(t *testing.T) {
 				t.Errorf("got %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestTLSPaths: a relative tls path starts at the configuration file's
+// directory, wherever walhook runs; an absolute one is kept.
+func TestTLSPaths(t *testing.T) {
+	dir := filepath.Join("..", "testdata", "config")
+	abs, err := filepath.Abs(filepath.Join(dir, "tls", "client.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := "source: {url: postgres://localhost/app}\nsinks:\n- name: a\n  url: https://localhost/\n" +
+		"  tls: {ca_file: tls/ca.pem, cert_file: '" + abs + "', key_file: ./tls/client-key.pem}\n"
+	c, err := Parse(filepath.Join(dir, "walhook.yaml"), []byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := TLS{
+		CAFile:   filepath.Join(dir, "tls", "ca.pem"),
+		CertFile: abs,
+		KeyFile:  filepath.Join(dir, "tls", "client-key.pem"),
+	}
+	if got := c.Sinks[0].TLS; got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// The same file read from another directory finds nothing there.
+	if _, err := Parse("walhook.yaml", []byte(yaml), nil); err == nil || !strings.Contains(err.Error(), "tls.ca_file: cannot read") {
+		t.Errorf("Parse relative to the package directory: got %v, want tls.ca_file: cannot read", err)
 	}
 }
 

@@ -35,8 +35,10 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data, os.LookupEnv)
 }
 
-// Parse is Load for a file already read: path is used in messages only, and
-// env looks up ${VAR} values (nil means no variable is set). It reports every
+// Parse is Load for a file already read: path is used in messages and to
+// resolve the relative paths of files the configuration names (a sink's
+// tls files), and env looks up ${VAR} values (nil means no variable is
+// set). It reports every
 // problem it finds in one *Errors, each as "path:line: field: what is wrong;
 // what would be right". Messages never show a sink secret, the server
 // token, a header value or a URL, since those may hold credentials.

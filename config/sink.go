@@ -27,12 +27,15 @@ var validActions = []string{"insert", "update", "delete", "truncate", "read", "m
 
 // reservedHeaders are set by walhook on every request, so a sink's headers
 // may not replace them (lower case).
-var reservedHeaders = []string{"content-type", "content-length", "webhook-id", "webhook-timestamp", "webhook-signature"}
+var reservedHeaders = []string{
+	"content-type", "content-length", "content-encoding",
+	"webhook-id", "webhook-timestamp", "webhook-signature", "webhook-attempt",
+}
 
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes", "columns",
+	"window", "batch_bytes", "columns", "compression", "tls",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -67,11 +70,13 @@ func (d *decoder) sink(o object, src Source) Sink {
 		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
 		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
 		Retry:       d.retry(o.field("retry")),
-		Secret:      d.secret(o.field("secret")),
+		Secrets:     d.secrets(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
 		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
+		Compression: d.compression(o.field("compression")),
 	}
+	s.TLS = d.tls(o.field("tls"), s.URL)
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	if len(s.Tables) > 0 {
@@ -178,19 +183,64 @@ func (d *decoder) retry(v value) Retry {
 	return r
 }
 
+// secrets returns a sink's signing secrets, newest first: one secret, or a
+// list of them while a receiver rotates. nil when absent.
+func (d *decoder) secrets(v value) []string {
+	if !v.present() {
+		return nil
+	}
+	switch v.node.kind {
+	case scalarKind:
+		if s, ok := d.secret(v); ok {
+			return []string{s}
+		}
+		return nil
+	case listKind:
+	default:
+		d.fail(v, "got %s; want a secret (whsec_...) or a list of them, newest first", v.node.kind.describe())
+		return nil
+	}
+	items := d.list(v)
+	d.check(v, len(items) > 0, "empty list; list at least one secret, or remove secret to send unsigned requests")
+	var secrets []string
+	for _, item := range items {
+		s, ok := d.secret(item)
+		switch {
+		case !ok:
+		case slices.Contains(secrets, s):
+			d.fail(item, "the same secret as an earlier item; list each secret once")
+		default:
+			secrets = append(secrets, s)
+		}
+	}
+	return secrets
+}
+
 // secret returns a Standard Webhooks signing secret: "whsec_" followed by
-// the key in standard base64.
-func (d *decoder) secret(v value) string {
-	s, ok := d.text(v)
+// the key in standard base64. ok is false when v is absent or has a
+// problem. No message shows the value.
+func (d *decoder) secret(v value) (s string, ok bool) {
+	s, ok = d.text(v)
 	if !ok {
-		return ""
+		return "", false
 	}
 	const hint = "generate one with: echo whsec_$(openssl rand -base64 32)"
 	encoded, found := strings.CutPrefix(s, "whsec_")
 	key, err := base64.StdEncoding.DecodeString(encoded)
 	d.check(v, found, "does not start with whsec_; %s", hint)
 	d.check(v, err == nil && len(key) > 0, "not whsec_ followed by standard base64; %s", hint)
-	return s
+	return s, found && err == nil && len(key) > 0
+}
+
+// compression returns a sink's request compression: "gzip", or "" for none
+// (the default, also written as none).
+func (d *decoder) compression(v value) string {
+	c := d.string(v, "none")
+	d.check(v, c == "none" || c == "gzip", "%q is not a compression; use gzip, or none (the default)", c)
+	if c != "gzip" {
+		return ""
+	}
+	return c
 }
 
 // headers returns a sink's static request headers, keyed as written.

@@ -70,6 +70,21 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	// A sink with compression: gzip sends large bodies gzipped; the
+	// signature covers the JSON inside.
+	body, err = webhook.Decode(r.Header, body, 256<<20)
+	if err != nil {
+		fmt.Fprintf(rc.out, "%s  rejected %s: %v\n", time.Now().Format("15:04:05"), r.Header.Get("webhook-id"), err)
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, webhook.ErrBodyTooLarge):
+			status = http.StatusRequestEntityTooLarge
+		case errors.Is(err, webhook.ErrUnsupportedEncoding):
+			status = http.StatusUnsupportedMediaType
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
 	if rc.secret != "" {
 		if err := webhook.Verify(rc.secret, r.Header, body, 5*time.Minute, time.Now()); err != nil {
 			fmt.Fprintf(rc.out, "%s  rejected %s: %v\n", time.Now().Format("15:04:05"), r.Header.Get("webhook-id"), err)

@@ -50,9 +50,11 @@ func ForConfig(cfg *config.Config) *Redactor {
 	s = append(s, cfg.Server.Token)
 	for _, k := range cfg.Sinks {
 		s = append(s, urlSecrets(k.URL)...)
-		s = append(s, k.Secret)
-		if rest, ok := strings.CutPrefix(k.Secret, "whsec_"); ok {
-			s = append(s, rest)
+		for _, secret := range k.Secrets {
+			s = append(s, secret)
+			if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
+				s = append(s, rest)
+			}
 		}
 		for _, v := range k.Headers {
 			s = append(s, v)

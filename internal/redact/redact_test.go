@@ -17,7 +17,7 @@ func TestForConfigMasksEverySecret(t *testing.T) {
 		Server: config.Server{Token: "admin-t0ken"},
 		Sinks: []config.Sink{{
 			URL:     "https://hooks.example.com/in?token=url-t0ken&x=1",
-			Secret:  "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
 			Headers: map[string]string{"Authorization": "Bearer hdr-t0ken"},
 		}},
 	}

@@ -3,8 +3,10 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -26,13 +28,14 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 	cfg.MaxInFlight = 1
 	now := time.Unix(1764156000, 0)
 	var a acks
-	s := start(t, cfg, testOpts{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
+	s := newTestSink(t, cfg, testOpts{Version: "1.2.3", Ack: a.add, Now: func() time.Time { return now }})
 
 	var msgs []*change.Message
 	for i := range 7 {
 		msgs = append(msgs, msg(i, "public.t:1"))
 	}
 	submit(t, s, msgs...)
+	run(t, s)
 	waitFor(t, "7 acks", func() bool { return a.count() == 7 })
 	wantAcks(t, &a, msgs...)
 
@@ -59,6 +62,7 @@ func TestBatchSizeHeadersAndBody(t *testing.T) {
 			"X-Static":          "yes",
 			"Authorization":     "Bearer t0ken",
 			"Webhook-Timestamp": "1764156000",
+			"Webhook-Attempt":   "1",
 			"Webhook-Signature": "",
 		} {
 			if got := h.header.Get(name); got != want {
@@ -115,9 +119,10 @@ func TestBusyLaneFillsBatches(t *testing.T) {
 	cfg.BatchSize = 4
 	cfg.BatchWait = time.Hour
 	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
+	s := newTestSink(t, cfg, testOpts{Ack: a.add, Route: func(m *change.Message) (uint64, bool) { return 1, m.Barrier }})
 	// A full batch, held by the receiver; then 2 more messages queue.
 	submit(t, s, msg(0, "k"), msg(1, "k"), msg(2, "k"), msg(3, "k"))
+	run(t, s)
 	waitFor(t, "the first request", func() bool { return rc.count() == 1 })
 	submit(t, s, msg(4, "k"), msg(5, "k"))
 	close(release)
@@ -135,30 +140,54 @@ func TestBusyLaneFillsBatches(t *testing.T) {
 	}
 }
 
+// TestSignedRequestsVerify: every request is signed with each of the
+// sink's secrets, newest first, and verifies under each secret alone, as a
+// receiver that holds only the old or only the new one checks it.
 func TestSignedRequestsVerify(t *testing.T) {
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) int {
-		if err := Verify(testSecret, r.Header, body, 0, time.Now()); err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return http.StatusUnauthorized
-		}
-		return http.StatusOK
-	})
-	cfg := testConfig(rc.URL)
-	cfg.Secret = testSecret
-	cfg.MaxInFlight = 2
-	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add})
-	for i := range 20 {
-		submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
-	}
-	drain(t, s)
-	for _, h := range rc.list() {
-		if h.status != http.StatusOK {
-			t.Errorf("request %d: receiver answered %d, want 200", h.n, h.status)
-		}
-	}
-	if n := a.count(); n != 20 {
-		t.Errorf("got %d acks, want 20", n)
+	newer := "whsec_" + base64.StdEncoding.EncodeToString([]byte("the newer secret, 32 bytes long!"))
+	for _, secrets := range [][]string{{testSecret}, {newer, testSecret}} {
+		t.Run(strconv.Itoa(len(secrets)), func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int, body []byte) int {
+				for _, secret := range secrets {
+					if err := Verify(secret, r.Header, body, 0, time.Now()); err != nil {
+						http.Error(w, err.Error(), http.StatusUnauthorized)
+						return http.StatusUnauthorized
+					}
+				}
+				return http.StatusOK
+			})
+			cfg := testConfig(rc.URL)
+			cfg.Secrets = secrets
+			cfg.MaxInFlight = 2
+			var a acks
+			s := start(t, cfg, testOpts{Ack: a.add})
+			for i := range 20 {
+				submit(t, s, msg(i, "public.t:"+strconv.Itoa(i)))
+			}
+			drain(t, s)
+			for _, h := range rc.list() {
+				if h.status != http.StatusOK {
+					t.Errorf("request %d: receiver answered %d, want 200", h.n, h.status)
+				}
+				sigs := strings.Split(h.header.Get("Webhook-Signature"), " ")
+				if len(sigs) != len(secrets) {
+					t.Fatalf("request %d: got signatures %q, want %d separated by a space", h.n, sigs, len(secrets))
+				}
+				ts, _ := strconv.ParseInt(h.header.Get("Webhook-Timestamp"), 10, 64)
+				for i, secret := range secrets {
+					want, err := Sign(secret, h.header.Get("Webhook-Id"), ts, h.body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if sigs[i] != want {
+						t.Errorf("request %d: signature %d: got %s, want %s (secrets in their configured order)", h.n, i, sigs[i], want)
+					}
+				}
+			}
+			if n := a.count(); n != 20 {
+				t.Errorf("got %d acks, want 20", n)
+			}
+		})
 	}
 }
 
@@ -186,15 +215,17 @@ func TestRetriesUntil2xx(t *testing.T) {
 		{429, 503}, // without Retry-After: the backoff applies
 		{502, 408, 404, 409},
 		{302, 307},
+		{301, 303, 308},
 	} {
 		t.Run(fmt.Sprint(statuses), func(t *testing.T) {
 			rc := newReceiver(t, failing(statuses...))
 			cfg := testConfig(rc.URL)
 			cfg.BatchWait = 50 * time.Millisecond
 			var a acks
-			s := start(t, cfg, testOpts{Ack: a.add, Now: time.Now})
+			s := newTestSink(t, cfg, testOpts{Ack: a.add, Now: time.Now})
 			msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
 			submit(t, s, msgs...)
+			run(t, s)
 			waitFor(t, "3 acks", func() bool { return a.count() == 3 })
 			wantAcks(t, &a, msgs...)
 
@@ -206,6 +237,9 @@ func TestRetriesUntil2xx(t *testing.T) {
 			for _, h := range hits {
 				if h.path != "/" {
 					t.Errorf("request %d went to %s: a redirect was followed", h.n, h.path)
+				}
+				if got, want := h.header.Get("Webhook-Attempt"), strconv.Itoa(h.n); got != want {
+					t.Errorf("request %d: webhook-attempt %q, want %q", h.n, got, want)
 				}
 				if got := h.header.Get("Webhook-Id"); got != id {
 					t.Errorf("request %d: webhook-id %q, want %q as on the first attempt", h.n, got, id)
@@ -228,27 +262,43 @@ func TestRetriesUntil2xx(t *testing.T) {
 	}
 }
 
+// TestRetryAfterIsHonoured: a 429 or 503 with Retry-After, in seconds or as
+// an HTTP-date, delays the next attempt by that much rather than the
+// backoff's 10ms.
 func TestRetryAfterIsHonoured(t *testing.T) {
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
-		if n == 1 {
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusTooManyRequests)
-			return http.StatusTooManyRequests
-		}
-		return http.StatusOK
-	})
-	cfg := testConfig(rc.URL)
-	cfg.Retry.Max = 5 * time.Second
-	var a acks
-	s := start(t, cfg, testOpts{Ack: a.add})
-	submit(t, s, msg(1, "public.t:1"))
-	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
-	hits := rc.list()
-	if len(hits) != 2 {
-		t.Fatalf("got %d requests, want 2", len(hits))
-	}
-	if gap := hits[1].at.Sub(hits[0].at); gap < time.Second {
-		t.Errorf("second attempt came %s after the first, want at least 1s (Retry-After: 1)", gap)
+	now := time.Date(2026, 11, 26, 11, 20, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		status int
+		value  string
+	}{
+		{"429 seconds", http.StatusTooManyRequests, "1"},
+		{"503 date", http.StatusServiceUnavailable, now.Add(time.Second).Format(http.TimeFormat)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+				if n == 1 {
+					w.Header().Set("Retry-After", tc.value)
+					w.WriteHeader(tc.status)
+					return tc.status
+				}
+				return http.StatusOK
+			})
+			cfg := testConfig(rc.URL)
+			cfg.Retry.Max = 5 * time.Second
+			var a acks
+			// The sink's clock stands still, so the date is exactly 1s ahead.
+			s := start(t, cfg, testOpts{Ack: a.add, Now: func() time.Time { return now }})
+			submit(t, s, msg(1, "public.t:1"))
+			waitFor(t, "1 ack", func() bool { return a.count() == 1 })
+			hits := rc.list()
+			if len(hits) != 2 {
+				t.Fatalf("got %d requests, want 2", len(hits))
+			}
+			if gap := hits[1].at.Sub(hits[0].at); gap < time.Second {
+				t.Errorf("second attempt came %s after the first, want at least 1s (Retry-After: %s)", gap, tc.value)
+			}
+		})
 	}
 }
 
@@ -284,6 +334,13 @@ func TestRetryAfterParsing(t *testing.T) {
 		{"soon", 0},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{now.Format(http.TimeFormat), 0},
+		{now.Add(2 * time.Hour).Format(time.RFC850), 2 * time.Hour},
+		{now.Add(time.Minute).Format(time.ANSIC), time.Minute},
+		{"Thu, 26 Nov 2026 11:21:00 +0100", 0}, // not the GMT form HTTP dates use
+		{"99999999999999999999", math.MaxUint32 * time.Second},
+		{"1e3", 0},
+		{"0x10", 0},
 	} {
 		if got := retryAfter(tc.v, now); got != tc.want {
 			t.Errorf("retryAfter(%q): got %s, want %s", tc.v, got, tc.want)
@@ -389,7 +446,7 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 		got []*change.Message
 	)
 	var last sink.DeadLetter
-	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
+	s := newTestSink(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, d.Messages...)
@@ -398,6 +455,7 @@ func TestDeadLetterAfterMaxAttempts(t *testing.T) {
 	}})
 	msgs := []*change.Message{msg(1, "public.t:1"), msg(2, "public.t:1"), msg(3, "public.t:1")}
 	submit(t, s, msgs...)
+	run(t, s)
 	drain(t, s)
 	wantAcks(t, &a, msgs...)
 	if n := rc.count(); n != 3 {

@@ -2,13 +2,17 @@ package webhook
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,14 +80,22 @@ func (h hit) ids(t *testing.T) []int {
 // lets answer respond; answer returns the status it wrote.
 type receiver struct {
 	*httptest.Server
-	mu   sync.Mutex
-	hits []hit
+	conns atomic.Int64 // TCP connections accepted
+	mu    sync.Mutex
+	hits  []hit
 }
 
 func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int) *receiver {
 	t.Helper()
+	return startReceiver(t, answer, nil)
+}
+
+// startReceiver is newReceiver, over TLS with these settings when tlsConfig
+// is not nil.
+func startReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int, body []byte) int, tlsConfig *tls.Config) *receiver {
+	t.Helper()
 	rc := &receiver{}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		at := time.Now()
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -98,6 +110,18 @@ func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Reques
 		rc.hits[n-1].status = status
 		rc.mu.Unlock()
 	}))
+	rc.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			rc.conns.Add(1)
+		}
+	}
+	if tlsConfig != nil {
+		rc.TLS = tlsConfig
+		rc.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what tests expect
+		rc.StartTLS()
+	} else {
+		rc.Start()
+	}
 	t.Cleanup(rc.Close)
 	return rc
 }
@@ -220,11 +244,20 @@ func newTestSink(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	return &testSink{Pipeline: p, dest: dest, route: route}
 }
 
-// start builds a sink and runs it until the test ends; the cleanup checks
-// that Run returns promptly once its context ends.
+// start builds a sink and runs it until the test ends.
 func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	t.Helper()
 	s := newTestSink(t, cfg, opts)
+	run(t, s)
+	return s
+}
+
+// run runs s until the test ends; the cleanup checks that Run returns
+// promptly once its context ends. Messages submitted before run wait in
+// their lanes, so the first batches are as full as they can be rather than
+// whatever an idle lane found when it woke.
+func run(t *testing.T, s *testSink) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -239,7 +272,6 @@ func start(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 			t.Errorf("Run did not return within 5s of its context ending")
 		}
 	})
-	return s
 }
 
 // submit submits msgs, failing the test on an error. Several messages are

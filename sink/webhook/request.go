@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/sink"
@@ -25,9 +27,11 @@ var ErrTimeout = errors.New("receiver did not answer in time")
 // StatusError is a receiver's answer other than 2xx.
 type StatusError struct {
 	StatusCode int
-	// Body is the start of the response body (at most 512 bytes, valid
-	// UTF-8), for the log.
+	// Body is the start of the response body (at most 512 bytes of valid
+	// UTF-8, cut between characters), for the log.
 	Body string
+	// Truncated says the body was longer than Body.
+	Truncated bool
 	// Wait is what Retry-After asked for on a 429 or 503, or 0.
 	Wait time.Duration
 }
@@ -36,6 +40,9 @@ func (e *StatusError) Error() string {
 	msg := fmt.Sprintf("receiver answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
 	if e.Body != "" {
 		msg += ": " + strconv.Quote(e.Body)
+		if e.Truncated {
+			msg += " (truncated)"
+		}
 	}
 	return msg
 }
@@ -45,6 +52,11 @@ func (e *StatusError) Status() int { return e.StatusCode }
 
 // RetryAfter is the wait the receiver asked for, or 0.
 func (e *StatusError) RetryAfter() time.Duration { return e.Wait }
+
+// Pause reports whether the answer asks the sink to stop until it is
+// resumed: 410 Gone says the endpoint is no more, and retrying it would
+// only fill the log. The pipeline pauses the sink and drops nothing.
+func (e *StatusError) Pause() bool { return e.StatusCode == http.StatusGone }
 
 // Retryable reports whether a delivery error is worth retrying. Every failed
 // attempt is (non-2xx answers, timeouts, refused or reset connections), since
@@ -69,9 +81,11 @@ const (
 )
 
 // Deliver makes one attempt at POSTing b: its body (built on the first
-// attempt, kept in b.Body for retries), the Standard Webhooks headers with
-// webhook-id b.ID, and webhook-attempt. It returns nil on a 2xx and a
-// *StatusError for any other answer.
+// attempt, kept in b.Body for retries; gzipped on every attempt when the
+// sink compresses and the body is large enough), the Standard Webhooks
+// headers with webhook-id b.ID, and webhook-attempt b.Attempt. The
+// signature covers the JSON, not the compressed bytes. It returns nil on a
+// 2xx and a *StatusError for any other answer.
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if len(b.Body) == 0 {
 		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
@@ -82,18 +96,32 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if err != nil {
 		return fmt.Errorf("build request: %w", unwrapURLError(err))
 	}
-	body := &attemptBody{buf: b.Body}
+	wire, compressed := b.Body, false
+	if s.gzip != nil {
+		var buf *bytes.Buffer
+		if buf, compressed = s.gzip.compress(b.Body); compressed {
+			// Deferred before body.end, so it runs after: once the
+			// transport can no longer read the buffer.
+			defer s.gzip.release(buf)
+			wire = buf.Bytes()
+		}
+	}
+	body := &attemptBody{buf: wire}
 	defer body.end()
 	req.Body = body.reader()
 	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
-	req.ContentLength = int64(len(b.Body))
+	req.ContentLength = int64(len(wire))
 	req.Header = s.header.Clone()
+	if compressed {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
 	if s.host != "" {
 		req.Host = s.host
 	}
 	ts := strconv.FormatInt(s.now().Unix(), 10)
 	req.Header.Set("Webhook-Id", b.ID)
 	req.Header.Set("Webhook-Timestamp", ts)
+	req.Header.Set("Webhook-Attempt", strconv.Itoa(max(b.Attempt, 1)))
 	if s.signed {
 		req.Header.Set("Webhook-Signature", s.sign(b.ID, ts, b.Body))
 	}
@@ -106,7 +134,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 		if actx.Err() != nil || isTimeout(err) {
 			return fmt.Errorf("%w (timeout %s)", ErrTimeout, s.cfg.Timeout)
 		}
-		return fmt.Errorf("post: %w", unwrapURLError(err))
+		return fmt.Errorf("post: %w", explainTLS(unwrapURLError(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
@@ -115,16 +143,32 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
 		return nil
 	}
+	// Read on past what is logged, so that the connection can be reused.
 	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(io.LimitReader(resp.Body, maxResponse))
 	serr := &StatusError{StatusCode: resp.StatusCode}
-	if buf.Len() > 0 {
-		serr.Body = strings.ToValidUTF8(string(buf.Bytes()[:min(buf.Len(), maxLoggedResponse)]), "\uFFFD")
-	}
+	serr.Body, serr.Truncated = excerpt(buf.Bytes(), maxLoggedResponse)
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		serr.Wait = retryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
 	return serr
+}
+
+// excerpt is the start of b as valid UTF-8 of at most limit bytes, cut
+// between characters, each invalid byte replaced by U+FFFD; truncated says
+// that b held more.
+func excerpt(b []byte, limit int) (s string, truncated bool) {
+	out := make([]byte, 0, min(len(b), limit))
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		n := utf8.RuneLen(r) // 3 for the replacement of an invalid byte
+		if len(out)+n > limit {
+			return string(out), true
+		}
+		out = utf8.AppendRune(out, r)
+		b = b[size:]
+	}
+	return string(out), false
 }
 
 // retryAfter parses a Retry-After value, delay-seconds or an HTTP-date, into
@@ -134,7 +178,13 @@ func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseUint(v, 10, 32); err == nil {
+	if strings.Trim(v, "0123456789") == "" {
+		// delay-seconds; a value too large to hold means a long wait,
+		// which the pipeline caps at retry.max.
+		secs, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			secs = math.MaxUint32
+		}
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {

@@ -44,6 +44,10 @@ func Sign(secret string, id string, timestamp int64, body []byte) (string, error
 // id, the timestamp and body under secret, compared in constant time. It
 // returns nil for a verified request and an error wrapping ErrUnverified for
 // one that is not.
+//
+// walhook signs the JSON, before compression. A body with Content-Encoding
+// gzip may be passed as received, compressed (Verify decompresses it, at
+// most MaxDecodedBody bytes, without keeping it), or as Decode returns it.
 func Verify(secret string, h http.Header, body []byte, tolerance time.Duration, now time.Time) error {
 	key, err := decodeSecret(secret)
 	if err != nil {
@@ -64,7 +68,17 @@ func Verify(secret string, h http.Header, body []byte, tolerance time.Duration, 
 	if d := now.Sub(time.Unix(secs, 0)); d > tolerance || d < -tolerance {
 		return fmt.Errorf("%w: webhook-timestamp is %s from now, beyond the tolerance of %s", ErrUnverified, d.Round(time.Second), tolerance)
 	}
-	want := appendSignature(nil, hmac.New(sha256.New, key), id, ts, body)
+	mac := hmac.New(sha256.New, key)
+	var want []byte
+	if gzipped(h, body) {
+		writeSigned(mac, id, ts)
+		if err := gunzip(mac, body, MaxDecodedBody); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnverified, err)
+		}
+		want = appendSum(nil, mac)
+	} else {
+		want = appendSignature(nil, mac, id, ts, body)
+	}
 	want = want[len("v1,"):]
 	for _, v := range sigs {
 		for _, sig := range strings.Fields(v) {
@@ -99,12 +113,23 @@ var dot = []byte{'.'}
 // appendSignature appends "v1,<base64 HMAC>" of "{id}.{ts}.{body}" to dst,
 // using mac, which it resets first.
 func appendSignature(dst []byte, mac hash.Hash, id, ts string, body []byte) []byte {
+	writeSigned(mac, id, ts)
+	_, _ = mac.Write(body)
+	return appendSum(dst, mac)
+}
+
+// writeSigned resets mac and writes what precedes the body in the signed
+// content: "{id}.{ts}.".
+func writeSigned(mac hash.Hash, id, ts string) {
 	mac.Reset()
 	_, _ = io.WriteString(mac, id)
 	_, _ = mac.Write(dot)
 	_, _ = io.WriteString(mac, ts)
 	_, _ = mac.Write(dot)
-	_, _ = mac.Write(body)
+}
+
+// appendSum appends "v1," and mac's sum in base64 to dst.
+func appendSum(dst []byte, mac hash.Hash) []byte {
 	var sum [sha256.Size]byte
 	dst = append(dst, "v1,"...)
 	return base64.StdEncoding.AppendEncode(dst, mac.Sum(sum[:0]))

@@ -28,9 +28,11 @@ type Options struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Client sends the requests; nil uses a client that does not follow
-	// redirects, keeps max_in_flight idle connections to the receiver and
-	// gives up on an attempt after the sink's timeout. The sink applies the
-	// timeout to every attempt through its context in any case.
+	// redirects, keeps max_in_flight idle connections to the receiver,
+	// speaks TLS as the sink's tls settings say and gives up on an attempt
+	// after the sink's timeout. The sink applies the timeout to every
+	// attempt through its context in any case; the tls settings are the
+	// given client's business.
 	Client *http.Client
 	// Now is the clock for webhook-timestamp and Retry-After dates; nil
 	// uses time.Now.
@@ -47,9 +49,16 @@ type Sink struct {
 	now       func() time.Time
 	header    http.Header // Content-Type, User-Agent and the static headers
 	host      string      // a static Host header, which net/http takes apart
-	macs      sync.Pool   // of hash.Hash keyed with the secret; empty when unsigned
+	signers   sync.Pool   // of *signer, one HMAC per secret; empty when unsigned
 	signed    bool
-	sigs      sync.Pool // of *[]byte signature buffers
+	gzip      *compressor // nil unless compression: gzip
+}
+
+// signer holds an HMAC keyed with each of a sink's secrets, in order, and a
+// buffer for the signatures.
+type signer struct {
+	macs []hash.Hash
+	buf  []byte
 }
 
 // New checks cfg and builds a destination for it.
@@ -65,24 +74,50 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if cfg.Secret != "" {
-		key, err := decodeSecret(cfg.Secret)
+	keys := make([][]byte, len(cfg.Secrets))
+	for i, secret := range cfg.Secrets {
+		key, err := decodeSecret(secret)
 		if err != nil {
-			return nil, fmt.Errorf("sink %q: secret: %w", cfg.Name, err)
+			return nil, fmt.Errorf("sink %q: secret %d of %d: %w", cfg.Name, i+1, len(cfg.Secrets), err)
 		}
-		s.signed = true
-		s.macs.New = func() any { return hmac.New(sha256.New, key) }
+		keys[i] = key
 	}
-	s.sigs.New = func() any { b := make([]byte, 0, 64); return &b }
+	if len(keys) > 0 {
+		s.signed = true
+		s.signers.New = func() any {
+			sg := &signer{macs: make([]hash.Hash, len(keys)), buf: make([]byte, 0, len(keys)*48)}
+			for i, key := range keys {
+				sg.macs[i] = hmac.New(sha256.New, key)
+			}
+			return sg
+		}
+	}
+	if cfg.Compression == "gzip" {
+		s.gzip = newCompressor(4 * int(max(cfg.BatchBytes, 1<<20)))
+	}
 	if s.client == nil {
+		tlsConfig, err := clientTLS(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("sink %q: %w", cfg.Name, err)
+		}
 		if t, ok := http.DefaultTransport.(*http.Transport); ok {
 			s.transport = t.Clone()
 		} else {
 			s.transport = &http.Transport{Proxy: http.ProxyFromEnvironment}
 		}
-		// One connection per lane stays open between batches.
+		// One connection per lane stays open between batches, and no
+		// more are opened: a lane whose connection is on its way back to
+		// the idle pool waits for it rather than dialling another.
 		s.transport.MaxIdleConnsPerHost = cfg.MaxInFlight
 		s.transport.MaxIdleConns = max(s.transport.MaxIdleConns, cfg.MaxInFlight)
+		s.transport.MaxConnsPerHost = cfg.MaxInFlight
+		if tlsConfig != nil {
+			s.transport.TLSClientConfig = tlsConfig
+		}
+		if cfg.TLS.InsecureSkipVerify {
+			s.log.Warn("tls.insecure_skip_verify is true: the receiver's certificate is not checked, so anyone on the way " +
+				"can pose as the receiver and read every change sent to it; trust its CA with tls.ca_file instead")
+		}
 		s.client = &http.Client{
 			Transport: s.transport,
 			Timeout:   cfg.Timeout,
@@ -123,6 +158,8 @@ func validate(cfg config.Sink) error {
 		return errors.New("url has no host (e.g. https://example.com/hooks)")
 	case cfg.Timeout <= 0:
 		return fmt.Errorf("timeout must be positive, got %s", cfg.Timeout)
+	case cfg.Compression != "" && cfg.Compression != "gzip":
+		return fmt.Errorf("compression %q is not supported; use gzip or none", cfg.Compression)
 	}
 	for name, value := range cfg.Headers {
 		if !validHeaderName(name) {
@@ -164,13 +201,18 @@ func (s *Sink) Close() error {
 	return nil
 }
 
-// sign is the webhook-signature of body.
+// sign is the webhook-signature of body: a v1 signature under each secret,
+// newest first, separated by spaces.
 func (s *Sink) sign(id, ts string, body []byte) string {
-	mac := s.macs.Get().(hash.Hash)
-	buf := s.sigs.Get().(*[]byte)
-	*buf = appendSignature((*buf)[:0], mac, id, ts, body)
-	sig := string(*buf)
-	s.macs.Put(mac)
-	s.sigs.Put(buf)
+	sg := s.signers.Get().(*signer)
+	sg.buf = sg.buf[:0]
+	for i, mac := range sg.macs {
+		if i > 0 {
+			sg.buf = append(sg.buf, ' ')
+		}
+		sg.buf = appendSignature(sg.buf, mac, id, ts, body)
+	}
+	sig := string(sg.buf)
+	s.signers.Put(sg)
 	return sig
 }

@@ -215,7 +215,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"ftp", func(c *config.Sink) { c.URL = "ftp://example.com/x" }, `scheme "ftp"`},
 		{"no host", func(c *config.Sink) { c.URL = "http:///x" }, "no host"},
 		{"timeout", func(c *config.Sink) { c.Timeout = 0 }, "timeout"},
-		{"secret", func(c *config.Sink) { c.Secret = "hunter2" }, "secret"},
+		{"secret", func(c *config.Sink) { c.Secrets = []string{"hunter2"} }, "secret 1 of 1"},
+		{"second secret", func(c *config.Sink) { c.Secrets = []string{testSecret, "whsec_hunter2!"} }, "secret 2 of 2"},
+		{"compression", func(c *config.Sink) { c.Compression = "br" }, `compression "br"`},
 		{"header name", func(c *config.Sink) { c.Headers = map[string]string{"Bad Name": "x"} }, "header name"},
 		{"header value", func(c *config.Sink) { c.Headers = map[string]string{"X-Token": "s3cret\r\nEvil: 1"} }, "line break"},
 	} {
