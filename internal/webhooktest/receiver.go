@@ -130,6 +130,10 @@ func (r *Receiver) SetFaults(f Faults) {
 
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(req.Body)
+	if err == nil {
+		// A compressed body is signed over its JSON: decode, then verify.
+		body, err = webhook.Decode(req.Header, body, 1<<30)
+	}
 	arrived := time.Now()
 	r.mu.Lock()
 	r.requests++
