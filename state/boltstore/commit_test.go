@@ -28,14 +28,20 @@ func TestGroupCommit(t *testing.T) {
 		return []state.Entry{{Msg: &change.Message{Pos: change.Position{CommitLSN: pglogrepl.LSN(lsn)}}}}
 	}
 	// The first write holds its commit open until three more are queued.
-	release := make(chan struct{})
+	entered, release := make(chan struct{}), make(chan struct{})
 	firstDone := make(chan error, 1)
 	go func() {
+		first := true
 		firstDone <- s.update(ctx, func(tx *bolt.Tx) (func(), error) {
-			<-release
+			if first {
+				first = false
+				close(entered)
+				<-release
+			}
 			return nil, nil
 		})
 	}()
+	<-entered
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range 3 {
