@@ -116,13 +116,18 @@ func ParseID(id string) (n uint64, ok bool) {
 	return n, true
 }
 
-// Action codes; 0 is an action outside this list, written as a string.
-var actionCodes = map[change.Action]byte{}
+// Action codes, fixed by the record format (not taken from the order of
+// change.Actions, which may change); 0 is an action outside this list,
+// written as a string.
+var actions = [...]change.Action{1: change.Insert, 2: change.Update, 3: change.Delete, 4: change.Truncate, 5: change.Read, 6: change.Emitted}
 
-func init() {
-	for i, a := range change.Actions {
-		actionCodes[a] = byte(i + 1)
+func actionCode(a change.Action) byte {
+	for i := 1; i < len(actions); i++ {
+		if actions[i] == a {
+			return byte(i)
+		}
 	}
+	return 0
 }
 
 const (
@@ -132,14 +137,14 @@ const (
 
 // AppendMessage appends m's record:
 //
-//	version 1, action code (1 + index in change.Actions; 0: a string
-//	follows), flags (bit 0: Barrier), [action string], Schema, Table,
+//	version 1, action code (1 insert, 2 update, 3 delete, 4 truncate,
+//	5 read, 6 message; 0: a string follows), flags (bit 0: Barrier), [action string], Schema, Table,
 //	nullable Rel (see appendRelation), nullable Record, nullable
 //	RecordFields (Col, Start, End as uvarints), nullable Changes,
 //	nullable ChangesFields, nullable UnchangedToast (strings), Prefix,
 //	nullable Content, Pos, CommitTime, XID (uvarint), Key
 func AppendMessage(b []byte, m *change.Message) []byte {
-	code := actionCodes[m.Action]
+	code := actionCode(m.Action)
 	var flags byte
 	if m.Barrier {
 		flags |= flagBarrier
@@ -466,8 +471,8 @@ func (d *Decoder) decodeMessage(r *reader) *change.Message {
 	switch {
 	case code == 0:
 		m.Action = change.Action(r.string("action"))
-	case int(code) <= len(change.Actions):
-		m.Action = change.Actions[code-1]
+	case int(code) < len(actions):
+		m.Action = actions[code]
 	default:
 		r.fail("action", "unknown action code %d", code)
 	}

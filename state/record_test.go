@@ -458,3 +458,17 @@ func BenchmarkDecodeEntry(b *testing.B) {
 		}
 	}
 }
+
+// TestActionCodes pins the codes: records on disk depend on them.
+func TestActionCodes(t *testing.T) {
+	for a, want := range map[change.Action]byte{change.Insert: 1, change.Update: 2, change.Delete: 3, change.Truncate: 4, change.Read: 5, change.Emitted: 6, "other": 0} {
+		if b := AppendMessage(nil, &change.Message{Action: a}); b[1] != want {
+			t.Errorf("%s: got code %d, want %d", a, b[1], want)
+		}
+	}
+	for _, a := range change.Actions {
+		if actionCode(a) == 0 {
+			t.Errorf("action %s has no code: give it the next one", a)
+		}
+	}
+}

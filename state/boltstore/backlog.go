@@ -214,7 +214,7 @@ func (b *backlog) MoveToDeadLetters(ctx context.Context, max int, maxBytes int64
 		return state.DeadLetter{}, fmt.Errorf("move from the backlog of sink %q to its dead letters: %w", b.sink, state.ErrEmpty)
 	}
 	now := time.Now()
-	dls := b.s.deadLetters(b.sink)
+	dls := b.s.DeadLetters(b.sink).(*deadLetters)
 	var moved state.DeadLetter
 	err := b.s.update(ctx, func(tx *bolt.Tx) (func(), error) {
 		bk, err := b.bucket(tx, false)

@@ -108,6 +108,8 @@ func (s *Store) commit(ops []*op) {
 			continue
 		}
 		err = translate(err)
+		s.commits.Add(1)
+		s.writes.Add(int64(len(ops)))
 		for _, o := range ops {
 			o.err = err
 			if err == nil && o.after != nil {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/walhook/walhook/state"
@@ -58,6 +59,8 @@ type Store struct {
 	// solo commits every write in its own transaction, as if there were
 	// no group commit; for comparison in benchmarks.
 	solo bool
+	// commits and writes count transactions and the writes in them.
+	commits, writes atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error

@@ -369,6 +369,9 @@ func testMoveToDeadLetters(t *testing.T, h Harness) {
 	if _, err := b.MoveToDeadLetters(ctx, 0, 0, meta); !errors.Is(err, state.ErrEmpty) {
 		t.Errorf("moving from an emptied backlog: got %v, want ErrEmpty", err)
 	}
+	if n, err := dls.Count(ctx); err != nil || n != 3 {
+		t.Errorf("got %d dead letters, %v, want 3", n, err)
+	}
 	s = reopen(t, h, s, loc)
 	b, dls = s.Backlog("a"), s.DeadLetters("a")
 	checkStats(t, "after reopen", b, nil)

@@ -57,6 +57,20 @@ func testConcurrent(t *testing.T, h Harness) {
 			}
 		}
 	})
+	// Appends that fail, committed among the others, fail alone.
+	writing.Add(1)
+	wg.Go(func() {
+		defer writing.Add(-1)
+		b := s.Backlog("refused")
+		for lsn := uint64(1); lsn <= batches; lsn++ {
+			bad := batch("refused", lsn, 3)
+			bad[1], bad[2] = bad[2], bad[1]
+			if err := b.Append(ctx, bad); err == nil {
+				t.Errorf("an append out of order: no error")
+				return
+			}
+		}
+	})
 	var kept []string
 	wg.Go(func() {
 		dls := s.DeadLetters("sink0")
@@ -129,6 +143,7 @@ func testConcurrent(t *testing.T, h Harness) {
 			want[fmt.Sprint("sink", i)] = state.Cursor{Acked: pos(saves, uint32(i))}
 		}
 		checkCursors(t, s, want)
+		checkEntries(t, "refused", readAll(t, s.Backlog("refused")), nil)
 		list, err := s.DeadLetters("sink0").List(ctx)
 		if err != nil {
 			t.Fatal(err)
