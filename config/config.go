@@ -105,6 +105,19 @@ type Sink struct {
 	Compression string
 	TLS         TLS
 	Window      Window
+	Backlog     Backlog
+	Backfill    Backfill
+}
+
+// Backlog bounds a sink's durable backlog.
+type Backlog struct {
+	MaxSize  int64  // default 1GiB
+	WhenFull string // "block" (default) or "dead_letter"
+}
+
+// Backfill says when a sink is backfilled on its own.
+type Backfill struct {
+	OnCreate bool // backfill the sink's tables on its first start
 }
 
 // Window bounds what a sink holds undelivered in memory: the messages

@@ -123,6 +123,8 @@ func TestParseFull(t *testing.T) {
 				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
 				Compression: "gzip",
 				Window:      Window{Messages: 5000, Bytes: 16 << 20},
+				Backlog:     Backlog{MaxSize: 256 << 20, WhenFull: "dead_letter"},
+				Backfill:    Backfill{OnCreate: true},
 			},
 			{
 				Name:        "audit.log",
@@ -141,7 +143,8 @@ func TestParseFull(t *testing.T) {
 					CertFile: filepath.Join("..", "testdata", "config", "tls", "client.pem"),
 					KeyFile:  filepath.Join("..", "testdata", "config", "tls", "client-key.pem"),
 				},
-				Window: Window{Messages: 10000, Bytes: 64 << 20},
+				Window:  Window{Messages: 10000, Bytes: 64 << 20},
+				Backlog: Backlog{MaxSize: 1 << 30, WhenFull: "block"},
 			},
 		},
 	}
@@ -182,6 +185,7 @@ func TestParseDefaults(t *testing.T) {
 			Timeout:     30 * time.Second,
 			Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
 			Window:      Window{Messages: 10000, Bytes: 64 << 20},
+			Backlog:     Backlog{MaxSize: 1 << 30, WhenFull: "block"},
 		}},
 	}
 	assertConfig(t, got, want)

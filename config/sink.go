@@ -19,6 +19,7 @@ const (
 	defaultRetryMax     = 5 * time.Minute
 	defaultWindowMsgs   = 10000
 	defaultBatchBytes   = 1 << 20
+	defaultBacklogSize  = 1 << 30
 	defaultWindowBytes  = 64 << 20
 )
 
@@ -35,7 +36,7 @@ var reservedHeaders = []string{
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes", "columns", "compression", "tls",
+	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -73,6 +74,8 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Secrets:     d.secrets(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
+		Backlog:     d.backlog(o.field("backlog")),
+		Backfill:    d.backfill(o.field("backfill")),
 		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
 		Compression: d.compression(o.field("compression")),
 	}
@@ -159,6 +162,22 @@ func (d *decoder) groupBy(v value, scope []Table, scopeName string) map[Table][]
 		groups[t] = columns
 	}
 	return groups
+}
+
+func (d *decoder) backlog(v value) Backlog {
+	o := d.object(v, "max_size", "when_full")
+	b := Backlog{
+		MaxSize:  d.size(o.field("max_size"), defaultBacklogSize),
+		WhenFull: d.string(o.field("when_full"), "block"),
+	}
+	d.check(o.field("when_full"), b.WhenFull == "block" || b.WhenFull == "dead_letter",
+		"%q is not a backlog policy; use block (stop reading the slot) or dead_letter (move the oldest batches to the dead letters)", b.WhenFull)
+	return b
+}
+
+func (d *decoder) backfill(v value) Backfill {
+	o := d.object(v, "on_create")
+	return Backfill{OnCreate: d.bool(o.field("on_create"), false)}
 }
 
 func (d *decoder) window(v value) Window {

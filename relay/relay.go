@@ -66,6 +66,22 @@ type Relay struct {
 	cursors  *cursor.Set // set by Run; see cursorSet
 	running  atomic.Bool
 	received atomic.Uint64 // change messages the stream handed on
+	blocked  atomic.Int32  // runners that cannot take their inbox now
+
+	replay   replays
+	replayMu sync.Mutex
+	replayC  context.Context // ends when the sinks stop; see replayCtx
+}
+
+// replayCtx is the context replays run under: it ends when Run stops the
+// sinks.
+func (r *Relay) replayCtx() context.Context {
+	r.replayMu.Lock()
+	defer r.replayMu.Unlock()
+	if r.replayC == nil {
+		return context.Background()
+	}
+	return r.replayC
 }
 
 // cursorSet is the sinks' cursors; nil before Run set them up.
@@ -145,9 +161,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	for _, rn := range r.runners {
 		rn.tracker = cursors.Tracker(rn.Name)
+		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
+		rn.blocked, rn.total = &r.blocked, len(r.runners)
 		if r.opts.Budget != nil {
 			rn.taker = r.opts.Budget.Taker()
+		}
+		if err := rn.start(ctx); err != nil {
+			return err
 		}
 	}
 
@@ -165,6 +186,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelStream()
 	sinkCtx, cancelSinks := context.WithCancel(context.Background())
 	defer cancelSinks()
+	r.replayMu.Lock()
+	r.replayC = sinkCtx
+	r.replayMu.Unlock()
 
 	events := make(chan replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
@@ -172,7 +196,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		sinks.Go(func() error { return rn.Delivery.Run(sinkCtx) })
 	}
 
-	fatal := make(chan error, 2)
+	fatal := make(chan error, 2+len(r.runners))
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
@@ -185,7 +209,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelDispatch()
 	var runners errgroup.Group
 	for _, rn := range r.runners {
-		runners.Go(func() error { rn.run(dispatchCtx); return nil })
+		runners.Go(func() error {
+			if err := rn.run(dispatchCtx); err != nil {
+				fatal <- err
+			}
+			return nil
+		})
 	}
 	go func() {
 		defer close(dispatchDone)
@@ -236,6 +265,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-streamDone
 	cancelSinks()
 	_ = sinks.Wait()
+	r.replay.wg.Wait()
 	for _, st := range r.cursors.Status() {
 		r.log.Info("cursor", "sink", st.Sink, "position", st.Acked.String(), "flush_lsn", st.Safe.String(), "undelivered", st.Pending)
 	}

@@ -2,14 +2,18 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/cursor"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 )
 
 // Delivery is what the relay needs of a sink's delivery engine:
@@ -25,7 +29,7 @@ type Delivery interface {
 
 // Sink is one destination as the relay drives it: its delivery engine and
 // what the relay decides before it (which messages, in which group, how
-// many at once).
+// many at once, where they wait when the sink cannot keep up).
 type Sink struct {
 	Name     string
 	Delivery Delivery
@@ -36,6 +40,15 @@ type Sink struct {
 	// read them.
 	Columns *sink.Columns
 	Window  config.Window
+	// Backlog is where the sink's messages wait, durably, while its window
+	// is full and another sink could go on; nil: the sink holds the stream
+	// back instead.
+	Backlog  state.Backlog
+	MaxSize  int64  // backlog.max_size
+	WhenFull string // backlog.when_full: "block" or "dead_letter"
+	// BatchSize bounds what moves to the dead letters at once when the
+	// backlog is full under when_full: dead_letter.
+	BatchSize int
 }
 
 // runner owns one sink's side of the stream: a goroutine that takes the
@@ -43,75 +56,372 @@ type Sink struct {
 // already has, filters, routes, keeps the window and hands messages to the
 // delivery engine. Commits and idle positions travel in the same inbox, so
 // marks stay ordered with the sink's messages.
+//
+// When the window is full and another sink could go on, the runner spills:
+// it appends what it takes to the sink's backlog (first everything in the
+// window that is not delivered, so that the backlog holds every
+// undelivered message from then on), and feeds the delivery engine from
+// the backlog, in position order, as room frees up. Once the backlog is
+// fed up to its end, messages go straight to the engine again. While
+// spilling, a mark is safe once everything taken before it is durable:
+// the runner raises its sink's floor in the cursor set to it, so the slot
+// moves on while the sink lags.
 type runner struct {
 	Sink
 	log     *slog.Logger
 	inbox   chan replication.Event
 	tracker *cursor.Tracker
+	cursors *cursor.Set
 	taker   *replication.Taker // nil without a budget
-	// dispatched is the last position handed to the delivery engine (or
-	// delivered before a restart): anything at or below it is skipped.
+	// dispatched is the last position taken (handed to the engine, or put
+	// in the backlog, or delivered before a restart): anything at or below
+	// it is skipped.
 	dispatched change.Position
+
+	// blocked counts the relay's runners that cannot take their inbox;
+	// total is how many runners there are. A runner spills only while
+	// another one can go on.
+	blocked *atomic.Int32
+	total   int
+	isBlock bool
+
+	// Backlog state, owned by the runner's goroutine.
+	spilling  bool
+	buf       []state.Entry   // taken while spilling, not yet appended
+	bufBytes  int             // sizes of buf's messages
+	bufMark   pglogrepl.LSN   // the last mark after buf's entries
+	lastMark  pglogrepl.LSN   // the last mark taken
+	feedPos   change.Position // the newest position handed to the engine
+	submitted []state.Entry   // handed to the engine, not yet known delivered
+	trimmed   change.Position // the backlog is trimmed up to here
+	lastTrim  time.Time
+	fatal     error // a backlog write failed
 
 	filterErrors int       // filter evaluation errors since the last report
 	reported     time.Time // when filter errors were last logged
+
+	stats runnerStats
+}
+
+// runnerStats are what the runner counts, read by Status.
+type runnerStats struct {
+	spilling     atomic.Bool
+	backlogged   atomic.Uint64 // messages appended to the backlog
+	deadLettered atomic.Uint64 // messages moved from a full backlog to the dead letters
 }
 
 // inboxSize is how many events may wait for a runner.
 const inboxSize = 256
 
+// Spilling appends in batches: up to spillBatch messages or spillBytes,
+// or whatever waited spillWait.
+const (
+	spillBatch = 1000
+	spillBytes = 4 << 20
+	spillWait  = 10 * time.Millisecond
+)
+
 func newRunner(s Sink, log *slog.Logger) *runner {
 	return &runner{Sink: s, log: log, inbox: make(chan replication.Event, inboxSize)}
 }
 
-// run takes events until the inbox is closed or ctx ends.
-func (r *runner) run(ctx context.Context) {
+// start prepares the runner of a sink whose state is loaded: with a
+// backlog that holds messages, it starts spilling, skips what the backlog
+// holds and feeds the engine from its start.
+func (r *runner) start(ctx context.Context) error {
+	r.feedPos = r.dispatched
+	if r.Backlog == nil {
+		return nil
+	}
+	st := r.Backlog.Stats()
+	if st.Count == 0 {
+		return nil
+	}
+	if !r.dispatched.Less(st.First) {
+		if err := r.Backlog.Trim(ctx, r.dispatched); err != nil {
+			return fmt.Errorf("sink %q: trim the backlog: %w", r.Name, err)
+		}
+		r.trimmed = r.dispatched
+		st = r.Backlog.Stats()
+	}
+	if st.Count == 0 {
+		return nil
+	}
+	r.spilling = true
+	r.stats.spilling.Store(true)
+	if r.dispatched.Less(st.Last) {
+		r.dispatched = st.Last
+	}
+	r.log.Info("sink has a backlog; delivering it first", "sink", r.Name, "messages", st.Count, "bytes", st.Bytes,
+		"first", st.First.String(), "last", st.Last.String())
+	return nil
+}
+
+// run takes events until the inbox is closed or ctx ends. It returns an
+// error only when the backlog cannot be written: the sink's messages
+// could not be kept.
+func (r *runner) run(ctx context.Context) error {
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer flush.Stop()
+	armed := false // flush is set to append what waits in buf
+	defer r.setBlocked(false)
 	for {
+		if r.fatal != nil {
+			return r.fatal
+		}
+		r.feed(ctx)
+		r.trim(ctx)
+		inbox := r.inbox
+		if !r.canTake(ctx) {
+			inbox = nil
+		}
+		r.setBlocked(inbox == nil)
+		if len(r.buf) > 0 && !armed {
+			flush.Reset(spillWait)
+			armed = true
+		}
 		select {
 		case <-ctx.Done():
-			return
-		case ev, ok := <-r.inbox:
+			return nil
+		case ev, ok := <-inbox:
 			if !ok {
-				return
+				return r.fatal
 			}
-			if !r.handle(ctx, ev) {
-				return
-			}
+			r.handle(ctx, ev)
+		case <-r.tracker.Changed():
+		case <-flush.C:
+			armed = false
+			r.flush(ctx)
 		}
 	}
 }
 
-// handle takes one event; it reports false once ctx ended.
-func (r *runner) handle(ctx context.Context, ev replication.Event) bool {
+// setBlocked tells the relay whether this runner can take its inbox.
+func (r *runner) setBlocked(b bool) {
+	if r.blocked == nil || b == r.isBlock {
+		return
+	}
+	r.isBlock = b
+	if b {
+		r.blocked.Add(1)
+	} else {
+		r.blocked.Add(-1)
+	}
+}
+
+// roomInWindow reports whether the window takes one more message.
+func (r *runner) roomInWindow() bool {
+	n, b := r.tracker.Window()
+	return (r.Window.Messages <= 0 || n < r.Window.Messages) && (r.Window.Bytes <= 0 || b < r.Window.Bytes || b == 0)
+}
+
+// canTake decides whether the runner may take its next event now: when
+// the window has room, or by spilling to the backlog while another sink
+// could go on, as long as the backlog has room (or its oldest messages can
+// move to the dead letters).
+func (r *runner) canTake(ctx context.Context) bool {
+	if !r.spilling {
+		if r.roomInWindow() {
+			return true
+		}
+		if r.Backlog == nil || int(r.blocked.Load()) >= r.total-1+boolInt(r.isBlock) {
+			return false // nobody else could go on: hold the stream, WAL stays in PostgreSQL
+		}
+		r.startSpill(ctx)
+		if r.fatal != nil {
+			return false
+		}
+	}
+	if r.MaxSize <= 0 || r.Backlog.Stats().Bytes+int64(r.bufBytes) < r.MaxSize {
+		return true
+	}
+	if r.WhenFull == "dead_letter" {
+		r.flush(ctx)
+		r.moveOldest(ctx)
+		return r.fatal == nil && r.Backlog.Stats().Bytes < r.MaxSize
+	}
+	return false // when_full: block
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// startSpill makes the backlog hold every undelivered message of the
+// window, then takes what comes next into the backlog.
+func (r *runner) startSpill(ctx context.Context) {
+	acked, _, _ := r.tracker.State()
+	last := r.Backlog.Stats().Last
+	var window []state.Entry
+	for _, e := range r.submitted {
+		if acked.Less(e.Msg.Pos) && last.Less(e.Msg.Pos) {
+			window = append(window, e)
+		}
+	}
+	if err := r.Backlog.Append(ctx, window); err != nil {
+		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		return
+	}
+	r.spilling = true
+	r.stats.spilling.Store(true)
+	r.stats.backlogged.Add(uint64(len(window)))
+	// Everything taken so far is delivered or durable now.
+	r.cursors.RaiseFloor(r.Name, r.lastMark)
+	r.log.Info("sink cannot keep up; its messages go to its backlog while the other sinks go on", "sink", r.Name,
+		"window", len(window))
+}
+
+// handle takes one event.
+func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	switch ev.Kind {
 	case replication.EventCommit, replication.EventIdle:
-		r.tracker.Mark(ev.LSN)
-		return true
+		r.lastMark = ev.LSN
+		if !r.spilling {
+			r.tracker.Mark(ev.LSN)
+			return
+		}
+		if len(r.buf) == 0 {
+			r.cursors.RaiseFloor(r.Name, ev.LSN) // everything before it is durable
+		} else {
+			r.bufMark = ev.LSN
+		}
+		return
 	case replication.EventChange:
 	default:
-		return true
+		return
 	}
 	m := ev.Msg
 	if r.taker != nil {
 		defer r.taker.Took(m.Size())
 	}
 	if !r.dispatched.Less(m.Pos) || !r.match(m) {
-		return true
+		return
 	}
 	group, barrier := r.Router.Route(m)
 	m = r.Columns.Apply(m)
-	// The window bounds what a restart would deliver again, and the memory
-	// of a sink whose oldest batch keeps failing while later ones are
-	// acknowledged.
-	if err := r.tracker.Wait(ctx, r.Window.Messages, r.Window.Bytes); err != nil {
-		return false
-	}
-	r.tracker.AddMessage(m)
 	r.dispatched = m.Pos
-	if err := r.Delivery.Submit(m, group, barrier); err != nil {
-		return false // stopping; the message stays unacknowledged
+	e := state.Entry{Msg: m, Group: group, Barrier: barrier}
+	if r.spilling {
+		r.buf = append(r.buf, e)
+		r.bufBytes += m.Size()
+		if len(r.buf) >= spillBatch || r.bufBytes >= spillBytes {
+			r.flush(ctx)
+		}
+		return
 	}
-	return true
+	r.submit(e)
+}
+
+// submit hands e to the engine.
+func (r *runner) submit(e state.Entry) {
+	r.tracker.AddMessage(e.Msg)
+	r.feedPos = e.Msg.Pos
+	if r.Backlog != nil {
+		r.submitted = append(r.submitted, e)
+	}
+	if err := r.Delivery.Submit(e.Msg, e.Group, e.Barrier); err != nil {
+		return // stopping; the message stays unacknowledged
+	}
+}
+
+// flush appends what waits in buf to the backlog, then raises the floor to
+// the last mark taken after it.
+func (r *runner) flush(ctx context.Context) {
+	if len(r.buf) == 0 {
+		return
+	}
+	if err := r.Backlog.Append(ctx, r.buf); err != nil {
+		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		return
+	}
+	r.stats.backlogged.Add(uint64(len(r.buf)))
+	clear(r.buf)
+	r.buf, r.bufBytes = r.buf[:0], 0
+	if r.bufMark != 0 {
+		r.cursors.RaiseFloor(r.Name, r.bufMark)
+		r.bufMark = 0
+	}
+}
+
+// feed hands backlog messages to the engine while the window has room,
+// and stops spilling once the backlog is fed to its end.
+func (r *runner) feed(ctx context.Context) {
+	for r.spilling && r.fatal == nil && r.roomInWindow() {
+		n, _ := r.tracker.Window()
+		want := r.Window.Messages - n
+		if want <= 0 {
+			want = 1
+		}
+		entries, err := r.Backlog.Read(ctx, r.feedPos, min(want, spillBatch), r.Window.Bytes)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.fatal = fmt.Errorf("sink %q: read the backlog: %w", r.Name, err)
+			}
+			return
+		}
+		if len(entries) == 0 {
+			if len(r.buf) > 0 {
+				r.flush(ctx) // the rest is still in memory: make it durable, then feed it
+				continue
+			}
+			r.spilling = false
+			r.stats.spilling.Store(false)
+			r.log.Info("sink caught up with its backlog", "sink", r.Name)
+			return
+		}
+		for _, e := range entries {
+			r.submit(e)
+		}
+	}
+}
+
+// trim deletes what the sink delivered from its backlog, at most every
+// 100 ms, and forgets it from the submitted list.
+func (r *runner) trim(ctx context.Context) {
+	if r.Backlog == nil || time.Since(r.lastTrim) < 100*time.Millisecond {
+		return
+	}
+	r.lastTrim = time.Now()
+	acked, _, _ := r.tracker.State()
+	i := 0
+	for i < len(r.submitted) && !acked.Less(r.submitted[i].Msg.Pos) {
+		i++
+	}
+	if i > 0 {
+		n := copy(r.submitted, r.submitted[i:])
+		clear(r.submitted[n:])
+		r.submitted = r.submitted[:n]
+	}
+	if !r.trimmed.Less(acked) || r.Backlog.Stats().Count == 0 {
+		return
+	}
+	if err := r.Backlog.Trim(ctx, acked); err != nil {
+		if ctx.Err() == nil {
+			r.fatal = fmt.Errorf("sink %q: trim the backlog: %w", r.Name, err)
+		}
+		return
+	}
+	r.trimmed = acked
+}
+
+// moveOldest moves the backlog's oldest messages to the dead letters, to
+// make room under when_full: dead_letter.
+func (r *runner) moveOldest(ctx context.Context) {
+	d, err := r.Backlog.MoveToDeadLetters(ctx, max(r.BatchSize, 1), 0, state.DeadLetter{Reason: state.ReasonBacklogFull,
+		LastError: "the sink's backlog reached backlog.max_size with when_full: dead_letter"})
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fatal = fmt.Errorf("sink %q: move backlog to the dead letters: %w", r.Name, err)
+		}
+		return
+	}
+	r.stats.deadLettered.Add(uint64(d.Count))
+	r.log.Warn("backlog full: its oldest messages moved to the dead letters", "sink", r.Name,
+		"dead_letter", d.ID, "messages", d.Count, "first", d.First.String(), "last", d.Last.String())
 }
 
 // match applies the sink's filter to m. A filter that fails on a message

@@ -39,6 +39,15 @@ type SinkStatus struct {
 	// Delivery is the delivery engine's counters; zero for an engine that
 	// keeps none.
 	Delivery sink.Stats
+	// Spilling: the sink's messages go to its backlog while it catches up.
+	Spilling     bool
+	BacklogCount int64
+	BacklogBytes int64
+	// Backlogged counts the messages ever appended to the backlog, and
+	// DeadLetteredFull those moved from a full backlog to the dead
+	// letters.
+	Backlogged       uint64
+	DeadLetteredFull uint64
 }
 
 // Status returns the relay's state now.
@@ -56,6 +65,12 @@ func (r *Relay) Status() Status {
 		ss := SinkStatus{Name: rn.Name, Acked: acked, SafeLSN: safe, Window: n, WindowBytes: b, Oldest: rn.tracker.Oldest()}
 		if s, ok := rn.Delivery.(interface{ Stats() sink.Stats }); ok {
 			ss.Delivery = s.Stats()
+		}
+		ss.Spilling = rn.stats.spilling.Load()
+		ss.Backlogged, ss.DeadLetteredFull = rn.stats.backlogged.Load(), rn.stats.deadLettered.Load()
+		if rn.Backlog != nil {
+			b := rn.Backlog.Stats()
+			ss.BacklogCount, ss.BacklogBytes = b.Count, b.Bytes
 		}
 		st.Sinks = append(st.Sinks, ss)
 	}

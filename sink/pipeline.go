@@ -121,6 +121,13 @@ type submission struct {
 	m       *change.Message
 	group   uint64
 	barrier bool
+	replay  *replay // set for a dead letter's message being replayed
+}
+
+// replay is one dead letter being delivered again.
+type replay struct {
+	remaining int
+	done      func()
 }
 
 // New checks cfg's delivery settings and builds a pipeline to dest. It
@@ -244,6 +251,41 @@ func (p *Pipeline) Submit(m *change.Message, group uint64, barrier bool) error {
 	return nil
 }
 
+// Replay queues a dead letter's messages for delivery again, in order, in
+// their ordering groups, and calls done once all of them were delivered
+// (or became a dead letter again). They are not acknowledged through
+// Options.Ack: they are not part of the stream's cursor.
+func (p *Pipeline) Replay(msgs []*change.Message, groups []uint64, done func()) error {
+	if len(msgs) == 0 {
+		done()
+		return nil
+	}
+	select {
+	case <-p.draining:
+		return ErrDraining
+	case <-p.stopped:
+		return ErrStopped
+	default:
+	}
+	r := &replay{remaining: len(msgs), done: done}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, m := range msgs {
+		var g uint64
+		if i < len(groups) {
+			g = groups[i]
+		}
+		p.pending++
+		s := submission{m: m, group: g, replay: r}
+		if p.barrier != nil || len(p.gate) > 0 {
+			p.gate = append(p.gate, s)
+			continue
+		}
+		p.send(s)
+	}
+	return nil
+}
+
 // send hands s to its lane. p.mu is held.
 func (p *Pipeline) send(s submission) {
 	p.outstanding++
@@ -256,10 +298,20 @@ func (p *Pipeline) send(s submission) {
 // acknowledged is called by a lane once batch was delivered: it forgets
 // the batch and lets waiting messages through a barrier that is done.
 func (p *Pipeline) acknowledged(batch []submission) {
-	if p.ack != nil {
-		for _, s := range batch {
+	var done []func()
+	for _, s := range batch {
+		switch {
+		case s.replay != nil:
+			s.replay.remaining--
+			if s.replay.remaining == 0 {
+				done = append(done, s.replay.done)
+			}
+		case p.ack != nil:
 			p.ack(s.m.Pos)
 		}
+	}
+	for _, f := range done {
+		f()
 	}
 	p.mu.Lock()
 	p.pending -= len(batch)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 )
 
 // admin answers the admin server from the running relay and its source:
@@ -44,7 +46,7 @@ func (a *admin) Ready() (bool, string, string) {
 // pausedByOperator starts the reason of a pause asked for through the API.
 const pausedByOperator = "paused by the operator"
 
-func (a *admin) Status(context.Context) (server.StatusReport, error) {
+func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 	st := a.relay.Status()
 	p := a.src.Progress()
 	r := server.StatusReport{
@@ -80,6 +82,9 @@ func (a *admin) Status(context.Context) (server.StatusReport, error) {
 			Delivered:      int64(d.Delivered),
 			FailedAttempts: int64(d.FailedAttempts),
 			LastError:      secrets.String(d.LastError), // a receiver may echo a credential back
+			BacklogCount:   s.BacklogCount,
+			BacklogBytes:   s.BacklogBytes,
+			DeadLetters:    int64(a.deadLetterCount(ctx, s.Name)),
 		}
 		if !s.Acked.IsZero() {
 			ss.Acked = s.Acked.String()
@@ -99,6 +104,8 @@ func (a *admin) Status(context.Context) (server.StatusReport, error) {
 			ss.State, ss.PausedReason = "paused", d.PauseReason
 		case d.LastError != "":
 			ss.State = "failing"
+		case s.Spilling || s.BacklogCount > 0:
+			ss.State = "backlogged"
 		}
 		r.Sinks = append(r.Sinks, ss)
 	}
@@ -148,6 +155,8 @@ func (a *admin) Snapshot() server.Snapshot {
 			Durations:       d.Durations,
 			DurationBuckets: sink.DurationBuckets,
 			DurationSum:     d.DurationSum,
+			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
+			BacklogBytes:    k.BacklogBytes,
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)
@@ -158,4 +167,90 @@ func (a *admin) Snapshot() server.Snapshot {
 		s.Sinks = append(s.Sinks, ks)
 	}
 	return s
+}
+
+// ListDeadLetters lists a sink's dead letters, without their messages.
+func (a *admin) ListDeadLetters(ctx context.Context, name string) ([]server.DeadLetter, error) {
+	dl, err := a.relay.DeadLetters(name)
+	if err != nil {
+		return nil, a.sinkErr(err)
+	}
+	list, err := dl.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]server.DeadLetter, 0, len(list))
+	for _, d := range list {
+		out = append(out, a.deadLetter(name, d))
+	}
+	return out, nil
+}
+
+// DeadLetter returns one dead letter with its messages, as delivered.
+func (a *admin) DeadLetter(ctx context.Context, name, id string) (server.DeadLetter, error) {
+	dl, err := a.relay.DeadLetters(name)
+	if err != nil {
+		return server.DeadLetter{}, a.sinkErr(err)
+	}
+	d, err := dl.Get(ctx, id)
+	if err != nil {
+		return server.DeadLetter{}, stateErr(err)
+	}
+	out := a.deadLetter(name, d)
+	for _, e := range d.Entries {
+		out.Messages = append(out.Messages, json.RawMessage(e.Msg.AppendJSON(nil, name)))
+	}
+	return out, nil
+}
+
+func (a *admin) ReplayDeadLetters(ctx context.Context, name string, ids []string) ([]string, error) {
+	queued, err := a.relay.Replay(ctx, name, ids)
+	if err != nil {
+		return nil, stateErr(a.sinkErr(err))
+	}
+	if queued == nil {
+		queued = []string{}
+	}
+	return queued, nil
+}
+
+func (a *admin) DropDeadLetter(ctx context.Context, name, id string) error {
+	dl, err := a.relay.DeadLetters(name)
+	if err != nil {
+		return a.sinkErr(err)
+	}
+	return stateErr(dl.Delete(ctx, id))
+}
+
+func (a *admin) deadLetter(name string, d state.DeadLetter) server.DeadLetter {
+	out := server.DeadLetter{
+		ID: d.ID, Sink: name, Count: d.Count, Attempts: d.Attempts, LastStatus: d.LastStatus,
+		LastError: secrets.String(d.LastError), FirstAttemptAt: d.FirstAttempt, LastAttemptAt: d.LastAttempt,
+	}
+	if !d.First.IsZero() || !d.Last.IsZero() {
+		out.First, out.Last = d.First.String(), d.Last.String()
+	}
+	return out
+}
+
+// stateErr turns the state store's not-found into the server's.
+func stateErr(err error) error {
+	if errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("%w: %v", server.ErrNotFound, err)
+	}
+	return err
+}
+
+// deadLetterCount is how many dead letters a sink has; 0 if the store
+// cannot say.
+func (a *admin) deadLetterCount(ctx context.Context, name string) int {
+	dl, err := a.relay.DeadLetters(name)
+	if err != nil {
+		return 0
+	}
+	n, err := dl.Count(ctx)
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -60,11 +60,15 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			defer dest.Close()
-			p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name)})
+			p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name), DeadLetter: r.DeadLetterer(sc.Name)})
 			if err != nil {
 				return err
 			}
-			r.Add(relay.Sink{Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc), Columns: sink.NewColumns(sc.Columns), Window: sc.Window})
+			r.Add(relay.Sink{
+				Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc),
+				Columns: sink.NewColumns(sc.Columns), Window: sc.Window,
+				Backlog: store.Backlog(sc.Name), MaxSize: sc.Backlog.MaxSize, WhenFull: sc.Backlog.WhenFull, BatchSize: sc.BatchSize,
+			})
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
@@ -132,7 +136,7 @@ func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src 
 		names[i] = sc.Name
 	}
 	srv := server.New(cfg.Server, server.Options{
-		SinkNames: names, Health: a, Status: a, Sinks: a, Metrics: reg, Log: log,
+		SinkNames: names, Health: a, Status: a, Sinks: a, DeadLetters: a, Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
