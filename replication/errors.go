@@ -86,10 +86,13 @@ func IsConnLost(err error) bool {
 var errDead = errors.New("replication connection silent for longer than source.receive_timeout")
 
 // connectError says that connecting failed, and why in so many words when
-// it was TLS.
+// it was TLS or a missing privilege.
 func connectError(err error) error {
 	if p := tlsProblem(err); p != "" {
 		return fmt.Errorf("connect to source: %s: %w", p, err)
+	}
+	if fix := connectPrivilege(err); fix != "" {
+		return fmt.Errorf("connect to source: %w; %s", err, fix)
 	}
 	return fmt.Errorf("connect to source: %w", err)
 }
