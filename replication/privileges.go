@@ -18,7 +18,7 @@ type Privileges struct {
 	Role        string // as SQL writes it: quote_ident(current_user)
 	Database    string // likewise, current_database()
 	Superuser   bool
-	Replication bool // the REPLICATION attribute (or superuser)
+	Replication bool // the REPLICATION attribute, superuser, or (on Amazon RDS) rds_replication
 	// Missing are the privileges the role lacks for what walhook does,
 	// each with the statement that grants it.
 	Missing []MissingPrivilege
@@ -48,8 +48,14 @@ const heartbeatFunction = "pg_catalog.pg_logical_emit_message(boolean, text, tex
 // PostgreSQL's defaults.
 func CheckPrivileges(ctx context.Context, conn *pgx.Conn, src config.Source) (Privileges, error) {
 	var p Privileges
-	err := conn.QueryRow(ctx, `SELECT quote_ident(current_user), quote_ident(current_database()), rolsuper, rolreplication OR rolsuper
-		FROM pg_roles WHERE rolname = current_user`).Scan(&p.Role, &p.Database, &p.Superuser, &p.Replication)
+	var rds bool
+	// Amazon RDS and Aurora give replication through membership in their
+	// rds_replication role instead of the attribute, which they do not let
+	// anyone set.
+	err := conn.QueryRow(ctx, `SELECT quote_ident(current_user), quote_ident(current_database()), r.rolsuper,
+			r.rolreplication OR r.rolsuper OR coalesce(pg_has_role(current_user, rds.oid, 'MEMBER'), false), rds.oid IS NOT NULL
+		FROM pg_roles r LEFT JOIN pg_roles rds ON rds.rolname = 'rds_replication'
+		WHERE r.rolname = current_user`).Scan(&p.Role, &p.Database, &p.Superuser, &p.Replication, &rds)
 	if err != nil {
 		return p, fmt.Errorf("read role: %w", err)
 	}
@@ -57,10 +63,14 @@ func CheckPrivileges(ctx context.Context, conn *pgx.Conn, src config.Source) (Pr
 		return p, nil // a superuser passes every check below
 	}
 	if !p.Replication {
+		fix := "ALTER ROLE " + p.Role + " WITH REPLICATION;"
+		if rds {
+			fix = "GRANT rds_replication TO " + p.Role + ";"
+		}
 		p.Missing = append(p.Missing, MissingPrivilege{
 			What: "the REPLICATION attribute",
 			Why:  "to create the replication slot and stream from it",
-			Fix:  "ALTER ROLE " + p.Role + " WITH REPLICATION;",
+			Fix:  fix,
 		})
 	}
 	if err := p.checkPublication(ctx, conn, src); err != nil {

@@ -116,6 +116,22 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Errorf("run without REPLICATION: exit code %d, want 1 naming ALTER ROLE ... WITH REPLICATION; output:\n%s", code, out)
 		}
 	})
+	t.Run("no REPLICATION on Amazon RDS", func(t *testing.T) {
+		// RDS replaces the attribute by membership in rds_replication; a
+		// role of that name stands in for it.
+		exec1(t, admin, `ALTER ROLE `+role+` NOREPLICATION`)
+		defer exec1(t, admin, `ALTER ROLE `+role+` REPLICATION`)
+		exec1(t, admin, `CREATE ROLE rds_replication NOLOGIN`)
+		defer exec1(t, admin, `DROP ROLE rds_replication`)
+		checkFails(t, cfg, "GRANT rds_replication TO "+role+";")
+		exec1(t, admin, `GRANT rds_replication TO `+role)
+		exec1(t, admin, `REVOKE SELECT ON t FROM `+role) // so that check still fails, and prints the rest
+		defer exec1(t, admin, `GRANT SELECT ON t TO `+role)
+		code, out := runWalhook(t, "check", "--config", cfg)
+		if code != 1 || !strings.Contains(out, "role "+role+": REPLICATION (ok)") || strings.Contains(out, "rds_replication") {
+			t.Errorf("check as a member of rds_replication: exit code %d, want 1 (for SELECT) with REPLICATION ok; output:\n%s", code, out)
+		}
+	})
 	t.Run("no publication", func(t *testing.T) {
 		// The role cannot create a publication for a table it does not
 		// own: an administrator must, and check and run say how.
