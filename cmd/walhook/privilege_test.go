@@ -132,6 +132,20 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Errorf("check as a member of rds_replication: exit code %d, want 1 (for SELECT) with REPLICATION ok; output:\n%s", code, out)
 		}
 	})
+	t.Run("no CONNECT", func(t *testing.T) {
+		var db string
+		if err := admin.QueryRow(context.Background(), "SELECT current_database()").Scan(&db); err != nil {
+			t.Fatal(err)
+		}
+		exec1(t, admin, `REVOKE CONNECT ON DATABASE `+db+` FROM PUBLIC`)
+		defer exec1(t, admin, `GRANT CONNECT ON DATABASE `+db+` TO PUBLIC`)
+		for _, cmd := range []string{"check", "run"} {
+			code, out := runWalhook(t, cmd, "--config", cfg)
+			if code != 1 || !strings.Contains(out, `GRANT CONNECT ON DATABASE "`+db+`" TO "`+role+`"`) {
+				t.Errorf("%s without CONNECT: exit code %d, want 1 naming GRANT CONNECT; output:\n%s", cmd, code, out)
+			}
+		}
+	})
 	t.Run("no publication", func(t *testing.T) {
 		// The role cannot create a publication for a table it does not
 		// own: an administrator must, and check and run say how.
