@@ -56,7 +56,8 @@ func walsender(t *testing.T, dsn, slot string) (ssl bool, role string) {
 
 // TestTLSToPostgres runs walhook against a server with ssl on: with
 // sslmode=verify-full and the server's CA, check passes and run streams
-// over TLS, logging in with a client certificate; with another CA both
+// over TLS, logging in with a client certificate, also after PostgreSQL
+// restarts; with another CA both
 // refuse, saying the certificate is not trusted, without printing the
 // URL's password.
 func TestTLSToPostgres(t *testing.T) {
@@ -99,6 +100,22 @@ func TestTLSToPostgres(t *testing.T) {
 		if m.Action != "insert" || m.Metadata.TableName != "t" {
 			t.Errorf("message %d: %s on %s, want insert on t", i, m.Action, m.Metadata.TableName)
 		}
+	}
+	// A restart of PostgreSQL ends the TLS connections: that is a lost
+	// connection, which walhook reconnects, not a TLS failure.
+	if err := srv.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	admin = connect(t, dsn)
+	exec1(t, admin, `INSERT INTO t VALUES (4, 'after the restart')`)
+	rcv.WaitFor(t, 60*time.Second, "the insert after the restart", func(ms []webhooktest.Message) bool {
+		return len(ms) > 0 && strings.Contains(string(ms[len(ms)-1].Record), "after the restart")
+	})
+	if ssl, user := walsender(t, dsn, "tls_pub"); !ssl || user != role {
+		t.Errorf("walhook's walsender after the restart: ssl %t as %s, want ssl true as %s", ssl, user, role)
 	}
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("walhook exit code after SIGTERM: %d, want 0\n%s", code, d.out.String())
