@@ -18,5 +18,17 @@ USER 65532:65532
 WORKDIR /var/lib/walhook
 ENV WALHOOK_CONFIG=/etc/walhook/walhook.yaml
 EXPOSE 9400
+# The image has no shell, curl or wget: `walhook healthcheck` (a hidden,
+# internal command) asks /healthz through server.listen and server.token of
+# the same configuration, and exits 1 when it gets no 200. It needs the
+# admin server on (server.listen not ""). /healthz says the process is
+# alive; readiness (/readyz) is for load balancers, since a standby is
+# healthy but not ready.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/walhook", "healthcheck"]
+# SIGTERM drains in-flight deliveries for up to --shutdown-timeout (30 s):
+# give the container longer than that to stop (docker run --stop-timeout 40,
+# compose stop_grace_period: 40s).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/walhook"]
 CMD ["run"]

@@ -50,9 +50,11 @@ func translate(slot string, err error) error {
 }
 
 // IsConnLost reports whether err means the connection to PostgreSQL broke
-// (or went silent) and a reconnect may succeed.
+// (or went silent) and a reconnect may succeed. A connection refused in
+// TLS (an untrusted or wrong certificate, TLS off) is not: that needs a
+// change of configuration.
 func IsConnLost(err error) bool {
-	if err == nil {
+	if err == nil || tlsProblem(err) != "" {
 		return false
 	}
 	if errors.Is(err, errDead) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -83,6 +85,14 @@ func IsConnLost(err error) bool {
 
 var errDead = errors.New("replication connection silent for longer than source.receive_timeout")
 
+// connectError says that connecting failed, and why in so many words when
+// it was TLS or a missing privilege.
 func connectError(err error) error {
+	if p := tlsProblem(err); p != "" {
+		return fmt.Errorf("connect to source: %s: %w", p, err)
+	}
+	if fix := connectPrivilege(err); fix != "" {
+		return fmt.Errorf("connect to source: %w; %s", err, fix)
+	}
 	return fmt.Errorf("connect to source: %w", err)
 }

@@ -58,18 +58,13 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, l
 	var allTables bool
 	err := conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", src.Publication).Scan(&allTables)
 	if errors.Is(err, pgx.ErrNoRows) {
-		var stmt string
-		if src.AllTables() {
-			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize())
-		} else {
-			tables, err := newPublicationTables(ctx, conn, src, log)
-			if err != nil {
-				return fmt.Errorf("create publication %q: %w", src.Publication, err)
-			}
-			stmt = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize(), tables)
+		stmt, err := createPublicationSQL(ctx, conn, src, log)
+		if err != nil {
+			return fmt.Errorf("create publication %q: %w", src.Publication, err)
 		}
 		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("create publication %q: %w", src.Publication, err)
+			return fmt.Errorf("create publication %q: %w", src.Publication,
+				privilegeError(err, "have an administrator (the tables' owner or a superuser) create it: "+stmt))
 		}
 		log.Info("created publication", "publication", src.Publication, "all_tables", src.AllTables())
 		return nil
@@ -101,6 +96,19 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, src config.Source, l
 		}
 	}
 	return nil
+}
+
+// createPublicationSQL returns the statement that creates the publication
+// of src.
+func createPublicationSQL(ctx context.Context, conn *pgx.Conn, src config.Source, log *slog.Logger) (string, error) {
+	if src.AllTables() {
+		return fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize()), nil
+	}
+	tables, err := newPublicationTables(ctx, conn, src, log)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", pgx.Identifier{src.Publication}.Sanitize(), tables), nil
 }
 
 // newPublicationTables returns the FOR TABLE list of the publication
@@ -141,7 +149,8 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 		}
 		var lsn pglogrepl.LSN
 		if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
-			return SlotInfo{}, fmt.Errorf("create replication slot %q: %w", slot, err)
+			return SlotInfo{}, fmt.Errorf("create replication slot %q: %w", slot,
+				privilegeError(err, "give walhook's role the REPLICATION attribute: ALTER ROLE "+currentRole(ctx, conn)+" WITH REPLICATION"))
 		}
 		log.Info("created replication slot", "slot", slot, "lsn", lsn.String())
 		return SlotInfo{ConfirmedFlush: lsn}, nil
@@ -170,6 +179,15 @@ func slotLostError(slot string) error {
 		"and WAL it still needed was removed, so changes were lost. To recover: drop it (SELECT pg_drop_replication_slot('%s')), "+
 		"re-sync the receivers (for example with a backfill), delete the state file, and start walhook again; "+
 		"to keep it from happening again, raise max_slot_wal_keep_size or keep the receivers up", ErrSlotLost, slot, slot)
+}
+
+// currentRole returns the connected role as SQL writes it, for a message.
+func currentRole(ctx context.Context, conn *pgx.Conn) string {
+	var role string
+	if err := conn.QueryRow(ctx, "SELECT quote_ident(current_user)").Scan(&role); err != nil {
+		return "<role>"
+	}
+	return role
 }
 
 func deref(s *string) string {

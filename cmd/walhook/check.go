@@ -39,9 +39,9 @@ func newCheckCmd() *cobra.Command {
 // checkDatabase prints what it finds and returns an error if anything would
 // stop walhook from running.
 func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error {
-	conn, err := pgx.Connect(ctx, cfg.Source.URL)
+	conn, err := replication.Connect(ctx, cfg.Source.URL)
 	if err != nil {
-		return fmt.Errorf("connect to source: %w", err)
+		return err
 	}
 	defer conn.Close(context.Background())
 	var problems []string
@@ -58,16 +58,16 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		problems = append(problems, "wal_level is not logical")
 	}
 
-	var canReplicate bool
-	if err := conn.QueryRow(ctx, "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&canReplicate); err != nil {
-		return fmt.Errorf("read role: %w", err)
+	tls, err := replication.CheckTLS(ctx, conn)
+	if err != nil {
+		return err
 	}
-	if canReplicate {
-		fmt.Fprintf(out, "role: has REPLICATION (ok)\n")
-	} else {
-		fmt.Fprintf(out, "role: lacks REPLICATION (ALTER ROLE <user> WITH REPLICATION)\n")
-		problems = append(problems, "the role lacks the REPLICATION attribute")
+	printTLS(out, tls)
+	privs, err := replication.CheckPrivileges(ctx, conn, cfg.Source)
+	if err != nil {
+		return err
 	}
+	problems = append(problems, printPrivileges(out, privs)...)
 
 	var active bool
 	var confirmed, walStatus *string
@@ -88,6 +88,8 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	var allTables bool
 	err = conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", cfg.Source.Publication).Scan(&allTables)
 	switch {
+	case errors.Is(err, pgx.ErrNoRows) && privs.CannotCreatePublication:
+		fmt.Fprintf(out, "publication %q: missing, and this role cannot create it (see above)\n", cfg.Source.Publication)
 	case errors.Is(err, pgx.ErrNoRows):
 		fmt.Fprintf(out, "publication %q: missing (walhook run creates it)\n", cfg.Source.Publication)
 	case err != nil:

@@ -38,6 +38,21 @@ func (opts Options) settings() ([]string, error) {
 		"max_connections = 100",
 		"logging_collector = off",
 	}
+	for _, u := range opts.CertUsers {
+		if !certUserRe.MatchString(u) {
+			return nil, fmt.Errorf("cert user %q: want a lower-case SQL identifier (letters, digits, _)", u)
+		}
+	}
+	if len(opts.CertUsers) > 0 && !opts.TLS {
+		return nil, fmt.Errorf("cert users %q need TLS: set Options.TLS", opts.CertUsers)
+	}
+	if opts.TLS {
+		conf = append(conf,
+			"ssl = on",
+			"ssl_cert_file = "+quoteConf(serverCertFile),
+			"ssl_key_file = "+quoteConf(serverKeyFile),
+			"ssl_ca_file = "+quoteConf(serverCAFile))
+	}
 	if opts.WALSenderTimeout > 0 {
 		ms := max(opts.WALSenderTimeout.Milliseconds(), 1)
 		conf = append(conf, "wal_sender_timeout = '"+strconv.FormatInt(ms, 10)+"ms'")
@@ -54,10 +69,27 @@ local   replication   all                 trust
 host    replication   all   127.0.0.1/32  trust
 `
 
+// hba returns pg_hba.conf: hbaConf, after lines that let certUsers in over
+// TCP only with TLS and a client certificate (the first line that matches
+// decides).
+func hba(certUsers []string) string {
+	var b strings.Builder
+	for _, u := range certUsers {
+		fmt.Fprintf(&b, "hostssl   all           %s   127.0.0.1/32  cert\n", u)
+		fmt.Fprintf(&b, "hostssl   replication   %s   127.0.0.1/32  cert\n", u)
+		fmt.Fprintf(&b, "hostnossl all           %s   127.0.0.1/32  reject\n", u)
+		fmt.Fprintf(&b, "hostnossl replication   %s   127.0.0.1/32  reject\n", u)
+	}
+	if b.Len() == 0 {
+		return hbaConf
+	}
+	return "# Written by walhook's internal/pgtest: client certificates for some roles.\n" + b.String() + hbaConf
+}
+
 // configure replaces pg_hba.conf and makes postgresql.conf include the
 // package's settings file, so that later settings override initdb's.
-func (s *Server) configure() error {
-	if err := s.writeFile("pg_hba.conf", hbaConf); err != nil {
+func (s *Server) configure(certUsers []string) error {
+	if err := s.writeFile("pg_hba.conf", hba(certUsers)); err != nil {
 		return err
 	}
 	path := filepath.Join(s.dataDir, "postgresql.conf")

@@ -65,6 +65,19 @@ type Options struct {
 	// ExtraConf lines are appended to the configuration after the
 	// package's own settings, so they override them.
 	ExtraConf []string
+
+	// TLS turns ssl on, with a CA and a server certificate for 127.0.0.1
+	// and localhost that Start makes; [Server.TLS] gives the files a
+	// client needs. Connections without TLS are still trusted, so
+	// [Server.DSN] works as before.
+	TLS bool
+
+	// CertUsers are roles that may log in over TCP only with TLS and a
+	// client certificate whose common name is the role (pg_hba's
+	// "hostssl ... cert"); [Server.ClientCert] issues one. Over the Unix
+	// socket they are trusted. Needs TLS; the names are lower-case SQL
+	// identifiers without quotes.
+	CertUsers []string
 }
 
 const (
@@ -101,6 +114,7 @@ type Server struct {
 	bin     binaries
 	owner   owner
 	reaper  *reaper
+	tls     *tlsState // nil without Options.TLS
 
 	mu      sync.Mutex
 	running bool
@@ -161,8 +175,13 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 	if err := s.initdb(); err != nil {
 		return nil, err
 	}
-	if err := s.configure(); err != nil {
+	if err := s.configure(opts.CertUsers); err != nil {
 		return nil, err
+	}
+	if opts.TLS {
+		if err := s.setUpTLS(); err != nil {
+			return nil, err
+		}
 	}
 
 	s.mu.Lock()
