@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -67,6 +68,8 @@ type Relay struct {
 	running  atomic.Bool
 	received atomic.Uint64 // change messages the stream handed on
 	blocked  atomic.Int32  // runners that cannot take their inbox now
+	kill     chan struct{} // closed by Kill; see killCh
+	killOnce sync.Once
 
 	replay   replays
 	replayMu sync.Mutex
@@ -82,6 +85,28 @@ func (r *Relay) replayCtx() context.Context {
 		return context.Background()
 	}
 	return r.replayC
+}
+
+// ErrKilled is what Run returns after Kill.
+var ErrKilled = errors.New("relay stopped hard")
+
+// Kill stops a running relay at once, without draining, persisting its
+// cursors or sending a final status: for an instance that lost its right
+// to deliver (a standby took over). Run then returns ErrKilled. Kill may
+// be called more than once, also before Run.
+func (r *Relay) Kill() {
+	r.killOnce.Do(func() { close(r.killCh()) })
+}
+
+func (r *Relay) killed() <-chan struct{} { return r.killCh() }
+
+func (r *Relay) killCh() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kill == nil {
+		r.kill = make(chan struct{})
+	}
+	return r.kill
 }
 
 // cursorSet is the sinks' cursors; nil before Run set them up.
@@ -235,6 +260,23 @@ func (r *Relay) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		r.log.Info("stopping: no more reading; draining in-flight deliveries", "timeout", r.opts.ShutdownTimeout.String())
 	case runErr = <-fatal:
+	case <-r.killed():
+		// A hard stop: deliver nothing more, write nothing more; what is in
+		// flight is abandoned, to be delivered again by whoever resumes
+		// from the saved cursor.
+		r.log.Warn("hard stop: delivery stops at once; undelivered messages stay for the next run")
+		close(stop)
+		cancelSinks()
+		cancelDispatch()
+		cancelPersist()
+		cancelStream()
+		<-dispatchDone
+		_ = runners.Wait()
+		<-persistDone
+		<-streamDone
+		_ = sinks.Wait()
+		r.replay.wg.Wait()
+		return ErrKilled
 	}
 
 	// The shutdown timeout bounds the whole shutdown: the drain gets it

@@ -283,3 +283,23 @@ func TestPauseUnknownSink(t *testing.T) {
 		t.Fatalf("Pause of an unknown sink: got %v, want ErrUnknownSink", err)
 	}
 }
+
+func TestKillStopsWithoutDraining(t *testing.T) {
+	src := &fakeSource{start: 0x10, events: []replication.Event{insert("t", pos(0x100, 0)), commit(0x120)}}
+	h := startRelay(t, src, openStore(t, filepath.Join(t.TempDir(), "state")), map[string]config.Sink{"s": {}})
+	d := h.sinks["s"]
+	waitFor(t, "the message", func() bool { return len(d.received()) == 1 })
+	h.relay.Kill()
+	select {
+	case err := <-h.done:
+		if !errors.Is(err, ErrKilled) {
+			t.Fatalf("Run after Kill: got %v, want ErrKilled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of Kill")
+	}
+	h.cancel = nil
+	if d.drained {
+		t.Error("Kill drained the sink; a hard stop must not")
+	}
+}
