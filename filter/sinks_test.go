@@ -49,7 +49,7 @@ func TestCompileSinksExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse("full.yaml", data, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg, err := config.Parse("../testdata/config/full.yaml", data, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}

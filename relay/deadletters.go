@@ -153,7 +153,7 @@ func (r *Relay) replayAll(ctx context.Context, name string, p replayer, dl state
 }
 
 func (r *Relay) runnerNamed(name string) *runner {
-	for _, rn := range r.runners {
+	for _, rn := range r.runnerList() {
 		if rn.Name == name {
 			return rn
 		}

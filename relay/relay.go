@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,10 +67,17 @@ type Relay struct {
 	mu       sync.Mutex
 	cursors  *cursor.Set // set by Run; see cursorSet
 	running  atomic.Bool
-	received atomic.Uint64 // change messages the stream handed on
-	blocked  atomic.Int32  // runners that cannot take their inbox now
-	kill     chan struct{} // closed by Kill; see killCh
-	killOnce sync.Once
+	received atomic.Uint64      // change messages the stream handed on
+	blocked  atomic.Int32       // runners that cannot take their inbox now
+	total    atomic.Int32       // runners running
+	ctl      chan func()        // run by the dispatcher between two events
+	pending  map[string]*runner // made by Acker while running, not yet added
+	// dispatchList and lastDispatched belong to the dispatcher's goroutine.
+	dispatchList   []*runner
+	lastDispatched change.Position
+	live           *liveRun      // what sinks added while running need; set by Run
+	kill           chan struct{} // closed by Kill; see killCh
+	killOnce       sync.Once
 
 	replay   replays
 	replayMu sync.Mutex
@@ -128,7 +136,7 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
-	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log}
+	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log, ctl: make(chan func())}
 }
 
 // Acker returns the function the named sink's delivery engine calls for
@@ -150,14 +158,28 @@ func (r *Relay) Add(s Sink) {
 	rn.Sink, rn.inbox = s, inbox
 }
 
+// runner returns the named runner, making it if there is none: among the
+// runners before Run, or, while Run runs, among those waiting for AddSink.
 func (r *Relay) runner(name string) *runner {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, rn := range r.runners {
 		if rn.Name == name {
 			return rn
 		}
 	}
+	if rn, ok := r.pending[name]; ok {
+		return rn
+	}
 	rn := newRunner(Sink{Name: name}, r.log)
-	r.runners = append(r.runners, rn)
+	if r.live == nil {
+		r.runners = append(r.runners, rn)
+	} else {
+		if r.pending == nil {
+			r.pending = map[string]*runner{}
+		}
+		r.pending[name] = rn
+	}
 	return rn
 }
 
@@ -188,7 +210,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		rn.tracker = cursors.Tracker(rn.Name)
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
-		rn.blocked, rn.total = &r.blocked, len(r.runners)
+		rn.blocked, rn.total = &r.blocked, &r.total
 		if r.opts.Budget != nil {
 			rn.taker = r.opts.Budget.Taker()
 		}
@@ -197,6 +219,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 
+	r.total.Store(int32(len(r.runners)))
 	r.mu.Lock()
 	r.cursors = cursors
 	r.mu.Unlock()
@@ -218,10 +241,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	events := make(chan replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
 	for _, rn := range r.runners {
-		sinks.Go(func() error { return rn.Delivery.Run(sinkCtx) })
+		pctx, cancel := context.WithCancel(sinkCtx)
+		rn.stopDelivery = cancel
+		sinks.Go(func() error { return rn.Delivery.Run(pctx) })
 	}
 
-	fatal := make(chan error, 2+len(r.runners))
+	fatal := make(chan error, 16+len(r.runners))
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
@@ -241,6 +266,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	r.mu.Lock()
+	r.live = &liveRun{sinkCtx: sinkCtx, dispatchCtx: dispatchCtx, fatal: fatal, sinks: &sinks, runners: &runners, cursors: cursors}
+	r.mu.Unlock()
+	r.dispatchList = slices.Clone(r.runners)
 	go func() {
 		defer close(dispatchDone)
 		r.dispatch(dispatchCtx, events)
@@ -344,18 +373,24 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 		select {
 		case <-ctx.Done():
 			return
+		case f := <-r.ctl:
+			f() // add or remove a sink between two events
+			continue
 		case ev = <-events:
 		}
 		if ev.Kind == replication.EventChange {
 			r.received.Add(1)
 			ev.Msg = r.opts.SourceColumns.Apply(ev.Msg)
 		}
-		for _, rn := range r.runners {
+		for _, rn := range r.dispatchList {
 			select {
 			case rn.inbox <- ev:
 			case <-ctx.Done():
 				return
 			}
+		}
+		if ev.Kind == replication.EventChange {
+			r.lastDispatched = ev.Msg.Pos
 		}
 	}
 }

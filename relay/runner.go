@@ -82,8 +82,14 @@ type runner struct {
 	// total is how many runners there are. A runner spills only while
 	// another one can go on.
 	blocked *atomic.Int32
-	total   int
+	total   *atomic.Int32
 	isBlock bool
+	// updates carries live changes of the sink's settings, applied by the
+	// runner's goroutine between two events.
+	updates chan func(*Sink)
+	// stopDelivery ends the delivery engine's Run (a hard stop), for a
+	// sink removed while walhook runs.
+	stopDelivery context.CancelFunc
 
 	// Backlog state, owned by the runner's goroutine.
 	spilling  bool
@@ -122,7 +128,7 @@ const (
 )
 
 func newRunner(s Sink, log *slog.Logger) *runner {
-	return &runner{Sink: s, log: log, inbox: make(chan replication.Event, inboxSize)}
+	return &runner{Sink: s, log: log, inbox: make(chan replication.Event, inboxSize), updates: make(chan func(*Sink))}
 }
 
 // start prepares the runner of a sink whose state is loaded: with a
@@ -190,6 +196,8 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			r.handle(ctx, ev)
 		case <-r.tracker.Changed():
+		case f := <-r.updates:
+			f(&r.Sink)
 		case <-flush.C:
 			armed = false
 			r.flush(ctx)
@@ -225,7 +233,7 @@ func (r *runner) canTake(ctx context.Context) bool {
 		if r.roomInWindow() {
 			return true
 		}
-		if r.Backlog == nil || int(r.blocked.Load()) >= r.total-1+boolInt(r.isBlock) {
+		if r.Backlog == nil || int(r.blocked.Load()) >= int(r.total.Load())-1+boolInt(r.isBlock) {
 			return false // nobody else could go on: hold the stream, WAL stays in PostgreSQL
 		}
 		r.startSpill(ctx)

@@ -59,7 +59,7 @@ func (r *Relay) Status() Status {
 	}
 	st.Running = r.running.Load()
 	st.FlushLSN = cursors.Flush()
-	for _, rn := range r.runners {
+	for _, rn := range r.runnerList() {
 		acked, safe, _ := rn.tracker.State()
 		n, b := rn.tracker.Window()
 		ss := SinkStatus{Name: rn.Name, Acked: acked, SafeLSN: safe, Window: n, WindowBytes: b, Oldest: rn.tracker.Oldest()}
@@ -111,7 +111,7 @@ func (r *Relay) Resume(name string) error {
 var ErrUnknownSink = fmt.Errorf("no such sink")
 
 func (r *Relay) pausable(name string) (pausable, error) {
-	for _, rn := range r.runners {
+	for _, rn := range r.runnerList() {
 		if rn.Name == name {
 			if p, ok := rn.Delivery.(pausable); ok {
 				return p, nil

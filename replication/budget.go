@@ -41,6 +41,23 @@ func (b *Budget) Taker() *Taker {
 	return t
 }
 
+// Remove unregisters a consumer that stopped: it no longer holds the
+// budget.
+func (b *Budget) Remove(t *Taker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, x := range b.takers {
+		if x == t {
+			b.takers = append(b.takers[:i], b.takers[i+1:]...)
+			break
+		}
+	}
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
+}
+
 // Took reports that the consumer took a message of n bytes.
 func (t *Taker) Took(n int) {
 	t.taken.Add(int64(n))

@@ -51,7 +51,11 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	secrets = redact.ForConfig(cfg)
+	if secrets == nil {
+		secrets = redact.ForConfig(cfg)
+	} else {
+		secrets.Merge(redact.ForConfig(cfg)) // a reload: old secrets stay masked too
+	}
 	// Filters are compiled at load, so that check and run refuse a bad
 	// expression at its file:line:col before anything starts.
 	if _, err := filter.CompileSinks(cfg); err != nil {
@@ -90,7 +94,7 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	if format == "text" {
 		h = slog.NewTextHandler(os.Stderr, opts)
 	}
-	return slog.New(redact.ForConfig(cfg).Handler(h))
+	return slog.New(secrets.Handler(h))
 }
 
 func newVersionCmd() *cobra.Command {

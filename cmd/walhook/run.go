@@ -17,7 +17,6 @@ import (
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
-	"github.com/walhook/walhook/sink/webhook"
 	"github.com/walhook/walhook/state/boltstore"
 )
 
@@ -54,22 +53,20 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		built := map[string]liveSink{}
 		for _, sc := range cfg.Sinks {
-			dest, err := newDestination(sc, log)
+			s, dest, err := buildSink(sc, exprs[sc.Name], r, store, log)
 			if err != nil {
+				for _, b := range built {
+					b.dest.Close()
+				}
 				return err
 			}
-			defer dest.Close()
-			p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name), DeadLetter: r.DeadLetterer(sc.Name)})
-			if err != nil {
-				return err
-			}
-			r.Add(relay.Sink{
-				Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, exprs[sc.Name]), Router: sink.NewRouter(sc),
-				Columns: sink.NewColumns(sc.Columns), Window: sc.Window,
-				Backlog: store.Backlog(sc.Name), MaxSize: sc.Backlog.MaxSize, WhenFull: sc.Backlog.WhenFull, BatchSize: sc.BatchSize,
-			})
+			built[sc.Name] = liveSink{pipe: s.Delivery.(*sink.Pipeline), dest: dest}
+			r.Add(s)
 		}
+		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, built)
+		defer reloads.stop()
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
@@ -105,22 +102,6 @@ func checkGroupBy(ctx context.Context, cfg *config.Config) error {
 // sinks.
 const streamBudget = 32 << 20
 
-// destination is a sink's kind-specific part.
-type destination interface {
-	sink.Destination
-	Close() error
-}
-
-// newDestination builds the destination of a sink by its type.
-func newDestination(sc config.Sink, log *slog.Logger) (destination, error) {
-	switch sc.Type {
-	case "webhook", "":
-		return webhook.New(sc, webhook.Options{Version: version, Logger: log})
-	default:
-		return nil, usageError{fmt.Errorf("sink %q: type %q is not a sink type; use webhook", sc.Name, sc.Type)}
-	}
-}
-
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
@@ -131,12 +112,10 @@ func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src 
 	a := &admin{cfg: cfg, relay: r, src: src}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(server.NewCollector(a))
-	names := make([]string, len(cfg.Sinks))
-	for i, sc := range cfg.Sinks {
-		names[i] = sc.Name
-	}
 	srv := server.New(cfg.Server, server.Options{
-		SinkNames: names, Health: a, Status: a, Sinks: a, DeadLetters: a, Metrics: reg, Log: log,
+		// Sinks come and go with a reload: the interfaces answer 404 for
+		// an unknown one.
+		Health: a, Status: a, Sinks: a, DeadLetters: a, Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {

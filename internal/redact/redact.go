@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/walhook/walhook/config"
 )
@@ -25,19 +26,35 @@ const minLen = 4
 
 // Redactor replaces known secrets in text.
 type Redactor struct {
+	mu      sync.RWMutex
 	secrets []string // longest first, so that a secret's parts are not masked alone
 }
 
 // New returns a redactor of the given secrets.
 func New(secrets ...string) *Redactor {
 	r := &Redactor{}
+	r.add(secrets)
+	return r
+}
+
+func (r *Redactor) add(secrets []string) {
 	for _, s := range secrets {
 		if len(s) >= minLen && !slices.Contains(r.secrets, s) {
 			r.secrets = append(r.secrets, s)
 		}
 	}
 	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
-	return r
+}
+
+// Merge adds other's secrets to r's: after a reload, the old configuration's
+// secrets stay masked along with the new one's.
+func (r *Redactor) Merge(other *Redactor) {
+	other.mu.RLock()
+	s := slices.Clone(other.secrets)
+	other.mu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.add(s)
 }
 
 // ForConfig returns a redactor of every secret cfg holds: the passwords
@@ -93,6 +110,8 @@ func (r *Redactor) String(s string) string {
 	if r == nil {
 		return s
 	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	for _, secret := range r.secrets {
 		if strings.Contains(s, secret) {
 			s = strings.ReplaceAll(s, secret, Mask)

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/filter"
+	"github.com/walhook/walhook/relay"
+	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
+)
+
+// reloader applies the configuration file again on SIGHUP: what a sink
+// can change live (its url, headers, secrets, batching, retry, timeout,
+// filter, tables, actions, columns, window, backlog bounds, compression,
+// TLS) and added or removed sinks. A change that cannot apply live (the
+// source, the state, the admin server, the log, a sink's type, group_by or
+// max_in_flight) refuses the whole reload with a log line naming the
+// fields, and so does a file that does not validate: the old configuration
+// keeps running.
+type reloader struct {
+	path  string
+	r     *relay.Relay
+	store state.Store
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	cur   *config.Config
+	dests map[string]destination
+	pipes map[string]*sink.Pipeline
+
+	sig  chan os.Signal
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// watchReloads starts reloading on SIGHUP; stop ends it and closes the
+// destinations it built.
+func watchReloads(ctx context.Context, path string, cfg *config.Config, r *relay.Relay, store state.Store, log *slog.Logger, sinks map[string]liveSink) *reloader {
+	rl := &reloader{path: path, r: r, store: store, log: log, cur: cfg, dests: map[string]destination{}, pipes: map[string]*sink.Pipeline{},
+		sig: make(chan os.Signal, 1), done: make(chan struct{})}
+	for name, s := range sinks {
+		rl.dests[name], rl.pipes[name] = s.dest, s.pipe
+	}
+	signal.Notify(rl.sig, syscall.SIGHUP)
+	rl.wg.Go(func() {
+		for {
+			select {
+			case <-rl.sig:
+				rl.reload(ctx)
+			case <-rl.done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	return rl
+}
+
+// liveSink is what the reloader needs of a running sink.
+type liveSink struct {
+	pipe *sink.Pipeline
+	dest destination
+}
+
+func (rl *reloader) stop() {
+	signal.Stop(rl.sig)
+	close(rl.done)
+	rl.wg.Wait()
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for _, d := range rl.dests {
+		d.Close()
+	}
+}
+
+func (rl *reloader) reload(ctx context.Context) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	rl.log.Info("SIGHUP: reloading the configuration", "config", rl.path)
+	next, err := loadConfig(rl.path)
+	if err != nil {
+		rl.log.Error("configuration not reloaded: the file does not validate; the old one keeps running", "err", secrets.Error(err))
+		return
+	}
+	if fields := liveRefusals(rl.cur, next); len(fields) > 0 {
+		rl.log.Error("configuration not reloaded: these cannot change while walhook runs; restart walhook to apply them. The old configuration keeps running",
+			"fields", strings.Join(fields, ", "))
+		return
+	}
+	exprs, err := filter.CompileSinks(next)
+	if err != nil {
+		rl.log.Error("configuration not reloaded", "err", secrets.Error(err))
+		return
+	}
+	old := map[string]config.Sink{}
+	for _, sc := range rl.cur.Sinks {
+		old[sc.Name] = sc
+	}
+	// Build every new destination first, so that a bad one (a TLS file
+	// that vanished) refuses the reload before anything changed.
+	type change struct {
+		sc   config.Sink
+		dest destination
+	}
+	var changed, added []change
+	fail := func(err error) {
+		rl.log.Error("configuration not reloaded", "err", secrets.Error(err))
+		for _, c := range append(changed, added...) {
+			c.dest.Close()
+		}
+	}
+	for _, sc := range next.Sinks {
+		prev, ok := old[sc.Name]
+		if ok && reflect.DeepEqual(prev, withOrigin(sc, prev)) {
+			continue
+		}
+		dest, err := newDestination(sc, rl.log)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if ok {
+			changed = append(changed, change{sc, dest})
+		} else {
+			added = append(added, change{sc, dest})
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var applied []string
+	for _, c := range changed {
+		prevDest, err := rl.pipes[c.sc.Name].Reconfigure(c.sc, c.dest)
+		if err != nil {
+			rl.log.Error("sink not reconfigured", "sink", c.sc.Name, "err", err)
+			c.dest.Close()
+			continue
+		}
+		if prevDest != nil {
+			prevDest.(destination).Close()
+		}
+		rl.dests[c.sc.Name] = c.dest
+		sc, expr := c.sc, exprs[c.sc.Name]
+		err = rl.r.UpdateSink(ctx, sc.Name, func(s *relay.Sink) {
+			s.Filter, s.Columns, s.Window = sink.NewFilter(sc, expr), sink.NewColumns(sc.Columns), sc.Window
+			s.MaxSize, s.WhenFull, s.BatchSize = sc.Backlog.MaxSize, sc.Backlog.WhenFull, sc.BatchSize
+		})
+		if err != nil {
+			rl.log.Error("sink's filter, columns and window not updated", "sink", sc.Name, "err", err)
+			continue
+		}
+		applied = append(applied, "changed "+sc.Name)
+	}
+	for _, c := range added {
+		c.dest.Close() // buildSink makes its own
+		s, dest, err := buildSink(c.sc, exprs[c.sc.Name], rl.r, rl.store, rl.log)
+		if err != nil {
+			rl.log.Error("sink not added", "sink", c.sc.Name, "err", secrets.Error(err))
+			continue
+		}
+		if err := rl.r.AddSink(ctx, s); err != nil {
+			dest.Close()
+			rl.log.Error("sink not added", "sink", c.sc.Name, "err", err)
+			continue
+		}
+		rl.dests[c.sc.Name], rl.pipes[c.sc.Name] = dest, s.Delivery.(*sink.Pipeline)
+		applied = append(applied, "added "+c.sc.Name)
+	}
+	for name := range old {
+		if slices.ContainsFunc(next.Sinks, func(sc config.Sink) bool { return sc.Name == name }) {
+			continue
+		}
+		if err := rl.r.RemoveSink(ctx, name); err != nil {
+			rl.log.Error("sink not removed", "sink", name, "err", err)
+			continue
+		}
+		if d := rl.dests[name]; d != nil {
+			d.Close()
+		}
+		delete(rl.dests, name)
+		delete(rl.pipes, name)
+		applied = append(applied, "removed "+name)
+	}
+	rl.cur = next
+	rl.log.Info("configuration reloaded", "changes", strings.Join(applied, ", "))
+}
+
+// withOrigin returns sc with prev's filter origin, which says where the
+// filter was written and changes with any edit above it.
+func withOrigin(sc, prev config.Sink) config.Sink {
+	sc.FilterOrigin = prev.FilterOrigin
+	return sc
+}
+
+// liveRefusals names what differs between cur and next that cannot change
+// while walhook runs.
+func liveRefusals(cur, next *config.Config) []string {
+	var out []string
+	diff := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, name)
+		}
+	}
+	cs, ns := cur.Source, next.Source
+	diff("source.url", cs.URL, ns.URL)
+	diff("source.slot", cs.Slot, ns.Slot)
+	diff("source.publication", cs.Publication, ns.Publication)
+	diff("source.tables", cs.Tables, ns.Tables)
+	diff("source.columns", cs.Columns, ns.Columns)
+	diff("source.receive_timeout", cs.ReceiveTimeout, ns.ReceiveTimeout)
+	diff("source.heartbeat", cs.Heartbeat, ns.Heartbeat)
+	diff("source.messages", cs.Messages, ns.Messages)
+	diff("state", cur.State, next.State)
+	diff("server", cur.Server, next.Server)
+	diff("log", cur.Log, next.Log)
+	old := map[string]config.Sink{}
+	for _, sc := range cur.Sinks {
+		old[sc.Name] = sc
+	}
+	for i, sc := range next.Sinks {
+		prev, ok := old[sc.Name]
+		if !ok {
+			continue
+		}
+		p := fmt.Sprintf("sinks[%d] (%s).", i, sc.Name)
+		diff(p+"type", prev.Type, sc.Type)
+		diff(p+"group_by", prev.GroupBy, sc.GroupBy)
+		diff(p+"max_in_flight", prev.MaxInFlight, sc.MaxInFlight)
+	}
+	return out
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/filter"
+	"github.com/walhook/walhook/relay"
+	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/webhook"
+	"github.com/walhook/walhook/state"
+)
+
+// buildSink builds what the relay drives for one configured sink: its
+// destination, its pipeline and the relay's parts before it.
+func buildSink(sc config.Sink, expr *filter.Expr, r *relay.Relay, store state.Store, log *slog.Logger) (relay.Sink, destination, error) {
+	dest, err := newDestination(sc, log)
+	if err != nil {
+		return relay.Sink{}, nil, err
+	}
+	p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name), DeadLetter: r.DeadLetterer(sc.Name)})
+	if err != nil {
+		dest.Close()
+		return relay.Sink{}, nil, err
+	}
+	return relay.Sink{
+		Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, expr), Router: sink.NewRouter(sc),
+		Columns: sink.NewColumns(sc.Columns), Window: sc.Window,
+		Backlog: store.Backlog(sc.Name), MaxSize: sc.Backlog.MaxSize, WhenFull: sc.Backlog.WhenFull, BatchSize: sc.BatchSize,
+	}, dest, nil
+}
+
+// destination is a sink's kind-specific part.
+type destination interface {
+	sink.Destination
+	Close() error
+}
+
+// newDestination builds the destination of a sink by its type.
+func newDestination(sc config.Sink, log *slog.Logger) (destination, error) {
+	switch sc.Type {
+	case "webhook", "":
+		return webhook.New(sc, webhook.Options{Version: version, Logger: log})
+	default:
+		return nil, usageError{fmt.Errorf("sink %q: type %q is not a sink type; use webhook", sc.Name, sc.Type)}
+	}
+}
