@@ -76,6 +76,7 @@ func parseFlags(args []string) (options, error) {
 	sink := fs.String("sink", "", "extra sink settings for the drain, fan-out and memory measurements, e.g. `batch_size=500,max_in_flight=8`")
 	latencySink := fs.String("latency-sink", "", "sink settings for the latency measurement, which otherwise runs with the defaults, e.g. `batch_wait=20ms`")
 	fs.BoolVar(&o.Keep, "keep", false, "keep walhook's configurations, state files and logs, and print where")
+	fs.StringVar(&o.Receiver, "receiver", o.Receiver, "what the receivers of the drain, fan-out and memory measurements do with a body: parse (unmarshal every message) or count (only scan for the ids, to see walhook with a receiver that costs next to nothing)")
 	fs.StringVar(&o.JSON, "json", "", "also write the report as JSON to this `file`")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "longest one measurement may take")
 	quick := fs.Bool("quick", false, "a quick run: 20,000 backlog rows, 3 s of latency, a 100,000-row transaction (explicit flags still win)")
@@ -125,6 +126,7 @@ type options struct {
 	Settings    []string // extra sink settings, "key: value"
 	// LatencySettings are the latency measurement's sink settings.
 	LatencySettings []string
+	Receiver        string // parse or count
 	JSON            string
 	Timeout         time.Duration
 	Keep            bool
@@ -140,6 +142,7 @@ func defaultOptions() options {
 		LatencyRate: 2_000,
 		LatencyFor:  15 * time.Second,
 		BigRows:     1_000_000,
+		Receiver:    "parse",
 		Timeout:     5 * time.Minute,
 	}
 }
@@ -168,6 +171,8 @@ func (o options) validate() error {
 		return errors.New("-latency-for and -big-rows: want 0 (skip) or more")
 	case o.Timeout <= 0:
 		return fmt.Errorf("-timeout %v: want a positive duration", o.Timeout)
+	case o.Receiver != "parse" && o.Receiver != "count":
+		return fmt.Errorf("-receiver %q: want parse or count", o.Receiver)
 	}
 	return nil
 }
@@ -235,6 +240,7 @@ func run(ctx context.Context, o options, log io.Writer) (_ *Report, err error) {
 		LoadStart:       loadAverage(),
 		SinkSettings:    o.Settings,
 		LatencySettings: o.LatencySettings,
+		Receiver:        o.Receiver,
 	}
 
 	extra := 0

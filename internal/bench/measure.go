@@ -56,13 +56,13 @@ func (b *bench) drains(ctx context.Context) error {
 	sinks := slices.Max(append([]int{1}, o.Fanout...))
 	rcvs := make([]*receiver, sinks)
 	for i := range rcvs {
-		if rcvs[i], err = newReceiver(); err != nil {
+		if rcvs[i], err = newReceiver(o.Receiver == "parse"); err != nil {
 			return err
 		}
 		defer rcvs[i].close()
 	}
 
-	var recvRate, recvCPU, ratios []float64
+	var recvRate, recvCPU, recvWalsender, ratios []float64
 	var single []walhookResult
 	for i := 1; i <= o.Runs; i++ {
 		slot := fmt.Sprintf("recvlogical_%d", i)
@@ -87,14 +87,26 @@ func (b *bench) drains(ctx context.Context) error {
 
 		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
 		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
+		recvWalsender = append(recvWalsender, r.WalsenderCPU/(float64(bl.Rows)/1e6))
 		ratios = append(ratios, r.Seconds/w.Seconds)
 		single = append(single, w)
 	}
+	perMillion := func(cpu func(walhookResult) float64) Series {
+		var v []float64
+		for _, w := range single {
+			v = append(v, cpu(w)/(float64(bl.Rows)/1e6))
+		}
+		return newSeries(v)
+	}
 	b.rep.Drain = Drain{
-		Recvlogical:    newSeries(recvRate),
-		RecvlogicalCPU: newSeries(recvCPU),
-		Walhook:        newSeries(rates(bl.Rows, single)),
-		RatioRuns:      newSeries(ratios),
+		Recvlogical:             newSeries(recvRate),
+		Walhook:                 newSeries(rates(bl.Rows, single)),
+		RatioRuns:               newSeries(ratios),
+		RecvlogicalCPU:          newSeries(recvCPU),
+		RecvlogicalWalsenderCPU: newSeries(recvWalsender),
+		WalhookCPU:              perMillion(func(w walhookResult) float64 { return w.CPUSeconds }),
+		WalhookWalsenderCPU:     perMillion(func(w walhookResult) float64 { return w.WalsenderCPU }),
+		ReceiverCPU:             perMillion(func(w walhookResult) float64 { return w.ReceiverCPU }),
 	}
 	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
 
@@ -132,14 +144,15 @@ func rates(rows int64, runs []walhookResult) []float64 {
 // fanout summarizes the runs with k sinks.
 func fanout(k int, rows int64, runs []walhookResult) Fanout {
 	f := Fanout{Sinks: k, RowsPerSec: newSeries(rates(rows, runs))}
-	var cpu, rss, perSec []float64
+	var cpu, rcv, rss, perSec []float64
 	for _, w := range runs {
 		cpu = append(cpu, w.CPUSeconds/(float64(w.Deliveries)/1e6))
+		rcv = append(rcv, w.ReceiverCPU/(float64(w.Deliveries)/1e6))
 		rss = append(rss, float64(w.PeakKB)/1024)
 		perSec = append(perSec, float64(w.Deliveries)/w.Seconds)
 		f.Duplicates += w.Deliveries - w.Distinct
 	}
-	f.CPUPerMillion, f.PeakRSSMB = newSeries(cpu), newSeries(rss)
+	f.CPUPerMillion, f.ReceiverCPU, f.PeakRSSMB = newSeries(cpu), newSeries(rcv), newSeries(rss)
 	f.DeliveriesPerSec = newSeries(perSec).Median
 	return f
 }
@@ -153,7 +166,7 @@ func (b *bench) latency(ctx context.Context) error {
 	if n < 1 {
 		return fmt.Errorf("-latency-for %v at -latency-rate %d is not one transaction", o.LatencyFor, o.LatencyRate)
 	}
-	rcv, err := newReceiver()
+	rcv, err := newReceiver(true) // it reads commit_timestamp
 	if err != nil {
 		return err
 	}
@@ -199,7 +212,7 @@ func (b *bench) memory(ctx context.Context) error {
 	if err := b.db.createSlot(ctx, slot); err != nil {
 		return err
 	}
-	rcv, err := newReceiver()
+	rcv, err := newReceiver(o.Receiver == "parse")
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat: 100
@@ -113,8 +115,9 @@ func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 
 // recvResult is one pg_recvlogical run.
 type recvResult struct {
-	Seconds    float64
-	CPUSeconds float64 // its own user + system time
+	Seconds      float64
+	CPUSeconds   float64 // its own user + system time
+	WalsenderCPU float64 // the walsender's, in seconds
 }
 
 // runRecvlogical drains slot with pg_recvlogical into /dev/null up to
@@ -128,9 +131,11 @@ func runRecvlogical(ctx context.Context, db *database, bin, slot, endLSN string,
 		"--option", "proto_version=1", "--option", "publication_names="+publication)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	stopSampling := walsenderCPU(ctx, db.dsn, slot)
 	start := time.Now()
 	err := cmd.Run()
 	elapsed := time.Since(start)
+	walsender := stopSampling()
 	if err != nil {
 		return recvResult{}, fmt.Errorf("pg_recvlogical: %w\n%s", err, strings.TrimSpace(out.String()))
 	}
@@ -141,7 +146,7 @@ func runRecvlogical(ctx context.Context, db *database, bin, slot, endLSN string,
 	if !ok {
 		return recvResult{}, fmt.Errorf("pg_recvlogical exited before slot %s reached %s, the backlog's end", slot, endLSN)
 	}
-	res := recvResult{Seconds: elapsed.Seconds()}
+	res := recvResult{Seconds: elapsed.Seconds(), WalsenderCPU: walsender.Seconds()}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.CPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	}
@@ -161,11 +166,13 @@ type walhookRun struct {
 // walhookResult is what a walhook run measured: the time from its start
 // until every receiver had every row, and /proc at that moment.
 type walhookResult struct {
-	Seconds    float64
-	CPUSeconds float64
-	PeakKB     int64
-	Deliveries int64 // messages received, duplicates included
-	Distinct   int64 // rows received, summed over the receivers
+	Seconds      float64
+	CPUSeconds   float64
+	WalsenderCPU float64 // the walsender's CPU seconds
+	ReceiverCPU  float64 // the benchmark process's CPU seconds
+	PeakKB       int64
+	Deliveries   int64 // messages received, duplicates included
+	Distinct     int64 // rows received, summed over the receivers
 }
 
 // run starts walhook with one sink per receiver, waits until every
@@ -211,6 +218,9 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 
 	cmd := command(context.Background(), w.Bin, "run", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	stopSampling := walsenderCPU(ctx, w.DSN, w.Slot)
+	defer stopSampling()
+	selfStart := selfCPU()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("start walhook: %w", err)
@@ -279,6 +289,8 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	if statErr != nil {
 		return fail(fmt.Errorf("read walhook's /proc: %w", statErr))
 	}
+	res.WalsenderCPU = stopSampling().Seconds()
+	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
@@ -325,4 +337,54 @@ func tail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// walsenderCPU samples the CPU time of the walsender streaming from a slot
+// (found as the slot's active_pid) every 20 ms, on a connection of its own,
+// until stopped; stop returns the last sample. A walsender exits with its
+// client, so for a client that exits at the end, the last sample is at
+// most 20 ms of CPU short.
+func walsenderCPU(ctx context.Context, dsn, slot string) (stop func() time.Duration) {
+	ctx, cancel := context.WithCancel(ctx)
+	var last atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return
+		}
+		defer conn.Close(context.Background())
+		pid := 0
+		for {
+			if pid == 0 {
+				_ = conn.QueryRow(ctx, `SELECT coalesce(max(active_pid), 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+			}
+			if pid != 0 {
+				if st, err := readProc(pid); err == nil {
+					last.Store(int64(st.CPU))
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() time.Duration {
+		cancel()
+		<-done
+		return time.Duration(last.Load())
+	}
+}
+
+// selfCPU is the benchmark process's own CPU time so far: during a walhook
+// run, mostly its receivers parsing what walhook sends.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

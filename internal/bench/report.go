@@ -26,6 +26,7 @@ type Report struct {
 
 	Backlog      backlog  `json:"backlog"`
 	SinkSettings []string `json:"sink_settings"`
+	Receiver     string   `json:"receiver"` // parse or count
 	Drain        Drain    `json:"drain"`
 	Fanout       []Fanout `json:"fanout"`
 	Latency      *Latency `json:"latency,omitempty"`
@@ -37,13 +38,20 @@ type Report struct {
 
 // Drain compares pg_recvlogical and walhook on the same backlog.
 type Drain struct {
-	Recvlogical    Series `json:"pg_recvlogical_rows_per_s"`
-	RecvlogicalCPU Series `json:"pg_recvlogical_cpu_s_per_million"`
-	Walhook        Series `json:"walhook_rows_per_s"`
+	Recvlogical Series `json:"pg_recvlogical_rows_per_s"`
+	Walhook     Series `json:"walhook_rows_per_s"`
 	// Ratio is the walhook median over the pg_recvlogical median; RatioRuns
 	// the ratio of each pair of runs (made one after the other).
 	Ratio     float64 `json:"ratio"`
 	RatioRuns Series  `json:"ratio_runs"`
+
+	// CPU seconds per million rows: each client's own, its walsender's,
+	// and (for walhook) the receiver's.
+	RecvlogicalCPU          Series `json:"pg_recvlogical_cpu_s_per_million"`
+	RecvlogicalWalsenderCPU Series `json:"pg_recvlogical_walsender_cpu_s_per_million"`
+	WalhookCPU              Series `json:"walhook_cpu_s_per_million"`
+	WalhookWalsenderCPU     Series `json:"walhook_walsender_cpu_s_per_million"`
+	ReceiverCPU             Series `json:"receiver_cpu_s_per_million"`
 }
 
 // Fanout is the drain with several sinks, each its own receiver.
@@ -52,6 +60,7 @@ type Fanout struct {
 	RowsPerSec       Series  `json:"rows_per_s"`
 	DeliveriesPerSec float64 `json:"deliveries_per_s"` // median
 	CPUPerMillion    Series  `json:"walhook_cpu_s_per_million_deliveries"`
+	ReceiverCPU      Series  `json:"receivers_cpu_s_per_million_deliveries"`
 	PeakRSSMB        Series  `json:"walhook_peak_rss_mb"`
 	Duplicates       int64   `json:"duplicates"` // over every run
 }
@@ -142,29 +151,34 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "  walhook %s, PostgreSQL %s, %s, %d CPUs (%s), load average %s at the start, %s at the end\n",
 		r.Walhook, r.PostgreSQL, r.Go, r.CPUs, r.CPUModel, r.LoadStart, r.LoadEnd)
 	b := r.Backlog
-	fmt.Fprintf(w, "  backlog: %s rows of %.0f bytes in %s-row transactions, %.0f MB of WAL (written at %s rows/s); sink settings: %s\n",
-		count(b.Rows), b.RowBytes, count(b.TxnRows), float64(b.WALBytes)/1e6, count(int64(float64(b.Rows)/b.Seconds)), settings)
+	fmt.Fprintf(w, "  backlog: %s rows of %.0f bytes in %s-row transactions, %.0f MB of WAL (written at %s rows/s)\n",
+		count(b.Rows), b.RowBytes, count(b.TxnRows), float64(b.WALBytes)/1e6, count(int64(float64(b.Rows)/b.Seconds)))
+	receiver := "unmarshals every message"
+	if r.Receiver == "count" {
+		receiver = "only scans bodies for the ids (-receiver count)"
+	}
+	fmt.Fprintf(w, "  sink settings: %s; the receiver %s\n", settings, receiver)
 
 	d := r.Drain
-	fmt.Fprintf(w, "\nDrain of the backlog, %d runs each (median, min-max, spread)\n", len(d.Walhook.Runs))
+	fmt.Fprintf(w, "\nDrain of the backlog, %d runs each: rows/s (median, min, max, spread) and CPU s per 1M rows (median)\n", len(d.Walhook.Runs))
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\t")
-	row := func(name string, s Series) {
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%.0f%%\t\n", name, count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread())
+	fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\tCPU: walsender\tclient\treceiver\t")
+	row := func(name string, s Series, walsender, client Series, receiver string) {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%.0f%%\t%.2f\t%.2f\t%s\t\n", name, count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(),
+			walsender.Median, client.Median, receiver)
 	}
-	row("pg_recvlogical to /dev/null", d.Recvlogical)
-	row("walhook to an HTTP receiver", d.Walhook)
-	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
+	row("pg_recvlogical to /dev/null", d.Recvlogical, d.RecvlogicalWalsenderCPU, d.RecvlogicalCPU, "-")
+	row("walhook to an HTTP receiver", d.Walhook, d.WalhookWalsenderCPU, d.WalhookCPU, fmt.Sprintf("%.2f", d.ReceiverCPU.Median))
+	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
 	_ = t.Flush()
-	fmt.Fprintf(w, "  pg_recvlogical's own CPU: %.2f s per million rows\n", d.RecvlogicalCPU.Median)
 
 	if len(r.Fanout) > 0 {
 		fmt.Fprintf(w, "\nFan-out: the same backlog to N sinks, each its own receiver (median of %d runs)\n", len(r.Fanout[0].RowsPerSec.Runs))
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(t, "sinks\trows/s\tspread\tdeliveries/s\twalhook CPU s per 1M deliveries\tpeak RSS MB\tduplicates\t")
+		fmt.Fprintln(t, "sinks\trows/s\tspread\tdeliveries/s\tCPU s per 1M deliveries: walhook\treceivers\twalhook peak RSS MB\tduplicates\t")
 		for _, f := range r.Fanout {
-			fmt.Fprintf(t, "%d\t%s\t%.0f%%\t%s\t%.2f\t%.1f\t%d\t\n", f.Sinks, count(int64(f.RowsPerSec.Median)), f.RowsPerSec.spread(),
-				count(int64(f.DeliveriesPerSec)), f.CPUPerMillion.Median, f.PeakRSSMB.Median, f.Duplicates)
+			fmt.Fprintf(t, "%d\t%s\t%.0f%%\t%s\t%.2f\t%.2f\t%.1f\t%d\t\n", f.Sinks, count(int64(f.RowsPerSec.Median)), f.RowsPerSec.spread(),
+				count(int64(f.DeliveriesPerSec)), f.CPUPerMillion.Median, f.ReceiverCPU.Median, f.PeakRSSMB.Median, f.Duplicates)
 		}
 		_ = t.Flush()
 	}
