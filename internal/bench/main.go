@@ -294,7 +294,6 @@ func run(ctx context.Context, o options, log io.Writer) (_ *Report, err error) {
 			return nil, err
 		}
 	}
-	rep.LoadEnd = loadAverage()
 	rep.Seconds = int(time.Since(p.start).Seconds())
 	return rep, nil
 }

@@ -118,6 +118,7 @@ type recvResult struct {
 	Seconds      float64
 	CPUSeconds   float64 // its own user + system time
 	WalsenderCPU float64 // the walsender's, in seconds
+	Others       float64 // cores busy with anything else, on average
 }
 
 // runRecvlogical drains slot with pg_recvlogical into /dev/null up to
@@ -132,9 +133,11 @@ func runRecvlogical(ctx context.Context, db *database, bin, slot, endLSN string,
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stopSampling := walsenderCPU(ctx, db.dsn, slot)
+	busy, self := machineBusy(), selfCPU()
 	start := time.Now()
 	err := cmd.Run()
 	elapsed := time.Since(start)
+	busy, self = machineBusy()-busy, selfCPU()-self
 	walsender := stopSampling()
 	if err != nil {
 		return recvResult{}, fmt.Errorf("pg_recvlogical: %w\n%s", err, strings.TrimSpace(out.String()))
@@ -150,6 +153,7 @@ func runRecvlogical(ctx context.Context, db *database, bin, slot, endLSN string,
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.CPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	}
+	res.Others = others(busy, res.CPUSeconds+res.WalsenderCPU+self.Seconds(), elapsed)
 	return res, nil
 }
 
@@ -170,6 +174,7 @@ type walhookResult struct {
 	CPUSeconds   float64
 	WalsenderCPU float64 // the walsender's CPU seconds
 	ReceiverCPU  float64 // the benchmark process's CPU seconds
+	Others       float64 // cores busy with anything else, on average
 	PeakKB       int64
 	Deliveries   int64 // messages received, duplicates included
 	Distinct     int64 // rows received, summed over the receivers
@@ -220,7 +225,7 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	stopSampling := walsenderCPU(ctx, w.DSN, w.Slot)
 	defer stopSampling()
-	selfStart := selfCPU()
+	selfStart, busyStart := selfCPU(), machineBusy()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("start walhook: %w", err)
@@ -292,6 +297,7 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.WalsenderCPU = stopSampling().Seconds()
 	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
+	res.Others = others(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
 	for _, r := range rcvs {
@@ -387,4 +393,34 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineBusy is the CPU time every core of the machine has spent on
+// anything but idling since boot, from the first line of /proc/stat: user,
+// nice, system, irq, softirq and steal.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for i, s := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(s, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// others is how many cores, on average over elapsed, went to anything but
+// what a measurement accounted for: the load of the machine's other users.
+func others(busy time.Duration, accounted float64, elapsed time.Duration) float64 {
+	return max(0, busy.Seconds()-accounted) / elapsed.Seconds()
 }
