@@ -62,7 +62,7 @@ func (b *bench) drains(ctx context.Context) error {
 		defer rcvs[i].close()
 	}
 
-	var recvRate, recvCPU, recvWalsender, recvOthers, ratios []float64
+	var recvRate, recvCPU, recvWalsender, recvRest, ratios []float64
 	var single []walhookResult
 	for i := 1; i <= o.Runs; i++ {
 		slot := fmt.Sprintf("recvlogical_%d", i)
@@ -88,13 +88,13 @@ func (b *bench) drains(ctx context.Context) error {
 		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
 		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
 		recvWalsender = append(recvWalsender, r.WalsenderCPU/(float64(bl.Rows)/1e6))
-		recvOthers = append(recvOthers, r.Others)
+		recvRest = append(recvRest, r.Rest)
 		ratios = append(ratios, r.Seconds/w.Seconds)
 		single = append(single, w)
 	}
-	var others []float64
+	var restCores []float64
 	for _, w := range single {
-		others = append(others, w.Others)
+		restCores = append(restCores, w.Rest)
 	}
 	perMillion := func(cpu func(walhookResult) float64) Series {
 		var v []float64
@@ -112,8 +112,8 @@ func (b *bench) drains(ctx context.Context) error {
 		WalhookCPU:              perMillion(func(w walhookResult) float64 { return w.CPUSeconds }),
 		WalhookWalsenderCPU:     perMillion(func(w walhookResult) float64 { return w.WalsenderCPU }),
 		ReceiverCPU:             perMillion(func(w walhookResult) float64 { return w.ReceiverCPU }),
-		RecvlogicalOthers:       newSeries(recvOthers),
-		WalhookOthers:           newSeries(others),
+		RecvlogicalRest:         newSeries(recvRest),
+		WalhookRest:             newSeries(restCores),
 	}
 	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
 
@@ -153,14 +153,14 @@ func fanout(k int, rows int64, runs []walhookResult) Fanout {
 	f := Fanout{Sinks: k, RowsPerSec: newSeries(rates(rows, runs))}
 	var cpu, rcv, rss, perSec, busy []float64
 	for _, w := range runs {
-		busy = append(busy, w.Others)
+		busy = append(busy, w.Rest)
 		cpu = append(cpu, w.CPUSeconds/(float64(w.Deliveries)/1e6))
 		rcv = append(rcv, w.ReceiverCPU/(float64(w.Deliveries)/1e6))
 		rss = append(rss, float64(w.PeakKB)/1024)
 		perSec = append(perSec, float64(w.Deliveries)/w.Seconds)
 		f.Duplicates += w.Deliveries - w.Distinct
 	}
-	f.CPUPerMillion, f.ReceiverCPU, f.PeakRSSMB, f.Others = newSeries(cpu), newSeries(rcv), newSeries(rss), newSeries(busy)
+	f.CPUPerMillion, f.ReceiverCPU, f.PeakRSSMB, f.Rest = newSeries(cpu), newSeries(rcv), newSeries(rss), newSeries(busy)
 	f.DeliveriesPerSec = newSeries(perSec).Median
 	return f
 }

@@ -118,7 +118,7 @@ type recvResult struct {
 	Seconds      float64
 	CPUSeconds   float64 // its own user + system time
 	WalsenderCPU float64 // the walsender's, in seconds
-	Others       float64 // cores busy with anything else, on average
+	Rest         float64 // cores busy with anything else, on average (see rest)
 }
 
 // runRecvlogical drains slot with pg_recvlogical into /dev/null up to
@@ -153,7 +153,7 @@ func runRecvlogical(ctx context.Context, db *database, bin, slot, endLSN string,
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.CPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	}
-	res.Others = others(busy, res.CPUSeconds+res.WalsenderCPU+self.Seconds(), elapsed)
+	res.Rest = rest(busy, res.CPUSeconds+res.WalsenderCPU+self.Seconds(), elapsed)
 	return res, nil
 }
 
@@ -174,7 +174,7 @@ type walhookResult struct {
 	CPUSeconds   float64
 	WalsenderCPU float64 // the walsender's CPU seconds
 	ReceiverCPU  float64 // the benchmark process's CPU seconds
-	Others       float64 // cores busy with anything else, on average
+	Rest         float64 // cores busy with anything else, on average (see rest)
 	PeakKB       int64
 	Deliveries   int64 // messages received, duplicates included
 	Distinct     int64 // rows received, summed over the receivers
@@ -297,7 +297,7 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.WalsenderCPU = stopSampling().Seconds()
 	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
-	res.Others = others(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
+	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
 	for _, r := range rcvs {
@@ -419,8 +419,11 @@ func machineBusy() time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
-// others is how many cores, on average over elapsed, went to anything but
-// what a measurement accounted for: the load of the machine's other users.
-func others(busy time.Duration, accounted float64, elapsed time.Duration) float64 {
+// rest is how many cores, on average over elapsed, went to anything but
+// what a measurement accounted for: the machine's other users, kernel
+// threads (writeback, network) and PostgreSQL's other processes. On a
+// quiet machine it stays a fraction of a core; more means a neighbour
+// took CPU from the measurement.
+func rest(busy time.Duration, accounted float64, elapsed time.Duration) float64 {
 	return max(0, busy.Seconds()-accounted) / elapsed.Seconds()
 }

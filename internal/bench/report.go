@@ -52,10 +52,10 @@ type Drain struct {
 	WalhookWalsenderCPU     Series `json:"walhook_walsender_cpu_s_per_million"`
 	ReceiverCPU             Series `json:"receiver_cpu_s_per_million"`
 
-	// The cores the machine's other users kept busy during the runs, on
-	// average: a busy neighbour lowers the rates and widens the spread.
-	RecvlogicalOthers Series `json:"pg_recvlogical_others_cores"`
-	WalhookOthers     Series `json:"walhook_others_cores"`
+	// The cores busy with anything else during the runs, on average (see
+	// rest): a busy neighbour lowers the rates and widens the spread.
+	RecvlogicalRest Series `json:"pg_recvlogical_rest_cores"`
+	WalhookRest     Series `json:"walhook_rest_cores"`
 }
 
 // Fanout is the drain with several sinks, each its own receiver.
@@ -66,7 +66,7 @@ type Fanout struct {
 	CPUPerMillion    Series  `json:"walhook_cpu_s_per_million_deliveries"`
 	ReceiverCPU      Series  `json:"receivers_cpu_s_per_million_deliveries"`
 	PeakRSSMB        Series  `json:"walhook_peak_rss_mb"`
-	Others           Series  `json:"others_cores"`
+	Rest             Series  `json:"rest_cores"`
 	Duplicates       int64   `json:"duplicates"` // over every run
 }
 
@@ -167,23 +167,23 @@ func (r *Report) print(w io.Writer) {
 	d := r.Drain
 	fmt.Fprintf(w, "\nDrain of the backlog, %d runs each: rows/s (median, min, max, spread) and CPU s per 1M rows (median)\n", len(d.Walhook.Runs))
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\tCPU: walsender\tclient\treceiver\tothers (cores)\t")
+	fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\tCPU: walsender\tclient\treceiver\trest (cores)\t")
 	row := func(name string, s Series, walsender, client Series, receiver string, others Series) {
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%.0f%%\t%.2f\t%.2f\t%s\t%.2f\t\n", name, count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(),
 			walsender.Median, client.Median, receiver, others.Median)
 	}
-	row("pg_recvlogical to /dev/null", d.Recvlogical, d.RecvlogicalWalsenderCPU, d.RecvlogicalCPU, "-", d.RecvlogicalOthers)
-	row("walhook to an HTTP receiver", d.Walhook, d.WalhookWalsenderCPU, d.WalhookCPU, fmt.Sprintf("%.2f", d.ReceiverCPU.Median), d.WalhookOthers)
+	row("pg_recvlogical to /dev/null", d.Recvlogical, d.RecvlogicalWalsenderCPU, d.RecvlogicalCPU, "-", d.RecvlogicalRest)
+	row("walhook to an HTTP receiver", d.Walhook, d.WalhookWalsenderCPU, d.WalhookCPU, fmt.Sprintf("%.2f", d.ReceiverCPU.Median), d.WalhookRest)
 	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
 	_ = t.Flush()
 
 	if len(r.Fanout) > 0 {
 		fmt.Fprintf(w, "\nFan-out: the same backlog to N sinks, each its own receiver (median of %d runs)\n", len(r.Fanout[0].RowsPerSec.Runs))
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(t, "sinks\trows/s\tspread\tdeliveries/s\tCPU s per 1M deliveries: walhook\treceivers\twalhook peak RSS MB\tduplicates\tothers (cores)\t")
+		fmt.Fprintln(t, "sinks\trows/s\tspread\tdeliveries/s\tCPU s per 1M deliveries: walhook\treceivers\twalhook peak RSS MB\tduplicates\trest (cores)\t")
 		for _, f := range r.Fanout {
 			fmt.Fprintf(t, "%d\t%s\t%.0f%%\t%s\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t\n", f.Sinks, count(int64(f.RowsPerSec.Median)), f.RowsPerSec.spread(),
-				count(int64(f.DeliveriesPerSec)), f.CPUPerMillion.Median, f.ReceiverCPU.Median, f.PeakRSSMB.Median, f.Duplicates, f.Others.Median)
+				count(int64(f.DeliveriesPerSec)), f.CPUPerMillion.Median, f.ReceiverCPU.Median, f.PeakRSSMB.Median, f.Duplicates, f.Rest.Median)
 		}
 		_ = t.Flush()
 	}
