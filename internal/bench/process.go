@@ -297,9 +297,9 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.WalsenderCPU = stopSampling().Seconds()
 	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
-	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
+	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
 	for _, r := range rcvs {
 		d, m := r.counts()
 		res.Distinct += d
