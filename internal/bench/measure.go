@@ -116,6 +116,11 @@ func (b *bench) drains(ctx context.Context) error {
 		WalhookRest:             newSeries(restCores),
 	}
 	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
+	var bytes, delivered int64
+	for _, w := range single {
+		bytes, delivered = bytes+w.Bytes, delivered+w.Deliveries
+	}
+	b.rep.Drain.MessageBytes = float64(bytes) / float64(max(delivered, 1))
 
 	for _, k := range o.Fanout {
 		runs := single
@@ -204,7 +209,7 @@ func (b *bench) latency(ctx context.Context) error {
 	l := &Latency{
 		Rows: n, Rate: o.LatencyRate, AchievedRate: achieved, Seconds: w.Seconds,
 		P50ms: ms(percentile(lat, 50)), P90ms: ms(percentile(lat, 90)),
-		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)),
+		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)), Rest: w.Rest,
 	}
 	b.rep.Latency = l
 	b.p.printf("latency: p50 %.1f ms, p99 %.1f ms", l.P50ms, l.P99ms)
@@ -242,7 +247,7 @@ func (b *bench) memory(ctx context.Context) error {
 	}
 	b.rep.Memory = &Memory{
 		Rows: o.BigRows, WriteSeconds: written.Seconds(), Seconds: w.Seconds,
-		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024,
+		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024, Rest: w.Rest,
 	}
 	b.p.printf("memory: peak RSS %.1f MB", b.rep.Memory.PeakRSSMB)
 	return nil

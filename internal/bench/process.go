@@ -178,6 +178,7 @@ type walhookResult struct {
 	PeakKB       int64
 	Deliveries   int64 // messages received, duplicates included
 	Distinct     int64 // rows received, summed over the receivers
+	Bytes        int64 // of the bodies received
 }
 
 // run starts walhook with one sink per receiver, waits until every
@@ -282,7 +283,7 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 		case err := <-exited:
 			return res, fmt.Errorf("walhook exited (%v) before delivering every row\nwalhook's log (%s) ends:\n%s", err, logPath, tail(logPath, 15))
 		case <-ctx.Done():
-			got, _ := rcvs[0].counts()
+			got, _, _ := rcvs[0].counts()
 			return fail(fmt.Errorf("the first receiver got %d of %d rows: %w", got, n, ctx.Err()))
 		}
 	}
@@ -301,9 +302,10 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.PeakKB = stat.PeakKB
 	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
 	for _, r := range rcvs {
-		d, m := r.counts()
+		d, m, n := r.counts()
 		res.Distinct += d
 		res.Deliveries += m
+		res.Bytes += n
 	}
 	if err := stop(); err != nil {
 		return res, fmt.Errorf("stop walhook: %w\nwalhook's log (%s) ends:\n%s", err, logPath, tail(logPath, 15))

@@ -54,7 +54,8 @@ type receiver struct {
 	seen       []bool
 	distinct   int64
 	deliveries int64
-	latency    bool // record commit-to-receipt latencies
+	bytes      int64 // of the bodies
+	latency    bool  // record commit-to-receipt latencies
 	latencies  []time.Duration
 	complete   func()
 	errs       chan error // the first error, for the waiter
@@ -83,15 +84,15 @@ func newReceiver(parse bool) (*receiver, error) {
 func (r *receiver) expect(firstID, n int64, latency bool, complete func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.firstID, r.seen, r.distinct, r.deliveries = firstID, make([]bool, n), 0, 0
+	r.firstID, r.seen, r.distinct, r.deliveries, r.bytes = firstID, make([]bool, n), 0, 0, 0
 	r.latency, r.latencies, r.complete = latency, nil, complete
 }
 
-// counts returns the distinct ids and the messages received.
-func (r *receiver) counts() (distinct, deliveries int64) {
+// counts returns the distinct ids, the messages and the body bytes received.
+func (r *receiver) counts() (distinct, deliveries, bytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.distinct, r.deliveries
+	return r.distinct, r.deliveries, r.bytes
 }
 
 // takeLatencies returns the latencies recorded since expect.
@@ -121,6 +122,10 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
+	r.mu.Lock()
+	r.bytes += int64(len(body))
+	wantLatency := r.latency
+	r.mu.Unlock()
 	if !r.parse {
 		r.count(scanIDs(body))
 		w.WriteHeader(http.StatusOK)
@@ -134,9 +139,6 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad json", http.StatusBadRequest)
 		return
 	}
-	r.mu.Lock()
-	wantLatency := r.latency
-	r.mu.Unlock()
 	var lat []time.Duration
 	if wantLatency {
 		lat = make([]time.Duration, 0, len(batch.Data))

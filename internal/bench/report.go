@@ -43,6 +43,9 @@ type Drain struct {
 	// the ratio of each pair of runs (made one after the other).
 	Ratio     float64 `json:"ratio"`
 	RatioRuns Series  `json:"ratio_runs"`
+	// MessageBytes is the average size of a delivered message, bodies'
+	// framing included.
+	MessageBytes float64 `json:"message_bytes"`
 
 	// CPU seconds per million rows: each client's own, its walsender's,
 	// and (for walhook) the receiver's.
@@ -80,6 +83,7 @@ type Latency struct {
 	P90ms        float64 `json:"p90_ms"`
 	P99ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
+	Rest         float64 `json:"rest_cores"`
 }
 
 // Memory is walhook's peak RSS while it streams one large transaction.
@@ -89,6 +93,7 @@ type Memory struct {
 	Seconds      float64 `json:"seconds"`
 	RowsPerSec   float64 `json:"rows_per_s"`
 	PeakRSSMB    float64 `json:"walhook_peak_rss_mb"`
+	Rest         float64 `json:"rest_cores"`
 }
 
 // Series is repeated measurements of one quantity.
@@ -156,8 +161,8 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "  walhook %s, PostgreSQL %s, %s, %d CPUs (%s), load average before the run %s\n",
 		r.Walhook, r.PostgreSQL, r.Go, r.CPUs, r.CPUModel, r.LoadStart)
 	b := r.Backlog
-	fmt.Fprintf(w, "  backlog: %s rows of %.0f bytes in %s-row transactions, %.0f MB of WAL (written at %s rows/s)\n",
-		count(b.Rows), b.RowBytes, count(b.TxnRows), float64(b.WALBytes)/1e6, count(int64(float64(b.Rows)/b.Seconds)))
+	fmt.Fprintf(w, "  backlog: %s rows of %.0f bytes in %s-row transactions, %.0f MB of WAL (written at %s rows/s), delivered as %.0f-byte JSON messages\n",
+		count(b.Rows), b.RowBytes, count(b.TxnRows), float64(b.WALBytes)/1e6, count(int64(float64(b.Rows)/b.Seconds)), r.Drain.MessageBytes)
 	receiver := "unmarshals every message"
 	if r.Receiver == "count" {
 		receiver = "only scans bodies for the ids (-receiver count)"
@@ -196,14 +201,14 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(w, "\nLatency, commit to receipt: %s single-row transactions at %s/s (achieved %s/s), %s\n",
 			count(l.Rows), count(int64(l.Rate)), count(int64(l.AchievedRate)), settings)
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\t")
-		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs)
+		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\trest (cores)\t")
+		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.Rest)
 		_ = t.Flush()
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\nMemory: one %s-row transaction streamed to the receiver\n", count(m.Rows))
-		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s)\n",
-			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)))
+		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s; rest %.2f cores)\n",
+			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)), m.Rest)
 	}
 }
 
