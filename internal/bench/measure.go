@@ -209,7 +209,8 @@ func (b *bench) latency(ctx context.Context) error {
 	l := &Latency{
 		Rows: n, Rate: o.LatencyRate, AchievedRate: achieved, Seconds: w.Seconds,
 		P50ms: ms(percentile(lat, 50)), P90ms: ms(percentile(lat, 90)),
-		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)), Rest: w.Rest,
+		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)),
+		WalhookCores: w.CPUSeconds / w.Seconds, Rest: w.Rest,
 	}
 	b.rep.Latency = l
 	b.p.printf("latency: p50 %.1f ms, p99 %.1f ms", l.P50ms, l.P99ms)

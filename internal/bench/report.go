@@ -83,6 +83,8 @@ type Latency struct {
 	P90ms        float64 `json:"p90_ms"`
 	P99ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
+	// WalhookCores is walhook's CPU time over the run's length.
+	WalhookCores float64 `json:"walhook_cores"`
 	Rest         float64 `json:"rest_cores"`
 }
 
@@ -201,8 +203,8 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(w, "\nLatency, commit to receipt: %s single-row transactions at %s/s (achieved %s/s), %s\n",
 			count(l.Rows), count(int64(l.Rate)), count(int64(l.AchievedRate)), settings)
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\trest (cores)\t")
-		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.Rest)
+		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\twalhook CPU (cores)\trest (cores)\t")
+		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.WalhookCores, l.Rest)
 		_ = t.Flush()
 	}
 	if m := r.Memory; m != nil {
