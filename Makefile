@@ -43,7 +43,7 @@ demo: postgres build
 	$(GO) run ./internal/demo
 
 # The benchmark drives the binary `build` makes (no race detector) with
-# a YAML configuration, as a user would. About 2 minutes on 2 cores;
+# a YAML configuration, as a user would. One to two minutes on 2 cores;
 # `make bench BENCH_FLAGS=-quick` takes well under one, and
 # BENCH_FLAGS='-json bench.json' also writes the report as JSON
 # (`go run ./internal/bench -h` lists the flags).
