@@ -1,5 +1,6 @@
 # walhook: `make demo` runs walhook against a throwaway PostgreSQL and prints
-# the deliveries; `make test` runs the whole suite. Both install what they
+# the deliveries; `make test` runs the whole suite; `make bench` measures
+# walhook against pg_recvlogical and prints a report. They install what they
 # need (PostgreSQL server binaries from Debian's postgresql package).
 
 GO          ?= go
@@ -8,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint unit demo postgres clean
+.PHONY: all build test lint unit demo bench postgres clean
 
 all: build
 
@@ -40,6 +41,15 @@ test: postgres lint
 
 demo: postgres build
 	$(GO) run ./internal/demo
+
+# The benchmark drives the binary `build` makes (no race detector) with
+# a YAML configuration, as a user would. One to two minutes on 2 cores;
+# `make bench BENCH_FLAGS=-quick` takes well under one, and
+# BENCH_FLAGS='-json bench.json' also writes the report as JSON
+# (`go run ./internal/bench -h` lists the flags).
+BENCH_FLAGS ?=
+bench: postgres build
+	$(GO) run ./internal/bench -walhook bin/walhook $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin $(TOOLS)

@@ -411,6 +411,12 @@ func (s *Server) ReplicationDSN(db string) string {
 // Port returns the TCP port the server listens on.
 func (s *Server) Port() int { return s.port }
 
+// BinDir returns the directory of the server programs the cluster runs
+// (initdb, pg_ctl, postgres), where Debian also keeps the client programs of
+// the same version, such as pg_recvlogical. It is empty for an external
+// server.
+func (s *Server) BinDir() string { return s.bin.dir }
+
 // Restartable reports whether Stop and Start work: true for a cluster,
 // false for an external server.
 func (s *Server) Restartable() bool { return s.externalDSN == "" }

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// bench runs the measurements against one database and fills in rep.
+type bench struct {
+	o           options
+	p           progress
+	db          *database
+	bin         string // walhook
+	recvlogical string // pg_recvlogical
+	dir         string // walhook's configurations, state files and logs
+	rep         *Report
+	nextID      int64 // the first id no measurement has written yet
+}
+
+func (b *bench) walhook(slot string, settings []string) walhookRun {
+	return walhookRun{Bin: b.bin, Dir: b.dir, DSN: b.db.dsn, Slot: slot, Settings: settings, Timeout: b.o.Timeout}
+}
+
+// drains writes the backlog into a slot per run of every drain and fan-out
+// measurement, created first so that each holds all of it, then drains
+// each slot once: pg_recvlogical and walhook in turns, so that a busy
+// neighbour on the machine hits both alike, then walhook with more sinks.
+func (b *bench) drains(ctx context.Context) error {
+	o := b.o
+	for i := 1; i <= o.Runs; i++ {
+		slots := []string{fmt.Sprintf("recvlogical_%d", i), fmt.Sprintf("drain_%d", i)}
+		for _, k := range o.Fanout {
+			if k != 1 {
+				slots = append(slots, fmt.Sprintf("fanout%d_%d", k, i))
+			}
+		}
+		for _, s := range slots {
+			if err := b.db.createSlot(ctx, s); err != nil {
+				return err
+			}
+		}
+	}
+	b.p.printf("writing the backlog: %s rows in %s-row transactions", count(o.Rows), count(o.TxnRows))
+	bl, err := b.db.writeBacklog(ctx, 1, o.Rows, o.TxnRows)
+	if err != nil {
+		return err
+	}
+	b.rep.Backlog = bl
+	b.nextID = bl.FirstID + bl.Rows
+	if err := b.db.exec(ctx, `CHECKPOINT`); err != nil {
+		return err
+	}
+
+	sinks := slices.Max(append([]int{1}, o.Fanout...))
+	rcvs := make([]*receiver, sinks)
+	for i := range rcvs {
+		if rcvs[i], err = newReceiver(o.Receiver == "parse"); err != nil {
+			return err
+		}
+		defer rcvs[i].close()
+	}
+
+	var recvRate, recvCPU, recvWalsender, recvRest, ratios []float64
+	var single []walhookResult
+	for i := 1; i <= o.Runs; i++ {
+		slot := fmt.Sprintf("recvlogical_%d", i)
+		r, err := runRecvlogical(ctx, b.db, b.recvlogical, slot, bl.EndLSN, o.Timeout)
+		if err != nil {
+			return err
+		}
+		if err := b.db.dropSlot(ctx, slot); err != nil {
+			return err
+		}
+		b.p.printf("drain %d/%d: pg_recvlogical %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/r.Seconds)))
+
+		slot = fmt.Sprintf("drain_%d", i)
+		w, err := b.walhook(slot, o.Settings).run(ctx, rcvs[:1], bl.FirstID, bl.Rows, false, nil)
+		if err != nil {
+			return fmt.Errorf("drain with walhook: %w", err)
+		}
+		if err := b.db.dropSlot(ctx, slot); err != nil {
+			return err
+		}
+		b.p.printf("drain %d/%d: walhook        %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
+
+		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
+		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
+		recvWalsender = append(recvWalsender, r.WalsenderCPU/(float64(bl.Rows)/1e6))
+		recvRest = append(recvRest, r.Rest)
+		ratios = append(ratios, r.Seconds/w.Seconds)
+		single = append(single, w)
+	}
+	var restCores []float64
+	for _, w := range single {
+		restCores = append(restCores, w.Rest)
+	}
+	perMillion := func(cpu func(walhookResult) float64) Series {
+		var v []float64
+		for _, w := range single {
+			v = append(v, cpu(w)/(float64(bl.Rows)/1e6))
+		}
+		return newSeries(v)
+	}
+	b.rep.Drain = Drain{
+		Recvlogical:             newSeries(recvRate),
+		Walhook:                 newSeries(rates(bl.Rows, single)),
+		RatioRuns:               newSeries(ratios),
+		RecvlogicalCPU:          newSeries(recvCPU),
+		RecvlogicalWalsenderCPU: newSeries(recvWalsender),
+		WalhookCPU:              perMillion(func(w walhookResult) float64 { return w.CPUSeconds }),
+		WalhookWalsenderCPU:     perMillion(func(w walhookResult) float64 { return w.WalsenderCPU }),
+		ReceiverCPU:             perMillion(func(w walhookResult) float64 { return w.ReceiverCPU }),
+		RecvlogicalRest:         newSeries(recvRest),
+		WalhookRest:             newSeries(restCores),
+	}
+	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
+	var bytes, delivered int64
+	for _, w := range single {
+		bytes, delivered = bytes+w.Bytes, delivered+w.Deliveries
+	}
+	b.rep.Drain.MessageBytes = float64(bytes) / float64(max(delivered, 1))
+
+	for _, k := range o.Fanout {
+		runs := single
+		if k != 1 {
+			runs = nil
+			for i := 1; i <= o.Runs; i++ {
+				slot := fmt.Sprintf("fanout%d_%d", k, i)
+				w, err := b.walhook(slot, o.Settings).run(ctx, rcvs[:k], bl.FirstID, bl.Rows, false, nil)
+				if err != nil {
+					return fmt.Errorf("fan-out to %d sinks: %w", k, err)
+				}
+				if err := b.db.dropSlot(ctx, slot); err != nil {
+					return err
+				}
+				b.p.printf("fan-out to %d sinks %d/%d: %s rows/s", k, i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
+				runs = append(runs, w)
+			}
+		}
+		b.rep.Fanout = append(b.rep.Fanout, fanout(k, bl.Rows, runs))
+	}
+	return nil
+}
+
+// rates returns rows a second of each run.
+func rates(rows int64, runs []walhookResult) []float64 {
+	r := make([]float64, len(runs))
+	for i, w := range runs {
+		r[i] = float64(rows) / w.Seconds
+	}
+	return r
+}
+
+// fanout summarizes the runs with k sinks.
+func fanout(k int, rows int64, runs []walhookResult) Fanout {
+	f := Fanout{Sinks: k, RowsPerSec: newSeries(rates(rows, runs))}
+	var cpu, rcv, rss, perSec, busy []float64
+	for _, w := range runs {
+		busy = append(busy, w.Rest)
+		cpu = append(cpu, w.CPUSeconds/(float64(w.Deliveries)/1e6))
+		rcv = append(rcv, w.ReceiverCPU/(float64(w.Deliveries)/1e6))
+		rss = append(rss, float64(w.PeakKB)/1024)
+		perSec = append(perSec, float64(w.Deliveries)/w.Seconds)
+		f.Duplicates += w.Deliveries - w.Distinct
+	}
+	f.CPUPerMillion, f.ReceiverCPU, f.PeakRSSMB, f.Rest = newSeries(cpu), newSeries(rcv), newSeries(rss), newSeries(busy)
+	f.DeliveriesPerSec = newSeries(perSec).Median
+	return f
+}
+
+// latency runs walhook with default sink settings on a new slot, commits
+// single-row transactions at a steady rate once it streams, and reports
+// how long each message took from its commit to the receiver.
+func (b *bench) latency(ctx context.Context) error {
+	o := b.o
+	n := int64(o.LatencyFor.Seconds() * float64(o.LatencyRate))
+	if n < 1 {
+		return fmt.Errorf("-latency-for %v at -latency-rate %d is not one transaction", o.LatencyFor, o.LatencyRate)
+	}
+	rcv, err := newReceiver(true) // it reads commit_timestamp
+	if err != nil {
+		return err
+	}
+	defer rcv.close()
+	const slot = "latency"
+	first := b.nextID
+	b.nextID += n
+	var achieved float64
+	write := func(ctx context.Context) error {
+		if err := b.db.waitSlotActive(ctx, slot, time.Minute); err != nil {
+			return err
+		}
+		b.p.printf("latency: writing %s single-row transactions at %s/s", count(n), count(int64(o.LatencyRate)))
+		var err error
+		achieved, err = writePaced(ctx, b.db.dsn, first, n, o.LatencyRate)
+		return err
+	}
+	w, err := b.walhook(slot, o.LatencySettings).run(ctx, []*receiver{rcv}, first, n, true, write)
+	if err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	if err := b.db.dropSlot(ctx, slot); err != nil {
+		return err
+	}
+	lat := rcv.takeLatencies()
+	slices.Sort(lat)
+	l := &Latency{
+		Rows: n, Rate: o.LatencyRate, AchievedRate: achieved, Seconds: w.Seconds,
+		P50ms: ms(percentile(lat, 50)), P90ms: ms(percentile(lat, 90)),
+		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)),
+		WalhookCores: w.CPUSeconds / w.Seconds, Rest: w.Rest,
+	}
+	b.rep.Latency = l
+	b.p.printf("latency: p50 %.1f ms, p99 %.1f ms", l.P50ms, l.P99ms)
+	return nil
+}
+
+// memory commits one large transaction into a new slot, then has walhook
+// stream it to the receiver and reads its peak RSS when the last row
+// arrives.
+func (b *bench) memory(ctx context.Context) error {
+	o := b.o
+	const slot = "memory"
+	if err := b.db.createSlot(ctx, slot); err != nil {
+		return err
+	}
+	rcv, err := newReceiver(o.Receiver == "parse")
+	if err != nil {
+		return err
+	}
+	defer rcv.close()
+	first := b.nextID
+	b.nextID += o.BigRows
+	b.p.printf("memory: writing one %s-row transaction", count(o.BigRows))
+	start := time.Now()
+	if err := b.db.exec(ctx, insertRange, first, first+o.BigRows-1); err != nil {
+		return fmt.Errorf("write the large transaction: %w", err)
+	}
+	written := time.Since(start)
+	w, err := b.walhook(slot, o.Settings).run(ctx, []*receiver{rcv}, first, o.BigRows, false, nil)
+	if err != nil {
+		return fmt.Errorf("memory: %w", err)
+	}
+	if err := b.db.dropSlot(ctx, slot); err != nil {
+		return err
+	}
+	b.rep.Memory = &Memory{
+		Rows: o.BigRows, WriteSeconds: written.Seconds(), Seconds: w.Seconds,
+		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024, Rest: w.Rest,
+	}
+	b.p.printf("memory: peak RSS %.1f MB", b.rep.Memory.PeakRSSMB)
+	return nil
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is everything one benchmark run measured; -json writes it as is.
+type Report struct {
+	Date       string `json:"date"`
+	Walhook    string `json:"walhook"`
+	PostgreSQL string `json:"postgresql"`
+	Go         string `json:"go"`
+	CPUs       int    `json:"cpus"`
+	CPUModel   string `json:"cpu_model"`
+	LoadStart  string `json:"load_average_start"`
+	Seconds    int    `json:"seconds"`
+
+	Backlog      backlog  `json:"backlog"`
+	SinkSettings []string `json:"sink_settings"`
+	Receiver     string   `json:"receiver"` // parse or count
+	Drain        Drain    `json:"drain"`
+	Fanout       []Fanout `json:"fanout"`
+	Latency      *Latency `json:"latency,omitempty"`
+	// LatencySettings are the latency measurement's sink settings; none
+	// means the defaults.
+	LatencySettings []string `json:"latency_sink_settings"`
+	Memory          *Memory  `json:"memory,omitempty"`
+}
+
+// Drain compares pg_recvlogical and walhook on the same backlog.
+type Drain struct {
+	Recvlogical Series `json:"pg_recvlogical_rows_per_s"`
+	Walhook     Series `json:"walhook_rows_per_s"`
+	// Ratio is the walhook median over the pg_recvlogical median; RatioRuns
+	// the ratio of each pair of runs (made one after the other).
+	Ratio     float64 `json:"ratio"`
+	RatioRuns Series  `json:"ratio_runs"`
+	// MessageBytes is the average size of a delivered message, bodies'
+	// framing included.
+	MessageBytes float64 `json:"message_bytes"`
+
+	// CPU seconds per million rows: each client's own, its walsender's,
+	// and (for walhook) the receiver's.
+	RecvlogicalCPU          Series `json:"pg_recvlogical_cpu_s_per_million"`
+	RecvlogicalWalsenderCPU Series `json:"pg_recvlogical_walsender_cpu_s_per_million"`
+	WalhookCPU              Series `json:"walhook_cpu_s_per_million"`
+	WalhookWalsenderCPU     Series `json:"walhook_walsender_cpu_s_per_million"`
+	ReceiverCPU             Series `json:"receiver_cpu_s_per_million"`
+
+	// The cores busy with anything else during the runs, on average (see
+	// rest): a busy neighbour lowers the rates and widens the spread.
+	RecvlogicalRest Series `json:"pg_recvlogical_rest_cores"`
+	WalhookRest     Series `json:"walhook_rest_cores"`
+}
+
+// Fanout is the drain with several sinks, each its own receiver.
+type Fanout struct {
+	Sinks            int     `json:"sinks"`
+	RowsPerSec       Series  `json:"rows_per_s"`
+	DeliveriesPerSec float64 `json:"deliveries_per_s"` // median
+	CPUPerMillion    Series  `json:"walhook_cpu_s_per_million_deliveries"`
+	ReceiverCPU      Series  `json:"receivers_cpu_s_per_million_deliveries"`
+	PeakRSSMB        Series  `json:"walhook_peak_rss_mb"`
+	Rest             Series  `json:"rest_cores"`
+	Duplicates       int64   `json:"duplicates"` // over every run
+}
+
+// Latency is commit-to-receipt latency under a steady trickle.
+type Latency struct {
+	Rows         int64   `json:"rows"`
+	Rate         int     `json:"rate"`
+	AchievedRate float64 `json:"achieved_rate"`
+	Seconds      float64 `json:"seconds"`
+	P50ms        float64 `json:"p50_ms"`
+	P90ms        float64 `json:"p90_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	MaxMs        float64 `json:"max_ms"`
+	// WalhookCores is walhook's CPU time over the run's length.
+	WalhookCores float64 `json:"walhook_cores"`
+	Rest         float64 `json:"rest_cores"`
+}
+
+// Memory is walhook's peak RSS while it streams one large transaction.
+type Memory struct {
+	Rows         int64   `json:"rows"`
+	WriteSeconds float64 `json:"write_seconds"`
+	Seconds      float64 `json:"seconds"`
+	RowsPerSec   float64 `json:"rows_per_s"`
+	PeakRSSMB    float64 `json:"walhook_peak_rss_mb"`
+	Rest         float64 `json:"rest_cores"`
+}
+
+// Series is repeated measurements of one quantity.
+type Series struct {
+	Runs   []float64 `json:"runs"`
+	Median float64   `json:"median"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+}
+
+func newSeries(runs []float64) Series {
+	s := Series{Runs: runs}
+	if len(runs) == 0 {
+		return s
+	}
+	sorted := slices.Sorted(slices.Values(runs))
+	s.Min, s.Max = sorted[0], sorted[len(sorted)-1]
+	if n := len(sorted); n%2 == 1 {
+		s.Median = sorted[n/2]
+	} else {
+		s.Median = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	return s
+}
+
+// spread is (max - min) / median, in percent.
+func (s Series) spread() float64 {
+	if s.Median == 0 {
+		return 0
+	}
+	return 100 * (s.Max - s.Min) / s.Median
+}
+
+// percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
+// sorted values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// writeJSON writes the report to path.
+func (r *Report) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// print writes the report as tables.
+func (r *Report) print(w io.Writer) {
+	settings := "defaults"
+	if len(r.SinkSettings) > 0 {
+		settings = strings.Join(r.SinkSettings, ", ")
+	}
+	fmt.Fprintf(w, "walhook benchmark, %s (%d s)\n", r.Date, r.Seconds)
+	fmt.Fprintf(w, "  walhook %s, PostgreSQL %s, %s, %d CPUs (%s), load average before the run %s\n",
+		r.Walhook, r.PostgreSQL, r.Go, r.CPUs, r.CPUModel, r.LoadStart)
+	b := r.Backlog
+	fmt.Fprintf(w, "  backlog: %s rows of %.0f bytes in %s-row transactions, %.0f MB of WAL (written at %s rows/s), delivered as %.0f-byte JSON messages\n",
+		count(b.Rows), b.RowBytes, count(b.TxnRows), float64(b.WALBytes)/1e6, count(int64(float64(b.Rows)/b.Seconds)), r.Drain.MessageBytes)
+	receiver := "unmarshals every message"
+	if r.Receiver == "count" {
+		receiver = "only scans bodies for the ids (-receiver count)"
+	}
+	fmt.Fprintf(w, "  sink settings: %s; the receiver %s\n", settings, receiver)
+
+	d := r.Drain
+	fmt.Fprintf(w, "\nDrain of the backlog, %d runs each: rows/s (median, min, max, spread) and CPU s per 1M rows (median)\n", len(d.Walhook.Runs))
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\tCPU: walsender\tclient\treceiver\trest (cores)\t")
+	row := func(name string, s Series, walsender, client Series, receiver string, others Series) {
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%.0f%%\t%.2f\t%.2f\t%s\t%.2f\t\n", name, count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(),
+			walsender.Median, client.Median, receiver, others.Median)
+	}
+	row("pg_recvlogical to /dev/null", d.Recvlogical, d.RecvlogicalWalsenderCPU, d.RecvlogicalCPU, "-", d.RecvlogicalRest)
+	row("walhook to an HTTP receiver", d.Walhook, d.WalhookWalsenderCPU, d.WalhookCPU, fmt.Sprintf("%.2f", d.ReceiverCPU.Median), d.WalhookRest)
+	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
+	_ = t.Flush()
+
+	if len(r.Fanout) > 0 {
+		fmt.Fprintf(w, "\nFan-out: the same backlog to N sinks, each its own receiver (median of %d runs)\n", len(r.Fanout[0].RowsPerSec.Runs))
+		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(t, "sinks\trows/s\tspread\tdeliveries/s\tCPU s per 1M deliveries: walhook\treceivers\twalhook peak RSS MB\tduplicates\trest (cores)\t")
+		for _, f := range r.Fanout {
+			fmt.Fprintf(t, "%d\t%s\t%.0f%%\t%s\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t\n", f.Sinks, count(int64(f.RowsPerSec.Median)), f.RowsPerSec.spread(),
+				count(int64(f.DeliveriesPerSec)), f.CPUPerMillion.Median, f.ReceiverCPU.Median, f.PeakRSSMB.Median, f.Duplicates, f.Rest.Median)
+		}
+		_ = t.Flush()
+	}
+
+	if l := r.Latency; l != nil {
+		settings := "default sink settings"
+		if len(r.LatencySettings) > 0 {
+			settings = "sink settings " + strings.Join(r.LatencySettings, ", ")
+		}
+		fmt.Fprintf(w, "\nLatency, commit to receipt: %s single-row transactions at %s/s (achieved %s/s), %s\n",
+			count(l.Rows), count(int64(l.Rate)), count(int64(l.AchievedRate)), settings)
+		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\twalhook CPU (cores)\trest (cores)\t")
+		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.WalhookCores, l.Rest)
+		_ = t.Flush()
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(w, "\nMemory: one %s-row transaction streamed to the receiver\n", count(m.Rows))
+		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s; rest %.2f cores)\n",
+			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)), m.Rest)
+	}
+}
+
+// count writes n with thousands separators: 1,234,567.
+func count(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
