@@ -250,6 +250,12 @@ func (a *activation) reset(m *change.Message, sink ref.Val) {
 	if m != nil {
 		a.record = object{raw: m.Record, unique: true}
 		a.changes = object{raw: m.Changes, unique: true}
+		if m.Rel != nil && (m.RecordFields != nil || len(m.Record) <= 2) {
+			a.record.rel, a.record.fields = m.Rel, m.RecordFields
+		}
+		if m.Rel != nil && (m.ChangesFields != nil || len(m.Changes) <= 2) {
+			a.changes.rel, a.changes.fields = m.Rel, m.ChangesFields
+		}
 		a.metadata = metadata{m: m, sink: sink}
 	}
 }

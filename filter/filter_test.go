@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -295,6 +296,33 @@ func TestMatchConcurrent(t *testing.T) {
 	for range 4 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestMatchThroughFields: with the decoder's field offsets the filter
+// reads the same values as by scanning the JSON.
+func TestMatchThroughFields(t *testing.T) {
+	rel := &change.Relation{Schema: "public", Name: "orders", Table: "public.orders", Identity: 'd',
+		Columns: []change.Column{{Name: "id", Identity: true}, {Name: "status"}, {Name: "meta"}}}
+	record := []byte(`{"id":7,"status":"paid","meta":  {"k": [1, 2]} }`)
+	fields := []change.Field{{Col: 0, Start: 6, End: 7}, {Col: 1, Start: 17, End: 23}, {Col: 2, Start: 31, End: 47}}
+	for _, f := range fields {
+		if !json.Valid(record[f.Start:f.End]) {
+			t.Fatalf("bad test field %s", record[f.Start:f.End])
+		}
+	}
+	with := &change.Message{Action: change.Insert, Schema: "public", Table: "orders", Rel: rel, Record: record, RecordFields: fields}
+	without := &change.Message{Action: change.Insert, Schema: "public", Table: "orders", Record: record}
+	for _, expr := range []string{`record.status == "paid"`, `record.id == 7`, `record.meta.k[1] == 2`, `has(record.nope)`, `record.status == "new"`} {
+		e, err := Compile(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, errA := e.Match(with)
+		b, errB := e.Match(without)
+		if a != b || (errA == nil) != (errB == nil) {
+			t.Errorf("%s: got %t, %v with fields and %t, %v without", expr, a, errA, b, errB)
 		}
 	}
 }

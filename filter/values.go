@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 
@@ -19,6 +20,10 @@ type object struct {
 	// only one (see lookup).
 	unique bool
 	all    *entries // every entry, once something needed them
+	// rel and fields, when the decoder gave them, locate each column's
+	// value in raw without scanning it.
+	rel    *change.Relation
+	fields []change.Field
 }
 
 var (
@@ -32,7 +37,7 @@ func (o *object) Find(key ref.Val) (ref.Val, bool) {
 	if !ok {
 		return types.MaybeNoSuchOverloadErr(key), false
 	}
-	raw, found, err := lookup(o.raw, string(k), o.unique)
+	raw, found, err := o.lookup(string(k))
 	if err != nil {
 		return types.WrapErr(err), false
 	}
@@ -310,3 +315,17 @@ func (it *iterator) ConvertToType(ref.Type) ref.Val {
 func (it *iterator) Equal(ref.Val) ref.Val { return types.False }
 func (it *iterator) Type() ref.Type        { return types.IteratorType }
 func (it *iterator) Value() any            { return it }
+
+// lookup finds key's raw JSON value: through the decoder's field offsets
+// when o has them, else by scanning raw.
+func (o *object) lookup(key string) ([]byte, bool, error) {
+	if o.rel != nil && o.unique {
+		for _, f := range o.fields {
+			if int(f.Col) < len(o.rel.Columns) && o.rel.Columns[f.Col].Name == key {
+				return bytes.TrimSpace(o.raw[f.Start:f.End]), true, nil
+			}
+		}
+		return nil, false, nil
+	}
+	return lookup(o.raw, key, o.unique)
+}
