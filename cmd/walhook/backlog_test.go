@@ -175,11 +175,13 @@ func TestBacklogFullBlocks(t *testing.T) {
 }
 
 // rssLimitMiB scales a memory bound for the binary under test: the race
-// detector about doubles what a process holds, so a race build gets twice
-// the bound (make bench measures the plain build against the bound itself).
+// detector multiplies what a process holds (its shadow memory; Go's
+// documentation says 5 to 10 times), so a race build gets four times the
+// bound. WALHOOK_TEST_NORACE=1 checks the plain build against the bound
+// itself (83 MiB for TestOneSinkDownOthersGoOn on the development machine).
 func rssLimitMiB(plain int64) int64 {
 	if os.Getenv("WALHOOK_TEST_NORACE") != "" {
 		return plain
 	}
-	return 2 * plain
+	return 4 * plain
 }

@@ -100,7 +100,7 @@ func checkGroupBy(ctx context.Context, cfg *config.Config) error {
 
 // streamBudget bounds the bytes of decoded messages that wait for the
 // sinks.
-const streamBudget = 32 << 20
+const streamBudget = 16 << 20
 
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
