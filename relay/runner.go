@@ -103,6 +103,9 @@ type runner struct {
 	lastTrim  time.Time
 	fatal     error // a backlog write failed
 
+	fullSince time.Time     // when the window filled, unless it fell below half since
+	recheck   time.Duration // canTake asks to be asked again after this
+
 	filterErrors int       // filter evaluation errors since the last report
 	reported     time.Time // when filter errors were last logged
 
@@ -125,6 +128,8 @@ const (
 	spillBatch = 1000
 	spillBytes = 4 << 20
 	spillWait  = 10 * time.Millisecond
+	// spillAfter is how long a sink stays behind before it spills.
+	spillAfter = time.Second
 )
 
 func newRunner(s Sink, log *slog.Logger) *runner {
@@ -179,8 +184,13 @@ func (r *runner) run(ctx context.Context) error {
 		r.feed(ctx)
 		r.trim(ctx)
 		inbox := r.inbox
+		r.recheck = 0
+		var recheck <-chan time.Time
 		if !r.canTake(ctx) {
 			inbox = nil
+			if r.recheck > 0 {
+				recheck = time.After(r.recheck)
+			}
 		}
 		r.setBlocked(inbox == nil)
 		if len(r.buf) > 0 && !armed {
@@ -196,6 +206,7 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			r.handle(ctx, ev)
 		case <-r.tracker.Changed():
+		case <-recheck:
 		case f := <-r.updates:
 			f(&r.Sink)
 		case <-flush.C:
@@ -231,10 +242,23 @@ func (r *runner) roomInWindow() bool {
 func (r *runner) canTake(ctx context.Context) bool {
 	if !r.spilling {
 		if r.roomInWindow() {
+			if n, _ := r.tracker.Window(); n < r.Window.Messages/2 {
+				r.fullSince = time.Time{}
+			}
 			return true
+		}
+		if r.fullSince.IsZero() {
+			r.fullSince = time.Now()
 		}
 		if r.Backlog == nil || int(r.blocked.Load()) >= int(r.total.Load())-1+boolInt(r.isBlock) {
 			return false // nobody else could go on: hold the stream, WAL stays in PostgreSQL
+		}
+		// Spill only a sink that stays behind: its window full, or never
+		// below half full since, for spillAfter. Sinks of about one speed
+		// take turns at a full window, and disk would only cost them.
+		if wait := spillAfter - time.Since(r.fullSince); wait > 0 {
+			r.recheck = wait
+			return false
 		}
 		r.startSpill(ctx)
 		if r.fatal != nil {
