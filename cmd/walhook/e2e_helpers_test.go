@@ -204,7 +204,7 @@ func waitStreaming(t *testing.T, conn *pgx.Conn, slot string, d *daemon) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if readSlot(t, conn, slot).activePID != 0 {
+		if pid := readSlot(t, conn, slot).activePID; pid != 0 && isWalsender(t, conn, pid) {
 			return
 		}
 		select {

@@ -174,7 +174,7 @@ func waitActive(t *testing.T, conn *pgx.Conn, slot string, not int, d *daemon, t
 	var pid int
 	deadline := time.Now().Add(timeout)
 	for {
-		if s := readSlot(t, conn, slot); s.activePID != 0 && s.activePID != not {
+		if s := readSlot(t, conn, slot); s.activePID != 0 && s.activePID != not && isWalsender(t, conn, s.activePID) {
 			pid = s.activePID
 			return pid
 		}
@@ -489,4 +489,15 @@ func editConfig(t *testing.T, path, old, new string) {
 	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// isWalsender reports whether pid is a walsender: the backend that creates
+// a slot holds it for a moment too, before any walsender streams from it.
+func isWalsender(t *testing.T, conn *pgx.Conn, pid int) bool {
+	t.Helper()
+	var ok bool
+	if err := conn.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE pid = $1)", pid).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
