@@ -36,6 +36,12 @@ const crashSlot = "crash_slot"
 
 func childLoc() string { return os.Getenv(crashEnv) }
 
+// InChild reports whether this process is a crash case's child. A
+// TestMain that sets up something the child does not need (a database
+// server: the child reaches the parent's through the location it is given)
+// can skip it.
+func InChild() bool { return childLoc() != "" }
+
 // txLen is how many entries the child's transaction lsn of sink i has.
 func txLen(i int, lsn uint64) int { return 1 + int((lsn*7+uint64(i)*3)%23) }
 
