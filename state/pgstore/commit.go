@@ -1,0 +1,133 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/state"
+)
+
+// Group commit, as in the bbolt store: writes are queued, and one writer,
+// the leader, commits everything queued in one transaction; whatever is
+// queued meanwhile goes into the next. A lone writer commits at once.
+// After its commit the leader hands the lead to the oldest queued writer
+// and returns, so no goroutine runs in the background. PostgreSQL's commit
+// (a WAL flush) costs about what bbolt's fsync does, so sinks writing at
+// once share it.
+
+// op is one queued write. fn makes the write in the shared transaction and
+// returns what to do once it is committed; an error it marks with refuse
+// (the caller's input is wrong) rolls the transaction back and the others
+// run again without it. Any other error (the database, the connection)
+// fails the whole group. fn must not change anything outside tx.
+type op struct {
+	fn    func(ctx context.Context, tx pgx.Tx) (after func(), err error)
+	after func()
+	err   error
+	lead  bool
+	done  chan struct{}
+}
+
+// refusal marks an op's error as the op's own: its group goes on without
+// it.
+type refusal struct{ err error }
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
+
+func refuse(err error) error { return refusal{err} }
+
+// update makes fn's write durable, together with whatever other writes are
+// waiting. Once queued, the write is carried out even if ctx ends (bounded
+// by the writer's own deadline), so the caller is never left not knowing.
+func (s *Store) update(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) (func(), error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{fn: fn, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return state.ErrClosed
+	}
+	s.queue = append(s.queue, o)
+	lead := !s.leading
+	s.leading = true
+	s.mu.Unlock()
+
+	if !lead {
+		<-o.done
+		if !o.lead {
+			return unrefuse(o.err)
+		}
+	}
+	s.mu.Lock()
+	group := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+
+	s.commit(context.WithoutCancel(ctx), group)
+
+	s.mu.Lock()
+	if len(s.queue) > 0 {
+		next := s.queue[0]
+		next.lead = true
+		close(next.done)
+	} else {
+		s.leading = false
+	}
+	s.mu.Unlock()
+	for _, g := range group {
+		if g != o {
+			close(g.done)
+		}
+	}
+	return unrefuse(o.err)
+}
+
+func unrefuse(err error) error {
+	var r refusal
+	if errors.As(err, &r) {
+		return r.err
+	}
+	return err
+}
+
+// commit runs the ops in one transaction through the store's writer.
+func (s *Store) commit(ctx context.Context, ops []*op) {
+	for len(ops) > 0 {
+		failed := -1
+		err := s.write(ctx, func(tx pgx.Tx) error {
+			for i, o := range ops {
+				o.after = nil
+				after, err := o.fn(ctx, tx)
+				if err != nil {
+					var r refusal
+					if errors.As(err, &r) {
+						failed, o.err = i, err
+					}
+					return err
+				}
+				o.after = after
+			}
+			return nil
+		})
+		if failed >= 0 {
+			ops = append(ops[:failed:failed], ops[failed+1:]...)
+			continue
+		}
+		if err != nil && s.isClosed() {
+			err = state.ErrClosed
+		}
+		s.commits.Add(1)
+		s.writes.Add(int64(len(ops)))
+		for _, o := range ops {
+			o.err = err
+			if err == nil && o.after != nil {
+				o.after()
+			}
+		}
+		return
+	}
+}
