@@ -1,0 +1,123 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/state/pgstore"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newDB is a database with the schema walhook, as the store makes it.
+func newDB(t *testing.T) string {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	s, err := pgstore.Open(context.Background(), dsn, "migrate", pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return dsn
+}
+
+func TestOneHolder(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDB(t)
+	a, b, other := NewCandidate(dsn, "s1", quiet), NewCandidate(dsn, "s1", quiet), NewCandidate(dsn, "s2", quiet)
+	defer a.Close()
+	defer b.Close()
+	defer other.Close()
+	la, err := a.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := b.try(ctx); l != nil || err != nil {
+		t.Fatalf("a second candidate of the slot: got %v, %v, want no lease", l, err)
+	}
+	// Another slot has a lock of its own.
+	lo, err := other.try(ctx)
+	if lo == nil || err != nil {
+		t.Fatalf("a candidate of another slot: got %v, %v, want its lease", lo, err)
+	}
+	defer lo.Release()
+	h, ok, err := b.Holder(ctx)
+	if err != nil || !ok || h.PID != a.pid || h.Host != a.host {
+		t.Fatalf("holder: got %+v, %v, %v, want pid %d on %s", h, ok, err, a.pid, a.host)
+	}
+	// Writes go through; a refused one leaves the lease as it was.
+	if err := la.Tx(ctx, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT 1"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := la.Tx(ctx, func(pgx.Tx) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want boom", err)
+	}
+	// Held across several checks.
+	time.Sleep(2*CheckInterval + 200*time.Millisecond)
+	if err := la.Err(); err != nil {
+		t.Fatalf("lost while held: %v", err)
+	}
+	la.Release()
+	if err := la.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+		t.Fatalf("Tx after Release: got %v, want ErrLost", err)
+	}
+	lb, err := b.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Release()
+	if h, ok, _ := a.Holder(ctx); !ok || h.PID != b.pid {
+		t.Errorf("holder after the takeover: got %+v, %v", h, ok)
+	}
+}
+
+// TestLostWhenSessionEnds: the lock session terminated by the server, the
+// lease says so at the next check, and nothing more is written through it.
+func TestLostWhenSessionEnds(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDB(t)
+	a := NewCandidate(dsn, "s", quiet)
+	defer a.Close()
+	l, err := a.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(Validity + time.Second):
+		t.Fatal("the lease was not lost after its session ended")
+	}
+	t.Logf("lost %v after the session ended: %v", time.Since(start), l.Err())
+	if time.Since(start) > CheckInterval+time.Second {
+		t.Errorf("lost after %v, want within a check interval", time.Since(start))
+	}
+	if err := l.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+		t.Fatalf("Tx after the loss: got %v, want ErrLost", err)
+	}
+	b := NewCandidate(dsn, "s", quiet)
+	defer b.Close()
+	lb, err := b.try(ctx)
+	if lb == nil {
+		t.Fatalf("the lock is not free after its session ended: %v", err)
+	}
+	lb.Release()
+}
