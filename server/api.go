@@ -12,8 +12,8 @@ import (
 // The interfaces below are what the server needs from the components that
 // own walhook's state. Their method names differ, so one type (the relay,
 // say) may implement several of them. A method's error is answered by kind:
-// one wrapping ErrNotFound is 404, ErrConflict 409, ErrInvalid 400, any
-// other 500; the error's text is the answer's "error", so it must be fit to
+// one wrapping ErrNotFound is 404, ErrConflict 409, ErrInvalid 400,
+// ErrUnavailable 503, any other 500; the error's text is the answer's "error", so it must be fit to
 // show an operator and hold no secret.
 
 // Health says whether walhook is ready: replicating, with no sink paused by
@@ -73,6 +73,9 @@ var (
 	// ErrInvalid: the request is wrong, such as a table without a primary
 	// key or a table the sink does not capture (400).
 	ErrInvalid = errors.New("invalid request")
+	// ErrUnavailable: this instance cannot do it now, such as a standby
+	// asked about sinks the active instance runs (503).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Error is the body of every error answer.
@@ -94,6 +97,11 @@ type StatusReport struct {
 	Role   string `json:"role,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
+	// Active is the instance of the active/passive group (state.url) that
+	// holds the slot's lease: this one when Role is "active"; nil without
+	// a group, or when no instance holds it.
+	Active *Instance `json:"active,omitempty"`
+
 	Version     string `json:"version,omitempty"`
 	Slot        string `json:"slot"`
 	Publication string `json:"publication,omitempty"`
@@ -111,6 +119,13 @@ type StatusReport struct {
 	LastHeartbeat *time.Time   `json:"last_heartbeat,omitempty"`
 	Reconnects    uint64       `json:"reconnects"`
 	Sinks         []SinkStatus `json:"sinks"`
+}
+
+// Instance names a walhook process.
+type Instance struct {
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Since time.Time `json:"since"` // when it became active
 }
 
 // SinkStatus is one sink in a StatusReport.

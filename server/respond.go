@@ -46,6 +46,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, ErrUnavailable):
+		status = http.StatusServiceUnavailable
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
 		return

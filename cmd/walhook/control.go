@@ -82,6 +82,9 @@ func printStatus(w io.Writer, st server.StatusReport) {
 		conn = "disconnected"
 	}
 	fmt.Fprintf(w, "walhook %s (%s), %s\n", st.Version, st.Role, ready)
+	if st.Active != nil {
+		fmt.Fprintf(w, "active instance: pid %d on %s, since %s\n", st.Active.PID, st.Active.Host, st.Active.Since.Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "slot %s, publication %s, %s\n", st.Slot, st.Publication, conn)
 	fmt.Fprintf(w, "flush %s, received %s, server WAL end %s, slot lag %s\n",
 		dash(st.FlushLSN), dash(st.ReceivedLSN), dash(st.ServerWALEnd), bytesText(st.LagBytes))

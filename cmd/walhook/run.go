@@ -17,6 +17,7 @@ import (
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 	"github.com/walhook/walhook/state/boltstore"
 )
 
@@ -33,39 +34,21 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if cfg.State.URL != "" {
-			return usageError{fmt.Errorf("%s: state.url: the Postgres state store is not available in this version; use state.path", cfg.Path)}
-		}
 		log := newLogger(cfg)
+		if cfg.State.URL != "" {
+			return runHA(cmd.Context(), cfg, *path, *shutdown, log)
+		}
 		store, err := boltstore.Open(cfg.State.Path)
 		if err != nil {
 			return err
 		}
 		defer store.Close()
-
-		src := replication.NewSource(cfg.Source, log)
-		src.Preflight = func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
-		// What waits between the stream and the sinks is bounded in bytes
-		// (a 24 MB row passes alone), each sink's window on top of it.
-		src.Budget = replication.NewBudget(streamBudget)
-		r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: *shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
-		exprs, err := filter.CompileSinks(cfg)
+		rr, err := buildRelay(cfg, store, *shutdown, log)
 		if err != nil {
 			return err
 		}
-		built := map[string]liveSink{}
-		for _, sc := range cfg.Sinks {
-			s, dest, err := buildSink(sc, exprs[sc.Name], r, store, log)
-			if err != nil {
-				for _, b := range built {
-					b.dest.Close()
-				}
-				return err
-			}
-			built[sc.Name] = liveSink{pipe: s.Delivery.(*sink.Pipeline), dest: dest}
-			r.Add(s)
-		}
-		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, built)
+		r, src := rr.relay, rr.src
+		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, rr.sinks)
 		defer reloads.stop()
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
 		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
@@ -78,6 +61,42 @@ func newRunCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// relayRun is a relay built from the configuration, with its source and
+// sinks.
+type relayRun struct {
+	relay *relay.Relay
+	src   *replication.Source
+	sinks map[string]liveSink
+}
+
+// buildRelay builds the source, the relay and every configured sink, with
+// store as their state.
+func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, log *slog.Logger) (*relayRun, error) {
+	src := replication.NewSource(cfg.Source, log)
+	src.Preflight = func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
+	// What waits between the stream and the sinks is bounded in bytes
+	// (a 24 MB row passes alone), each sink's window on top of it.
+	src.Budget = replication.NewBudget(streamBudget)
+	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
+	exprs, err := filter.CompileSinks(cfg)
+	if err != nil {
+		return nil, err
+	}
+	built := map[string]liveSink{}
+	for _, sc := range cfg.Sinks {
+		s, dest, err := buildSink(sc, exprs[sc.Name], r, store, log)
+		if err != nil {
+			for _, b := range built {
+				b.dest.Close()
+			}
+			return nil, err
+		}
+		built[sc.Name] = liveSink{pipe: s.Delivery.(*sink.Pipeline), dest: dest}
+		r.Add(s)
+	}
+	return &relayRun{relay: r, src: src, sinks: built}, nil
 }
 
 // checkGroupBy refuses, as a configuration error, a group_by that the
@@ -106,10 +125,33 @@ const streamBudget = 16 << 20
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
 func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, log *slog.Logger) error {
-	if cfg.Server.Listen == "" {
-		return r.Run(ctx)
-	}
 	a := &admin{cfg: cfg, relay: r, src: src}
+	stop, err := startAdminServer(cfg, a, log)
+	if err != nil {
+		return err
+	}
+	runErr := r.Run(ctx)
+	if err := stop(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// adminAPI is what the admin server asks of walhook.
+type adminAPI interface {
+	server.Health
+	server.Status
+	server.Sinks
+	server.DeadLetters
+	server.Snapshotter
+}
+
+// startAdminServer starts the admin server on a, unless server.listen is "";
+// stop stops it and returns how it ended.
+func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop func() error, err error) {
+	if cfg.Server.Listen == "" {
+		return func() error { return nil }, nil
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(server.NewCollector(a))
 	srv := server.New(cfg.Server, server.Options{
@@ -119,15 +161,13 @@ func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src 
 	})
 	ln, err := srv.Listen()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(srvCtx, ln) }()
-	runErr := r.Run(ctx)
-	stopServer()
-	if err := <-served; err != nil && runErr == nil {
-		runErr = err
-	}
-	return runErr
+	return func() error {
+		stopServer()
+		return <-served
+	}, nil
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/lease"
+	"github.com/walhook/walhook/relay"
+	"github.com/walhook/walhook/replication"
+	"github.com/walhook/walhook/state/pgstore"
+)
+
+// runHA runs walhook as a member of an active/passive group (state.url):
+// a standby until it holds the slot's lease, then active until it loses
+// the lease (back to standby), the relay fails (back to standby, so that
+// another member may do better) or ctx ends (a graceful shutdown, then the
+// lease is released for a standby to take over at once). The admin server
+// runs throughout, answering for whichever role the instance has.
+func runHA(ctx context.Context, cfg *config.Config, path string, shutdown time.Duration, log *slog.Logger) error {
+	cand := lease.NewCandidate(cfg.State.URL, cfg.Source.Slot, log)
+	defer cand.Close()
+	group := &groupAdmin{cfg: cfg, cand: cand}
+	stop, err := startAdminServer(cfg, group, log)
+	if err != nil {
+		return err
+	}
+	runErr := func() error {
+		if err := migrate(ctx, cfg, log); err != nil {
+			return nil // ctx ended
+		}
+		for {
+			log.Info("standby: waiting for the lease of the slot", "version", version, "slot", cfg.Source.Slot)
+			l, err := cand.Acquire(ctx)
+			if err != nil {
+				return nil // ctx ended
+			}
+			log.Info("active: holding the lease of the slot", "slot", cfg.Source.Slot)
+			err = runActive(ctx, cfg, path, shutdown, l, group, log)
+			lost := l.Err()
+			l.Release()
+			switch {
+			case ctx.Err() != nil:
+				return err
+			case lost != nil:
+				log.Error("the lease is lost: delivery stopped; back to standby", "err", lost)
+			case isFatal(err):
+				return err
+			default:
+				log.Error("the relay stopped; the lease is released and this instance is a standby again", "err", secrets.Error(err))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(lease.PollInterval):
+				}
+			}
+		}
+	}()
+	if err := stop(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		log.Info("stopped")
+	}
+	return runErr
+}
+
+// migrate creates or migrates the schema walhook before the instance
+// competes for the lease (the lease records its holder there), retrying
+// while the state database cannot be reached; it fails only when ctx ends.
+func migrate(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	logged := false
+	for {
+		err := pgstore.Migrate(ctx, cfg.State.URL)
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !logged {
+			log.Warn("cannot create or migrate the schema walhook in state.url; retrying", "err", secrets.Error(err))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(lease.PollInterval):
+		}
+	}
+}
+
+// isFatal: an error no other member of the group would do better with.
+func isFatal(err error) bool {
+	var ue usageError
+	return errors.As(err, &ue) || errors.Is(err, replication.ErrSlotLost)
+}
+
+// runActive relays while l holds: every state write goes through the
+// lease's lock connection, and the lease's loss stops the relay hard at
+// once (relay.Kill: nothing more is delivered or written).
+func runActive(ctx context.Context, cfg *config.Config, path string, shutdown time.Duration, l *lease.Lease, group *groupAdmin, log *slog.Logger) error {
+	store, err := pgstore.Open(ctx, cfg.State.URL, cfg.Source.Slot, pgstore.Options{Writer: l.Tx})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rr, err := buildRelay(cfg, store, shutdown, log)
+	if err != nil {
+		return err
+	}
+	reloads := watchReloads(ctx, path, cfg, rr.relay, store, log, rr.sinks)
+	defer reloads.stop()
+	group.setActive(&admin{cfg: cfg, relay: rr.relay, src: rr.src}, time.Now())
+	defer group.setActive(nil, time.Time{})
+
+	ran := make(chan struct{})
+	defer close(ran)
+	go func() {
+		select {
+		case <-l.Lost():
+			rr.relay.Kill()
+		case <-ran:
+		}
+	}()
+	err = rr.relay.Run(ctx)
+	if errors.Is(err, replication.ErrSlotLost) {
+		return fmt.Errorf("%w (the state is in schema walhook of state.url, slot %s)", err, cfg.Source.Slot)
+	}
+	if errors.Is(err, relay.ErrKilled) && l.Err() != nil {
+		return l.Err()
+	}
+	return err
+}

@@ -1,0 +1,385 @@
+package main
+
+// Active/passive with state.url: two walhooks on one slot, a steady writer,
+// the active killed or cut off from the state database; the receiver
+// tells the instances apart by a header each sets.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/webhooktest"
+)
+
+// haReceiver is a webhook receiver that notes which instance sent each
+// request (header X-Instance) and when it arrived, before the receiver
+// reads it.
+type haReceiver struct {
+	rcv *webhooktest.Receiver
+	url string
+
+	mu   sync.Mutex
+	seen []haRequest
+}
+
+type haRequest struct {
+	at       time.Time
+	instance string
+}
+
+func newHAReceiver(t *testing.T) *haReceiver {
+	t.Helper()
+	h := &haReceiver{rcv: webhooktest.New(t, "")}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.seen = append(h.seen, haRequest{at: time.Now(), instance: r.Header.Get("X-Instance")})
+		h.mu.Unlock()
+		h.rcv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	return h
+}
+
+// first and last are the first and last arrival from instance (zero if
+// none), and count how many arrived.
+func (h *haReceiver) span(instance string) (first, last time.Time, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.seen {
+		if r.instance != instance {
+			continue
+		}
+		if n == 0 {
+			first = r.at
+		}
+		last = r.at
+		n++
+	}
+	return first, last, n
+}
+
+// haInstance is one member of the group.
+type haInstance struct {
+	name  string
+	admin string // http://host:port of its admin server
+	d     *daemon
+}
+
+// startHA starts a walhook of the group: source at dsn, state at stateURL,
+// its requests marked with X-Instance: name.
+func startHA(t *testing.T, name, dsn, stateURL, slot, receiver string) *haInstance {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	conf := fmt.Sprintf(`source:
+  url: %q
+  slot: %s
+  publication: %s
+  heartbeat: 200ms
+  receive_timeout: 5s
+state:
+  url: %q
+server:
+  listen: %q
+log:
+  format: text
+  level: debug
+sinks:
+  - name: s
+    url: %q
+    batch_wait: 5ms
+    retry: {initial: 20ms, max: 200ms}
+    headers: {X-Instance: %s}
+`, dsn, slot, slot, stateURL, addr, receiver, name)
+	path := filepath.Join(dir, "walhook.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &haInstance{name: name, admin: "http://" + addr, d: startWalhook(t, "run", "--config", path)}
+}
+
+// readiness is GET /readyz: the status code and the body.
+func (in *haInstance) readiness() (int, map[string]any) {
+	resp, err := http.Get(in.admin + "/readyz")
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// waitRole waits until the instance's /readyz says role (ready when
+// active).
+func (in *haInstance) waitRole(t *testing.T, role string, timeout time.Duration) {
+	t.Helper()
+	waitUntil(t, timeout, in.name+" is "+role, func() bool {
+		select {
+		case <-in.d.done:
+			t.Fatalf("%s exited: %v\n%s", in.name, in.d.err, in.d.out.String())
+		default:
+		}
+		code, body := in.readiness()
+		if role == "active" {
+			return code == http.StatusOK && body["role"] == "active"
+		}
+		return code == http.StatusServiceUnavailable && body["role"] == role
+	})
+}
+
+// status is GET /api/v1/status.
+func (in *haInstance) status(t *testing.T) map[string]any {
+	t.Helper()
+	resp, err := http.Get(in.admin + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("status %d: %s: %v", resp.StatusCode, b, err)
+	}
+	return st
+}
+
+// checkActive checks that in's status names the process pid as active.
+func checkActive(t *testing.T, in *haInstance, pid int) {
+	t.Helper()
+	st := in.status(t)
+	active, _ := st["active"].(map[string]any)
+	host, _ := os.Hostname()
+	if active == nil || int(active["pid"].(float64)) != pid || active["host"] != host {
+		t.Errorf("%s's status: active %v, want pid %d on %s", in.name, st["active"], pid, host)
+	}
+}
+
+func haSetup(t *testing.T) (dsn, slot string) {
+	t.Helper()
+	dsn = pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, "CREATE TABLE t (id int PRIMARY KEY)")
+	return dsn, "ha"
+}
+
+// TestHAKill: the active dies (SIGKILL); the standby takes over within
+// 10 s from the shared cursor: every row arrives, few twice.
+func TestHAKill(t *testing.T) {
+	dsn, slot := haSetup(t)
+	rcv := newHAReceiver(t)
+	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
+	a.waitRole(t, "active", 30*time.Second)
+	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
+	b.waitRole(t, "standby", 30*time.Second)
+	checkActive(t, b, a.d.cmd.Process.Pid)
+	checkActive(t, a, a.d.cmd.Process.Pid)
+
+	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond)
+	waitUntil(t, 20*time.Second, "a delivers", func() bool { _, _, n := rcv.span("a"); return n > 20 })
+	time.Sleep(time.Second) // a steady stream, some of it behind the saved cursor
+	killed := time.Now()
+	a.d.kill(t)
+	waitUntil(t, 15*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
+	firstB, _, _ := rcv.span("b")
+	takeover := firstB.Sub(killed)
+	t.Logf("takeover: b's first request %v after a was killed", takeover.Round(time.Millisecond))
+	if takeover > 10*time.Second {
+		t.Errorf("b took over %v after a died, want within 10s", takeover)
+	}
+	b.waitRole(t, "active", 10*time.Second)
+	checkActive(t, b, b.d.cmd.Process.Pid)
+	time.Sleep(500 * time.Millisecond)
+	w.Stop()
+
+	ids := committedIDs(t, connect(t, dsn), "t")
+	tally := waitHAIDs(t, rcv, ids)
+	dups := tally.duplicates()
+	t.Logf("%d rows, %d delivered twice or more (b's RSS %d KiB)", len(ids), dups, rssKB(t, b.d.cmd.Process.Pid))
+	if float64(len(ids)+dups) >= 1.5*float64(len(ids)) {
+		t.Errorf("%d deliveries of %d rows: b did not resume from the shared cursor", len(ids)+dups, len(ids))
+	}
+}
+
+// waitHAIDs waits until every id arrived, and names the missing ones if
+// some never do.
+func waitHAIDs(t *testing.T, rcv *haReceiver, ids []int) *idTally {
+	t.Helper()
+	c := newIDTally("t")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.update(t, rcv.rcv.Messages())
+		missing := c.missing(ids)
+		if len(missing) == 0 {
+			return c
+		}
+		if time.Now().After(deadline) {
+			if len(missing) > 20 {
+				missing = missing[:20]
+			}
+			t.Fatalf("%d of %d rows never arrived, among them %v", len(c.missing(ids)), len(ids), missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// partition is a TCP proxy on loopback in front of the state database
+// that, once cut, reads and drops every byte both ways on the connections
+// it carries and on every new one, closing none: the far end of a network
+// partition, where nobody hears a reset or a FIN.
+type partition struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func startPartition(t *testing.T, target string) *partition {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{ln: ln, target: target}
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *partition) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		cut := p.cut
+		p.mu.Unlock()
+		if cut {
+			go io.Copy(io.Discard, c)
+			continue
+		}
+		go p.carry(c)
+	}
+}
+
+func (p *partition) carry(client net.Conn) {
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, server)
+	p.mu.Unlock()
+	go p.pipe(server, client)
+	go p.pipe(client, server)
+}
+
+// pipe copies src to dst until the partition is cut, then drops what src
+// sends.
+func (p *partition) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		if cut {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *partition) Cut() {
+	p.mu.Lock()
+	p.cut = true
+	p.mu.Unlock()
+}
+
+func (p *partition) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// TestHAPartition: the active is cut off from the state database (not from
+// the source or the receiver). It stops delivering before the standby can
+// take the lock; the standby takes over, nothing is lost, and no request of
+// the cut-off instance reaches the receiver after the standby's first.
+func TestHAPartition(t *testing.T) {
+	dsn, slot := haSetup(t)
+	srv := pgtest.Shared()
+	proxy := startPartition(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	rcv := newHAReceiver(t)
+	a := startHA(t, "a", dsn, replaceHost(t, dsn, proxy.ln.Addr().String()), slot, rcv.url)
+	a.waitRole(t, "active", 30*time.Second)
+	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
+	b.waitRole(t, "standby", 30*time.Second)
+
+	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond)
+	waitUntil(t, 20*time.Second, "a delivers", func() bool { _, _, n := rcv.span("a"); return n > 20 })
+	time.Sleep(500 * time.Millisecond)
+	cut := time.Now()
+	proxy.Cut()
+	waitUntil(t, 20*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
+	firstB, _, _ := rcv.span("b")
+	t.Logf("takeover: b's first request %v after the cut", firstB.Sub(cut).Round(time.Millisecond))
+	a.waitRole(t, "standby", 10*time.Second)
+	// Both keep running: a as a standby that cannot reach the database, b
+	// as the active. Give a time to misbehave.
+	time.Sleep(2 * time.Second)
+	w.Stop()
+	ids := committedIDs(t, connect(t, dsn), "t")
+	tally := waitHAIDs(t, rcv, ids)
+	_, lastA, nA := rcv.span("a")
+	t.Logf("a's last request %v after the cut (%d requests); b's first %v after it; %d rows, %d duplicates",
+		lastA.Sub(cut).Round(time.Millisecond), nA, firstB.Sub(cut).Round(time.Millisecond), len(ids), tally.duplicates())
+	if !lastA.Before(firstB) {
+		t.Errorf("a request of the cut-off instance arrived %v after the standby's first", lastA.Sub(firstB))
+	}
+	if a.d.running() == false {
+		t.Errorf("the cut-off instance exited instead of standing by")
+	}
+	if code, body := a.readiness(); code != http.StatusServiceUnavailable || body["role"] != "standby" {
+		t.Errorf("the cut-off instance's readiness: %d %v, want 503 standby", code, body)
+	}
+}
+
+// replaceHost is dsn with its host:port replaced.
+func replaceHost(t *testing.T, dsn, hostport string) string {
+	t.Helper()
+	i := strings.Index(dsn, "@")
+	j := strings.Index(dsn[i:], "/")
+	if i < 0 || j < 0 {
+		t.Fatalf("DSN %q: want postgres://user@host:port/db", dsn)
+	}
+	return dsn[:i+1] + hostport + dsn[i+j:]
+}
