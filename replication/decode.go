@@ -84,6 +84,7 @@ type decoder struct {
 	types    *typeCache
 	keys     func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
 	prefixes map[string]bool
+	skip     map[string]bool // schemas whose changes are dropped
 
 	inTx       bool
 	commitLSN  pglogrepl.LSN
@@ -98,10 +99,13 @@ type decoder struct {
 	values            valueEncoder
 }
 
-func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string) *decoder {
-	d := &decoder{rels: map[uint32]*relation{}, types: types, keys: keys, prefixes: map[string]bool{}}
+func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string, skipSchemas ...string) *decoder {
+	d := &decoder{rels: map[uint32]*relation{}, types: types, keys: keys, prefixes: map[string]bool{}, skip: map[string]bool{}}
 	for _, p := range prefixes {
 		d.prefixes[p] = true
+	}
+	for _, s := range skipSchemas {
+		d.skip[s] = true
 	}
 	return d
 }
@@ -120,6 +124,12 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 	case 'I', 'U', 'D':
 		if !d.inTx {
 			return fmt.Errorf("row change %q outside a transaction", data[0])
+		}
+		if len(data) >= 5 {
+			if rel, ok := d.rels[binary.BigEndian.Uint32(data[1:])]; ok && d.skip[rel.schema] {
+				d.idx++ // its place in the transaction stays taken
+				return nil
+			}
 		}
 		m, err := d.rowChange(data)
 		if err != nil {
@@ -154,6 +164,10 @@ func (d *decoder) decode(ctx context.Context, data []byte, walStart pglogrepl.LS
 			rel, ok := d.rels[id]
 			if !ok {
 				return fmt.Errorf("truncate of relation %d before its Relation message", id)
+			}
+			if d.skip[rel.schema] {
+				d.idx++
+				continue
 			}
 			cm := d.newMessage(change.Truncate, rel)
 			cm.Key = rel.table

@@ -316,3 +316,45 @@ func TestPositionsIgnoreMessageConfig(t *testing.T) {
 		t.Errorf("got %v with messages passed and %v without", with, without)
 	}
 }
+
+// TestDecodeSkipSchemas: changes of a skipped schema (walhook's own state,
+// in the source database) are dropped, and keep their place in their
+// transaction, so the others' positions are as without the skip.
+func TestDecodeSkipSchemas(t *testing.T) {
+	const app, own = 16500, 16501
+	d := newDecoder(newTypeCache(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, nil, "walhook")
+	var got []string
+	commits := 0
+	emit := func(ev Event) error {
+		switch ev.Kind {
+		case EventChange:
+			got = append(got, ev.Msg.Schema+"."+ev.Msg.Table+" "+ev.Msg.IdempotencyKey())
+		case EventCommit:
+			commits++
+		}
+		return nil
+	}
+	in := [][]byte{
+		beginMsg(0x200, t0, 7),
+		relationMsg(app, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true}),
+		relationMsg(own, "walhook", "cursors", 'd', relCol{"id", pgtype.Int4OID, true}),
+		insertMsg(own, text("1")),
+		insertMsg(app, text("1")),
+		insertMsg(own, text("2")),
+		insertMsg(app, text("2")),
+		commitMsg(0x200, 0x210, t0),
+		beginMsg(0x300, t0, 8), insertMsg(own, text("3")), commitMsg(0x300, 0x310, t0),
+	}
+	for _, m := range in {
+		if err := d.decode(context.Background(), m, 0, t0, emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"public.t 0/200:1", "public.t 0/200:3"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if commits != 2 {
+		t.Errorf("got %d commits, want 2: a transaction of skipped changes still moves the position", commits)
+	}
+}

@@ -26,6 +26,13 @@ type Source struct {
 	// Budget, when set, bounds the bytes of decoded messages waiting for
 	// the sinks (see Budget).
 	Budget *Budget
+	// SkipSchemas are schemas whose row changes and truncates are never
+	// relayed, whatever the publication holds: walhook's own schema when
+	// its state is in the source database (state.url), which a publication
+	// FOR ALL TABLES would otherwise feed back to the sinks. Their changes
+	// keep their place in their transaction (commit_idx), so the positions
+	// of the others do not depend on it.
+	SkipSchemas []string
 
 	progress Progress
 }
@@ -89,6 +96,7 @@ const maxSlotWait = 5 * time.Second
 func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- Event) error {
 	stream := New(s.cfg, flushed, s.log)
 	stream.Budget = s.Budget
+	stream.SkipSchemas = s.SkipSchemas
 	stream.Progress = &s.progress
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0

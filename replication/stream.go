@@ -57,6 +57,9 @@ type Stream struct {
 	Budget *Budget
 	// Progress, when set, receives what the stream sees.
 	Progress *Progress
+	// SkipSchemas are schemas whose row changes and truncates are dropped
+	// (see Source.SkipSchemas).
+	SkipSchemas []string
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -113,7 +116,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 			s:        s,
 			conn:     conn,
 			interval: interval,
-			dec:      newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages),
+			dec:      newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...),
 			out:      out,
 			stop:     stop,
 		}

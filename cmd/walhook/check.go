@@ -117,6 +117,9 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		return err
 	}
 	for _, id := range ids {
+		if cfg.State.URL != "" && id.Table.Schema == "walhook" {
+			continue // walhook's own state: never relayed
+		}
 		key := "the whole table (no key)"
 		if len(id.Key) > 0 {
 			key = strings.Join(id.Key, ", ")
@@ -134,6 +137,7 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	for _, p := range groupBy {
 		fmt.Fprintf(out, "error: %s\n", p)
 	}
+	problems = append(problems, checkState(ctx, out, cfg)...)
 	if len(problems) > 0 {
 		return fmt.Errorf("the database is not ready: %s", strings.Join(problems, "; "))
 	}

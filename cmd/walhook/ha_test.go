@@ -223,9 +223,15 @@ func waitHAIDs(t *testing.T, rcv *haReceiver, ids []int) *idTally {
 	c := newIDTally("t")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c.update(t, rcv.rcv.Messages())
+		msgs := rcv.rcv.Messages()
+		c.update(t, msgs)
 		missing := c.missing(ids)
 		if len(missing) == 0 {
+			for _, m := range msgs {
+				if m.Metadata.TableSchema != "public" {
+					t.Fatalf("a change of %s.%s was relayed: walhook's own state is not a change to relay", m.Metadata.TableSchema, m.Metadata.TableName)
+				}
+			}
 			return c
 		}
 		if time.Now().After(deadline) {

@@ -79,6 +79,11 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 	// What waits between the stream and the sinks is bounded in bytes
 	// (a 24 MB row passes alone), each sink's window on top of it.
 	src.Budget = replication.NewBudget(streamBudget)
+	if cfg.State.URL != "" {
+		// The state's own writes, when state.url is the source database,
+		// are not changes to relay.
+		src.SkipSchemas = []string{"walhook"}
+	}
 	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
 	exprs, err := filter.CompileSinks(cfg)
 	if err != nil {
