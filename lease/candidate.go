@@ -64,6 +64,10 @@ func (c *Candidate) Acquire(ctx context.Context) (*Lease, error) {
 	}
 }
 
+// TryAcquire polls once: the lease if the lock was free, nil if another
+// instance holds it.
+func (c *Candidate) TryAcquire(ctx context.Context) (*Lease, error) { return c.try(ctx) }
+
 // try polls once: the lease if the lock was free, nil if another holds it.
 func (c *Candidate) try(ctx context.Context) (*Lease, error) {
 	c.mu.Lock()
