@@ -108,6 +108,15 @@ func (r *Relay) Kill() {
 
 func (r *Relay) killed() <-chan struct{} { return r.killCh() }
 
+func (r *Relay) isKilled() bool {
+	select {
+	case <-r.killed():
+		return true
+	default:
+		return false
+	}
+}
+
 func (r *Relay) killCh() chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -188,7 +197,21 @@ func (r *Relay) runner(name string) *runner {
 // cursors and sends a final standby status. It returns nil after a
 // graceful shutdown, or the error that stopped it.
 func (r *Relay) Run(ctx context.Context) error {
-	start, err := r.setup(ctx)
+	// A Kill also ends the setup, which may wait long (for a slot another
+	// process streams from).
+	setupCtx, endSetup := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-r.killed():
+			endSetup()
+		case <-setupCtx.Done():
+		}
+	}()
+	start, err := r.setup(setupCtx)
+	endSetup()
+	if r.isKilled() {
+		return ErrKilled
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -287,9 +310,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		r.log.Info("stopping: no more reading; draining in-flight deliveries", "timeout", r.opts.ShutdownTimeout.String())
 	case runErr = <-fatal:
 	case <-r.killed():
+	}
+	if r.isKilled() {
+		// A Kill wins over whatever else ended the run at the same time.
 		// A hard stop: deliver nothing more, write nothing more; what is in
 		// flight is abandoned, to be delivered again by whoever resumes
 		// from the saved cursor.
@@ -306,6 +331,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		_ = sinks.Wait()
 		r.replay.wg.Wait()
 		return ErrKilled
+	}
+	if runErr == nil {
+		r.log.Info("stopping: no more reading; draining in-flight deliveries", "timeout", r.opts.ShutdownTimeout.String())
 	}
 
 	// The shutdown timeout bounds the whole shutdown: the drain gets it

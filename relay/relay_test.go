@@ -303,3 +303,30 @@ func TestKillStopsWithoutDraining(t *testing.T) {
 		t.Error("Kill drained the sink; a hard stop must not")
 	}
 }
+
+// blockedSetup is a source whose Setup waits for its context, as Setup
+// does while another process streams from the slot.
+type blockedSetup struct{ fakeSource }
+
+func (s *blockedSetup) Setup(ctx context.Context, _ bool) (pglogrepl.LSN, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestKillDuringSetup: a Kill ends a setup that waits, and Run says it was
+// killed.
+func TestKillDuringSetup(t *testing.T) {
+	r := New(&blockedSetup{}, "slot", openStore(t, filepath.Join(t.TempDir(), "state")), Options{}, slog.New(slog.DiscardHandler))
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	r.Kill()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrKilled) {
+			t.Fatalf("Run after Kill during setup: got %v, want ErrKilled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of a Kill during setup")
+	}
+}
