@@ -35,7 +35,7 @@ func newSlotDropCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drop",
 		Short: "Drop the replication slot, so that walhook run starts a new one",
-		Long: "drop drops source.slot and makes walhook's state forget it, so that the next walhook run creates a\n" +
+		Long: "drop drops source.slot (if it still exists) and makes walhook's state forget it, so that the next walhook run creates a\n" +
 			"new slot at the current WAL position: the way back from a lost or invalidated slot. Changes made\n" +
 			"before the new slot exists reach no receiver; re-sync them (for example with a backfill).\n" +
 			"It refuses while a walhook streams from the slot or holds its state (the state file's lock, or the\n" +
@@ -71,10 +71,8 @@ func dropSlot(ctx context.Context, in io.Reader, out io.Writer, cfg *config.Conf
 	var active bool
 	var pid *int32
 	err = conn.QueryRow(ctx, `SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active, &pid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("slot drop: slot %q does not exist", slot)
-	}
-	if err != nil {
+	missing := errors.Is(err, pgx.ErrNoRows)
+	if err != nil && !missing {
 		return fmt.Errorf("slot drop: read slot %q: %w", slot, err)
 	}
 	if active {
@@ -86,7 +84,10 @@ func dropSlot(ctx context.Context, in io.Reader, out io.Writer, cfg *config.Conf
 		return err
 	}
 	defer release()
-	if !yes {
+	if !yes && missing {
+		fmt.Fprintf(out, "Slot %q does not exist. Make walhook's state forget it, so that walhook run creates a new one? "+
+			"Changes made since the slot was lost reach no receiver.\nType the slot's name to go on: ", slot)
+	} else if !yes {
 		fmt.Fprintf(out, "Drop replication slot %q? Changes not yet delivered, and those made until walhook runs again, reach no receiver.\n"+
 			"Type the slot's name to drop it: ", slot)
 		line, _ := bufio.NewReader(in).ReadString('\n')
@@ -94,8 +95,10 @@ func dropSlot(ctx context.Context, in io.Reader, out io.Writer, cfg *config.Conf
 			return usageError{fmt.Errorf("slot drop: not confirmed; slot %q is left as it was", slot)}
 		}
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-		return fmt.Errorf("slot drop: %w", err)
+	if !missing {
+		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			return fmt.Errorf("slot drop: %w", err)
+		}
 	}
 	if store == nil {
 		// No state file: nothing remembers the slot.
@@ -104,7 +107,11 @@ func dropSlot(ctx context.Context, in io.Reader, out io.Writer, cfg *config.Conf
 			return fmt.Errorf("slot drop: slot %q dropped, but the state still names it: %w", slot, err)
 		}
 	}
-	fmt.Fprintf(out, "dropped slot %q; walhook run creates a new one\n", slot)
+	if missing {
+		fmt.Fprintf(out, "slot %q does not exist; the state no longer names it, and walhook run creates a new one\n", slot)
+	} else {
+		fmt.Fprintf(out, "dropped slot %q; walhook run creates a new one\n", slot)
+	}
 	return nil
 }
 
