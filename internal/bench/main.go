@@ -75,6 +75,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Int64Var(&o.BigRows, "big-rows", o.BigRows, "rows of the one transaction the memory measurement streams; 0 skips it")
 	sink := fs.String("sink", "", "extra sink settings for the drain, fan-out and memory measurements, e.g. `batch_size=500,max_in_flight=8`")
 	latencySink := fs.String("latency-sink", "", "sink settings for the latency measurement, which otherwise runs with the defaults, e.g. `batch_wait=20ms`")
+	fs.BoolVar(&o.StateURL, "state-url", false, "also drain with the state in PostgreSQL (state.url: schema walhook of the benchmark's database), beside each drain with the state file")
 	fs.BoolVar(&o.Keep, "keep", false, "keep walhook's configurations, state files and logs, and print where")
 	fs.StringVar(&o.Receiver, "receiver", o.Receiver, "what the receivers of the drain, fan-out and memory measurements do with a body: parse (unmarshal every message) or count (only scan for the ids, to see walhook with a receiver that costs next to nothing)")
 	fs.StringVar(&o.JSON, "json", "", "also write the report as JSON to this `file`")
@@ -130,6 +131,7 @@ type options struct {
 	JSON            string
 	Timeout         time.Duration
 	Keep            bool
+	StateURL        bool // drain with state.url too
 }
 
 func defaultOptions() options {

@@ -31,6 +31,9 @@ func (b *bench) drains(ctx context.Context) error {
 	o := b.o
 	for i := 1; i <= o.Runs; i++ {
 		slots := []string{fmt.Sprintf("recvlogical_%d", i), fmt.Sprintf("drain_%d", i)}
+		if o.StateURL {
+			slots = append(slots, fmt.Sprintf("drain_state_url_%d", i))
+		}
 		for _, k := range o.Fanout {
 			if k != 1 {
 				slots = append(slots, fmt.Sprintf("fanout%d_%d", k, i))
@@ -63,7 +66,7 @@ func (b *bench) drains(ctx context.Context) error {
 	}
 
 	var recvRate, recvCPU, recvWalsender, recvRest, ratios []float64
-	var single []walhookResult
+	var single, withURL []walhookResult
 	for i := 1; i <= o.Runs; i++ {
 		slot := fmt.Sprintf("recvlogical_%d", i)
 		r, err := runRecvlogical(ctx, b.db, b.recvlogical, slot, bl.EndLSN, o.Timeout)
@@ -84,6 +87,21 @@ func (b *bench) drains(ctx context.Context) error {
 			return err
 		}
 		b.p.printf("drain %d/%d: walhook        %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
+
+		if o.StateURL {
+			slot = fmt.Sprintf("drain_state_url_%d", i)
+			run := b.walhook(slot, o.Settings)
+			run.StateURL = b.db.dsn
+			w, err := run.run(ctx, rcvs[:1], bl.FirstID, bl.Rows, false, nil)
+			if err != nil {
+				return fmt.Errorf("drain with walhook, state.url: %w", err)
+			}
+			if err := b.db.dropSlot(ctx, slot); err != nil {
+				return err
+			}
+			b.p.printf("drain %d/%d: walhook, state.url %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
+			withURL = append(withURL, w)
+		}
 
 		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
 		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
@@ -116,6 +134,14 @@ func (b *bench) drains(ctx context.Context) error {
 		WalhookRest:             newSeries(restCores),
 	}
 	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
+	if len(withURL) > 0 {
+		b.rep.Drain.WalhookStateURL = newSeries(rates(bl.Rows, withURL))
+		var v []float64
+		for _, w := range withURL {
+			v = append(v, w.CPUSeconds/(float64(bl.Rows)/1e6))
+		}
+		b.rep.Drain.WalhookStateURLCPU = newSeries(v)
+	}
 	var bytes, delivered int64
 	for _, w := range single {
 		bytes, delivered = bytes+w.Bytes, delivered+w.Deliveries

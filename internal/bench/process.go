@@ -165,6 +165,7 @@ type walhookRun struct {
 	Slot     string
 	Settings []string // extra sink settings, "key: value"
 	Timeout  time.Duration
+	StateURL string // state.url; "": a state file in Dir
 }
 
 // walhookResult is what a walhook run measured: the time from its start
@@ -322,7 +323,11 @@ func (w walhookRun) writeConfig(rcvs []*receiver) (cfgPath, logPath string, err 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  tables: [%s]\n", w.DSN, w.Slot, publication, table)
-	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
+	if w.StateURL != "" {
+		fmt.Fprintf(&b, "state:\n  url: %q\n", w.StateURL)
+	} else {
+		fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
+	}
 	b.WriteString("server:\n  listen: \"\"\nlog:\n  format: json\nsinks:\n")
 	for i, r := range rcvs {
 		fmt.Fprintf(&b, "  - name: s%d\n    url: %q\n", i+1, r.URL)

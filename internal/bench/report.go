@@ -59,6 +59,11 @@ type Drain struct {
 	// rest): a busy neighbour lowers the rates and widens the spread.
 	RecvlogicalRest Series `json:"pg_recvlogical_rest_cores"`
 	WalhookRest     Series `json:"walhook_rest_cores"`
+
+	// With -state-url: the same drain with the state in PostgreSQL, and
+	// walhook's CPU seconds per million rows.
+	WalhookStateURL    Series `json:"walhook_state_url_rows_per_s,omitzero"`
+	WalhookStateURLCPU Series `json:"walhook_state_url_cpu_s_per_million,omitzero"`
 }
 
 // Fanout is the drain with several sinks, each its own receiver.
@@ -181,6 +186,11 @@ func (r *Report) print(w io.Writer) {
 	}
 	row("pg_recvlogical to /dev/null", d.Recvlogical, d.RecvlogicalWalsenderCPU, d.RecvlogicalCPU, "-", d.RecvlogicalRest)
 	row("walhook to an HTTP receiver", d.Walhook, d.WalhookWalsenderCPU, d.WalhookCPU, fmt.Sprintf("%.2f", d.ReceiverCPU.Median), d.WalhookRest)
+	if len(d.WalhookStateURL.Runs) > 0 {
+		s := d.WalhookStateURL
+		fmt.Fprintf(t, "walhook, state.url\t%s\t%s\t%s\t%.0f%%\t\t%.2f\t\t\t\n", count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(),
+			d.WalhookStateURLCPU.Median)
+	}
 	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
 	_ = t.Flush()
 
