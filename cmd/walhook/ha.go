@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/walhook/walhook/config"
@@ -28,11 +33,13 @@ func runHA(ctx context.Context, cfg *config.Config, path string, shutdown time.D
 	if err != nil {
 		return err
 	}
+	latest := watchConfig(ctx, path, cfg, log)
 	runErr := func() error {
 		if err := migrate(ctx, cfg, log); err != nil {
 			return nil // ctx ended
 		}
 		for {
+			cfg := latest()
 			log.Info("standby: waiting for the lease of the slot", "version", version, "slot", cfg.Source.Slot)
 			l, err := cand.Acquire(ctx)
 			if err != nil {
@@ -66,6 +73,45 @@ func runHA(ctx context.Context, cfg *config.Config, path string, shutdown time.D
 		log.Info("stopped")
 	}
 	return runErr
+}
+
+// watchConfig reads the configuration file again on SIGHUP, also while
+// the instance stands by (where SIGHUP would otherwise end the process), and
+// returns what gives the newest one that may apply live: each term as the
+// active starts with it. While active, the term's reloader applies the
+// same file to the running relay.
+func watchConfig(ctx context.Context, path string, cfg *config.Config, log *slog.Logger) func() *config.Config {
+	var mu sync.Mutex
+	cur := cfg
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			next, err := loadConfig(path)
+			mu.Lock()
+			switch {
+			case err != nil:
+				log.Error("configuration not taken for the next term as the active: the file does not validate", "err", secrets.Error(err))
+			case len(liveRefusals(cur, next)) > 0:
+				log.Error("configuration not taken for the next term as the active: these cannot change while walhook runs; restart walhook to apply them",
+					"fields", strings.Join(liveRefusals(cur, next), ", "))
+			default:
+				cur = next
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() *config.Config {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur
+	}
 }
 
 // migrate creates or migrates the schema walhook before the instance

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,6 +190,10 @@ func TestHAKill(t *testing.T) {
 	b.waitRole(t, "standby", 30*time.Second)
 	checkActive(t, b, a.d.cmd.Process.Pid)
 	checkActive(t, a, a.d.cmd.Process.Pid)
+	// A standby reloads on SIGHUP like an active; it does not end.
+	if err := b.d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
 
 	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond)
 	waitUntil(t, 20*time.Second, "a delivers", func() bool { _, _, n := rcv.span("a"); return n > 20 })
@@ -388,4 +393,32 @@ func replaceHost(t *testing.T, dsn, hostport string) string {
 		t.Fatalf("DSN %q: want postgres://user@host:port/db", dsn)
 	}
 	return dsn[:i+1] + hostport + dsn[i+j:]
+}
+
+// TestHAHandover: the active stopped gracefully (a rollout, a drain) drains,
+// saves its cursor and releases the lock; the standby resumes from there at
+// once, with no duplicates beyond what was in flight.
+func TestHAHandover(t *testing.T) {
+	dsn, slot := haSetup(t)
+	rcv := newHAReceiver(t)
+	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
+	a.waitRole(t, "active", 30*time.Second)
+	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
+	b.waitRole(t, "standby", 30*time.Second)
+	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond)
+	waitUntil(t, 20*time.Second, "a delivers", func() bool { _, _, n := rcv.span("a"); return n > 20 })
+	stopped := time.Now()
+	if code := a.d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("the active's exit code after SIGTERM: %d, want 0", code)
+	}
+	waitUntil(t, 10*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
+	firstB, _, _ := rcv.span("b")
+	t.Logf("handover: b's first request %v after a was asked to stop", firstB.Sub(stopped).Round(time.Millisecond))
+	time.Sleep(300 * time.Millisecond)
+	w.Stop()
+	ids := committedIDs(t, connect(t, dsn), "t")
+	tally := waitHAIDs(t, rcv, ids)
+	if d := tally.duplicates(); d > 0 {
+		t.Errorf("%d duplicates of %d rows after a graceful handover, want none", d, len(ids))
+	}
 }
