@@ -38,7 +38,8 @@ func translate(slot string, err error) error {
 			return e
 		case "42704": // undefined_object: the slot was dropped under us
 			return fmt.Errorf("%w: slot %q was dropped while walhook used it (%s); changes made since are in no slot. "+
-				"To recover: re-sync the receivers (for example with a backfill), delete the state file, and start walhook again",
+				"To recover: run walhook slot drop (it makes the state file or state.url forget the slot), start walhook again, "+
+				"and re-sync the receivers (for example with a backfill)",
 				ErrSlotLost, slot, pgErr.Message)
 		case "55000": // object_not_in_prerequisite_state: an invalidated slot, among others
 			if strings.Contains(pgErr.Detail, "invalidated") || strings.Contains(pgErr.Message, "invalidated") {

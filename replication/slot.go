@@ -144,8 +144,8 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 	if errors.Is(err, pgx.ErrNoRows) {
 		if usedBefore {
 			return SlotInfo{}, fmt.Errorf("%w: slot %q does not exist, but walhook's state shows it streamed from it before; "+
-				"changes made since it was dropped are not in any slot. To recover: re-sync the receivers (for example with a backfill), "+
-				"then delete the state file so that walhook creates a new slot", ErrSlotLost, slot)
+				"changes made since it was dropped are not in any slot. To recover: run walhook slot drop, which makes the state file "+
+				"(or state.url) forget the slot so that walhook creates a new one, start walhook, then re-sync the receivers (for example with a backfill)", ErrSlotLost, slot)
 		}
 		var lsn pglogrepl.LSN
 		if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
@@ -176,9 +176,9 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 
 func slotLostError(slot string) error {
 	return fmt.Errorf("%w: slot %q was invalidated (wal_status = lost): it fell further behind than max_slot_wal_keep_size allows, "+
-		"and WAL it still needed was removed, so changes were lost. To recover: drop it (SELECT pg_drop_replication_slot('%s')), "+
-		"re-sync the receivers (for example with a backfill), delete the state file, and start walhook again; "+
-		"to keep it from happening again, raise max_slot_wal_keep_size or keep the receivers up", ErrSlotLost, slot, slot)
+		"and WAL it still needed was removed, so changes were lost. To recover: run walhook slot drop (it drops the slot and makes the state file "+
+		"or state.url forget it), start walhook again, and re-sync the receivers (for example with a backfill); "+
+		"to keep it from happening again, raise max_slot_wal_keep_size or keep the receivers up", ErrSlotLost, slot)
 }
 
 // currentRole returns the connected role as SQL writes it, for a message.
