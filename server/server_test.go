@@ -423,6 +423,7 @@ func TestErrorKinds(t *testing.T) {
 		{fmt.Errorf("sink %q: %w", "orders", server.ErrNotFound), 404},
 		{fmt.Errorf("backfill bf_1 is done: %w", server.ErrConflict), 409},
 		{fmt.Errorf("table public.t has no primary key: %w", server.ErrInvalid), 400},
+		{fmt.Errorf("%w: this walhook is a standby", server.ErrUnavailable), 503},
 		{errors.New("state file: disk full"), 500},
 	}
 	for _, tt := range tests {
