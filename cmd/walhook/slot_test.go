@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +15,27 @@ import (
 	"github.com/walhook/walhook/internal/webhooktest"
 	"github.com/walhook/walhook/lease"
 )
+
+// onTerminal runs walhook with a pseudo-terminal as its standard input
+// and output (script(1)), typing input, and returns its exit code and
+// output.
+func onTerminal(t *testing.T, input string, args ...string) (int, string) {
+	t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed (Debian's bsdutils)")
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "script", "-qec", walhookBin+" "+strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = append(os.Environ(), "WALHOOK_CONFIG=")
+	cmd.Stdin = strings.NewReader(input)
+	out, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(out)
+}
 
 func slotExists(t *testing.T, dsn, slot string) bool {
 	t.Helper()
@@ -48,9 +71,15 @@ func TestSlotDrop(t *testing.T) {
 	}
 	d.stop(t, syscall.SIGTERM, 30*time.Second)
 
-	code, out = runWalhook(t, "slot", "drop", "--yes", "--config", cfg)
+	// On a terminal it asks; a wrong answer keeps the slot, the slot's name
+	// drops it.
+	code, out = onTerminal(t, "no\n", "slot", "drop", "--config", cfg)
+	if code != 2 || !strings.Contains(out, "Type the slot's name") || !strings.Contains(out, "not confirmed") || !slotExists(t, dsn, "dropme") {
+		t.Errorf("slot drop answered no on a terminal: exit code %d, want 2 with the slot kept:\n%s", code, out)
+	}
+	code, out = onTerminal(t, "dropme\n", "slot", "drop", "--config", cfg)
 	if code != 0 || !strings.Contains(out, `dropped slot "dropme"`) {
-		t.Fatalf("slot drop: exit code %d, want 0:\n%s", code, out)
+		t.Fatalf("slot drop confirmed on a terminal: exit code %d, want 0:\n%s", code, out)
 	}
 	if slotExists(t, dsn, "dropme") {
 		t.Fatal("the slot is still there")
