@@ -139,14 +139,14 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log, ctl: make(chan func())}
 }
 
-// Acker returns the function the named sink's delivery engine calls for
-// each message it delivered. Build the engine with it, then Add the sink
-// under the same name.
-func (r *Relay) Acker(name string) func(change.Position) {
+// Acker returns the function the named sink's delivery engine calls with
+// the positions of each batch it delivered. Build the engine with it, then
+// Add the sink under the same name.
+func (r *Relay) Acker(name string) func([]change.Position) {
 	rn := r.runner(name)
-	return func(pos change.Position) {
-		if !rn.tracker.Ack(pos) {
-			r.log.Error("acknowledgement of a position that is not in flight; ignored", "sink", name, "position", pos.String())
+	return func(ps []change.Position) {
+		if n := rn.tracker.AckAll(ps); n > 0 {
+			r.log.Error("acknowledgement of positions that are not in flight; ignored", "sink", name, "positions", n, "first", ps[0].String())
 		}
 	}
 }

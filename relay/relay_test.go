@@ -68,7 +68,7 @@ func (s *fakeSource) flush() pglogrepl.LSN {
 
 // fakeDelivery records what it is given and acknowledges on demand.
 type fakeDelivery struct {
-	ack func(change.Position)
+	ack func([]change.Position)
 
 	mu      sync.Mutex
 	got     []*change.Message
@@ -100,7 +100,7 @@ func (d *fakeDelivery) deliver(pos change.Position) {
 	d.mu.Lock()
 	delete(d.pending, pos)
 	d.mu.Unlock()
-	d.ack(pos)
+	d.ack([]change.Position{pos})
 }
 
 func (d *fakeDelivery) received() []change.Position {

@@ -63,10 +63,10 @@ type DeadLetter struct {
 type Options struct {
 	// Logger receives a line for every failed attempt; nil discards.
 	Logger *slog.Logger
-	// Ack is called once per message after its batch was delivered (or
-	// taken by DeadLetter), in position order within a lane. Lanes call it
-	// concurrently.
-	Ack func(change.Position)
+	// Ack is called once per batch after it was delivered (or taken by
+	// DeadLetter) with its messages' positions, in position order; the
+	// slice is the callee's. Lanes call it concurrently.
+	Ack func([]change.Position)
 	// DeadLetter takes a batch that failed retry.max_attempts times (when
 	// that is above 0). When it returns nil the messages are acknowledged;
 	// when it fails, delivery goes on and the batch is offered again after
@@ -95,7 +95,7 @@ type Pipeline struct {
 	cfg        atomic.Pointer[config.Sink] // delivery settings; Reconfigure swaps them
 	dest       atomic.Pointer[Destination]
 	log        *slog.Logger
-	ack        func(change.Position)
+	ack        func([]change.Position)
 	deadLetter func(context.Context, DeadLetter) error
 	lanes      []*lane
 
@@ -299,6 +299,7 @@ func (p *Pipeline) send(s submission) {
 // the batch and lets waiting messages through a barrier that is done.
 func (p *Pipeline) acknowledged(batch []submission) {
 	var done []func()
+	var acked []change.Position
 	for _, s := range batch {
 		switch {
 		case s.replay != nil:
@@ -307,8 +308,14 @@ func (p *Pipeline) acknowledged(batch []submission) {
 				done = append(done, s.replay.done)
 			}
 		case p.ack != nil:
-			p.ack(s.m.Pos)
+			if acked == nil {
+				acked = make([]change.Position, 0, len(batch))
+			}
+			acked = append(acked, s.m.Pos)
 		}
+	}
+	if len(acked) > 0 {
+		p.ack(acked)
 	}
 	for _, f := range done {
 		f()
