@@ -32,6 +32,9 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
+	// KeepRemoved is how long the cursor and backlog of a sink gone from
+	// the configuration stay in the store; default 24h.
+	KeepRemoved time.Duration
 	// SourceColumns is source.columns, applied to every message before
 	// any sink sees it; nil keeps every column.
 	SourceColumns *sink.Columns
@@ -133,6 +136,9 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 	if opts.PersistInterval <= 0 {
 		opts.PersistInterval = 100 * time.Millisecond
 	}
+	if opts.KeepRemoved <= 0 {
+		opts.KeepRemoved = 24 * time.Hour
+	}
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
@@ -223,6 +229,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.cursors = cursors
 	r.mu.Unlock()
+	if err := r.retire(ctx); err != nil {
+		return err
+	}
 	r.running.Store(true)
 	defer r.running.Store(false)
 
@@ -398,12 +407,18 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 func (r *Relay) persistLoop(ctx context.Context) error {
 	t := time.NewTicker(r.opts.PersistInterval)
 	defer t.Stop()
+	retire := time.NewTicker(retireInterval(r.opts.KeepRemoved))
+	defer retire.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			if err := r.cursors.Persist(context.Background()); err != nil {
+				return err
+			}
+		case <-retire.C:
+			if err := r.retire(ctx); err != nil {
 				return err
 			}
 		}
