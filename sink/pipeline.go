@@ -56,8 +56,14 @@ type DeadLetter struct {
 	LastError    string // what the last attempt got: a response excerpt or an error
 	FirstAttempt time.Time
 	LastAttempt  time.Time
-	Reason       string // "max_attempts"
+	Reason       string // ReasonMaxAttempts or ReasonMaxLag
 }
+
+// Why a batch became a dead letter (the same words as the state package's).
+const (
+	ReasonMaxAttempts = "max_attempts"
+	ReasonMaxLag      = "max_lag"
+)
 
 // Options are the parts of a pipeline that come from its caller.
 type Options struct {
@@ -153,9 +159,9 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("sink", cfg.Name)
-	if cfg.Retry.MaxAttempts > 0 && p.deadLetter == nil {
-		p.log.Warn("retry.max_attempts is set but there is no dead-letter store: retrying forever",
-			"max_attempts", cfg.Retry.MaxAttempts)
+	if (cfg.Retry.MaxAttempts > 0 || cfg.MaxLag > 0) && p.deadLetter == nil {
+		p.log.Warn("retry.max_attempts or max_lag is set but there is no dead-letter store: retrying forever",
+			"max_attempts", cfg.Retry.MaxAttempts, "max_lag", cfg.MaxLag.String())
 	}
 	p.lanes = make([]*lane, cfg.MaxInFlight)
 	for i := range p.lanes {

@@ -127,7 +127,7 @@ type BacklogStats struct {
 const (
 	ReasonMaxAttempts = "max_attempts" // it failed retry.max_attempts times
 	ReasonBacklogFull = "backlog_full" // backlog.when_full: dead_letter moved it out
-	ReasonMaxLag      = "max_lag"      // it waited in the backlog too long
+	ReasonMaxLag      = "max_lag"      // it failed while older than the sink's max_lag
 )
 
 // MaxErrorLen bounds DeadLetter.LastError; Add cuts a longer one (at a rune
