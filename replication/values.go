@@ -3,7 +3,6 @@ package replication
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"unsafe"
 
@@ -99,7 +98,7 @@ func (e *valueEncoder) appendTyped(b []byte, t *valueType, text []byte, depth in
 	case kindJSON:
 		// PostgreSQL validated it on input; checking again keeps a body
 		// valid whatever the server sent.
-		if !json.Valid(text) {
+		if !validJSON(text) {
 			return b, errSyntax
 		}
 		return append(b, text...), nil
