@@ -257,6 +257,18 @@ func (s *Store) SaveCursors(ctx context.Context, c map[string]state.Cursor) erro
 	return nil
 }
 
+// DeleteCursor removes a sink's cursor.
+func (s *Store) DeleteCursor(ctx context.Context, sink string) error {
+	err := s.update(ctx, func(ctx context.Context, tx pgx.Tx) (func(), error) {
+		_, err := tx.Exec(ctx, `DELETE FROM walhook.cursors WHERE slot = $1 AND sink = $2`, s.slot, sink)
+		return nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("delete the cursor of sink %q: %w", sink, err)
+	}
+	return nil
+}
+
 func (s *Store) Backlog(sink string) state.Backlog {
 	s.mu.Lock()
 	defer s.mu.Unlock()
