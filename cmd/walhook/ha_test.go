@@ -73,9 +73,10 @@ func (h *haReceiver) span(instance string) (first, last time.Time, n int) {
 
 // haInstance is one member of the group.
 type haInstance struct {
-	name  string
-	admin string // http://host:port of its admin server
-	d     *daemon
+	name   string
+	admin  string // http://host:port of its admin server
+	config string
+	d      *daemon
 }
 
 // startHA starts a walhook of the group: source at dsn, state at stateURL,
@@ -111,7 +112,7 @@ sinks:
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &haInstance{name: name, admin: "http://" + addr, d: startWalhook(t, "run", "--config", path)}
+	return &haInstance{name: name, admin: "http://" + addr, config: path, d: startWalhook(t, "run", "--config", path)}
 }
 
 // readiness is GET /readyz: the status code and the body.
@@ -190,6 +191,10 @@ func TestHAKill(t *testing.T) {
 	b.waitRole(t, "standby", 30*time.Second)
 	checkActive(t, b, a.d.cmd.Process.Pid)
 	checkActive(t, a, a.d.cmd.Process.Pid)
+	code, out := runWalhook(t, "status", "--config", b.config)
+	if want := fmt.Sprintf("active instance: pid %d on ", a.d.cmd.Process.Pid); code != 0 || !strings.Contains(out, "(standby), not ready") || !strings.Contains(out, want) {
+		t.Errorf("walhook status of the standby: exit code %d, want 0 saying standby and %q:\n%s", code, want, out)
+	}
 	// A standby reloads on SIGHUP like an active; it does not end.
 	if err := b.d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
