@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/state"
 	"github.com/walhook/walhook/state/pgstore"
 )
 
@@ -120,4 +122,61 @@ func TestLostWhenSessionEnds(t *testing.T) {
 		t.Fatalf("the lock is not free after its session ended: %v", err)
 	}
 	lb.Release()
+}
+
+// TestLostLeaseCannotWrite: a store writing through a lease writes nothing
+// once the lease's session is gone, even before the lease noticed: the
+// shared cursor stays where the new holder finds it.
+func TestLostLeaseCannotWrite(t *testing.T) {
+	ctx := context.Background()
+	dsn := newDB(t)
+	a := NewCandidate(dsn, "s", quiet)
+	defer a.Close()
+	l, err := a.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	s, err := pgstore.Open(ctx, dsn, "s", pgstore.Options{Writer: l.Tx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := map[string]state.Cursor{"k": {Acked: change.Position{CommitLSN: 0x100}}}
+	if err := s.SaveCursors(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
+		t.Fatal(err)
+	}
+	// Another instance takes the lock and reads the cursor.
+	b := NewCandidate(dsn, "s", quiet)
+	defer b.Close()
+	var lb *Lease
+	deadline := time.Now().Add(5 * time.Second)
+	for lb == nil && time.Now().Before(deadline) {
+		if lb, err = b.TryAcquire(ctx); lb == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if lb == nil {
+		t.Fatalf("the lock was not free after its session ended: %v", err)
+	}
+	defer lb.Release()
+	after := map[string]state.Cursor{"k": {Acked: change.Position{CommitLSN: 0x200}}}
+	if err := s.SaveCursors(ctx, after); err == nil {
+		t.Fatal("a save through a lost lease succeeded")
+	}
+	got, err := s.Cursors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["k"] != before["k"] {
+		t.Errorf("cursor after a save through the lost lease: got %v, want %v", got["k"], before["k"])
+	}
 }

@@ -1,0 +1,77 @@
+package pgstore
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/state"
+)
+
+// TestMigrations: the embedded migrations are numbered without gaps,
+// migrating twice changes nothing, and a schema from a newer walhook is
+// refused.
+func TestMigrations(t *testing.T) {
+	ctx := context.Background()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 2 || SchemaVersion() != len(ms) {
+		t.Fatalf("got %d migrations, schema version %d", len(ms), SchemaVersion())
+	}
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	for range 2 {
+		if err := Migrate(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n, top int
+	if err := conn.QueryRow(ctx, `SELECT count(*), max(version) FROM walhook.migrations`).Scan(&n, &top); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(ms) || top != len(ms) {
+		t.Errorf("walhook.migrations: %d rows up to %d, want %d", n, top, len(ms))
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO walhook.migrations (version, name) VALUES ($1, 'from the future')`, len(ms)+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, dsn, "s", Options{})
+	if err == nil || !strings.Contains(err.Error(), "migrated by a newer walhook") {
+		t.Errorf("open a schema of a newer walhook: got %v, want a refusal naming a newer walhook", err)
+	}
+}
+
+// TestWriter: with a Writer, every write goes through it.
+func TestWriter(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	calls := 0
+	var s *Store
+	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(pgx.Tx) error) error {
+		calls++
+		return pgx.BeginFunc(ctx, s.pool, fn)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetSlot(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	msg := &change.Message{Action: change.Insert, Schema: "public", Table: "t", Pos: change.Position{CommitLSN: 0x10}, Key: "1"}
+	if _, err := s.DeadLetters("k").Add(ctx, state.DeadLetter{Entries: []state.Entry{{Msg: msg}}, Reason: state.ReasonMaxAttempts}); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Errorf("the writer carried %d writes, want 2", calls)
+	}
+}
