@@ -24,6 +24,9 @@ type Snapshot struct {
 	Sinks               []SinkSnapshot
 	Backfills           []BackfillSnapshot
 	BackfillsRunning    int
+	// Standby: this instance stands by in an active/passive group
+	// (state.url) and relays nothing.
+	Standby bool
 }
 
 // SinkSnapshot is one sink's numbers.
@@ -56,6 +59,7 @@ type Collector struct {
 
 	received, delivered, attempts, duration, replLag, sinkLag, sinkLagSec *prometheus.Desc
 	deadLetters, heartbeat, backlog, backfillRows, backfillsRunning       *prometheus.Desc
+	active                                                                *prometheus.Desc
 }
 
 // NewCollector returns the collector of walhook's metrics over src.
@@ -77,13 +81,14 @@ func NewCollector(src Snapshotter) *Collector {
 		backlog:          d("walhook_sink_backlog_bytes", "Bytes in the sink's durable backlog.", "sink"),
 		backfillRows:     d("walhook_backfill_rows_total", "Rows a backfill sent, per sink and table.", "sink", "table"),
 		backfillsRunning: d("walhook_backfills_running", "Backfills running now."),
+		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.received, c.delivered, c.attempts, c.duration, c.replLag, c.sinkLag,
-		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning} {
+		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active} {
 		ch <- d
 	}
 }
@@ -91,6 +96,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Snapshot()
+	active := 1.0
+	if s.Standby {
+		active = 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, active)
 	ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(s.Received))
 	if s.LagKnown {
 		ch <- prometheus.MustNewConstMetric(c.replLag, prometheus.GaugeValue, float64(s.ReplicationLagBytes))

@@ -83,7 +83,7 @@ func (g *groupAdmin) Snapshot() server.Snapshot {
 	if a, _ := g.current(); a != nil {
 		return a.Snapshot()
 	}
-	return server.Snapshot{}
+	return server.Snapshot{Standby: true}
 }
 
 func (g *groupAdmin) ListDeadLetters(ctx context.Context, name string) ([]server.DeadLetter, error) {

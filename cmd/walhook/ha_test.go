@@ -161,6 +161,24 @@ func (in *haInstance) status(t *testing.T) map[string]any {
 	return st
 }
 
+// metric returns the value of an unlabelled metric on /metrics, "" if it
+// is not there.
+func (in *haInstance) metric(t *testing.T, name string) string {
+	t.Helper()
+	resp, err := http.Get(in.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // checkActive checks that in's status names the process pid as active.
 func checkActive(t *testing.T, in *haInstance, pid int) {
 	t.Helper()
@@ -191,6 +209,12 @@ func TestHAKill(t *testing.T) {
 	b.waitRole(t, "standby", 30*time.Second)
 	checkActive(t, b, a.d.cmd.Process.Pid)
 	checkActive(t, a, a.d.cmd.Process.Pid)
+	if got := a.metric(t, "walhook_active"); got != "1" {
+		t.Errorf("the active's walhook_active: got %q, want 1", got)
+	}
+	if got := b.metric(t, "walhook_active"); got != "0" {
+		t.Errorf("the standby's walhook_active: got %q, want 0", got)
+	}
 	code, out := runWalhook(t, "status", "--config", b.config)
 	if want := fmt.Sprintf("active instance: pid %d on ", a.d.cmd.Process.Pid); code != 0 || !strings.Contains(out, "(standby), not ready") || !strings.Contains(out, want) {
 		t.Errorf("walhook status of the standby: exit code %d, want 0 saying standby and %q:\n%s", code, want, out)
