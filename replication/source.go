@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/config"
 )
 
@@ -33,6 +34,13 @@ type Source struct {
 	// keep their place in their transaction (commit_idx), so the positions
 	// of the others do not depend on it.
 	SkipSchemas []string
+	// TakeOver lets the source end the process that streams from the slot
+	// (pg_terminate_backend) instead of waiting for it to let go: the
+	// active of an active/passive group holds the slot's lease, so a
+	// walsender still on the slot is the previous active's, left behind
+	// when that instance was cut off (the server would keep it until
+	// wal_sender_timeout).
+	TakeOver bool
 
 	progress Progress
 }
@@ -103,6 +111,7 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 	held := backoff.NewExponentialBackOff()
 	held.InitialInterval, held.MaxInterval, held.MaxElapsedTime = 500*time.Millisecond, maxSlotWait, 0
 	holder := 0 // the PID last seen holding the slot
+	ended := 0  // the PID TakeOver last ended
 	for first := true; ; first = false {
 		if !first {
 			_, err := Setup(ctx, s.cfg, true, s.log)
@@ -133,6 +142,17 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 		}
 		var active *ErrSlotActive
 		switch {
+		case errors.As(err, &active) && s.TakeOver && active.PID != 0 && active.PID != ended:
+			ended = active.PID
+			if err := endHolder(ctx, s.cfg, active.PID); err != nil {
+				s.log.Warn("cannot end the previous holder of the slot; waiting for it to let go", "slot", s.cfg.Slot, "pid", active.PID, "err", err)
+				continue
+			}
+			s.log.Warn("ended the process still streaming from the slot: this instance holds the lease, so it is a previous active's",
+				"slot", s.cfg.Slot, "pid", active.PID)
+			if !s.sleep(ctx, stop, 100*time.Millisecond) {
+				return nil
+			}
 		case errors.As(err, &active):
 			// Warn when a holder appears; while it stays, say so at info.
 			level := slog.LevelInfo
@@ -152,6 +172,27 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 			return err
 		}
 	}
+}
+
+// endHolder terminates the backend pid if it still streams from the slot.
+func endHolder(ctx context.Context, src config.Source, pid int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, src.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var ended bool
+	err = conn.QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(active_pid)), false) FROM pg_replication_slots
+		WHERE slot_name = $1 AND active_pid = $2`, src.Slot, pid).Scan(&ended)
+	if err != nil {
+		return err
+	}
+	if !ended {
+		return errors.New("it no longer holds the slot, or this role may not end it")
+	}
+	return nil
 }
 
 // wait logs why it waits, then sleeps.

@@ -374,12 +374,24 @@ func (p *partition) close() {
 // the source or the receiver). It stops delivering before the standby can
 // take the lock; the standby takes over, nothing is lost, and no request of
 // the cut-off instance reaches the receiver after the standby's first.
-func TestHAPartition(t *testing.T) {
+func TestHAPartition(t *testing.T) { testPartition(t, false) }
+
+// TestHAIsolated: the same with the active cut off from PostgreSQL
+// altogether, its replication connection too, whose walsender the server
+// would keep for wal_sender_timeout (a minute): the new active ends it.
+func TestHAIsolated(t *testing.T) { testPartition(t, true) }
+
+func testPartition(t *testing.T, sourceToo bool) {
 	dsn, slot := haSetup(t)
 	srv := pgtest.Shared()
 	proxy := startPartition(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
 	rcv := newHAReceiver(t)
-	a := startHA(t, "a", dsn, replaceHost(t, dsn, proxy.ln.Addr().String()), slot, rcv.url)
+	viaProxy := replaceHost(t, dsn, proxy.ln.Addr().String())
+	source := dsn
+	if sourceToo {
+		source = viaProxy
+	}
+	a := startHA(t, "a", source, viaProxy, slot, rcv.url)
 	a.waitRole(t, "active", 30*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
@@ -392,6 +404,9 @@ func TestHAPartition(t *testing.T) {
 	waitUntil(t, 20*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
 	firstB, _, _ := rcv.span("b")
 	t.Logf("takeover: b's first request %v after the cut", firstB.Sub(cut).Round(time.Millisecond))
+	if firstB.Sub(cut) > 10*time.Second {
+		t.Errorf("b took over %v after the cut, want within 10s", firstB.Sub(cut))
+	}
 	a.waitRole(t, "standby", 10*time.Second)
 	// Both keep running: a as a standby that cannot reach the database, b
 	// as the active. Give a time to misbehave.

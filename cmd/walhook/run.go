@@ -83,6 +83,9 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 		// The state's own writes, when state.url is the source database,
 		// are not changes to relay.
 		src.SkipSchemas = []string{"walhook"}
+		// The relay runs only while it holds the slot's lease: whoever
+		// still streams from the slot is a previous active, cut off.
+		src.TakeOver = true
 	}
 	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
 	exprs, err := filter.CompileSinks(cfg)
