@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/pgvalue"
 )
 
 // Decoder tests from protocol bytes built in code; no server.
@@ -19,7 +20,7 @@ var t0 = time.Date(2026, 11, 26, 11, 20, 0, 123456000, time.UTC)
 // testCatalog stands for pg_type and pg_attribute: a few user types at
 // fixed OIDs, and, for any other user OID, one of them picked by the OID,
 // so that fuzzed Relation messages reach every kind.
-func testCatalog(_ context.Context, oid uint32) (catalogType, error) {
+func testCatalog(_ context.Context, oid uint32) (pgvalue.CatalogType, error) {
 	const (
 		enumOID      = 20000
 		domainOID    = 20001
@@ -33,24 +34,24 @@ func testCatalog(_ context.Context, oid uint32) (catalogType, error) {
 	}
 	switch oid {
 	case enumOID:
-		return catalogType{typtype: 'e', category: 'E'}, nil
+		return pgvalue.CatalogType{Typtype: 'e', Category: 'E'}, nil
 	case domainOID:
-		return catalogType{typtype: 'd', category: 'N', base: pgtype.Int4OID}, nil
+		return pgvalue.CatalogType{Typtype: 'd', Category: 'N', Base: pgtype.Int4OID}, nil
 	case compositeOID:
-		return catalogType{typtype: 'c', category: 'C', attrs: []attr{
-			{"a", pgtype.Int4OID}, {"b", pgtype.TextArrayOID}, {"m", enumOID}, {"j", pgtype.JSONBOID},
+		return pgvalue.CatalogType{Typtype: 'c', Category: 'C', Attrs: []pgvalue.Attr{
+			{Name: "a", OID: pgtype.Int4OID}, {Name: "b", OID: pgtype.TextArrayOID}, {Name: "m", OID: enumOID}, {Name: "j", OID: pgtype.JSONBOID},
 		}}, nil
 	case arrayOID:
-		return catalogType{typtype: 'b', category: 'A', elem: compositeOID, delim: ','}, nil
+		return pgvalue.CatalogType{Typtype: 'b', Category: 'A', Elem: compositeOID, Delim: ','}, nil
 	case domArrayOID:
-		return catalogType{typtype: 'd', category: 'A', base: arrayOID}, nil
+		return pgvalue.CatalogType{Typtype: 'd', Category: 'A', Base: arrayOID}, nil
 	default:
-		return catalogType{}, errNoType
+		return pgvalue.CatalogType{}, pgvalue.ErrNoType
 	}
 }
 
 func newTestDecoder() *decoder {
-	return newDecoder(newTypeCache(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, []string{"app"})
+	return newDecoder(pgvalue.NewTypes(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, []string{"app"})
 }
 
 // decodeAll feeds msgs to d and returns the rendered change messages and
@@ -290,7 +291,7 @@ func TestPositionsIgnoreMessageConfig(t *testing.T) {
 		commitMsg(0x200, 0x210, t0),
 	}
 	rows := func(prefixes []string) map[string]string {
-		d := newDecoder(newTypeCache(testCatalog), nil, prefixes)
+		d := newDecoder(pgvalue.NewTypes(testCatalog), nil, prefixes)
 		got := map[string]string{}
 		for _, m := range in {
 			err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {

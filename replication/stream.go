@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/pgvalue"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -113,7 +114,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 			s:        s,
 			conn:     conn,
 			interval: interval,
-			dec:      newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages),
+			dec:      newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages),
 			out:      out,
 			stop:     stop,
 		}
@@ -129,18 +130,11 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	}
 	// Values are formatted by the walsender with these settings; the
 	// decoder relies on them.
-	for k, v := range map[string]string{
-		"replication":        "database",
-		"application_name":   "walhook",
-		"DateStyle":          "ISO, MDY",
-		"IntervalStyle":      "postgres",
-		"TimeZone":           "UTC",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-		"lc_monetary":        "C",
-	} {
+	for k, v := range pgvalue.SessionSettings {
 		cfg.RuntimeParams[k] = v
 	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "walhook"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, connectError(err)
