@@ -184,6 +184,15 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 		}
 		return nil
 	}
+	if m.Prefix == WatermarkPrefix {
+		if !inTx {
+			return nil // walhook writes its watermarks inside transactions only
+		}
+		return emit(Event{Kind: EventWatermark, Msg: &change.Message{
+			Action: change.Emitted, Prefix: m.Prefix, Content: append([]byte(nil), m.Content...),
+			Pos: change.Position{CommitLSN: d.commitLSN, Idx: idx}, CommitTime: d.commitTime, XID: d.xid,
+		}})
+	}
 	if !d.prefixes[m.Prefix] {
 		return nil
 	}

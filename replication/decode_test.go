@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +316,40 @@ func TestPositionsIgnoreMessageConfig(t *testing.T) {
 	}
 	if with["0/200:0"] != `message "a"` || with["0/200:2"] != `message "b"` || len(with) != 4 || len(without) != 2 {
 		t.Errorf("got %v with messages passed and %v without", with, without)
+	}
+}
+
+// TestWatermark: a backfill watermark is its own event, with its place in
+// the transaction and its raw payload, even when source.messages names its
+// prefix; it is never a change for a sink.
+func TestWatermark(t *testing.T) {
+	const rel = 16500
+	in := [][]byte{
+		logicalMsg(false, 0x1e0, WatermarkPrefix, []byte("outside")),
+		beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true}),
+		insertMsg(rel, text("1")),
+		logicalMsg(true, 0x1f0, WatermarkPrefix, []byte("bf_1 3 high")),
+		insertMsg(rel, text("2")),
+		commitMsg(0x200, 0x210, t0),
+	}
+	d := newDecoder(pgvalue.NewTypes(testCatalog), nil, []string{WatermarkPrefix})
+	var got []string
+	for _, m := range in {
+		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+			switch ev.Kind {
+			case EventChange:
+				got = append(got, "change "+ev.Msg.IdempotencyKey()+" "+string(ev.Msg.Action))
+			case EventWatermark:
+				got = append(got, "watermark "+ev.Msg.Pos.String()+" "+string(ev.Msg.Content)+" xid "+fmt.Sprint(ev.Msg.XID))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"change 0/200:0 insert", "watermark 0/200:1 bf_1 3 high xid 7", "change 0/200:2 insert"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -34,7 +34,16 @@ const (
 	// transaction is open: LSN is safe to flush once every change emitted
 	// before it is delivered.
 	EventIdle
+	// EventWatermark carries one of walhook's own backfill watermarks, a
+	// transactional pg_logical_emit_message with prefix WatermarkPrefix,
+	// in Msg: its Pos, CommitTime and XID, and in Content the raw payload
+	// (not JSON). It is never a message for a sink.
+	EventWatermark
 )
+
+// WatermarkPrefix is the prefix of the backfill's watermark messages. The
+// stream recognises it whatever source.messages says.
+const WatermarkPrefix = "walhook.backfill"
 
 // Event is one item of the stream, in order.
 type Event struct {
