@@ -15,6 +15,7 @@ import (
 //
 //	go test -run '^$' -fuzz FuzzDecodeEntry -fuzztime 2m -parallel 1 ./state
 //	go test -run '^$' -fuzz FuzzDecodeDeadLetter -fuzztime 2m -parallel 1 ./state
+//	go test -run '^$' -fuzz FuzzDecodeBackfill -fuzztime 2m -parallel 1 ./state
 
 func FuzzDecodeEntry(f *testing.F) {
 	f.Add(AppendEntry(nil, Entry{Msg: fullMessage(), Group: 5, Barrier: true}))
@@ -69,6 +70,27 @@ func FuzzDecodeDeadLetter(f *testing.F) {
 		}
 		if !reflect.DeepEqual(again, dl) {
 			t.Fatalf("got %+v after encoding, want %+v", again, dl)
+		}
+	})
+}
+
+func FuzzDecodeBackfill(f *testing.F) {
+	f.Add(AppendBackfill(nil, &Backfill{ID: "bf_1", Sink: "a", State: BackfillRunning,
+		Tables: []BackfillTable{{Table: `"public"."t"`, Key: []byte{1}, Rows: 3, Estimate: -1}, {Table: "x", Done: true}}}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		bf, err := DecodeBackfill(in)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("got %v, want an error wrapping ErrCorrupt", err)
+			}
+			return
+		}
+		again, err := DecodeBackfill(AppendBackfill(nil, &bf))
+		if err != nil {
+			t.Fatalf("a decoded backfill does not decode after encoding: %v", err)
+		}
+		if !reflect.DeepEqual(again, bf) {
+			t.Fatalf("got %+v after encoding, want %+v", again, bf)
 		}
 	})
 }

@@ -33,6 +33,7 @@ const (
 	entryVersion      = 1
 	deadLetterVersion = 1
 	cursorVersion     = 1
+	backfillVersion   = 1
 )
 
 // PositionLen is the length of an encoded position.
@@ -265,6 +266,78 @@ func AppendDeadLetter(b []byte, d *DeadLetter) []byte {
 		b = b[:at+w+n]
 	}
 	return b
+}
+
+// AppendBackfill appends bf's record: version 1, ID, Sink, Where, State,
+// Error, Created, Updated, the number of tables (uvarint) and per table its
+// name, Key (nullable), Rows and Estimate (zig-zag varints) and Done (a
+// byte, 0 or 1).
+func AppendBackfill(b []byte, bf *Backfill) []byte {
+	b = append(b, backfillVersion)
+	b = appendString(b, bf.ID)
+	b = appendString(b, bf.Sink)
+	b = appendString(b, bf.Where)
+	b = appendString(b, bf.State)
+	b = appendString(b, bf.Error)
+	b = appendTime(b, bf.Created)
+	b = appendTime(b, bf.Updated)
+	b = binary.AppendUvarint(b, uint64(len(bf.Tables)))
+	for _, t := range bf.Tables {
+		b = appendString(b, t.Table)
+		b = appendNullable(b, t.Key)
+		b = binary.AppendVarint(b, t.Rows)
+		b = binary.AppendVarint(b, t.Estimate)
+		if t.Done {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+// DecodeBackfill decodes what AppendBackfill wrote. The result owns its
+// memory.
+func DecodeBackfill(b []byte) (Backfill, error) {
+	r := reader{kind: "backfill", b: b}
+	if v := r.byte("version"); r.err == nil && v != backfillVersion {
+		r.version(v, backfillVersion)
+	}
+	var bf Backfill
+	bf.ID = r.string("id")
+	bf.Sink = r.string("sink")
+	bf.Where = r.string("where")
+	bf.State = r.string("state")
+	bf.Error = r.string("error")
+	bf.Created = r.time("created")
+	bf.Updated = r.time("updated")
+	// A table takes at least 5 bytes: name length, key, rows, estimate, done.
+	n := r.count("tables", 5)
+	for i := 0; i < n && r.err == nil; i++ {
+		what := "table " + strconv.Itoa(i)
+		var t BackfillTable
+		t.Table = r.string(what + " name")
+		if k := r.nullable(what + " key"); k != nil {
+			t.Key = append([]byte{}, k...)
+		}
+		t.Rows = r.varint(what + " rows")
+		t.Estimate = r.varint(what + " estimate")
+		switch d := r.byte(what + " done"); {
+		case r.err != nil:
+		case d > 1:
+			r.fail(what+" done", "%d, want 0 or 1", d)
+		default:
+			t.Done = d == 1
+		}
+		bf.Tables = append(bf.Tables, t)
+	}
+	if r.err == nil && r.off != len(b) {
+		r.fail("end", "%d bytes after the last table", len(b)-r.off)
+	}
+	if r.err != nil {
+		return Backfill{}, r.err
+	}
+	return bf, nil
 }
 
 func appendString(b []byte, s string) []byte {

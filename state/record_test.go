@@ -477,3 +477,45 @@ func TestActionCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestBackfillRecord(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 8, 0, 0, 5000, time.UTC)
+	bf := Backfill{
+		ID: "bf_1", Sink: "orders", Where: "status = 'open'", State: BackfillRunning, Error: "",
+		Created: t0, Updated: t0.Add(time.Minute),
+		Tables: []BackfillTable{
+			{Table: `"public"."orders"`, Key: []byte{0, 1, 2}, Rows: 42, Estimate: 100},
+			{Table: `"public"."lines"`, Estimate: -1},
+			{Table: `"public"."empty"`, Key: []byte{}, Done: true},
+		},
+	}
+	rec := AppendBackfill([]byte("prefix"), &bf)[len("prefix"):]
+	got, err := DecodeBackfill(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, bf) {
+		t.Fatalf("got %+v, want %+v", got, bf)
+	}
+	// The decoded record owns its memory.
+	for i := range rec {
+		rec[i] = 0xff
+	}
+	if !reflect.DeepEqual(got, bf) {
+		t.Fatalf("changed with the record: %+v", got)
+	}
+	rec = AppendBackfill(nil, &bf)
+	for n := 0; n < len(rec); n++ {
+		if _, err := DecodeBackfill(rec[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("cut to %d of %d bytes: got %v, want ErrCorrupt", n, len(rec), err)
+		}
+	}
+	if _, err := DecodeBackfill(append(rec, 0)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a byte too many: got %v, want ErrCorrupt", err)
+	}
+	bad := append([]byte{}, rec...)
+	bad[0] = 2
+	if _, err := DecodeBackfill(bad); err == nil || !strings.Contains(err.Error(), "newer walhook") {
+		t.Errorf("version 2: got %v", err)
+	}
+}

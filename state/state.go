@@ -16,6 +16,8 @@ package state
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/walhook/walhook/change"
@@ -43,6 +45,16 @@ type Store interface {
 	Backlog(sink string) Backlog
 	// DeadLetters returns the named sink's dead letters.
 	DeadLetters(sink string) DeadLetters
+
+	// Backfills returns every backfill this state knows, running or
+	// finished, oldest first (by Created, then ID).
+	Backfills(ctx context.Context) ([]Backfill, error)
+	// SaveBackfill writes b, replacing the backfill with the same ID, in
+	// one durable transaction.
+	SaveBackfill(ctx context.Context, b Backfill) error
+	// DeleteBackfill removes a backfill, or returns an error wrapping
+	// ErrNotFound.
+	DeleteBackfill(ctx context.Context, id string) error
 
 	// Close releases the store (and its lock). Later calls return nil;
 	// other methods called after Close return ErrClosed.
@@ -162,6 +174,39 @@ type DeadLetters interface {
 	Count(ctx context.Context) (int, error)
 }
 
+// The states of a backfill.
+const (
+	BackfillRunning   = "running"
+	BackfillDone      = "done"
+	BackfillCancelled = "cancelled"
+	BackfillFailed    = "failed"
+)
+
+// Backfill is a backfill of one sink's tables and how far it got. The
+// store keeps it as it is given; what its fields mean is the backfill
+// package's business.
+type Backfill struct {
+	ID     string // unique among the store's backfills, not empty
+	Sink   string
+	Where  string // the SQL condition every table's rows are read with, or ""
+	Tables []BackfillTable
+	State  string // BackfillRunning, BackfillDone, BackfillCancelled, BackfillFailed
+	Error  string // why it failed, or ""
+
+	Created, Updated time.Time
+}
+
+// BackfillTable is a backfill's progress through one table.
+type BackfillTable struct {
+	Table string // the table's quoted, schema-qualified name
+	// Key is where the next chunk starts: an opaque encoding of the last
+	// key whose row was delivered, nil before the first chunk.
+	Key      []byte
+	Rows     int64 // rows delivered
+	Estimate int64 // rows the table had when the backfill started (reltuples), -1 unknown
+	Done     bool
+}
+
 // Errors the stores return (wrapped) to say what kind of failure they had.
 var (
 	// ErrLocked: another process holds the state.
@@ -175,3 +220,14 @@ var (
 	// ErrCorrupt: a stored record cannot be decoded.
 	ErrCorrupt = errors.New("corrupt state record")
 )
+
+// SortBackfills puts backfills in the order Store.Backfills returns them:
+// by Created, then by ID.
+func SortBackfills(bs []Backfill) {
+	slices.SortFunc(bs, func(a, b Backfill) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}

@@ -8,6 +8,7 @@
 //	backlogs       sink → bucket: position (state.AppendPosition) → entry record
 //	backlog_stats  sink → version 1, entry count and record bytes (uvarints)
 //	dead_letters   sink → bucket: sequence (8 bytes, big-endian) → dead-letter record
+//	backfills      backfill ID → backfill record (state.AppendBackfill)
 //
 // A file written by cursor.Store (meta and cursors only) opens as it is and
 // keeps its cursors; the other buckets are created.
@@ -32,6 +33,7 @@ var (
 	bucketBacklogs     = []byte("backlogs")
 	bucketBacklogStats = []byte("backlog_stats")
 	bucketDeadLetters  = []byte("dead_letters")
+	bucketBackfills    = []byte("backfills")
 
 	keySlot   = []byte("slot")
 	keyLayout = []byte("layout")
@@ -90,7 +92,7 @@ func Open(path string) (*Store, error) {
 // backlog's stats and each sink's number of dead letters.
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters} {
+		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters, bucketBackfills} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("dead letters", func(t *testing.T) { testDeadLetters(t, h) })
 	t.Run("dead letters across reopen", func(t *testing.T) { testDeadLettersReopen(t, h) })
 	t.Run("dead letter not found", func(t *testing.T) { testDeadLetterNotFound(t, h) })
+	t.Run("backfills", func(t *testing.T) { testBackfills(t, h) })
 	t.Run("context", func(t *testing.T) { testContext(t, h) })
 	t.Run("closed", func(t *testing.T) { testClosed(t, h) })
 	t.Run("concurrent writers", func(t *testing.T) { testConcurrent(t, h) })
@@ -164,6 +165,9 @@ func testContext(t *testing.T, h Harness) {
 	if _, err := s.DeadLetters("a").Add(ctx, state.DeadLetter{Entries: batch("a", 1, 1)}); err == nil {
 		t.Error("Add with a cancelled context: no error")
 	}
+	if err := s.SaveBackfill(ctx, state.Backfill{ID: "bf_1", Sink: "a"}); err == nil {
+		t.Error("SaveBackfill with a cancelled context: no error")
+	}
 	bg := context.Background()
 	if got := readAll(t, b); len(got) != 0 {
 		t.Errorf("got %d entries after a cancelled Append, want none", len(got))
@@ -173,6 +177,9 @@ func testContext(t *testing.T, h Harness) {
 	}
 	if n, _ := s.DeadLetters("a").Count(bg); n != 0 {
 		t.Errorf("got %d dead letters after a cancelled Add, want none", n)
+	}
+	if bs, _ := s.Backfills(bg); len(bs) != 0 {
+		t.Errorf("got backfills %v after a cancelled save, want none", bs)
 	}
 }
 
@@ -190,11 +197,12 @@ func testClosed(t *testing.T, h Harness) {
 	}
 	ctx := context.Background()
 	for name, err := range map[string]error{
-		"Append":      b.Append(ctx, batch("a", 2, 1)),
-		"SaveCursors": s.SaveCursors(ctx, map[string]state.Cursor{"a": {}}),
-		"SetSlot":     s.SetSlot(ctx, "x"),
-		"Trim":        b.Trim(ctx, pos(5, 0)),
-		"Delete":      d.Delete(ctx, state.FormatID(1)),
+		"Append":       b.Append(ctx, batch("a", 2, 1)),
+		"SaveCursors":  s.SaveCursors(ctx, map[string]state.Cursor{"a": {}}),
+		"SetSlot":      s.SetSlot(ctx, "x"),
+		"Trim":         b.Trim(ctx, pos(5, 0)),
+		"Delete":       d.Delete(ctx, state.FormatID(1)),
+		"SaveBackfill": s.SaveBackfill(ctx, state.Backfill{ID: "bf_1"}),
 	} {
 		if err == nil {
 			t.Errorf("%s after Close: no error", name)
@@ -208,6 +216,9 @@ func testClosed(t *testing.T, h Harness) {
 	}
 	if _, err := d.List(ctx); err == nil {
 		t.Error("List after Close: no error")
+	}
+	if _, err := s.Backfills(ctx); err == nil {
+		t.Error("Backfills after Close: no error")
 	}
 }
 
