@@ -111,6 +111,8 @@ type StatusReport struct {
 	LastHeartbeat *time.Time   `json:"last_heartbeat,omitempty"`
 	Reconnects    uint64       `json:"reconnects"`
 	Sinks         []SinkStatus `json:"sinks"`
+	// Backfills are every backfill, running or finished, oldest first.
+	Backfills []Backfill `json:"backfills,omitempty"`
 }
 
 // SinkStatus is one sink in a StatusReport.
@@ -221,5 +223,5 @@ type TableProgress struct {
 
 // BackfillList is the body of GET /api/v1/backfills.
 type BackfillList struct {
-	Backfills []Backfill `json:"backfills"`
+	Backfills []Backfill `json:"backfills,omitempty"`
 }

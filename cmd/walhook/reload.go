@@ -68,6 +68,18 @@ func watchReloads(ctx context.Context, path string, cfg *config.Config, r *relay
 	return rl
 }
 
+// sink returns the named sink of the configuration running now.
+func (rl *reloader) sink(name string) (config.Sink, bool) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for _, sc := range rl.cur.Sinks {
+		if sc.Name == name {
+			return sc, true
+		}
+	}
+	return config.Sink{}, false
+}
+
 // liveSink is what the reloader needs of a running sink.
 type liveSink struct {
 	pipe *sink.Pipeline

@@ -5,18 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 	"github.com/walhook/walhook/state/boltstore"
 )
 
@@ -67,8 +70,13 @@ func newRunCmd() *cobra.Command {
 		}
 		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, built)
 		defer reloads.stop()
+		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+		onCreate, err := firstStarts(cmd.Context(), cfg, store)
+		if err != nil {
+			return err
+		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, r, src, backfills, onCreate, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}
@@ -105,17 +113,25 @@ const streamBudget = 16 << 20
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
-func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, log *slog.Logger) error {
+func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
+	bfCtx, stopBackfills := context.WithCancel(ctx)
+	bfDone := make(chan error, 1)
+	go func() { bfDone <- bf.Run(bfCtx) }()
+	defer func() {
+		stopBackfills()
+		<-bfDone
+	}()
+	go startOnCreate(bfCtx, bf, onCreate, log)
 	if cfg.Server.Listen == "" {
 		return r.Run(ctx)
 	}
-	a := &admin{cfg: cfg, relay: r, src: src}
+	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(server.NewCollector(a))
 	srv := server.New(cfg.Server, server.Options{
 		// Sinks come and go with a reload: the interfaces answer 404 for
 		// an unknown one.
-		Health: a, Status: a, Sinks: a, DeadLetters: a, Metrics: reg, Log: log,
+		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: a, Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
@@ -130,4 +146,49 @@ func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src 
 		runErr = err
 	}
 	return runErr
+}
+
+// firstStarts names the sinks with backfill.on_create that start for the
+// first time: no cursor saved and no backfill in the state.
+func firstStarts(ctx context.Context, cfg *config.Config, store state.Store) ([]string, error) {
+	cursors, err := store.Cursors(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	backfills, err := store.Backfills(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var names []string
+	for _, sc := range cfg.Sinks {
+		if !sc.Backfill.OnCreate {
+			continue
+		}
+		if _, ok := cursors[sc.Name]; ok {
+			continue
+		}
+		if slices.ContainsFunc(backfills, func(b state.Backfill) bool { return b.Sink == sc.Name }) {
+			continue
+		}
+		names = append(names, sc.Name)
+	}
+	return names, nil
+}
+
+// startOnCreate starts the backfills of sinks' first starts. One that
+// cannot start is logged; the sink streams on without it.
+func startOnCreate(ctx context.Context, bf *backfill.Manager, sinks []string, log *slog.Logger) {
+	if len(sinks) == 0 {
+		return
+	}
+	select {
+	case <-bf.Ready():
+	case <-ctx.Done():
+		return
+	}
+	for _, name := range sinks {
+		if _, err := bf.Start(ctx, name, nil, ""); err != nil && ctx.Err() == nil {
+			log.Error("backfill.on_create: the sink's backfill did not start", "sink", name, "err", secrets.Error(err))
+		}
+	}
 }
