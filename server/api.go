@@ -223,5 +223,5 @@ type TableProgress struct {
 
 // BackfillList is the body of GET /api/v1/backfills.
 type BackfillList struct {
-	Backfills []Backfill `json:"backfills,omitempty"`
+	Backfills []Backfill `json:"backfills"`
 }
