@@ -15,7 +15,7 @@ import (
 // ErrInvalid is wrapped by the errors that say a backfill cannot be done as
 // asked: a table that does not exist or has no primary key, a sink that does
 // not receive it, a condition that does not parse.
-var ErrInvalid = errors.New("invalid backfill")
+var ErrInvalid = errors.New("cannot backfill")
 
 // Table is a table as a backfill reads it: its columns as the stream sends
 // them (not dropped, not generated, in attribute order), its primary key,

@@ -241,20 +241,27 @@ func (a *admin) CancelBackfill(ctx context.Context, id string) error {
 	return backfillErr(a.backfills.Cancel(ctx, id))
 }
 
-// backfillErr answers the backfill's errors by kind.
+// backfillErr answers the backfill's errors by kind, with the backfill's
+// own message.
 func backfillErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, backfill.ErrUnknownSink), errors.Is(err, backfill.ErrNotFound):
-		return fmt.Errorf("%w: %v", server.ErrNotFound, secrets.Error(err))
+		return kindError{server.ErrNotFound, secrets.Error(err)}
 	case errors.Is(err, backfill.ErrInvalid):
-		return fmt.Errorf("%w: %v", server.ErrInvalid, secrets.Error(err))
+		return kindError{server.ErrInvalid, secrets.Error(err)}
 	case errors.Is(err, backfill.ErrFinished):
-		return fmt.Errorf("%w: %v", server.ErrConflict, err)
+		return kindError{server.ErrConflict, err}
 	}
 	return secrets.Error(err)
 }
+
+// kindError is err, answered by the server as kind.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
 
 // backfillStatus is a backfill as the API shows it.
 func backfillStatus(p backfill.Progress) server.Backfill {

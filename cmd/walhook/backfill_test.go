@@ -351,3 +351,156 @@ func TestBackfillConsistentUnderKills(t *testing.T) {
 	t.Logf("%d rows, %d writer changes, backfill of %d rows done in %v (two kills included); %d messages received",
 		n, w.ops, done.RowsDone, took.Round(time.Millisecond), len(e.rcv.Messages()))
 }
+
+// TestBackfillCompositeWhereTwoTables: one backfill of two tables, one
+// with a composite primary key, with a condition: exactly the rows that
+// meet it arrive, each once.
+func TestBackfillCompositeWhereTwoTables(t *testing.T) {
+	e := startBackfillEnv(t, "bf_comp", `CREATE TABLE a (k1 int, k2 text, v int, PRIMARY KEY (k1, k2));
+		INSERT INTO a SELECT i / 10, 'k' || (i % 10), i FROM generate_series(0, 2999) i;
+		CREATE TABLE "B x" (id bigint PRIMARY KEY, v int);
+		INSERT INTO "B x" SELECT i, i FROM generate_series(1, 1000) i;
+		CREATE TABLE other (id int PRIMARY KEY, v int); INSERT INTO other VALUES (1, 2)`,
+		"  tables: [public.a, '\"B x\"', public.other]\n", "    tables: [public.a, '\"B x\"', public.other]\n")
+	code, out := runWalhook(t, "backfill", "--sink", "s", "--table", "a", "--table", `"B x"`, "--where", "v % 3 = 0", "--wait", "--config", e.cfg)
+	if code != 0 {
+		t.Fatalf("backfill: exit %d\n%s", code, out)
+	}
+	msgs := e.rcv.WaitCount(t, 1000+333, 30*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(e.rcv.Messages()); n != 1333 {
+		t.Fatalf("got %d messages, want 1333", n)
+	}
+	type key struct {
+		k1 int
+		k2 string
+	}
+	seenA := map[key]bool{}
+	seenB := map[int64]bool{}
+	for _, m := range msgs {
+		var r struct {
+			K1 int
+			K2 string
+			ID int64
+			V  int
+		}
+		if err := json.Unmarshal(m.Record, &r); err != nil || m.Action != "read" || r.V%3 != 0 {
+			t.Fatalf("got %s", m.Raw)
+		}
+		switch m.Metadata.TableName {
+		case "a":
+			k := key{r.K1, r.K2}
+			if seenA[k] {
+				t.Fatalf("a: %v twice", k)
+			}
+			seenA[k] = true
+		case "B x":
+			if seenB[r.ID] {
+				t.Fatalf("B x: %d twice", r.ID)
+			}
+			seenB[r.ID] = true
+		default:
+			t.Fatalf("a table not asked for: %s", m.Raw)
+		}
+	}
+	if len(seenA) != 1000 || len(seenB) != 333 {
+		t.Errorf("got %d rows of a and %d of B x, want 1000 and 333", len(seenA), len(seenB))
+	}
+}
+
+// TestBackfillCancel: a backfill that cannot deliver is cancelled; it
+// stops, says so, and a second cancel is a conflict.
+func TestBackfillCancel(t *testing.T) {
+	e := startBackfillEnv(t, "bf_cancel", `CREATE TABLE t (id int PRIMARY KEY, v int);
+		INSERT INTO t SELECT i, 0 FROM generate_series(1, 5000) i`, "  tables: [public.t]\n", "")
+	e.rcv.SetFaults(webhooktest.Faults{Down: true})
+	b := e.startBackfill(t, `{"tables": ["t"]}`)
+	if code, out := adminDo(t, e.addr, "DELETE", "/api/v1/backfills/"+b.ID, ""); code != 204 {
+		t.Fatalf("DELETE: %d %s", code, out)
+	}
+	got := e.waitBackfill(t, b.ID, "cancelled", 30*time.Second)
+	if got.FinishedAt == nil || got.RowsDone == 5000 {
+		t.Errorf("cancelled backfill: %+v", got)
+	}
+	if code, out := adminDo(t, e.addr, "DELETE", "/api/v1/backfills/"+b.ID, ""); code != 409 {
+		t.Errorf("second DELETE: %d %s, want 409", code, out)
+	}
+	if code, out := adminDo(t, e.addr, "DELETE", "/api/v1/backfills/bf_nope", ""); code != 404 {
+		t.Errorf("DELETE of an unknown backfill: %d %s, want 404", code, out)
+	}
+	// Restarted, a cancelled backfill stays cancelled.
+	e.rcv.SetFaults(webhooktest.Faults{})
+	e.d.stop(t, syscall.SIGTERM, 30*time.Second)
+	e.start(t)
+	time.Sleep(500 * time.Millisecond)
+	if st, _ := findBackfill(e.backfills(t), b.ID); st.State != "cancelled" {
+		t.Errorf("after a restart: %s, want cancelled", st.State)
+	}
+}
+
+// TestBackfillOnCreate: a sink with backfill.on_create gets its tables'
+// rows on its first start, and not again on the next.
+func TestBackfillOnCreate(t *testing.T) {
+	e := startBackfillEnv(t, "bf_create", `CREATE TABLE t (id int PRIMARY KEY, v int);
+		INSERT INTO t SELECT i, 0 FROM generate_series(1, 500) i`, "  tables: [public.t]\n", "    backfill: {on_create: true}\n")
+	e.rcv.WaitCount(t, 500, 30*time.Second)
+	var list []server.Backfill
+	waitUntil(t, 30*time.Second, "the on_create backfill done", func() bool {
+		list = e.backfills(t)
+		return len(list) == 1 && list[0].State == "done"
+	})
+	e.d.stop(t, syscall.SIGTERM, 30*time.Second)
+	e.start(t)
+	exec1(t, e.conn, `INSERT INTO t VALUES (501, 0)`)
+	e.rcv.WaitCount(t, 501, 30*time.Second)
+	if list := e.backfills(t); len(list) != 1 {
+		t.Errorf("after a restart: %d backfills, want 1", len(list))
+	}
+	if n := len(e.rcv.Messages()); n != 501 {
+		t.Errorf("got %d messages, want 501", n)
+	}
+}
+
+// TestBackfillBadInput: what cannot be backfilled is refused with its
+// name, exit 2 from the CLI and 400 (404 for an unknown sink) from the
+// API, and nothing starts.
+func TestBackfillBadInput(t *testing.T) {
+	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int);
+		CREATE TABLE nopk (v int); CREATE TABLE elsewhere (id int PRIMARY KEY)`,
+		"  tables: [public.t, public.nopk, public.elsewhere]\n", "    tables: [public.t, public.nopk]\n")
+	for _, tt := range []struct {
+		name string
+		args []string
+		body string
+		code int
+		want string
+	}{
+		{"no primary key", []string{"--table", "nopk"}, `{"tables": ["nopk"]}`, 400, "table public.nopk has no primary key"},
+		{"not the sink's", []string{"--table", "elsewhere"}, `{"tables": ["elsewhere"]}`, 400, `sink "s" does not receive table public.elsewhere`},
+		{"bad where", []string{"--table", "t", "--where", "id >"}, `{"tables": ["t"], "where": "id >"}`, 400, `--where "id >" on public.t: ERROR: syntax error`},
+		{"unknown column", []string{"--table", "t", "--where", "nope = 1"}, `{"tables": ["t"], "where": "nope = 1"}`, 400, `column "nope" does not exist`},
+		{"no table", []string{"--table", "missing"}, `{"tables": ["missing"]}`, 400, "does not receive table public.missing"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := runWalhook(t, append([]string{"backfill", "--sink", "s", "--config", e.cfg}, tt.args...)...)
+			if code != 2 || !strings.Contains(out, tt.want) {
+				t.Errorf("CLI: exit %d\n%s\nwant exit 2 and %q", code, out, tt.want)
+			}
+			code, body := adminDo(t, e.addr, "POST", "/api/v1/sinks/s/backfills", tt.body)
+			var msg server.Error
+			if code != tt.code || json.Unmarshal(body, &msg) != nil || !strings.HasPrefix(msg.Error, "cannot backfill: ") || !strings.Contains(msg.Error, tt.want) {
+				t.Errorf("API: %d %s, want %d and %q", code, body, tt.code, tt.want)
+			}
+		})
+	}
+	code, out := runWalhook(t, "backfill", "--sink", "nope", "--config", e.cfg)
+	if code != 2 || !strings.Contains(out, `unknown sink "nope"`) {
+		t.Errorf("unknown sink: exit %d\n%s", code, out)
+	}
+	if code, body := adminDo(t, e.addr, "POST", "/api/v1/sinks/nope/backfills", ""); code != 404 || !strings.Contains(string(body), `unknown sink \"nope\"`) {
+		t.Errorf("API, unknown sink: %d %s, want 404", code, body)
+	}
+	if list := e.backfills(t); len(list) != 0 {
+		t.Errorf("bad input started %d backfills", len(list))
+	}
+}
