@@ -68,7 +68,7 @@ type Options struct {
 	Sink func(name string) (config.Sink, bool)
 	// TargetQuery is how long a chunk's query should take; default 100ms.
 	TargetQuery time.Duration
-	// MaxRows and MaxBytes bound a chunk; default 10,000 rows and 4 MiB of
+	// MaxRows and MaxBytes bound a chunk; default 2,000 rows and 4 MiB of
 	// records.
 	MaxRows, MaxBytes int
 }
@@ -111,7 +111,7 @@ func NewManager(store Store, stream Stream, opts Options, log *slog.Logger) *Man
 		opts.TargetQuery = 100 * time.Millisecond
 	}
 	if opts.MaxRows <= 0 {
-		opts.MaxRows = 10000
+		opts.MaxRows = 2000
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 4 << 20

@@ -20,7 +20,7 @@ const minRows = 100
 
 // maxPending is how many chunks may wait for their delivery while the next
 // one is read.
-const maxPending = 2
+const maxPending = 4
 
 // sent is a chunk handed to the sink, waiting to be delivered before its
 // progress is saved.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -503,4 +504,82 @@ func TestBackfillBadInput(t *testing.T) {
 	if list := e.backfills(t); len(list) != 0 {
 		t.Errorf("bad input started %d backfills", len(list))
 	}
+}
+
+// TestBackfillRate measures, when WALHOOK_BACKFILL_BENCH is set (with
+// WALHOOK_TEST_NORACE=1 for figures without the race detector), a
+// backfill of backfillRows() rows beside COPY (SELECT ...) TO STDOUT of the
+// same table, and the stream's latency for changes committed while it
+// runs. It logs the figures.
+func TestBackfillRate(t *testing.T) {
+	if os.Getenv("WALHOOK_BACKFILL_BENCH") == "" {
+		t.Skip("set WALHOOK_BACKFILL_BENCH=1 to measure")
+	}
+	n := backfillRows()
+	var mu sync.Mutex
+	var lat []time.Duration
+	e := startBackfillEnv(t, "bf_rate", fmt.Sprintf(`CREATE TABLE t (id bigint PRIMARY KEY, name text, amount numeric(12,2), attrs jsonb, created_at timestamptz);
+		INSERT INTO t SELECT i, 'name ' || i, i / 100.0, jsonb_build_object('k', i, 'tags', jsonb_build_array('a', 'b')), now() FROM generate_series(1, %d) i;
+		CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz); ANALYZE t`, n),
+		"  tables: [public.t, public.w]\n", "")
+	e.rcv.SetFaults(webhooktest.Faults{Reject: func(batch []webhooktest.Message) int {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range batch {
+			if m.Metadata.TableName == "w" {
+				at, err := time.Parse(time.RFC3339Nano, m.Metadata.CommitTimestamp)
+				if err == nil {
+					lat = append(lat, now.Sub(at))
+				}
+			}
+		}
+		return 0
+	}})
+
+	copyStart := time.Now()
+	if _, err := e.conn.PgConn().CopyTo(context.Background(), io.Discard, "COPY (SELECT * FROM t) TO STDOUT"); err != nil {
+		t.Fatal(err)
+	}
+	copyTook := time.Since(copyStart)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wconn := connect(t, e.dsn)
+	wg.Go(func() {
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := wconn.Exec(context.Background(), `INSERT INTO w VALUES ($1, now())`, i); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	start := time.Now()
+	b := e.startBackfill(t, `{"tables": ["t"]}`)
+	e.waitBackfill(t, b.ID, "done", 10*time.Minute)
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	e.rcv.WaitFor(t, time.Minute, "every read", func(ms []webhooktest.Message) bool {
+		reads := 0
+		for _, m := range ms {
+			if m.Action == "read" {
+				reads++
+			}
+		}
+		return reads >= n
+	})
+	mu.Lock()
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	t.Logf("%d rows: backfill %v (%.0f rows/s); COPY (SELECT * FROM t) TO STDOUT %v (%.0f rows/s); ratio %.2f",
+		n, took.Round(time.Millisecond), float64(n)/took.Seconds(), copyTook.Round(time.Millisecond), float64(n)/copyTook.Seconds(), copyTook.Seconds()/took.Seconds())
+	t.Logf("stream latency of %d inserts during the backfill: p50 %v, p90 %v, p99 %v, max %v",
+		len(lat), q(0.5).Round(time.Millisecond), q(0.9).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	mu.Unlock()
 }
