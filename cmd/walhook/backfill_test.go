@@ -460,6 +460,16 @@ func TestBackfillOnCreate(t *testing.T) {
 	if n := len(e.rcv.Messages()); n != 501 {
 		t.Errorf("got %d messages, want 501", n)
 	}
+
+	// A sink a reload adds is backfilled on its first start too.
+	rcv2 := webhooktest.New(t, "")
+	editConfig(t, e.cfg, "    backfill: {on_create: true}\n", fmt.Sprintf("    backfill: {on_create: true}\n  - name: s2\n    url: %q\n    backfill: {on_create: true}\n", rcv2.URL))
+	_ = e.d.cmd.Process.Signal(syscall.SIGHUP)
+	rcv2.WaitCount(t, 501, 30*time.Second)
+	waitUntil(t, 30*time.Second, "two backfills done", func() bool {
+		list := e.backfills(t)
+		return len(list) == 2 && list[1].Sink == "s2" && list[1].State == "done"
+	})
 }
 
 // TestBackfillBadInput: what cannot be backfilled is refused with its

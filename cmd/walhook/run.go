@@ -71,6 +71,7 @@ func newRunCmd() *cobra.Command {
 		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, built)
 		defer reloads.stop()
 		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+		reloads.setOnCreate(func(sinks []string) { startOnCreate(cmd.Context(), backfills, sinks, log) })
 		onCreate, err := firstStarts(cmd.Context(), cfg, store)
 		if err != nil {
 			return err
@@ -149,30 +150,39 @@ func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src 
 }
 
 // firstStarts names the sinks with backfill.on_create that start for the
-// first time: no cursor saved and no backfill in the state.
+// first time.
 func firstStarts(ctx context.Context, cfg *config.Config, store state.Store) ([]string, error) {
-	cursors, err := store.Cursors(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
-	}
-	backfills, err := store.Backfills(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
-	}
 	var names []string
 	for _, sc := range cfg.Sinks {
 		if !sc.Backfill.OnCreate {
 			continue
 		}
-		if _, ok := cursors[sc.Name]; ok {
-			continue
+		first, err := firstStart(ctx, store, sc.Name)
+		if err != nil {
+			return nil, err
 		}
-		if slices.ContainsFunc(backfills, func(b state.Backfill) bool { return b.Sink == sc.Name }) {
-			continue
+		if first {
+			names = append(names, sc.Name)
 		}
-		names = append(names, sc.Name)
 	}
 	return names, nil
+}
+
+// firstStart reports whether a sink starts for the first time: the state
+// has no cursor of it and no backfill.
+func firstStart(ctx context.Context, store state.Store, sink string) (bool, error) {
+	cursors, err := store.Cursors(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read state: %w", err)
+	}
+	if _, ok := cursors[sink]; ok {
+		return false, nil
+	}
+	backfills, err := store.Backfills(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read state: %w", err)
+	}
+	return !slices.ContainsFunc(backfills, func(b state.Backfill) bool { return b.Sink == sink }), nil
 }
 
 // startOnCreate starts the backfills of sinks' first starts. One that
