@@ -15,12 +15,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/pgvalue"
@@ -257,9 +261,50 @@ func (m *Manager) launch(b state.Backfill) {
 	m.runs[b.ID] = r
 	m.wg.Go(func() {
 		defer cancel()
-		err := m.execute(ctx, r)
-		m.finish(r, err)
+		wait := retryMin
+		for {
+			err := m.execute(ctx, r)
+			if err == nil || ctx.Err() != nil || !interrupted(err) {
+				m.finish(r, err)
+				return
+			}
+			// The source went away (a restart, a failover, a network
+			// fault): go on from the last chunk delivered once it is back.
+			m.log.Warn("backfill interrupted; it goes on from its last delivered chunk", "backfill", r.b.ID, "retry_in", wait.String(), "err", err)
+			select {
+			case <-ctx.Done():
+				m.finish(r, ctx.Err())
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, retryMax)
+		}
 	})
+}
+
+// A backfill interrupted by the source retries after retryMin, doubling
+// up to retryMax.
+const (
+	retryMin = 500 * time.Millisecond
+	retryMax = 30 * time.Second
+)
+
+// interrupted reports whether err says the source could not be reached or
+// went away, rather than refused what the backfill asked: a connection
+// failure, or PostgreSQL's connection exceptions (class 08) and operator
+// interventions (57P: shutting down, starting up, terminated).
+func interrupted(err error) bool {
+	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnknownSink) {
+		return false
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return strings.HasPrefix(pg.Code, "08") || strings.HasPrefix(pg.Code, "57P")
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &ne) || errors.As(err, &ce) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 // finish records how a run ended.
