@@ -535,7 +535,8 @@ func TestBackfillRate(t *testing.T) {
 	}
 	n := backfillRows()
 	var mu sync.Mutex
-	var lat []time.Duration
+	var lat, idle []time.Duration // during the backfill, before it
+	backfilling := false
 	e := startBackfillEnv(t, "bf_rate", fmt.Sprintf(`CREATE TABLE t (id bigint PRIMARY KEY, name text, amount numeric(12,2), attrs jsonb, created_at timestamptz);
 		INSERT INTO t SELECT i, 'name ' || i, i / 100.0, jsonb_build_object('k', i, 'tags', jsonb_build_array('a', 'b')), now() FROM generate_series(1, %d) i;
 		CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz); ANALYZE t`, n),
@@ -547,8 +548,12 @@ func TestBackfillRate(t *testing.T) {
 		for _, m := range batch {
 			if m.Metadata.TableName == "w" {
 				at, err := time.Parse(time.RFC3339Nano, m.Metadata.CommitTimestamp)
-				if err == nil {
+				switch {
+				case err != nil:
+				case backfilling:
 					lat = append(lat, now.Sub(at))
+				default:
+					idle = append(idle, now.Sub(at))
 				}
 			}
 		}
@@ -577,6 +582,10 @@ func TestBackfillRate(t *testing.T) {
 			}
 		}
 	})
+	time.Sleep(2 * time.Second) // the stream's latency without a backfill
+	mu.Lock()
+	backfilling = true
+	mu.Unlock()
 	start := time.Now()
 	b := e.startBackfill(t, `{"tables": ["t"]}`)
 	e.waitBackfill(t, b.ID, "done", 10*time.Minute)
@@ -594,11 +603,15 @@ func TestBackfillRate(t *testing.T) {
 	})
 	mu.Lock()
 	slices.Sort(lat)
+	slices.Sort(idle)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	qi := func(p float64) time.Duration { return idle[min(len(idle)-1, int(p*float64(len(idle))))] }
 	t.Logf("%d rows: backfill %v (%.0f rows/s); COPY (SELECT * FROM t) TO STDOUT %v (%.0f rows/s); ratio %.2f",
 		n, took.Round(time.Millisecond), float64(n)/took.Seconds(), copyTook.Round(time.Millisecond), float64(n)/copyTook.Seconds(), copyTook.Seconds()/took.Seconds())
 	t.Logf("stream latency of %d inserts during the backfill: p50 %v, p90 %v, p99 %v, max %v",
 		len(lat), q(0.5).Round(time.Millisecond), q(0.9).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	t.Logf("and of %d inserts before it: p50 %v, p90 %v, p99 %v, max %v",
+		len(idle), qi(0.5).Round(time.Millisecond), qi(0.9).Round(time.Millisecond), qi(0.99).Round(time.Millisecond), idle[len(idle)-1].Round(time.Millisecond))
 	mu.Unlock()
 }
 
