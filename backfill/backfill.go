@@ -364,8 +364,8 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 // Progress is a backfill as List reports it.
 type Progress struct {
 	state.Backfill
-	// RowsPerSec is the rate since it started in this process; 0 when it
-	// does not run.
+	// RowsPerSec is, for a running backfill, the rate since it started in
+	// this process; for one that ended, its rows over its whole time.
 	RowsPerSec float64
 }
 
@@ -382,6 +382,13 @@ func (m *Manager) List(ctx context.Context) ([]Progress, error) {
 	defer m.mu.Unlock()
 	for _, b := range list {
 		p := Progress{Backfill: b}
+		if d := b.Updated.Sub(b.Created).Seconds(); b.State != state.BackfillRunning && d > 0 {
+			var rows int64
+			for _, t := range b.Tables {
+				rows += t.Rows
+			}
+			p.RowsPerSec = float64(rows) / d
+		}
 		if r, ok := m.runs[b.ID]; ok {
 			p.Backfill = r.b
 			var rows int64

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,7 @@ type sent struct {
 func (m *Manager) execute(ctx context.Context, r *run) error {
 	m.mu.Lock()
 	b := r.b
+	b.Tables = slices.Clone(b.Tables) // the executor's own; save hands r a copy
 	m.mu.Unlock()
 	if err := m.stream.Streaming(ctx); err != nil {
 		return err

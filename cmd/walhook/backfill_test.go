@@ -53,7 +53,13 @@ func startBackfillEnvOn(t *testing.T, srv *pgtest.Server, slot, setup, source, e
 
 func (e *backfillEnv) start(t *testing.T) {
 	t.Helper()
-	e.d = startWalhook(t, "run", "--config", e.cfg)
+	d := startWalhook(t, "run", "--config", e.cfg)
+	e.d = d
+	t.Cleanup(func() {
+		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a race:\n%s", d.out.String())
+		}
+	})
 	waitStreaming(t, e.conn, e.slot, e.d)
 	waitUntil(t, 30*time.Second, "the admin API answers", func() bool {
 		code, _ := adminGet(t, e.addr, "/api/v1/backfills", "")
@@ -157,7 +163,9 @@ func TestBackfillCLI(t *testing.T) {
 	if m := metrics(t, e.addr); m[`walhook_backfill_rows_total{sink="s",table="public.t"}`] != 3000 || m["walhook_backfills_running"] != 0 {
 		t.Errorf("metrics: rows %v, running %v", m[`walhook_backfill_rows_total{sink="s",table="public.t"}`], m["walhook_backfills_running"])
 	}
-	e.d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := e.d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }
 
 // startBackfill asks the API for a backfill and returns it.

@@ -117,7 +117,13 @@ const streamBudget = 16 << 20
 func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
 	bfCtx, stopBackfills := context.WithCancel(ctx)
 	bfDone := make(chan error, 1)
-	go func() { bfDone <- bf.Run(bfCtx) }()
+	go func() {
+		err := bf.Run(bfCtx)
+		if err != nil {
+			log.Error("backfills do not run", "err", err)
+		}
+		bfDone <- err
+	}()
 	defer func() {
 		stopBackfills()
 		<-bfDone
