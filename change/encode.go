@@ -81,7 +81,43 @@ func appendRaw(b, raw []byte) []byte {
 // AppendTimestamp appends t in UTC as RFC 3339 with exactly six fractional
 // digits, the form every timestamp in a message takes.
 func AppendTimestamp(b []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, timestampLayout)
+	}
+	// What AppendFormat writes, digit by digit: every message has a
+	// commit timestamp, and the layout interpreter cost more than the rest
+	// of the metadata together.
+	hour, minute, sec := t.Clock()
+	us := t.Nanosecond() / 1000
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, us, 6)
+	return append(b, 'Z')
+}
+
+const timestampLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// appendDigits appends v, which is not negative, as exactly n decimal
+// digits.
+func appendDigits(b []byte, v, n int) []byte {
+	var tmp [8]byte
+	for i := n - 1; i >= 0; i-- {
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, tmp[:n]...)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -3,6 +3,7 @@ package change
 import (
 	"encoding/json"
 	"math"
+	"math/rand"
 	"testing"
 	"time"
 
@@ -127,5 +128,33 @@ func TestReadMessage(t *testing.T) {
 	if again.IdempotencyKey() != key || other.IdempotencyKey() == key || otherBackfill.IdempotencyKey() == key {
 		t.Errorf("keys: same row read again %s, another row %s, another backfill %s; want only the first equal to %s",
 			again.IdempotencyKey(), other.IdempotencyKey(), otherBackfill.IdempotencyKey(), key)
+	}
+}
+
+// TestAppendTimestamp: the hand-written formatting gives what the layout
+// gives, for every year, in every time zone and at every precision.
+func TestAppendTimestamp(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	zones := []*time.Location{time.UTC, time.FixedZone("east", 5*3600+1800), time.FixedZone("west", -11*3600)}
+	times := []time.Time{
+		{}, time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 6, 1, 0, 0, 0, 0, time.UTC), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 3, 9, 5, 7, 1000, time.UTC),
+	}
+	for range 10000 {
+		times = append(times, time.Unix(rng.Int63n(400_000_000_000)-62_000_000_000, rng.Int63n(1e9)).In(zones[rng.Intn(len(zones))]))
+	}
+	for _, tm := range times {
+		want := tm.UTC().Format(timestampLayout)
+		if got := string(AppendTimestamp([]byte("x"), tm)[1:]); got != want {
+			t.Fatalf("AppendTimestamp(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+func BenchmarkAppendTimestamp(b *testing.B) {
+	tm := time.Date(2026, 12, 3, 9, 5, 7, 123456789, time.UTC)
+	buf := make([]byte, 0, 64)
+	for b.Loop() {
+		buf = AppendTimestamp(buf[:0], tm)
 	}
 }

@@ -96,6 +96,10 @@ type Sink struct {
 	MaxInFlight  int           // default 16
 	Timeout      time.Duration // default 30s
 	Retry        Retry
+	// MaxLag: a batch that fails while its oldest message is older than
+	// this (by commit time) goes to the dead letters, whatever
+	// Retry.MaxAttempts says; 0 means no bound.
+	MaxLag time.Duration
 	// Secrets sign every request, each with its own signature, newest
 	// first; empty for unsigned requests.
 	Secrets []string

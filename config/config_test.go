@@ -207,6 +207,13 @@ func TestParseSpecialValues(t *testing.T) {
 			check: func(c *Config) (any, any) { return c.Source.AllTables(), true },
 		},
 		{
+			name: "max_lag is a duration, none by default",
+			yaml: "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, max_lag: 15m}, {name: b, url: http://localhost/}]\n",
+			check: func(c *Config) (any, any) {
+				return [2]time.Duration{c.Sinks[0].MaxLag, c.Sinks[1].MaxLag}, [2]time.Duration{15 * time.Minute, 0}
+			},
+		},
+		{
 			name:  "empty listen turns the server off",
 			yaml:  base + "server: {listen: ''}\n",
 			check: func(c *Config) (any, any) { return c.Server.Listen, "" },

@@ -36,7 +36,7 @@ var reservedHeaders = []string{
 var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill",
+	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill", "max_lag",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -71,6 +71,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
 		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
 		Retry:       d.retry(o.field("retry")),
+		MaxLag:      d.maxLag(o.field("max_lag")),
 		Secrets:     d.secrets(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
@@ -91,6 +92,20 @@ func (d *decoder) sink(o object, src Source) Sink {
 	}
 	d.checkGroupByColumns(o.field("group_by"), s, src)
 	return s
+}
+
+// maxLag returns a sink's max_lag: a duration, 0 when absent.
+func (d *decoder) maxLag(v value) time.Duration {
+	s, ok := d.text(v)
+	if !ok {
+		return 0
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil || dur < 0 {
+		d.fail(v, "%q is not a duration of 0 or more; give the age after which a failing batch goes to the dead letters, such as 15m, or 0 for no bound", s)
+		return 0
+	}
+	return dur
 }
 
 // sinkName returns a required sink name made of [A-Za-z0-9_.-].

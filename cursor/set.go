@@ -3,8 +3,10 @@ package cursor
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
@@ -52,7 +54,9 @@ func NewSet(ctx context.Context, store state.Store, names []string, start pglogr
 }
 
 func (s *Set) add(name string, acked change.Position, safe pglogrepl.LSN) *Tracker {
-	e := &sinkEntry{tracker: NewTracker(acked, safe), saved: state.Cursor{Acked: acked}}
+	// A stored removal time makes the cursor differ from what is saved,
+	// so the next Persist writes it without one.
+	e := &sinkEntry{tracker: NewTracker(acked, safe), saved: state.Cursor{Acked: acked, Removed: s.loaded[name].Removed}}
 	s.sinks[name] = e
 	s.names = append(s.names, name)
 	return e.tracker
@@ -91,7 +95,11 @@ func (s *Set) Tracker(name string) *Tracker {
 
 // Loaded returns the position saved for the named sink when the set was
 // made: messages at or below it were delivered before.
-func (s *Set) Loaded(name string) change.Position { return s.loaded[name].Acked }
+func (s *Set) Loaded(name string) change.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded[name].Acked
+}
 
 // RaiseFloor raises the named sink's floor to lsn: everything the sink had
 // before lsn is delivered or durably in its backlog.
@@ -164,4 +172,61 @@ func (s *Set) Status() []Status {
 		out = append(out, Status{Sink: n, Acked: acked, Safe: max(safe, pglogrepl.LSN(e.floor.Load())), Pending: pending})
 	}
 	return out
+}
+
+// Retired is what Retire did with the cursor of a sink that is not in the
+// set.
+type Retired struct {
+	Sink    string
+	Acked   change.Position
+	Removed time.Time // when it was found removed
+	// Deleted: the cursor was removed at least keep before now, and it and
+	// the sink's backlog (BacklogDropped messages) are deleted now.
+	// Otherwise it was just marked removed.
+	Deleted        bool
+	BacklogDropped int64
+}
+
+// Retire deals with the stored cursors of sinks that are not in the set
+// (gone from the configuration): one without a removal time gets now as
+// its removal time; one removed at least keep before now is deleted, with
+// the sink's backlog. Dead letters stay: they are the operator's to replay
+// or drop. It returns what it changed.
+func (s *Set) Retire(ctx context.Context, now time.Time, keep time.Duration) ([]Retired, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stored, err := s.store.Cursors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Retired
+	for name, c := range stored {
+		if _, ok := s.sinks[name]; ok {
+			continue
+		}
+		switch {
+		case c.Removed.IsZero():
+			c.Removed = now
+			if err := s.store.SaveCursors(ctx, map[string]state.Cursor{name: c}); err != nil {
+				return out, err
+			}
+			s.loaded[name] = c
+			out = append(out, Retired{Sink: name, Acked: c.Acked, Removed: now})
+		case now.Sub(c.Removed) >= keep:
+			b := s.store.Backlog(name)
+			n := b.Stats().Count
+			if n > 0 {
+				if err := b.Trim(ctx, change.Position{CommitLSN: ^pglogrepl.LSN(0), Idx: ^uint32(0)}); err != nil {
+					return out, err
+				}
+			}
+			if err := s.store.DeleteCursor(ctx, name); err != nil {
+				return out, err
+			}
+			delete(s.loaded, name)
+			out = append(out, Retired{Sink: name, Acked: c.Acked, Removed: c.Removed, Deleted: true, BacklogDropped: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b Retired) int { return strings.Compare(a.Sink, b.Sink) })
+	return out, nil
 }

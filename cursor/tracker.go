@@ -137,15 +137,34 @@ func (t *Tracker) Mark(lsn pglogrepl.LSN) {
 // Ack records that the message at pos was delivered. It reports false if pos
 // was never added or was acknowledged already.
 func (t *Tracker) Ack(pos change.Position) bool {
+	return t.AckAll([]change.Position{pos}) == 0
+}
+
+// AckAll records that the messages at ps were delivered, under one lock:
+// what a delivered batch does. It returns how many of ps were never added
+// or were acknowledged already (and are ignored). ps in increasing order
+// costs one search for the lot.
+func (t *Tracker) AckAll(ps []change.Position) (ignored int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live := t.pending[t.head:]
-	i := sort.Search(len(live), func(i int) bool { return !live[i].pos.Less(pos) })
-	if i == len(live) || live[i].pos != pos || live[i].acked {
-		return false
+	from, moved := 0, false
+	for k, pos := range ps {
+		if k > 0 && pos.Less(ps[k-1]) {
+			from = 0 // out of order: search everything again
+		}
+		i := from + sort.Search(len(live)-from, func(i int) bool { return !live[from+i].pos.Less(pos) })
+		if i == len(live) || live[i].pos != pos || live[i].acked {
+			ignored++
+			continue
+		}
+		live[i].acked = true
+		t.bytes -= int64(live[i].size)
+		from, moved = i+1, true
 	}
-	live[i].acked = true
-	t.bytes -= int64(live[i].size)
+	if !moved {
+		return ignored
+	}
 	defer t.poke()
 	for t.head < len(t.pending) && t.pending[t.head].acked {
 		e := t.pending[t.head]
@@ -163,7 +182,7 @@ func (t *Tracker) Ack(pos change.Position) bool {
 		t.pending = t.pending[:n]
 		t.head = 0
 	}
-	return true
+	return ignored
 }
 
 // Settled reports whether every message added at or below pos is

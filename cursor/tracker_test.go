@@ -298,3 +298,61 @@ func TestDecodeLegacyCursor(t *testing.T) {
 		t.Fatal("a record of an unknown version decoded, want an error")
 	}
 }
+
+// TestTrackerAckAll: a batch acknowledged at once moves the tracker as the
+// same positions acknowledged one by one would, whatever their order, and
+// ignores what is not in flight.
+func TestTrackerAckAll(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	one, all := NewTracker(change.Position{}, 0), NewTracker(change.Position{}, 0)
+	var ps []change.Position
+	for lsn := 1000; lsn < 1000+200*100; lsn += 100 {
+		for j := 0; j < 1+rng.Intn(4); j++ {
+			ps = append(ps, pos(lsn, j))
+			one.Add(pos(lsn, j), 10)
+			all.Add(pos(lsn, j), 10)
+		}
+		one.Mark(pglogrepl.LSN(lsn + 10))
+		all.Mark(pglogrepl.LSN(lsn + 10))
+	}
+	// Batches of up to 20 positions: mostly increasing runs (a lane's
+	// batch), some shuffled, some with a duplicate or a stranger.
+	rest := append([]change.Position{}, ps...)
+	rng.Shuffle(len(rest)/20, func(i, j int) {
+		for k := 0; k < 20; k++ {
+			rest[i*20+k], rest[j*20+k] = rest[j*20+k], rest[i*20+k]
+		}
+	})
+	for len(rest) > 0 {
+		n := min(len(rest), 1+rng.Intn(20))
+		batch := append([]change.Position{}, rest[:n]...)
+		rest = rest[n:]
+		if rng.Intn(4) == 0 {
+			rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+		}
+		wantIgnored := 0
+		if rng.Intn(5) == 0 {
+			batch = append(batch, batch[0], pos(999, 0)) // acknowledged in this batch already; never added
+			wantIgnored = 2
+		}
+		ignored := 0
+		for _, p := range batch {
+			if !one.Ack(p) {
+				ignored++
+			}
+		}
+		if got := all.AckAll(batch); got != ignored || got != wantIgnored {
+			t.Fatalf("AckAll(%v) ignored %d, one by one %d, want %d", batch, got, ignored, wantIgnored)
+		}
+		a1, s1, p1 := one.State()
+		a2, s2, p2 := all.State()
+		m1, b1 := one.Window()
+		m2, b2 := all.Window()
+		if a1 != a2 || s1 != s2 || p1 != p2 || m1 != m2 || b1 != b2 {
+			t.Fatalf("after %v: AckAll gives %v %v %d %d %d, Ack one by one %v %v %d %d %d", batch, a2, s2, p2, m2, b2, a1, s1, p1, m1, b1)
+		}
+	}
+	if _, _, p := all.State(); p != 0 {
+		t.Fatalf("%d positions still pending", p)
+	}
+}

@@ -3,7 +3,6 @@ package pgvalue
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"unsafe"
 
@@ -103,7 +102,7 @@ func (e *Encoder) appendTyped(b []byte, t *Type, text []byte, depth int) ([]byte
 	case kindJSON:
 		// PostgreSQL validated it on input; checking again keeps a body
 		// valid whatever the server sent.
-		if !json.Valid(text) {
+		if !validJSON(text) {
 			return b, errSyntax
 		}
 		return append(b, text...), nil

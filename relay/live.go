@@ -97,7 +97,8 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 
 // RemoveSink stops a sink while the relay runs: it gets nothing more, what
 // it has in flight is abandoned, and it no longer holds the slot. Its
-// cursor, backlog and dead letters stay in the state store.
+// cursor and backlog stay in the state store for Options.KeepRemoved, its
+// dead letters until dropped.
 func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	rn := r.runnerNamed(name)
 	if rn == nil {
@@ -124,9 +125,10 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	if cursors != nil {
 		cursors.Remove(name)
 	}
-	acked, _, _ := rn.tracker.State()
-	r.log.Warn("sink removed; its cursor, backlog and dead letters stay in the state store", "sink", name, "cursor", acked.String())
-	return nil
+	if cursors == nil {
+		return nil
+	}
+	return r.retire(ctx) // marks its stored cursor removed
 }
 
 // UpdateSink changes a running sink's settings: f runs on the sink's own

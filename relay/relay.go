@@ -32,6 +32,9 @@ type Options struct {
 	// EventBuffer is how many events may wait between the stream and the
 	// sinks; default 1024.
 	EventBuffer int
+	// KeepRemoved is how long the cursor and backlog of a sink gone from
+	// the configuration stay in the store; default 24h.
+	KeepRemoved time.Duration
 	// SourceColumns is source.columns, applied to every message before
 	// any sink sees it; nil keeps every column.
 	SourceColumns *sink.Columns
@@ -135,20 +138,23 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 	if opts.PersistInterval <= 0 {
 		opts.PersistInterval = 100 * time.Millisecond
 	}
+	if opts.KeepRemoved <= 0 {
+		opts.KeepRemoved = 24 * time.Hour
+	}
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
 	}
 	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log, ctl: make(chan func())}
 }
 
-// Acker returns the function the named sink's delivery engine calls for
-// each message it delivered. Build the engine with it, then Add the sink
-// under the same name.
-func (r *Relay) Acker(name string) func(change.Position) {
+// Acker returns the function the named sink's delivery engine calls with
+// the positions of each batch it delivered. Build the engine with it, then
+// Add the sink under the same name.
+func (r *Relay) Acker(name string) func([]change.Position) {
 	rn := r.runner(name)
-	return func(pos change.Position) {
-		if !rn.tracker.Ack(pos) {
-			r.log.Error("acknowledgement of a position that is not in flight; ignored", "sink", name, "position", pos.String())
+	return func(ps []change.Position) {
+		if n := rn.tracker.AckAll(ps); n > 0 {
+			r.log.Error("acknowledgement of positions that are not in flight; ignored", "sink", name, "positions", n, "first", ps[0].String())
 		}
 	}
 }
@@ -225,6 +231,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.cursors = cursors
 	r.mu.Unlock()
+	if err := r.retire(ctx); err != nil {
+		return err
+	}
 	r.running.Store(true)
 	defer r.running.Store(false)
 
@@ -405,12 +414,18 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 func (r *Relay) persistLoop(ctx context.Context) error {
 	t := time.NewTicker(r.opts.PersistInterval)
 	defer t.Stop()
+	retire := time.NewTicker(retireInterval(r.opts.KeepRemoved))
+	defer retire.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			if err := r.cursors.Persist(context.Background()); err != nil {
+				return err
+			}
+		case <-retire.C:
+			if err := r.retire(ctx); err != nil {
 				return err
 			}
 		}

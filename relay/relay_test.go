@@ -68,7 +68,7 @@ func (s *fakeSource) flush() pglogrepl.LSN {
 
 // fakeDelivery records what it is given and acknowledges on demand.
 type fakeDelivery struct {
-	ack func(change.Position)
+	ack func([]change.Position)
 
 	mu      sync.Mutex
 	got     []*change.Message
@@ -100,7 +100,7 @@ func (d *fakeDelivery) deliver(pos change.Position) {
 	d.mu.Lock()
 	delete(d.pending, pos)
 	d.mu.Unlock()
-	d.ack(pos)
+	d.ack([]change.Position{pos})
 }
 
 func (d *fakeDelivery) received() []change.Position {
@@ -146,8 +146,21 @@ func openStore(t *testing.T, path string) state.Store {
 
 func startRelay(t *testing.T, src Source, store state.Store, sinks map[string]config.Sink) *harness {
 	t.Helper()
+	return startRelayWith(t, src, store, sinks, Options{})
+}
+
+// startRelayWith is startRelay with options; the persist interval and
+// shutdown timeout default to the tests' short ones.
+func startRelayWith(t *testing.T, src Source, store state.Store, sinks map[string]config.Sink, opts Options) *harness {
+	t.Helper()
 	h := &harness{t: t, sinks: map[string]*fakeDelivery{}, done: make(chan error, 1)}
-	h.relay = New(src, "slot", store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
+	if opts.PersistInterval == 0 {
+		opts.PersistInterval = 5 * time.Millisecond
+	}
+	if opts.ShutdownTimeout == 0 {
+		opts.ShutdownTimeout = time.Second
+	}
+	h.relay = New(src, "slot", store, opts, slog.New(slog.DiscardHandler))
 	for name, sc := range sinks {
 		sc.Name = name
 		if sc.Window.Messages == 0 {

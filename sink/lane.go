@@ -219,7 +219,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
 			continue
 		}
-		if p.deadLetter != nil && cfg.Retry.MaxAttempts > 0 && attempt >= cfg.Retry.MaxAttempts {
+		if reason := giveUp(cfg, attempt, batch[0].m, start); p.deadLetter != nil && reason != "" {
 			d := DeadLetter{
 				Messages:     append([]*change.Message(nil), l.b.Messages...),
 				Groups:       make([]uint64, len(batch)),
@@ -228,7 +228,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 				LastError:    err.Error(),
 				FirstAttempt: firstAttempt,
 				LastAttempt:  start,
-				Reason:       "max_attempts",
+				Reason:       reason,
 			}
 			for i, s := range batch {
 				d.Groups[i] = s.group
@@ -255,6 +255,20 @@ func (l *lane) deliver(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// giveUp says why a batch whose attempt failed at now goes to the dead
+// letters instead of being tried again, or "": it had its
+// retry.max_attempts, or its oldest message (a lane's batch is in position
+// order) was committed longer than max_lag ago.
+func giveUp(cfg *config.Sink, attempt int, oldest *change.Message, now time.Time) string {
+	switch {
+	case cfg.Retry.MaxAttempts > 0 && attempt >= cfg.Retry.MaxAttempts:
+		return ReasonMaxAttempts
+	case cfg.MaxLag > 0 && !oldest.CommitTime.IsZero() && now.Sub(oldest.CommitTime) > cfg.MaxLag:
+		return ReasonMaxLag
+	}
+	return ""
 }
 
 // resetBackoff starts the retry schedule of a batch under cfg.

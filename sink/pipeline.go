@@ -56,17 +56,23 @@ type DeadLetter struct {
 	LastError    string // what the last attempt got: a response excerpt or an error
 	FirstAttempt time.Time
 	LastAttempt  time.Time
-	Reason       string // "max_attempts"
+	Reason       string // ReasonMaxAttempts or ReasonMaxLag
 }
+
+// Why a batch became a dead letter (the same words as the state package's).
+const (
+	ReasonMaxAttempts = "max_attempts"
+	ReasonMaxLag      = "max_lag"
+)
 
 // Options are the parts of a pipeline that come from its caller.
 type Options struct {
 	// Logger receives a line for every failed attempt; nil discards.
 	Logger *slog.Logger
-	// Ack is called once per message after its batch was delivered (or
-	// taken by DeadLetter), in position order within a lane. Lanes call it
-	// concurrently.
-	Ack func(change.Position)
+	// Ack is called once per batch after it was delivered (or taken by
+	// DeadLetter) with its messages' positions, in position order; the
+	// slice is the callee's. Lanes call it concurrently.
+	Ack func([]change.Position)
 	// DeadLetter takes a batch that failed retry.max_attempts times (when
 	// that is above 0). When it returns nil the messages are acknowledged;
 	// when it fails, delivery goes on and the batch is offered again after
@@ -95,7 +101,7 @@ type Pipeline struct {
 	cfg        atomic.Pointer[config.Sink] // delivery settings; Reconfigure swaps them
 	dest       atomic.Pointer[Destination]
 	log        *slog.Logger
-	ack        func(change.Position)
+	ack        func([]change.Position)
 	deadLetter func(context.Context, DeadLetter) error
 	lanes      []*lane
 
@@ -153,9 +159,9 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("sink", cfg.Name)
-	if cfg.Retry.MaxAttempts > 0 && p.deadLetter == nil {
-		p.log.Warn("retry.max_attempts is set but there is no dead-letter store: retrying forever",
-			"max_attempts", cfg.Retry.MaxAttempts)
+	if (cfg.Retry.MaxAttempts > 0 || cfg.MaxLag > 0) && p.deadLetter == nil {
+		p.log.Warn("retry.max_attempts or max_lag is set but there is no dead-letter store: retrying forever",
+			"max_attempts", cfg.Retry.MaxAttempts, "max_lag", cfg.MaxLag.String())
 	}
 	p.lanes = make([]*lane, cfg.MaxInFlight)
 	for i := range p.lanes {
@@ -299,6 +305,7 @@ func (p *Pipeline) send(s submission) {
 // the batch and lets waiting messages through a barrier that is done.
 func (p *Pipeline) acknowledged(batch []submission) {
 	var done []func()
+	var acked []change.Position
 	for _, s := range batch {
 		switch {
 		case s.replay != nil:
@@ -307,8 +314,14 @@ func (p *Pipeline) acknowledged(batch []submission) {
 				done = append(done, s.replay.done)
 			}
 		case p.ack != nil:
-			p.ack(s.m.Pos)
+			if acked == nil {
+				acked = make([]change.Position, 0, len(batch))
+			}
+			acked = append(acked, s.m.Pos)
 		}
+	}
+	if len(acked) > 0 {
+		p.ack(acked)
 	}
 	for _, f := range done {
 		f()

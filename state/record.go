@@ -39,12 +39,17 @@ const (
 // PositionLen is the length of an encoded position.
 const PositionLen = 8 + 4
 
-// Cursor records: a version byte and the position, 13 bytes. Files written
-// before the version byte hold 20 bytes: the position and a flush LSN that
-// is no longer read.
+// Cursor records: a version byte and the position, 13 bytes. Version 2
+// adds when the sink was removed, as microseconds since the Unix epoch (8
+// bytes, big-endian), 21 bytes; it is written only for a removed sink, so
+// a walhook from before version 2 reads the cursors of configured sinks.
+// Files written before the version byte hold 20 bytes: the position and a
+// flush LSN that is no longer read.
 const (
-	cursorLen       = 1 + PositionLen
-	legacyCursorLen = PositionLen + 8
+	cursorLen        = 1 + PositionLen
+	removedCursorLen = cursorLen + 8
+	legacyCursorLen  = PositionLen + 8
+	removedCursorTag = 2
 )
 
 // AppendPosition appends p as 12 bytes, big-endian, so that byte order is
@@ -68,8 +73,13 @@ func position(b []byte) change.Position {
 
 // AppendCursor appends c's record.
 func AppendCursor(b []byte, c Cursor) []byte {
-	b = append(b, cursorVersion)
-	return AppendPosition(b, c.Acked)
+	if c.Removed.IsZero() {
+		b = append(b, cursorVersion)
+		return AppendPosition(b, c.Acked)
+	}
+	b = append(b, removedCursorTag)
+	b = AppendPosition(b, c.Acked)
+	return binary.BigEndian.AppendUint64(b, uint64(c.Removed.UnixMicro()))
 }
 
 // DecodeCursor decodes a cursor record, also the 20-byte form of the state
@@ -77,12 +87,17 @@ func AppendCursor(b []byte, c Cursor) []byte {
 func DecodeCursor(b []byte) (Cursor, error) {
 	switch {
 	case len(b) == legacyCursorLen:
+		return Cursor{Acked: position(b)}, nil
 	case len(b) == cursorLen && b[0] == cursorVersion:
-		b = b[1:]
-	default:
-		return Cursor{}, fmt.Errorf("%w: cursor of %d bytes, want a version %d record of %d: the state is corrupt or from a newer walhook", ErrCorrupt, len(b), cursorVersion, cursorLen)
+		return Cursor{Acked: position(b[1:])}, nil
+	case len(b) == removedCursorLen && b[0] == removedCursorTag:
+		us := int64(binary.BigEndian.Uint64(b[cursorLen:]))
+		if us <= 0 {
+			return Cursor{}, fmt.Errorf("%w: cursor of a sink removed at %d µs since 1970", ErrCorrupt, us)
+		}
+		return Cursor{Acked: position(b[1:]), Removed: time.UnixMicro(us).UTC()}, nil
 	}
-	return Cursor{Acked: position(b)}, nil
+	return Cursor{}, fmt.Errorf("%w: cursor of %d bytes, want a version %d record of %d (or version %d of %d): the state is corrupt or from a newer walhook", ErrCorrupt, len(b), cursorVersion, cursorLen, removedCursorTag, removedCursorLen)
 }
 
 // FormatID is the ID of a sink's n-th dead letter: 16 lower-case hex

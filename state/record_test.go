@@ -318,7 +318,16 @@ func TestCursorRecord(t *testing.T) {
 	if got, err := DecodeCursor(legacy); err != nil || got != c {
 		t.Errorf("legacy: got %v, %v, want %v", got, err, c)
 	}
-	for _, bad := range [][]byte{nil, b[:12], append(b, 0), append([]byte{2}, b[1:]...)} {
+	removed := Cursor{Acked: c.Acked, Removed: time.Date(2026, 12, 3, 9, 0, 0, 250000, time.UTC)}
+	rb := AppendCursor(nil, removed)
+	if rb[0] != 2 {
+		t.Fatalf("a removed sink's cursor: got %x, want version 2", rb)
+	}
+	if got, err := DecodeCursor(rb); err != nil || got != removed {
+		t.Errorf("removed: got %v, %v, want %v", got, err, removed)
+	}
+	zeroTime := append(append([]byte{2}, b[1:]...), 0, 0, 0, 0, 0, 0, 0, 0)
+	for _, bad := range [][]byte{nil, b[:12], append(b, 0), append([]byte{2}, b[1:]...), rb[:len(rb)-2], append(rb, 0), zeroTime} {
 		if _, err := DecodeCursor(bad); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%x: got %v, want ErrCorrupt", bad, err)
 		}

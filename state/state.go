@@ -39,6 +39,9 @@ type Store interface {
 	// SaveCursors writes the given sinks' cursors in one durable
 	// transaction. Sinks not in c keep what they had.
 	SaveCursors(ctx context.Context, c map[string]Cursor) error
+	// DeleteCursor removes a sink's cursor; a sink without one is not an
+	// error.
+	DeleteCursor(ctx context.Context, sink string) error
 
 	// Backlog returns the named sink's backlog. It never fails: a problem
 	// with the name is reported by the backlog's methods.
@@ -64,6 +67,10 @@ type Store interface {
 // Cursor is what is persisted for one sink.
 type Cursor struct {
 	Acked change.Position // every message of the sink at or below it was delivered
+	// Removed is when the sink was found gone from the configuration; zero
+	// while it is configured. A removed sink's cursor is deleted a day
+	// later (cursor.Set.Retire).
+	Removed time.Time
 }
 
 // Entry is a message of a sink's backlog with the routing the sink gave it,
@@ -120,7 +127,7 @@ type BacklogStats struct {
 const (
 	ReasonMaxAttempts = "max_attempts" // it failed retry.max_attempts times
 	ReasonBacklogFull = "backlog_full" // backlog.when_full: dead_letter moved it out
-	ReasonMaxLag      = "max_lag"      // it waited in the backlog too long
+	ReasonMaxLag      = "max_lag"      // it failed while older than the sink's max_lag
 )
 
 // MaxErrorLen bounds DeadLetter.LastError; Add cuts a longer one (at a rune

@@ -58,9 +58,9 @@ func TestOneSinkDownOthersGoOn(t *testing.T) {
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, "bl_down", d)
 
-	// 60k rows of about 200 bytes, then an update of every tenth row: the
+	// 100k rows of about 200 bytes, then an update of every tenth row: the
 	// down sink must deliver each row's insert before its update.
-	const rows = 60_000
+	const rows = 100_000
 	for first := 1; first <= rows; first += 10_000 {
 		exec1(t, conn, `INSERT INTO t SELECT i, 0, repeat('p', 180) FROM generate_series($1::int, $2::int) i`, first, first+9_999)
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -541,5 +542,80 @@ func TestRetryable(t *testing.T) {
 		if got := Retryable(tc.err); got != tc.want {
 			t.Errorf("Retryable(%v): got %t, want %t", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestDeadLetterAfterMaxLag: with max_lag, a failing batch whose oldest
+// message is older than that goes to the dead letters at its next failure;
+// a younger one is retried until it is that old; a batch that succeeds is
+// delivered however old.
+func TestDeadLetterAfterMaxLag(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.MaxLag = 300 * time.Millisecond
+	cfg.MaxInFlight = 1
+	var (
+		a    acks
+		mu   sync.Mutex
+		dead []sink.DeadLetter
+	)
+	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
+		mu.Lock()
+		defer mu.Unlock()
+		dead = append(dead, d)
+		return nil
+	}})
+
+	// Committed a minute ago: dead-lettered at its first failure.
+	old := msg(1, "public.t:1")
+	old.CommitTime = time.Now().Add(-time.Minute)
+	submit(t, s, old)
+	waitFor(t, "the old batch acknowledged", func() bool { return len(a.list()) == 1 })
+	wantAcks(t, &a, old)
+	mu.Lock()
+	if len(dead) != 1 || dead[0].Reason != "max_lag" || dead[0].Attempts != 1 || dead[0].Messages[0] != old || dead[0].LastStatus != 503 {
+		t.Fatalf("dead letters %+v, want the old batch after 1 attempt, reason max_lag", dead)
+	}
+	mu.Unlock()
+
+	// Committed now: retried until it is 300 ms old, then dead-lettered.
+	young := msg(2, "public.t:1")
+	young.CommitTime = time.Now()
+	before := rc.count()
+	submit(t, s, young)
+	waitFor(t, "the young batch acknowledged", func() bool { return len(a.list()) == 2 })
+	wantAcks(t, &a, old, young)
+	mu.Lock()
+	d := dead[len(dead)-1]
+	mu.Unlock()
+	if len(dead) != 2 || d.Reason != "max_lag" || d.Attempts < 2 || d.LastAttempt.Sub(young.CommitTime) < cfg.MaxLag {
+		t.Fatalf("dead letter %+v, want the young batch after several attempts, its last one past max_lag", d)
+	}
+	if n := rc.count() - before; n != d.Attempts {
+		t.Errorf("the receiver saw %d requests for the young batch, the dead letter says %d attempts", n, d.Attempts)
+	}
+
+	// An old batch that gets through is delivered, not dead-lettered.
+	failing.Store(false)
+	late := msg(3, "public.t:1")
+	late.CommitTime = time.Now().Add(-time.Hour)
+	submit(t, s, late)
+	waitFor(t, "the late batch acknowledged", func() bool { return len(a.list()) == 3 })
+	wantAcks(t, &a, old, young, late)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dead) != 2 {
+		t.Errorf("got %d dead letters, want 2: the late batch was delivered", len(dead))
+	}
+	if st := s.Stats(); st.Delivered != 1 || st.DeadLettered != 2 {
+		t.Errorf("stats %+v, want 1 delivered and 2 dead-lettered", st)
 	}
 }

@@ -152,9 +152,9 @@ type acks struct {
 	pos []change.Position
 }
 
-func (a *acks) add(p change.Position) {
+func (a *acks) add(ps []change.Position) {
 	a.mu.Lock()
-	a.pos = append(a.pos, p)
+	a.pos = append(a.pos, ps...)
 	a.mu.Unlock()
 }
 
@@ -196,7 +196,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // destination.
 type testOpts struct {
 	Version    string
-	Ack        func(change.Position)
+	Ack        func([]change.Position)
 	Now        func() time.Time
 	Route      func(*change.Message) (uint64, bool)
 	DeadLetter func(context.Context, sink.DeadLetter) error

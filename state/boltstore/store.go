@@ -266,3 +266,14 @@ func translate(err error) error {
 	}
 	return err
 }
+
+// DeleteCursor removes a sink's cursor.
+func (s *Store) DeleteCursor(ctx context.Context, sink string) error {
+	err := s.update(ctx, func(tx *bolt.Tx) (func(), error) {
+		return nil, tx.Bucket(bucketCursors).Delete([]byte(sink))
+	})
+	if err != nil {
+		return fmt.Errorf("delete the cursor of sink %q: %w", sink, err)
+	}
+	return nil
+}

@@ -138,6 +138,35 @@ func testCursors(t *testing.T, h Harness) {
 	checkCursors(t, s, want)
 	s = reopen(t, h, s, loc)
 	checkCursors(t, s, want)
+
+	// A removed sink's cursor keeps the time, to the microsecond; saving
+	// it again without one clears it.
+	removed := time.Date(2026, 12, 3, 9, 30, 0, 123456000, time.UTC)
+	if err := s.SaveCursors(ctx, map[string]state.Cursor{"b": {Acked: pos(7, 0), Removed: removed}, "c": {Acked: pos(9, 1), Removed: removed}}); err != nil {
+		t.Fatal(err)
+	}
+	want["b"] = state.Cursor{Acked: pos(7, 0), Removed: removed}
+	want["c"] = state.Cursor{Acked: pos(9, 1), Removed: removed}
+	checkCursors(t, s, want)
+	s = reopen(t, h, s, loc)
+	checkCursors(t, s, want)
+	if err := s.SaveCursors(ctx, map[string]state.Cursor{"b": {Acked: pos(8, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	want["b"] = state.Cursor{Acked: pos(8, 0)}
+	checkCursors(t, s, want)
+
+	// Deleting a cursor leaves the others; deleting one that is not there
+	// is not an error.
+	for _, name := range []string{"c", "c", "never saved"} {
+		if err := s.DeleteCursor(ctx, name); err != nil {
+			t.Fatalf("DeleteCursor(%q): %v", name, err)
+		}
+	}
+	delete(want, "c")
+	checkCursors(t, s, want)
+	s = reopen(t, h, s, loc)
+	checkCursors(t, s, want)
 }
 
 func checkCursors(t *testing.T, s state.Store, want map[string]state.Cursor) {
@@ -203,6 +232,7 @@ func testClosed(t *testing.T, h Harness) {
 		"Trim":         b.Trim(ctx, pos(5, 0)),
 		"Delete":       d.Delete(ctx, state.FormatID(1)),
 		"SaveBackfill": s.SaveBackfill(ctx, state.Backfill{ID: "bf_1"}),
+		"DeleteCursor": s.DeleteCursor(ctx, "a"),
 	} {
 		if err == nil {
 			t.Errorf("%s after Close: no error", name)
