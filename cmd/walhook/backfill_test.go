@@ -62,8 +62,12 @@ func (e *backfillEnv) start(t *testing.T) {
 	})
 	waitStreaming(t, e.conn, e.slot, e.d)
 	waitUntil(t, 30*time.Second, "the admin API answers", func() bool {
-		code, _ := adminGet(t, e.addr, "/api/v1/backfills", "")
-		return code == 200
+		resp, err := http.Get("http://" + e.addr + "/api/v1/backfills")
+		if err != nil {
+			return false // not listening yet
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
 	})
 }
 
