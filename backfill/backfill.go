@@ -83,6 +83,10 @@ var ErrUnknownSink = errors.New("unknown sink")
 // ErrFinished is wrapped by Cancel for a backfill that is not running.
 var ErrFinished = errors.New("backfill is not running")
 
+// ErrRunning is wrapped by Start when a backfill of the same sink and
+// table runs already.
+var ErrRunning = errors.New("a backfill runs already")
+
 // ErrNotFound is wrapped by Cancel for an unknown backfill.
 var ErrNotFound = errors.New("no such backfill")
 
@@ -196,6 +200,19 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 		}
 		b.Tables = append(b.Tables, state.BackfillTable{Table: t.Quoted(), Estimate: tb.Estimate})
 	}
+	m.mu.Lock()
+	for _, r := range m.runs {
+		if r.b.Sink != sinkName {
+			continue
+		}
+		for _, t := range r.b.Tables {
+			if slices.ContainsFunc(b.Tables, func(x state.BackfillTable) bool { return x.Table == t.Table }) && !t.Done {
+				m.mu.Unlock()
+				return state.Backfill{}, fmt.Errorf("%w: %s of sink %q is being backfilled by %s; wait for it, or cancel it first", ErrRunning, tableName(t.Table), sinkName, r.b.ID)
+			}
+		}
+	}
+	m.mu.Unlock()
 	b.Created = time.Now().UTC().Truncate(time.Microsecond)
 	b.Updated = b.Created
 	if err := m.store.SaveBackfill(ctx, b); err != nil {
@@ -448,4 +465,12 @@ func newID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return "bf_" + hex.EncodeToString(b[:])
+}
+
+// tableName is a stored table name ("public"."orders") as schema.name.
+func tableName(quoted string) string {
+	if t, err := config.ParseTable(quoted); err == nil {
+		return t.String()
+	}
+	return quoted
 }

@@ -251,7 +251,7 @@ func backfillErr(err error) error {
 		return kindError{server.ErrNotFound, secrets.Error(err)}
 	case errors.Is(err, backfill.ErrInvalid):
 		return kindError{server.ErrInvalid, secrets.Error(err)}
-	case errors.Is(err, backfill.ErrFinished):
+	case errors.Is(err, backfill.ErrFinished), errors.Is(err, backfill.ErrRunning):
 		return kindError{server.ErrConflict, err}
 	}
 	return secrets.Error(err)

@@ -436,6 +436,9 @@ func TestBackfillCancel(t *testing.T) {
 		INSERT INTO t SELECT i, 0 FROM generate_series(1, 5000) i`, "  tables: [public.t]\n", "")
 	e.rcv.SetFaults(webhooktest.Faults{Down: true})
 	b := e.startBackfill(t, `{"tables": ["t"]}`)
+	if code, out := adminDo(t, e.addr, "POST", "/api/v1/sinks/s/backfills", ""); code != 409 || !strings.Contains(string(out), "is being backfilled by "+b.ID) {
+		t.Errorf("a second backfill of the table: %d %s, want 409", code, out)
+	}
 	if code, out := adminDo(t, e.addr, "DELETE", "/api/v1/backfills/"+b.ID, ""); code != 204 {
 		t.Fatalf("DELETE: %d %s", code, out)
 	}
