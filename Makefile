@@ -37,7 +37,7 @@ lint: $(TOOLS)/staticcheck
 test: postgres lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
-	$(GO) test -count=1 -run 'Allocates' ./replication/
+	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
 
 demo: postgres build
 	$(GO) run ./internal/demo

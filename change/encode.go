@@ -42,6 +42,10 @@ func (m *Message) AppendJSON(b []byte, sink string) []byte {
 	b = m.AppendIdempotencyKey(b)
 	b = append(b, `","sink":`...)
 	b = AppendString(b, sink)
+	if m.BackfillID != "" {
+		b = append(b, `,"backfill_id":`...)
+		b = AppendString(b, m.BackfillID)
+	}
 	if len(m.UnchangedToast) > 0 {
 		b = append(b, `,"unchanged_toast_columns":[`...)
 		for i, c := range m.UnchangedToast {

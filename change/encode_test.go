@@ -101,6 +101,36 @@ func BenchmarkAppendJSON(b *testing.B) {
 	}
 }
 
+// TestReadMessage: a backfilled row names its backfill, and its
+// idempotency key depends on the backfill and the row, not the position it
+// was read at.
+func TestReadMessage(t *testing.T) {
+	m := &Message{Action: Read, Schema: "public", Table: "orders", Record: []byte(`{"id":1}`),
+		Pos: Position{CommitLSN: 0x200, Idx: 4}, Key: "public.orders\x001", BackfillID: "bf_1"}
+	var got struct {
+		Metadata map[string]any `json:"metadata"`
+	}
+	if err := json.Unmarshal(m.AppendJSON(nil, "s"), &got); err != nil {
+		t.Fatal(err)
+	}
+	key := m.IdempotencyKey()
+	if got.Metadata["backfill_id"] != "bf_1" || got.Metadata["idempotency_key"] != key {
+		t.Errorf("got metadata %v, want backfill_id bf_1 and idempotency_key %s", got.Metadata, key)
+	}
+	if len(key) != len("bf_1:")+32 || key[:5] != "bf_1:" {
+		t.Errorf("got key %q, want bf_1: and 32 hex digits", key)
+	}
+	again := *m
+	again.Pos = Position{CommitLSN: 0x900, Idx: 1}
+	other, otherBackfill := *m, *m
+	other.Key = "public.orders\x002"
+	otherBackfill.BackfillID = "bf_2"
+	if again.IdempotencyKey() != key || other.IdempotencyKey() == key || otherBackfill.IdempotencyKey() == key {
+		t.Errorf("keys: same row read again %s, another row %s, another backfill %s; want only the first equal to %s",
+			again.IdempotencyKey(), other.IdempotencyKey(), otherBackfill.IdempotencyKey(), key)
+	}
+}
+
 // TestAppendTimestamp: the hand-written formatting gives what the layout
 // gives, for every year, in every time zone and at every precision.
 func TestAppendTimestamp(t *testing.T) {

@@ -4,6 +4,8 @@
 package change
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -112,6 +114,10 @@ type Message struct {
 	// Key groups messages that must be delivered in order (the row's
 	// identity); messages with different keys may travel in parallel.
 	Key string
+	// BackfillID names the backfill that read the row, on action "read"
+	// only: metadata.backfill_id, and the start of the idempotency key.
+	BackfillID string
+
 	// Barrier orders the message against every other one of its sink: it
 	// is delivered after everything before it and before anything after
 	// it. A truncate is one (its table's rows travel in many lanes), and so
@@ -123,13 +129,26 @@ type Message struct {
 // names no other change.
 func (m *Message) IdempotencyKey() string { return string(m.AppendIdempotencyKey(nil)) }
 
-// AppendIdempotencyKey appends the idempotency key to b.
-func (m *Message) AppendIdempotencyKey(b []byte) []byte { return m.Pos.Append(b) }
+// AppendIdempotencyKey appends the idempotency key to b: the position
+// ("0/16B3748:3") for a streamed change. A backfilled row is read again at
+// another position when its chunk is retried or resumed, so its key is
+// the backfill's ID, a colon and 32 hex digits of the SHA-256 of the row's
+// Key (its table and primary key values): the same on every read of the
+// row by that backfill, different for any other row or backfill.
+func (m *Message) AppendIdempotencyKey(b []byte) []byte {
+	if m.BackfillID == "" {
+		return m.Pos.Append(b)
+	}
+	b = append(b, m.BackfillID...)
+	b = append(b, ':')
+	sum := sha256.Sum256([]byte(m.Key))
+	return hex.AppendEncode(b, sum[:16])
+}
 
 // Size estimates the memory m holds, in bytes: what a sink's window
 // counts.
 func (m *Message) Size() int {
-	return 256 + len(m.Record) + len(m.Changes) + len(m.Content) + len(m.Key) +
+	return 256 + len(m.Record) + len(m.Changes) + len(m.Content) + len(m.Key) + len(m.BackfillID) +
 		12*(len(m.RecordFields)+len(m.ChangesFields)) + 16*len(m.UnchangedToast)
 }
 

@@ -185,6 +185,14 @@ func (t *Tracker) AckAll(ps []change.Position) (ignored int) {
 	return ignored
 }
 
+// Settled reports whether every message added at or below pos is
+// acknowledged.
+func (t *Tracker) Settled(pos change.Position) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.head == len(t.pending) || pos.Less(t.pending[t.head].pos)
+}
+
 // State returns the highest position below which everything is
 // acknowledged, the LSN that is safe to flush, and how many dispatched
 // messages are not yet in the acknowledged prefix.

@@ -8,7 +8,8 @@
 //	changes   old values on an update, a map(string, dyn); null otherwise
 //	metadata  map(string, dyn): table_schema, table_name, commit_lsn,
 //	          commit_idx (int), commit_timestamp (string), xid (int),
-//	          idempotency_key, sink, and unchanged_toast_columns when present
+//	          idempotency_key, sink, and backfill_id and
+//	          unchanged_toast_columns when present
 //	prefix    string: a logical decoding message's prefix; "" otherwise
 //
 // Values are what the delivered JSON holds: a number written as an integer

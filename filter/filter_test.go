@@ -41,6 +41,13 @@ func truncate() *change.Message {
 	return &change.Message{Action: change.Truncate, Schema: "public", Table: "orders", XID: 773}
 }
 
+// backfilled is a row a backfill read.
+func backfilled() *change.Message {
+	m := toastInsert()
+	m.Action, m.UnchangedToast, m.BackfillID = change.Read, nil, "bf_1"
+	return m
+}
+
 func toastInsert() *change.Message {
 	return &change.Message{Action: change.Insert, Schema: "app", Table: "docs",
 		Record: []byte(`{ "id" : 1 , "title" : "t" }`), UnchangedToast: []string{"body", "big"}}
@@ -125,6 +132,8 @@ func TestMatch(t *testing.T) {
 		{"xid", update, `metadata.xid == 771 && type(metadata.xid) == int`, true, ""},
 		{"idempotency_key", update, `metadata.idempotency_key == "0/16B3748:3"`, true, ""},
 		{"sink", update, `metadata.sink == "orders"`, true, ""},
+		{"backfill_id", backfilled, `action == "read" && metadata.backfill_id == "bf_1" && metadata.idempotency_key.startsWith("bf_1:")`, true, ""},
+		{"no backfill_id on changes", update, `has(metadata.backfill_id)`, false, ""},
 		{"no toast columns", update, `has(metadata.unchanged_toast_columns)`, false, ""},
 		{"toast columns", toastInsert, `"big" in metadata.unchanged_toast_columns && size(metadata.unchanged_toast_columns) == 2`, true, ""},
 		{"metadata size", update, `size(metadata) == 8`, true, ""},

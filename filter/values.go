@@ -134,11 +134,12 @@ type metadata struct {
 }
 
 // metadataKeys are the keys of metadata in the order the JSON has them;
-// table_schema and table_name are absent on logical decoding messages and
-// unchanged_toast_columns is present only when a column is listed.
+// table_schema and table_name are absent on logical decoding messages,
+// backfill_id is present on reads only and unchanged_toast_columns only when
+// a column is listed.
 var metadataKeys = []string{
 	"table_schema", "table_name", "commit_lsn", "commit_idx", "commit_timestamp",
-	"xid", "idempotency_key", "sink", "unchanged_toast_columns",
+	"xid", "idempotency_key", "sink", "backfill_id", "unchanged_toast_columns",
 }
 
 // Find implements traits.Mapper.
@@ -170,9 +171,13 @@ func (md *metadata) field(key string) (ref.Val, bool) {
 	case "xid":
 		return types.Int(m.XID), true
 	case "idempotency_key":
-		return types.String(m.Pos.Append(nil)), true
+		return types.String(m.AppendIdempotencyKey(nil)), true
 	case "sink":
 		return md.sink, true
+	case "backfill_id":
+		if m.BackfillID != "" {
+			return types.String(m.BackfillID), true
+		}
 	case "unchanged_toast_columns":
 		if len(m.UnchangedToast) > 0 {
 			return types.NewStringList(types.DefaultTypeAdapter, m.UnchangedToast), true

@@ -82,6 +82,8 @@ type Relay struct {
 	kill           chan struct{} // closed by Kill; see killCh
 	killOnce       sync.Once
 
+	chunks chunks // backfill chunks; see backfill.go
+
 	replay   replays
 	replayMu sync.Mutex
 	replayC  context.Context // ends when the sinks stop; see replayCtx
@@ -415,8 +417,13 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
 			continue
 		case ev = <-events:
 		}
-		if ev.Kind == replication.EventChange {
+		switch ev.Kind {
+		case replication.EventWatermark:
+			r.watermark(ctx, ev.Msg)
+			continue
+		case replication.EventChange:
 			r.received.Add(1)
+			r.observe(ev.Msg)
 			ev.Msg = r.opts.SourceColumns.Apply(ev.Msg)
 		}
 		for _, rn := range r.dispatchList {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,31 @@ type runner struct {
 	reported     time.Time // when filter errors were last logged
 
 	stats runnerStats
+
+	// seen is the newest change the runner took from its inbox; taken (see
+	// takenThrough) how far every message it took is in its tracker.
+	seen    change.Position
+	takenMu sync.Mutex
+	taken   change.Position
+}
+
+// setTaken records that every message the runner took up to pos is in its
+// tracker (or was left out by its filter).
+func (r *runner) setTaken(pos change.Position) {
+	r.takenMu.Lock()
+	if r.taken.Less(pos) {
+		r.taken = pos
+	}
+	r.takenMu.Unlock()
+}
+
+// takenThrough is the position up to which every message the runner took
+// is in its tracker: a message at or below it is delivered once the
+// tracker has it acknowledged.
+func (r *runner) takenThrough() change.Position {
+	r.takenMu.Lock()
+	defer r.takenMu.Unlock()
+	return r.taken
 }
 
 // runnerStats are what the runner counts, read by Status.
@@ -327,8 +353,14 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 		return
 	}
 	m := ev.Msg
-	if r.taker != nil {
+	if r.taker != nil && m.Action != change.Read { // backfilled rows never were in the stream's budget
 		defer r.taker.Took(m.Size())
+	}
+	if r.seen.Less(m.Pos) {
+		r.seen = m.Pos
+	}
+	if !r.spilling {
+		defer r.setTaken(r.seen)
 	}
 	if !r.dispatched.Less(m.Pos) || !r.match(m) {
 		return
@@ -402,12 +434,14 @@ func (r *runner) feed(ctx context.Context) {
 			}
 			r.spilling = false
 			r.stats.spilling.Store(false)
+			r.setTaken(r.seen)
 			r.log.Info("sink caught up with its backlog", "sink", r.Name)
 			return
 		}
 		for _, e := range entries {
 			r.submit(e)
 		}
+		r.setTaken(entries[len(entries)-1].Msg.Pos)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/pgvalue"
 )
 
 var benchRows = flag.Int("rows", 1_000_000, "rows in BenchmarkLargeTransaction's transaction")
@@ -198,7 +199,7 @@ func recvlogicalPath() (string, error) {
 // the large transaction's shape.
 func BenchmarkDecodeInsert(b *testing.B) {
 	const rel = 16500
-	d := newDecoder(newTypeCache(nil), nil, nil)
+	d := newDecoder(pgvalue.NewTypes(nil), nil, nil)
 	ctx := context.Background()
 	emit := func(Event) error { return nil }
 	setup := [][]byte{beginMsg(0x200, t0, 7), relationMsg(rel, "public", "big", 'd',

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/pgvalue"
 )
 
 // relation is what a Relation message told us of a table, plus its ordering
@@ -29,15 +30,12 @@ type column struct {
 	name     string
 	jsonName []byte // `"name":`, written once
 	oid      uint32
-	typ      *valueType
+	typ      *pgvalue.Type
 	identity bool // part of the replica identity
 }
 
 // tupleCol is one column of a tuple as pgoutput sent it.
-type tupleCol struct {
-	kind byte // 'n' null, 'u' unchanged TOAST, 't' text, 'b' binary
-	data []byte
-}
+type tupleCol = pgvalue.Datum
 
 var errShort = errors.New("message truncated")
 
@@ -54,9 +52,9 @@ func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
 		if off >= len(src) {
 			return dst, 0, errShort
 		}
-		c := tupleCol{kind: src[off]}
+		c := tupleCol{Kind: src[off]}
 		off++
-		switch c.kind {
+		switch c.Kind {
 		case 'n', 'u':
 		case 't', 'b':
 			if len(src)-off < 4 {
@@ -67,10 +65,10 @@ func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
 			if l < 0 || l > len(src)-off {
 				return dst, 0, errShort
 			}
-			c.data = src[off : off+l : off+l]
+			c.Data = src[off : off+l : off+l]
 			off += l
 		default:
-			return dst, 0, fmt.Errorf("unknown tuple column kind %q", c.kind)
+			return dst, 0, fmt.Errorf("unknown tuple column kind %q", c.Kind)
 		}
 		dst = append(dst, c)
 	}
@@ -81,7 +79,7 @@ func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
 // concurrent use: one stream owns it.
 type decoder struct {
 	rels     map[uint32]*relation
-	types    *typeCache
+	types    *pgvalue.Types
 	keys     func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
 	prefixes map[string]bool
 	skip     map[string]bool // schemas whose changes are dropped
@@ -96,10 +94,10 @@ type decoder struct {
 	buf               []byte
 	fields            []change.Field
 	keyBuf, oldKeyBuf []byte
-	values            valueEncoder
+	values            pgvalue.Encoder
 }
 
-func newDecoder(types *typeCache, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string, skipSchemas ...string) *decoder {
+func newDecoder(types *pgvalue.Types, keys func(ctx context.Context, relid uint32) ([]string, error), prefixes []string, skipSchemas ...string) *decoder {
 	d := &decoder{rels: map[uint32]*relation{}, types: types, keys: keys, prefixes: map[string]bool{}, skip: map[string]bool{}}
 	for _, p := range prefixes {
 		d.prefixes[p] = true
@@ -200,6 +198,15 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 		}
 		return nil
 	}
+	if m.Prefix == WatermarkPrefix {
+		if !inTx {
+			return nil // walhook writes its watermarks inside transactions only
+		}
+		return emit(Event{Kind: EventWatermark, Msg: &change.Message{
+			Action: change.Emitted, Prefix: m.Prefix, Content: append([]byte(nil), m.Content...),
+			Pos: change.Position{CommitLSN: d.commitLSN, Idx: idx}, CommitTime: d.commitTime, XID: d.xid,
+		}})
+	}
 	if !d.prefixes[m.Prefix] {
 		return nil
 	}
@@ -231,7 +238,7 @@ func (d *decoder) logicalMessage(m *pglogrepl.LogicalDecodingMessage, walStart p
 // survives and cannot be mistaken for text.
 func appendContent(b, content []byte) []byte {
 	if utf8.Valid(content) {
-		return appendText(b, content)
+		return pgvalue.AppendText(b, content)
 	}
 	b = append(b, `{"base64":"`...)
 	b = base64.StdEncoding.AppendEncode(b, content)
@@ -247,10 +254,10 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	}
 	// A Relation message comes again after the table or a type it uses
 	// changed: read user types afresh.
-	d.types.forgetUserTypes()
+	d.types.ForgetUserTypes()
 	rel.cols = make([]column, len(m.Columns))
 	for i, c := range m.Columns {
-		t, err := d.types.lookup(ctx, c.DataType)
+		t, err := d.types.Lookup(ctx, c.DataType)
 		if err != nil {
 			return fmt.Errorf("relation %s.%s column %s: %w", m.Namespace, m.RelationName, c.Name, err)
 		}
@@ -262,38 +269,25 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 			identity: c.Flags&1 != 0,
 		}
 	}
-	switch rel.identity {
-	case 'd', 'i':
-		// The replica identity (the primary key, or the index named by
-		// REPLICA IDENTITY USING INDEX) is what a delete's old tuple and an
-		// update's old key carry, so it is the only key every message of a
-		// row can be grouped by.
-		for i, c := range rel.cols {
-			if c.identity {
-				rel.keyCols = append(rel.keyCols, i)
-			}
-		}
-	default:
-		// FULL marks every column as identity and sends whole old rows;
-		// NOTHING publishes inserts only. The primary key groups rows.
-		var keyNames []string
-		if d.keys != nil {
-			var err error
-			if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
-				return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
-			}
-		}
-		for _, k := range keyNames {
-			for i, c := range rel.cols {
-				if c.name == k {
-					rel.keyCols = append(rel.keyCols, i)
-				}
-			}
-		}
-		if len(rel.keyCols) != len(keyNames) {
-			rel.keyCols = nil // the key changed since this message: group the table as one
+	// The replica identity (the primary key, or the index named by REPLICA
+	// IDENTITY USING INDEX) is what a delete's old tuple and an update's
+	// old key carry, so for DEFAULT and USING INDEX it is the only key
+	// every message of a row can be grouped by. FULL marks every column as
+	// identity and sends whole old rows; NOTHING publishes inserts only:
+	// the primary key groups their rows.
+	var keyNames []string
+	if rel.identity != 'd' && rel.identity != 'i' && d.keys != nil {
+		var err error
+		if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
+			return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
 		}
 	}
+	names := make([]string, len(rel.cols))
+	identity := make([]bool, len(rel.cols))
+	for i, c := range rel.cols {
+		names[i], identity[i] = c.name, c.identity
+	}
+	rel.keyCols = pgvalue.KeyColumns(rel.identity, names, identity, keyNames)
 	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
 	for i, c := range rel.cols {
 		rel.desc.Columns[i] = change.Column{Name: c.name, Identity: c.identity}
@@ -380,14 +374,14 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		// An update that moves a row to another key must not overtake the
 		// old key's earlier changes, nor be overtaken by the new key's.
 		if oldKind != 0 {
-			d.oldKeyBuf = appendKey(d.oldKeyBuf[:0], rel, d.oldTup, nil)
+			d.oldKeyBuf = pgvalue.AppendKey(d.oldKeyBuf[:0], rel.table, rel.keyCols, d.oldTup, nil)
 			m.Barrier = !bytes.Equal(d.oldKeyBuf, d.keyBuf)
 		}
 		// A key column sent as an unchanged TOASTed value without its old
 		// value (PostgreSQL logs the old key when it is stored out of
 		// line, so this should not happen) leaves the key unknown: order
 		// the message against everything rather than guess its lane.
-		if !keyKnown(rel, d.newTup, d.oldTup) {
+		if !pgvalue.KeyKnown(rel.keyCols, d.newTup, d.oldTup) {
 			m.Barrier = true
 		}
 	case 'D':
@@ -414,8 +408,8 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 		if identityOnly && !col.identity {
 			continue
 		}
-		if c.kind == 'u' {
-			if i < len(old) && old[i].kind != 'u' {
+		if c.Kind == 'u' {
+			if i < len(old) && old[i].Kind != 'u' {
 				c = old[i]
 			} else {
 				m.UnchangedToast = append(m.UnchangedToast, col.name)
@@ -428,25 +422,12 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 		first = false
 		b = append(b, col.jsonName...)
 		start := len(b)
-		b = d.appendCol(b, col, c)
+		b = d.values.AppendDatum(b, col.typ, c)
 		fields = append(fields, change.Field{Col: uint32(i), Start: uint32(start), End: uint32(len(b))})
 	}
 	b = append(b, '}')
 	d.buf, d.fields = b, fields
 	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
-}
-
-func (d *decoder) appendCol(b []byte, col *column, c tupleCol) []byte {
-	switch c.kind {
-	case 't':
-		return d.values.appendValue(b, col.typ, c.data)
-	case 'b': // walhook asks for text; binary would only come from a misconfigured server
-		b = append(b, `{"base64":"`...)
-		b = base64.StdEncoding.AppendEncode(b, c.data)
-		return append(b, `"}`...)
-	default:
-		return append(b, "null"...)
-	}
 }
 
 // changes writes, for an update, the old values of the columns whose value
@@ -459,11 +440,11 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 	for i := range oldTup {
 		col := &rel.cols[i]
 		o := oldTup[i]
-		if (oldKind == 'K' && !col.identity) || o.kind == 'u' || i >= len(newTup) {
+		if (oldKind == 'K' && !col.identity) || o.Kind == 'u' || i >= len(newTup) {
 			continue
 		}
 		n := newTup[i]
-		if n.kind == 'u' || (n.kind == o.kind && string(n.data) == string(o.data)) {
+		if n.Kind == 'u' || (n.Kind == o.Kind && string(n.Data) == string(o.Data)) {
 			continue
 		}
 		if !first {
@@ -472,7 +453,7 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 		first = false
 		b = append(b, col.jsonName...)
 		start := len(b)
-		b = d.appendCol(b, col, o)
+		b = d.values.AppendDatum(b, col.typ, o)
 		fields = append(fields, change.Field{Col: uint32(i), Start: uint32(start), End: uint32(len(b))})
 	}
 	b = append(b, '}')
@@ -483,42 +464,9 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
 }
 
-// key groups a row's messages: the table and its key columns' values. A key
-// column whose new value is an unchanged TOASTed one is read from old, when
-// the server sent it.
+// key groups a row's messages: the table and its key columns' values
+// (pgvalue.AppendKey).
 func (d *decoder) key(rel *relation, tup, old []tupleCol) string {
-	d.keyBuf = appendKey(d.keyBuf[:0], rel, tup, old)
+	d.keyBuf = pgvalue.AppendKey(d.keyBuf[:0], rel.table, rel.keyCols, tup, old)
 	return string(d.keyBuf)
-}
-
-// appendKey appends the key of tup to k, as key makes it.
-func appendKey(k []byte, rel *relation, tup, old []tupleCol) []byte {
-	k = append(k, rel.table...)
-	for _, i := range rel.keyCols {
-		k = append(k, 0)
-		c := tup[i]
-		if c.kind == 'u' && i < len(old) {
-			c = old[i]
-		}
-		switch c.kind {
-		case 't', 'b':
-			k = append(k, c.data...)
-		case 'n':
-			k = append(k, 1)
-		default:
-			k = append(k, 2)
-		}
-	}
-	return k
-}
-
-// keyKnown reports whether every key column of tup has a value, in tup or,
-// for an unchanged TOASTed one, in old.
-func keyKnown(rel *relation, tup, old []tupleCol) bool {
-	for _, i := range rel.keyCols {
-		if tup[i].kind == 'u' && (i >= len(old) || old[i].kind == 'u') {
-			return false
-		}
-	}
-	return true
 }

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/pgvalue"
 )
 
 // Decoder tests from protocol bytes built in code; no server.
@@ -19,7 +21,7 @@ var t0 = time.Date(2026, 11, 26, 11, 20, 0, 123456000, time.UTC)
 // testCatalog stands for pg_type and pg_attribute: a few user types at
 // fixed OIDs, and, for any other user OID, one of them picked by the OID,
 // so that fuzzed Relation messages reach every kind.
-func testCatalog(_ context.Context, oid uint32) (catalogType, error) {
+func testCatalog(_ context.Context, oid uint32) (pgvalue.CatalogType, error) {
 	const (
 		enumOID      = 20000
 		domainOID    = 20001
@@ -33,24 +35,24 @@ func testCatalog(_ context.Context, oid uint32) (catalogType, error) {
 	}
 	switch oid {
 	case enumOID:
-		return catalogType{typtype: 'e', category: 'E'}, nil
+		return pgvalue.CatalogType{Typtype: 'e', Category: 'E'}, nil
 	case domainOID:
-		return catalogType{typtype: 'd', category: 'N', base: pgtype.Int4OID}, nil
+		return pgvalue.CatalogType{Typtype: 'd', Category: 'N', Base: pgtype.Int4OID}, nil
 	case compositeOID:
-		return catalogType{typtype: 'c', category: 'C', attrs: []attr{
-			{"a", pgtype.Int4OID}, {"b", pgtype.TextArrayOID}, {"m", enumOID}, {"j", pgtype.JSONBOID},
+		return pgvalue.CatalogType{Typtype: 'c', Category: 'C', Attrs: []pgvalue.Attr{
+			{Name: "a", OID: pgtype.Int4OID}, {Name: "b", OID: pgtype.TextArrayOID}, {Name: "m", OID: enumOID}, {Name: "j", OID: pgtype.JSONBOID},
 		}}, nil
 	case arrayOID:
-		return catalogType{typtype: 'b', category: 'A', elem: compositeOID, delim: ','}, nil
+		return pgvalue.CatalogType{Typtype: 'b', Category: 'A', Elem: compositeOID, Delim: ','}, nil
 	case domArrayOID:
-		return catalogType{typtype: 'd', category: 'A', base: arrayOID}, nil
+		return pgvalue.CatalogType{Typtype: 'd', Category: 'A', Base: arrayOID}, nil
 	default:
-		return catalogType{}, errNoType
+		return pgvalue.CatalogType{}, pgvalue.ErrNoType
 	}
 }
 
 func newTestDecoder() *decoder {
-	return newDecoder(newTypeCache(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, []string{"app"})
+	return newDecoder(pgvalue.NewTypes(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, []string{"app"})
 }
 
 // decodeAll feeds msgs to d and returns the rendered change messages and
@@ -290,7 +292,7 @@ func TestPositionsIgnoreMessageConfig(t *testing.T) {
 		commitMsg(0x200, 0x210, t0),
 	}
 	rows := func(prefixes []string) map[string]string {
-		d := newDecoder(newTypeCache(testCatalog), nil, prefixes)
+		d := newDecoder(pgvalue.NewTypes(testCatalog), nil, prefixes)
 		got := map[string]string{}
 		for _, m := range in {
 			err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
@@ -322,7 +324,7 @@ func TestPositionsIgnoreMessageConfig(t *testing.T) {
 // transaction, so the others' positions are as without the skip.
 func TestDecodeSkipSchemas(t *testing.T) {
 	const app, own = 16500, 16501
-	d := newDecoder(newTypeCache(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, nil, "walhook")
+	d := newDecoder(pgvalue.NewTypes(testCatalog), func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil }, nil, "walhook")
 	var got []string
 	commits := 0
 	emit := func(ev Event) error {
@@ -356,5 +358,40 @@ func TestDecodeSkipSchemas(t *testing.T) {
 	}
 	if commits != 2 {
 		t.Errorf("got %d commits, want 2: a transaction of skipped changes still moves the position", commits)
+	}
+}
+
+// TestWatermark: a backfill watermark is its own event, with its place in
+// the transaction and its raw payload, even when source.messages names its
+// prefix; it is never a change for a sink.
+func TestWatermark(t *testing.T) {
+	const rel = 16500
+	in := [][]byte{
+		logicalMsg(false, 0x1e0, WatermarkPrefix, []byte("outside")),
+		beginMsg(0x200, t0, 7), relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, true}),
+		insertMsg(rel, text("1")),
+		logicalMsg(true, 0x1f0, WatermarkPrefix, []byte("bf_1 3 high")),
+		insertMsg(rel, text("2")),
+		commitMsg(0x200, 0x210, t0),
+	}
+	d := newDecoder(pgvalue.NewTypes(testCatalog), nil, []string{WatermarkPrefix})
+	var got []string
+	for _, m := range in {
+		err := d.decode(context.Background(), m, 0x100, t0, func(ev Event) error {
+			switch ev.Kind {
+			case EventChange:
+				got = append(got, "change "+ev.Msg.IdempotencyKey()+" "+string(ev.Msg.Action))
+			case EventWatermark:
+				got = append(got, "watermark "+ev.Msg.Pos.String()+" "+string(ev.Msg.Content)+" xid "+fmt.Sprint(ev.Msg.XID))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"change 0/200:0 insert", "watermark 0/200:1 bf_1 3 high xid 7", "change 0/200:2 insert"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/pgvalue"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -35,7 +36,16 @@ const (
 	// transaction is open: LSN is safe to flush once every change emitted
 	// before it is delivered.
 	EventIdle
+	// EventWatermark carries one of walhook's own backfill watermarks, a
+	// transactional pg_logical_emit_message with prefix WatermarkPrefix,
+	// in Msg: its Pos, CommitTime and XID, and in Content the raw payload
+	// (not JSON). It is never a message for a sink.
+	EventWatermark
 )
+
+// WatermarkPrefix is the prefix of the backfill's watermark messages. The
+// stream recognises it whatever source.messages says.
+const WatermarkPrefix = "walhook.backfill"
 
 // Event is one item of the stream, in order.
 type Event struct {
@@ -118,7 +128,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event
 			s:        s,
 			conn:     conn,
 			interval: interval,
-			dec:      newDecoder(newTypeCache(queryCatalogType(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...),
+			dec:      newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...),
 			out:      out,
 			stop:     stop,
 		}
@@ -134,18 +144,11 @@ func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	}
 	// Values are formatted by the walsender with these settings; the
 	// decoder relies on them.
-	for k, v := range map[string]string{
-		"replication":        "database",
-		"application_name":   "walhook",
-		"DateStyle":          "ISO, MDY",
-		"IntervalStyle":      "postgres",
-		"TimeZone":           "UTC",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-		"lc_monetary":        "C",
-	} {
+	for k, v := range pgvalue.SessionSettings {
 		cfg.RuntimeParams[k] = v
 	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "walhook"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, connectError(err)

@@ -119,6 +119,8 @@ type StatusReport struct {
 	LastHeartbeat *time.Time   `json:"last_heartbeat,omitempty"`
 	Reconnects    uint64       `json:"reconnects"`
 	Sinks         []SinkStatus `json:"sinks"`
+	// Backfills are every backfill, running or finished, oldest first.
+	Backfills []Backfill `json:"backfills,omitempty"`
 }
 
 // Instance names a walhook process.

@@ -147,23 +147,28 @@ func actionCode(a change.Action) byte {
 }
 
 const (
-	flagBarrier = 1 << 0
-	knownFlags  = flagBarrier
+	flagBarrier  = 1 << 0
+	flagBackfill = 1 << 1 // a BackfillID follows the Key
+	knownFlags   = flagBarrier | flagBackfill
 )
 
 // AppendMessage appends m's record:
 //
 //	version 1, action code (1 insert, 2 update, 3 delete, 4 truncate,
-//	5 read, 6 message; 0: a string follows), flags (bit 0: Barrier), [action string], Schema, Table,
+//	5 read, 6 message; 0: a string follows), flags (bit 0: Barrier, bit 1:
+//	BackfillID), [action string], Schema, Table,
 //	nullable Rel (see appendRelation), nullable Record, nullable
 //	RecordFields (Col, Start, End as uvarints), nullable Changes,
 //	nullable ChangesFields, nullable UnchangedToast (strings), Prefix,
-//	nullable Content, Pos, CommitTime, XID (uvarint), Key
+//	nullable Content, Pos, CommitTime, XID (uvarint), Key, [BackfillID]
 func AppendMessage(b []byte, m *change.Message) []byte {
 	code := actionCode(m.Action)
 	var flags byte
 	if m.Barrier {
 		flags |= flagBarrier
+	}
+	if m.BackfillID != "" {
+		flags |= flagBackfill
 	}
 	b = append(b, messageVersion, code, flags)
 	if code == 0 {
@@ -189,7 +194,11 @@ func AppendMessage(b []byte, m *change.Message) []byte {
 	b = AppendPosition(b, m.Pos)
 	b = appendTime(b, m.CommitTime)
 	b = binary.AppendUvarint(b, uint64(m.XID))
-	return appendString(b, m.Key)
+	b = appendString(b, m.Key)
+	if m.BackfillID != "" {
+		b = appendString(b, m.BackfillID)
+	}
+	return b
 }
 
 // appendRelation writes a nullable blob (uvarint length plus one, 0 for
@@ -597,6 +606,9 @@ func (d *Decoder) decodeMessage(r *reader) *change.Message {
 		m.XID = uint32(x)
 	}
 	m.Key = r.string("key")
+	if flags&flagBackfill != 0 {
+		m.BackfillID = r.string("backfill id")
+	}
 	if r.err != nil {
 		return nil
 	}

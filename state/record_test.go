@@ -45,6 +45,11 @@ func TestMessageRoundTrip(t *testing.T) {
 	cases := map[string]*change.Message{
 		"every field": fullMessage(),
 		"zero":        {},
+		"read": {
+			Action: change.Read, Schema: "public", Table: "orders", Rel: orders,
+			Record: []byte(`{"id":1}`), RecordFields: []change.Field{{Col: 0, Start: 6, End: 7}},
+			Pos: change.Position{CommitLSN: 9, Idx: 2}, Key: "public.orders\x001", BackfillID: "bf_0000000000000001",
+		},
 		"insert without changes": {
 			Action: change.Insert, Schema: "public", Table: "orders", Rel: orders,
 			Record: []byte(`{"id":1}`), RecordFields: []change.Field{{Col: 0, Start: 6, End: 7}},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
@@ -21,9 +22,10 @@ import (
 // it implements server.Health, server.Status, server.Sinks and
 // server.Snapshotter by reading their synchronised snapshots.
 type admin struct {
-	cfg   *config.Config
-	relay *relay.Relay
-	src   *replication.Source
+	cfg       *config.Config
+	relay     *relay.Relay
+	src       *replication.Source
+	backfills *backfill.Manager
 }
 
 // Ready: replicating, and no sink paused by its destination.
@@ -109,6 +111,11 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 		}
 		r.Sinks = append(r.Sinks, ss)
 	}
+	bfs, err := a.Backfills(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Backfills = bfs
 	return r, nil
 }
 
@@ -166,7 +173,110 @@ func (a *admin) Snapshot() server.Snapshot {
 		}
 		s.Sinks = append(s.Sinks, ks)
 	}
+	s.Backfills, s.BackfillsRunning = a.backfillSnapshot()
 	return s
+}
+
+// backfillSnapshot is the rows backfills sent per sink and table, and how
+// many run.
+func (a *admin) backfillSnapshot() ([]server.BackfillSnapshot, int) {
+	list, err := a.backfills.List(context.Background())
+	if err != nil {
+		return nil, 0
+	}
+	type key struct{ sink, table string }
+	rows := map[key]uint64{}
+	var keys []key
+	running := 0
+	for _, b := range list {
+		if b.State == state.BackfillRunning {
+			running++
+		}
+		for _, t := range b.Tables {
+			k := key{b.Sink, tableName(t.Table)}
+			if _, ok := rows[k]; !ok {
+				keys = append(keys, k)
+			}
+			rows[k] += uint64(t.Rows)
+		}
+	}
+	out := make([]server.BackfillSnapshot, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, server.BackfillSnapshot{Sink: k.sink, Table: k.table, Rows: rows[k]})
+	}
+	return out, running
+}
+
+// tableName is a stored backfill table ("public"."orders") as
+// schema.name.
+func tableName(quoted string) string {
+	t, err := config.ParseTable(quoted)
+	if err != nil {
+		return quoted
+	}
+	return t.String()
+}
+
+func (a *admin) StartBackfill(ctx context.Context, sink string, tables []config.Table, where string) (server.Backfill, error) {
+	b, err := a.backfills.Start(ctx, sink, tables, where)
+	if err != nil {
+		return server.Backfill{}, backfillErr(err)
+	}
+	return backfillStatus(backfill.Progress{Backfill: b}), nil
+}
+
+func (a *admin) Backfills(ctx context.Context) ([]server.Backfill, error) {
+	list, err := a.backfills.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]server.Backfill, 0, len(list))
+	for _, p := range list {
+		out = append(out, backfillStatus(p))
+	}
+	return out, nil
+}
+
+func (a *admin) CancelBackfill(ctx context.Context, id string) error {
+	return backfillErr(a.backfills.Cancel(ctx, id))
+}
+
+// backfillErr answers the backfill's errors by kind, with the backfill's
+// own message.
+func backfillErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, backfill.ErrUnknownSink), errors.Is(err, backfill.ErrNotFound):
+		return kindError{server.ErrNotFound, secrets.Error(err)}
+	case errors.Is(err, backfill.ErrInvalid):
+		return kindError{server.ErrInvalid, secrets.Error(err)}
+	case errors.Is(err, backfill.ErrFinished), errors.Is(err, backfill.ErrRunning):
+		return kindError{server.ErrConflict, err}
+	}
+	return secrets.Error(err)
+}
+
+// kindError is err, answered by the server as kind.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// backfillStatus is a backfill as the API shows it.
+func backfillStatus(p backfill.Progress) server.Backfill {
+	b := server.Backfill{ID: p.ID, Sink: p.Sink, State: p.State, Where: p.Where, RowsPerSec: p.RowsPerSec,
+		StartedAt: p.Created, Error: secrets.String(p.Error), Tables: []server.TableProgress{}}
+	for _, t := range p.Tables {
+		b.Tables = append(b.Tables, server.TableProgress{Table: tableName(t.Table), RowsDone: t.Rows, RowsEstimate: max(t.Estimate, 0), Done: t.Done})
+		b.RowsDone += t.Rows
+		b.RowsEstimate += max(t.Estimate, 0)
+	}
+	if p.State != state.BackfillRunning {
+		t := p.Updated
+		b.FinishedAt = &t
+	}
+	return b
 }
 
 // ListDeadLetters lists a sink's dead letters, without their messages.

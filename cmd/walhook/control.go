@@ -96,6 +96,25 @@ func printStatus(w io.Writer, st server.StatusReport) {
 			s.Delivered, s.FailedAttempts, s.DeadLetters, bytesText(s.BacklogBytes))
 	}
 	tw.Flush()
+	if len(st.Backfills) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nBACKFILL\tSINK\tTABLE\tSTATE\tROWS\tESTIMATE\tRATE")
+		for _, b := range st.Backfills {
+			for _, t := range b.Tables {
+				state := b.State
+				if t.Done {
+					state = "done"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.0f rows/s\n", b.ID, b.Sink, t.Table, state, t.RowsDone, t.RowsEstimate, b.RowsPerSec)
+			}
+		}
+		tw.Flush()
+		for _, b := range st.Backfills {
+			if b.Error != "" {
+				fmt.Fprintf(w, "%s: %s\n", b.ID, b.Error)
+			}
+		}
+	}
 	for _, s := range st.Sinks {
 		if s.PausedReason != "" {
 			fmt.Fprintf(w, "%s: %s\n", s.Name, s.PausedReason)

@@ -39,6 +39,10 @@ type reloader struct {
 	dests map[string]destination
 	pipes map[string]*sink.Pipeline
 
+	// onCreate, when set, starts the backfills of sinks a reload added
+	// with backfill.on_create.
+	onCreate func(sinks []string)
+
 	sig  chan os.Signal
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -57,7 +61,14 @@ func watchReloads(ctx context.Context, path string, cfg *config.Config, r *relay
 		for {
 			select {
 			case <-rl.sig:
-				rl.reload(ctx)
+				if added := rl.reload(ctx); len(added) > 0 {
+					rl.mu.Lock()
+					f := rl.onCreate
+					rl.mu.Unlock()
+					if f != nil {
+						f(added) // once reload let go of the configuration the backfill reads
+					}
+				}
 			case <-rl.done:
 				return
 			case <-ctx.Done():
@@ -66,6 +77,25 @@ func watchReloads(ctx context.Context, path string, cfg *config.Config, r *relay
 		}
 	})
 	return rl
+}
+
+// setOnCreate sets what starts the backfills of sinks a reload adds.
+func (rl *reloader) setOnCreate(f func(sinks []string)) {
+	rl.mu.Lock()
+	rl.onCreate = f
+	rl.mu.Unlock()
+}
+
+// sink returns the named sink of the configuration running now.
+func (rl *reloader) sink(name string) (config.Sink, bool) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for _, sc := range rl.cur.Sinks {
+		if sc.Name == name {
+			return sc, true
+		}
+	}
+	return config.Sink{}, false
 }
 
 // liveSink is what the reloader needs of a running sink.
@@ -85,7 +115,9 @@ func (rl *reloader) stop() {
 	}
 }
 
-func (rl *reloader) reload(ctx context.Context) {
+// reload applies the file again. It returns the sinks it added that have
+// backfill.on_create and start for the first time.
+func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	rl.log.Info("SIGHUP: reloading the configuration", "config", rl.path)
@@ -169,6 +201,13 @@ func (rl *reloader) reload(ctx context.Context) {
 			rl.log.Error("sink not added", "sink", c.sc.Name, "err", secrets.Error(err))
 			continue
 		}
+		first := false
+		if c.sc.Backfill.OnCreate {
+			var err error
+			if first, err = firstStart(ctx, rl.store, c.sc.Name); err != nil {
+				rl.log.Error("backfill.on_create: cannot tell whether the sink is new", "sink", c.sc.Name, "err", err)
+			}
+		}
 		if err := rl.r.AddSink(ctx, s); err != nil {
 			dest.Close()
 			rl.log.Error("sink not added", "sink", c.sc.Name, "err", err)
@@ -176,6 +215,9 @@ func (rl *reloader) reload(ctx context.Context) {
 		}
 		rl.dests[c.sc.Name], rl.pipes[c.sc.Name] = dest, s.Delivery.(*sink.Pipeline)
 		applied = append(applied, "added "+c.sc.Name)
+		if first {
+			onCreate = append(onCreate, c.sc.Name)
+		}
 	}
 	for name := range old {
 		if slices.ContainsFunc(next.Sinks, func(sc config.Sink) bool { return sc.Name == name }) {
@@ -194,6 +236,7 @@ func (rl *reloader) reload(ctx context.Context) {
 	}
 	rl.cur = next
 	rl.log.Info("configuration reloaded", "changes", strings.Join(applied, ", "))
+	return onCreate
 }
 
 // withOrigin returns sc with prev's filter origin, which says where the

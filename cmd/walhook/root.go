@@ -29,7 +29,7 @@ func newRoot() *cobra.Command {
 		return nil
 	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	root.AddCommand(newRunCmd(), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newStatusCmd(), newPauseCmd(true), newPauseCmd(false), newDLQCmd(), newSlotCmd())
+	root.AddCommand(newRunCmd(), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newStatusCmd(), newPauseCmd(true), newPauseCmd(false), newDLQCmd(), newSlotCmd(), newBackfillCmd())
 	root.AddCommand(newHealthcheckCmd()) // hidden: the container image's HEALTHCHECK
 	return root
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
@@ -50,8 +52,14 @@ func newRunCmd() *cobra.Command {
 		r, src := rr.relay, rr.src
 		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, rr.sinks)
 		defer reloads.stop()
+		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+		reloads.setOnCreate(func(sinks []string) { startOnCreate(cmd.Context(), backfills, sinks, log) })
+		onCreate, err := firstStarts(cmd.Context(), cfg, store)
+		if err != nil {
+			return err
+		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := runWithServer(cmd.Context(), cfg, r, src, log); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, r, src, backfills, onCreate, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}
@@ -132,8 +140,22 @@ const streamBudget = 16 << 20
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
-func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, log *slog.Logger) error {
-	a := &admin{cfg: cfg, relay: r, src: src}
+func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
+	bfCtx, stopBackfills := context.WithCancel(ctx)
+	bfDone := make(chan error, 1)
+	go func() {
+		err := bf.Run(bfCtx)
+		if err != nil {
+			log.Error("backfills do not run", "err", err)
+		}
+		bfDone <- err
+	}()
+	defer func() {
+		stopBackfills()
+		<-bfDone
+	}()
+	go startOnCreate(bfCtx, bf, onCreate, log)
+	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf}
 	stop, err := startAdminServer(cfg, a, log)
 	if err != nil {
 		return err
@@ -165,7 +187,7 @@ func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop fu
 	srv := server.New(cfg.Server, server.Options{
 		// Sinks come and go with a reload: the interfaces answer 404 for
 		// an unknown one.
-		Health: a, Status: a, Sinks: a, DeadLetters: a, Metrics: reg, Log: log,
+		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: backfillsOf(a), Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
@@ -178,4 +200,67 @@ func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop fu
 		stopServer()
 		return <-served
 	}, nil
+}
+
+// backfillsOf is a's backfill API, or nil where a has none (an
+// active/passive group member: backfills under state.url are not wired yet).
+func backfillsOf(a adminAPI) server.Backfills {
+	if b, ok := a.(server.Backfills); ok {
+		return b
+	}
+	return nil
+}
+
+// firstStarts names the sinks with backfill.on_create that start for the
+// first time.
+func firstStarts(ctx context.Context, cfg *config.Config, store state.Store) ([]string, error) {
+	var names []string
+	for _, sc := range cfg.Sinks {
+		if !sc.Backfill.OnCreate {
+			continue
+		}
+		first, err := firstStart(ctx, store, sc.Name)
+		if err != nil {
+			return nil, err
+		}
+		if first {
+			names = append(names, sc.Name)
+		}
+	}
+	return names, nil
+}
+
+// firstStart reports whether a sink starts for the first time: the state
+// has no cursor of it and no backfill.
+func firstStart(ctx context.Context, store state.Store, sink string) (bool, error) {
+	cursors, err := store.Cursors(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read state: %w", err)
+	}
+	if _, ok := cursors[sink]; ok {
+		return false, nil
+	}
+	backfills, err := store.Backfills(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read state: %w", err)
+	}
+	return !slices.ContainsFunc(backfills, func(b state.Backfill) bool { return b.Sink == sink }), nil
+}
+
+// startOnCreate starts the backfills of sinks' first starts. One that
+// cannot start is logged; the sink streams on without it.
+func startOnCreate(ctx context.Context, bf *backfill.Manager, sinks []string, log *slog.Logger) {
+	if len(sinks) == 0 {
+		return
+	}
+	select {
+	case <-bf.Ready():
+	case <-ctx.Done():
+		return
+	}
+	for _, name := range sinks {
+		if _, err := bf.Start(ctx, name, nil, ""); err != nil && ctx.Err() == nil {
+			log.Error("backfill.on_create: the sink's backfill did not start", "sink", name, "err", secrets.Error(err))
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package replication
+package pgvalue
 
 import (
 	"bytes"
@@ -27,18 +27,18 @@ const (
 	kindComposite               // a composite (row) type: an object of fields
 )
 
-// valueType is what the decoder knows of a column type.
-type valueType struct {
+// Type is what the decoder knows of a column type.
+type Type struct {
 	kind   kind
-	elem   *valueType // kindArray only
-	delim  byte       // kindArray only: the element delimiter, ',' for all but box
-	fields []field    // kindComposite only: the attributes, in order
+	elem   *Type   // kindArray only
+	delim  byte    // kindArray only: the element delimiter, ',' for all but box
+	fields []field // kindComposite only: the attributes, in order
 }
 
 // field is one attribute of a composite type.
 type field struct {
 	jsonName []byte // `"name":`
-	typ      *valueType
+	typ      *Type
 }
 
 var errSyntax = errors.New("malformed value")
@@ -48,28 +48,32 @@ var errSyntax = errors.New("malformed value")
 // nested deeper than this are not worth a stack.
 const maxNesting = 32
 
-// valueEncoder writes PostgreSQL text values as JSON. Its scratch space is
+// Encoder writes PostgreSQL text values as JSON. Its scratch space is
 // reused from value to value, so encoding allocates nothing once it has
 // grown; it is not safe for concurrent use.
-type valueEncoder struct {
+type Encoder struct {
 	scratch []byte // a stack: nested values unescape above their parent's part
 }
 
-// appendValue appends the JSON form of text, the PostgreSQL text output of a
+// Idle reports whether the encoder holds no scratch data: true between two
+// values.
+func (e *Encoder) Idle() bool { return len(e.scratch) == 0 }
+
+// Append appends the JSON form of text, the PostgreSQL text output of a
 // value of type t. A value whose text cannot be parsed as its type says it
 // is (a bug, an unexpected server setting, a type changed since its catalog
 // entry was read) is appended as a JSON string of the text, so nothing is
 // lost and the output is always valid JSON.
-func (e *valueEncoder) appendValue(b []byte, t *valueType, text []byte) []byte {
+func (e *Encoder) Append(b []byte, t *Type, text []byte) []byte {
 	out, err := e.appendTyped(b, t, text, 0)
 	e.scratch = e.scratch[:0] // a failed parse may have left its part
 	if err != nil {
-		return appendText(b, text)
+		return AppendText(b, text)
 	}
 	return out
 }
 
-func (e *valueEncoder) appendTyped(b []byte, t *valueType, text []byte, depth int) ([]byte, error) {
+func (e *Encoder) appendTyped(b []byte, t *Type, text []byte, depth int) ([]byte, error) {
 	switch t.kind {
 	case kindInt:
 		if !isJSONNumber(text) {
@@ -82,7 +86,7 @@ func (e *valueEncoder) appendTyped(b []byte, t *valueType, text []byte, depth in
 		}
 		switch string(text) {
 		case "NaN", "Infinity", "-Infinity":
-			return appendText(b, text), nil
+			return AppendText(b, text), nil
 		}
 		return b, errSyntax
 	case kindMoney:
@@ -113,14 +117,14 @@ func (e *valueEncoder) appendTyped(b []byte, t *valueType, text []byte, depth in
 	case kindComposite:
 		return e.appendComposite(b, t, text, depth)
 	default: // kindText, kindNumeric
-		return appendText(b, text), nil
+		return AppendText(b, text), nil
 	}
 }
 
-// appendText appends text as a JSON string. It views text as a string
+// AppendText appends text as a JSON string. It views text as a string
 // without copying it: AppendString only reads its argument, and a copy
 // would cost an allocation for every value longer than 32 bytes.
-func appendText(b, text []byte) []byte {
+func AppendText(b, text []byte) []byte {
 	if len(text) == 0 {
 		return append(b, `""`...)
 	}
@@ -279,13 +283,13 @@ func unhex(c byte) (byte, bool) {
 func appendTimestamp(b []byte, text []byte, zoned bool) ([]byte, error) {
 	switch string(text) {
 	case "infinity", "-infinity":
-		return appendText(b, text), nil
+		return AppendText(b, text), nil
 	}
 	if bytes.HasSuffix(text, []byte(" BC")) {
 		if _, err := appendTimestamp(nil, text[:len(text)-3], zoned); err != nil {
 			return b, err
 		}
-		return appendText(b, text), nil
+		return AppendText(b, text), nil
 	}
 	// yyyy-mm-dd hh:mm:ss[.ffffff][+00]; the year may have more digits.
 	sp := bytes.IndexByte(text, ' ')
@@ -357,7 +361,7 @@ func isClock(s []byte) bool {
 // appendArray turns an array's text form ({1,2}, {{"a b",NULL}},
 // [0:1]={x,y}) into nested JSON arrays whose elements are encoded by the
 // element type. Bounds decorations are dropped: JSON arrays start at 0.
-func (e *valueEncoder) appendArray(b []byte, t *valueType, text []byte, depth int) ([]byte, error) {
+func (e *Encoder) appendArray(b []byte, t *Type, text []byte, depth int) ([]byte, error) {
 	if len(text) > 0 && text[0] == '[' {
 		eq := bytes.IndexByte(text, '=')
 		if eq < 0 {
@@ -377,7 +381,7 @@ func (e *valueEncoder) appendArray(b []byte, t *valueType, text []byte, depth in
 
 // arrayLevel parses one {...} level of an array starting at src[pos] and
 // returns the position after it.
-func (e *valueEncoder) arrayLevel(b []byte, t *valueType, src []byte, pos, depth int) (int, []byte, error) {
+func (e *Encoder) arrayLevel(b []byte, t *Type, src []byte, pos, depth int) (int, []byte, error) {
 	if depth > maxNesting || pos >= len(src) || src[pos] != '{' {
 		return pos, b, errSyntax
 	}
@@ -415,7 +419,7 @@ func (e *valueEncoder) arrayLevel(b []byte, t *valueType, src []byte, pos, depth
 
 // arrayElement parses one element, quoted or not, and appends its JSON.
 // An unquoted NULL is SQL NULL; a quoted "NULL" is the text.
-func (e *valueEncoder) arrayElement(b []byte, t *valueType, src []byte, pos, depth int) (int, []byte, error) {
+func (e *Encoder) arrayElement(b []byte, t *Type, src []byte, pos, depth int) (int, []byte, error) {
 	if pos >= len(src) {
 		return pos, b, errSyntax
 	}
@@ -466,7 +470,7 @@ func (e *valueEncoder) arrayElement(b []byte, t *valueType, src []byte, pos, dep
 // appendComposite turns a composite value's text form ("(1,\"a b\",)")
 // into an object keyed by attribute name. An empty field is NULL; a quoted
 // one may hold "" or \ escapes, as record_out writes them.
-func (e *valueEncoder) appendComposite(b []byte, t *valueType, text []byte, depth int) ([]byte, error) {
+func (e *Encoder) appendComposite(b []byte, t *Type, text []byte, depth int) ([]byte, error) {
 	if depth > maxNesting || len(text) < 2 || text[0] != '(' || text[len(text)-1] != ')' {
 		return b, errSyntax
 	}

@@ -1,5 +1,5 @@
 //go:build !race
 
-package replication
+package pgvalue
 
 const raceEnabled = false

@@ -1,4 +1,4 @@
-package replication
+package pgvalue
 
 import (
 	"encoding/json"

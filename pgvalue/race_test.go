@@ -1,6 +1,6 @@
 //go:build race
 
-package replication
+package pgvalue
 
 // raceEnabled: the race detector allocates on its own, so allocation counts
 // mean nothing under it.

@@ -1,4 +1,4 @@
-package replication
+package pgvalue
 
 import (
 	"context"
@@ -48,44 +48,50 @@ const firstUserOID = 16384
 // arrays, and so on.
 const maxTypeDepth = 16
 
-// typeCache resolves column type OIDs to value types. Built-in types are
+// Types resolves column type OIDs to value types. Built-in types are
 // known statically; others (enums, domains, composites, arrays of them,
 // extension types) are read from the catalog once and cached. Relation
 // messages, which pgoutput sends again after a table or one of its types
 // changed, drop the cached user types so that they are read again.
-type typeCache struct {
+type Types struct {
 	mu    sync.Mutex
-	types map[uint32]*valueType
-	query func(ctx context.Context, oid uint32) (catalogType, error)
+	types map[uint32]*Type
+	query CatalogQuery
 }
 
-// catalogType is what the catalog says of a type.
-type catalogType struct {
-	typtype  byte   // b base, d domain, e enum, c composite, r range, m multirange, p pseudo
-	category byte   // typcategory; 'A' for arrays
-	elem     uint32 // element type for arrays
-	base     uint32 // base type for domains
-	delim    byte   // for arrays: the element type's delimiter
-	attrs    []attr // for composites: the attributes in order, dropped ones left out
+// CatalogType is what the catalog says of a type.
+type CatalogType struct {
+	Typtype  byte   // b base, d domain, e enum, c composite, r range, m multirange, p pseudo
+	Category byte   // typcategory; 'A' for arrays
+	Elem     uint32 // element type for arrays
+	Base     uint32 // base type for domains
+	Delim    byte   // for arrays: the element type's delimiter
+	Attrs    []Attr // for composites: the attributes in order, dropped ones left out
 }
 
-// attr is an attribute of a composite type.
-type attr struct {
-	name string
-	oid  uint32
+// Attr is an attribute of a composite type.
+type Attr struct {
+	Name string
+	OID  uint32
 }
 
-// errNoType says the catalog has no such type (any more).
-var errNoType = errors.New("no such type")
+// CatalogQuery reads a type from the catalog; it returns an error wrapping
+// ErrNoType for a type that does not exist.
+type CatalogQuery func(ctx context.Context, oid uint32) (CatalogType, error)
 
-func newTypeCache(query func(ctx context.Context, oid uint32) (catalogType, error)) *typeCache {
-	return &typeCache{types: map[uint32]*valueType{}, query: query}
+// ErrNoType says the catalog has no such type (any more).
+var ErrNoType = errors.New("no such type")
+
+// NewTypes returns an empty cache that reads user types with query; with a
+// nil query every type that is not built in is text.
+func NewTypes(query CatalogQuery) *Types {
+	return &Types{types: map[uint32]*Type{}, query: query}
 }
 
-// forgetUserTypes drops every cached user type, so that the next lookup
+// ForgetUserTypes drops every cached user type, so that the next lookup
 // reads the catalog again (after ALTER TYPE, a recreated type, a new
 // attribute). Value types already handed out stay as they are.
-func (c *typeCache) forgetUserTypes() {
+func (c *Types) ForgetUserTypes() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for oid := range c.types {
@@ -95,13 +101,14 @@ func (c *typeCache) forgetUserTypes() {
 	}
 }
 
-func (c *typeCache) lookup(ctx context.Context, oid uint32) (*valueType, error) {
+// Lookup returns the value type of the type oid.
+func (c *Types) Lookup(ctx context.Context, oid uint32) (*Type, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.resolve(ctx, oid, 0)
 }
 
-func (c *typeCache) resolve(ctx context.Context, oid uint32, depth int) (*valueType, error) {
+func (c *Types) resolve(ctx context.Context, oid uint32, depth int) (*Type, error) {
 	if t, ok := c.types[oid]; ok {
 		return t, nil
 	}
@@ -116,9 +123,9 @@ func (c *typeCache) resolve(ctx context.Context, oid uint32, depth int) (*valueT
 	return t, nil
 }
 
-func (c *typeCache) build(ctx context.Context, oid uint32, depth int) (*valueType, error) {
+func (c *Types) build(ctx context.Context, oid uint32, depth int) (*Type, error) {
 	if k, ok := builtinKinds[oid]; ok {
-		return &valueType{kind: k}, nil
+		return &Type{kind: k}, nil
 	}
 	if pt, ok := builtins.TypeForOID(oid); ok {
 		if ac, ok := pt.Codec.(*pgtype.ArrayCodec); ok {
@@ -130,67 +137,67 @@ func (c *typeCache) build(ctx context.Context, oid uint32, depth int) (*valueTyp
 			if ac.Delimiter != 0 {
 				delim = ac.Delimiter
 			}
-			return &valueType{kind: kindArray, elem: e, delim: delim}, nil
+			return &Type{kind: kindArray, elem: e, delim: delim}, nil
 		}
-		return &valueType{kind: kindText}, nil
+		return &Type{kind: kindText}, nil
 	}
 	if c.query == nil {
-		return &valueType{kind: kindText}, nil
+		return &Type{kind: kindText}, nil
 	}
 	ct, err := c.query(ctx, oid)
-	if errors.Is(err, errNoType) {
+	if errors.Is(err, ErrNoType) {
 		// Dropped since the change was made: its text is all there is.
-		return &valueType{kind: kindText}, nil
+		return &Type{kind: kindText}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up type %d: %w", oid, err)
 	}
 	switch {
-	case ct.typtype == 'd':
-		return c.resolve(ctx, ct.base, depth+1)
-	case ct.category == 'A' && ct.elem != 0:
-		e, err := c.resolve(ctx, ct.elem, depth+1)
+	case ct.Typtype == 'd':
+		return c.resolve(ctx, ct.Base, depth+1)
+	case ct.Category == 'A' && ct.Elem != 0:
+		e, err := c.resolve(ctx, ct.Elem, depth+1)
 		if err != nil {
 			return nil, err
 		}
-		return &valueType{kind: kindArray, elem: e, delim: ct.delim}, nil
-	case ct.typtype == 'c':
-		t := &valueType{kind: kindComposite, fields: make([]field, len(ct.attrs))}
-		for i, a := range ct.attrs {
-			ft, err := c.resolve(ctx, a.oid, depth+1)
+		return &Type{kind: kindArray, elem: e, delim: ct.Delim}, nil
+	case ct.Typtype == 'c':
+		t := &Type{kind: kindComposite, fields: make([]field, len(ct.Attrs))}
+		for i, a := range ct.Attrs {
+			ft, err := c.resolve(ctx, a.OID, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			t.fields[i] = field{jsonName: append(change.AppendString(nil, a.name), ':'), typ: ft}
+			t.fields[i] = field{jsonName: append(change.AppendString(nil, a.Name), ':'), typ: ft}
 		}
 		return t, nil
 	default: // enums, ranges, multiranges, extension base types
-		return &valueType{kind: kindText}, nil
+		return &Type{kind: kindText}, nil
 	}
 }
 
-// queryCatalogType reads a type from pg_type (and, for a composite, its
+// QueryCatalog reads a type from pg_type (and, for a composite, its
 // attributes from pg_attribute) over a regular connection.
-func queryCatalogType(conn *pgx.Conn) func(ctx context.Context, oid uint32) (catalogType, error) {
-	return func(ctx context.Context, oid uint32) (catalogType, error) {
+func QueryCatalog(conn *pgx.Conn) CatalogQuery {
+	return func(ctx context.Context, oid uint32) (CatalogType, error) {
 		var (
 			typtype, category, delim string
 			relid                    uint32
-			ct                       catalogType
+			ct                       CatalogType
 		)
 		// For an array the delimiter is the element type's typdelim.
 		err := conn.QueryRow(ctx, `
 			SELECT t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, t.typrelid,
 			       coalesce((SELECT e.typdelim::text FROM pg_type e WHERE e.oid = t.typelem), ',')
-			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&typtype, &category, &ct.elem, &ct.base, &relid, &delim)
+			FROM pg_type t WHERE t.oid = $1`, oid).Scan(&typtype, &category, &ct.Elem, &ct.Base, &relid, &delim)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return ct, errNoType
+			return ct, ErrNoType
 		}
 		if err != nil {
 			return ct, err
 		}
-		ct.typtype, ct.category, ct.delim = typtype[0], category[0], delim[0]
-		if ct.typtype != 'c' {
+		ct.Typtype, ct.Category, ct.Delim = typtype[0], category[0], delim[0]
+		if ct.Typtype != 'c' {
 			return ct, nil
 		}
 		rows, err := conn.Query(ctx, `
@@ -199,9 +206,9 @@ func queryCatalogType(conn *pgx.Conn) func(ctx context.Context, oid uint32) (cat
 		if err != nil {
 			return ct, err
 		}
-		ct.attrs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (attr, error) {
-			var a attr
-			return a, row.Scan(&a.name, &a.oid)
+		ct.Attrs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Attr, error) {
+			var a Attr
+			return a, row.Scan(&a.Name, &a.OID)
 		})
 		return ct, err
 	}

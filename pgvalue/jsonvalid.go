@@ -1,4 +1,4 @@
-package replication
+package pgvalue
 
 // validJSON reports whether b is one JSON value with optional white space
 // around it: what encoding/json.Valid reports, two to three times faster and

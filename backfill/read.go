@@ -1,0 +1,182 @@
+package backfill
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/pgvalue"
+)
+
+// A keyset position is the text of the primary key values of the last row
+// read: each value as a uvarint length and its bytes. nil is the start of
+// the table.
+
+func encodeKey(vals [][]byte) []byte {
+	var b []byte
+	for _, v := range vals {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+func decodeKey(b []byte, n int) ([][]byte, error) {
+	vals := make([][]byte, 0, n)
+	for len(b) > 0 {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, errors.New("corrupt keyset position")
+		}
+		vals = append(vals, b[k:k+int(l)])
+		b = b[k+int(l):]
+	}
+	if len(vals) != n {
+		return nil, fmt.Errorf("keyset position has %d values, the primary key %d columns: the key changed since the backfill started", len(vals), n)
+	}
+	return vals, nil
+}
+
+// query is the statement that reads the chunk after a keyset position
+// (after: whether there is one), in primary key order.
+func (t *Table) query(where string, after bool, limit int) string {
+	var q strings.Builder
+	q.WriteString("SELECT ")
+	for i, c := range t.cols {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(quoteIdent(c.name))
+	}
+	q.WriteString(" FROM ")
+	q.WriteString(t.Name.Quoted())
+	var conds []string
+	if after {
+		var cols, params []string
+		for i, c := range t.pk {
+			cols = append(cols, quoteIdent(t.cols[c].name))
+			params = append(params, "$"+strconv.Itoa(i+1)+"::"+t.cols[c].sqlType)
+		}
+		conds = append(conds, "("+strings.Join(cols, ", ")+") > ("+strings.Join(params, ", ")+")")
+	}
+	if where != "" {
+		conds = append(conds, "("+where+")")
+	}
+	if len(conds) > 0 {
+		q.WriteString(" WHERE ")
+		q.WriteString(strings.Join(conds, " AND "))
+	}
+	q.WriteString(" ORDER BY ")
+	for i, c := range t.pk {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(quoteIdent(t.cols[c].name))
+	}
+	q.WriteString(" LIMIT ")
+	q.WriteString(strconv.Itoa(limit))
+	return q.String()
+}
+
+// CheckWhere asks the server whether where is a valid condition on t,
+// without reading a row: an error wrapping ErrInvalid quotes the server's
+// complaint.
+func (t *Table) CheckWhere(ctx context.Context, conn *pgx.Conn, where string) error {
+	if where == "" {
+		return nil
+	}
+	_, err := conn.Exec(ctx, "EXPLAIN "+t.query(where, false, 1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: --where %q on %s: %v", ErrInvalid, where, t.Name, err)
+	}
+	return nil
+}
+
+// chunk is one read: its rows as read messages (positions not yet set),
+// the keyset position after its last row, and whether the table ends
+// with it.
+type chunk struct {
+	msgs  []*change.Message
+	key   []byte // nil when no row was read
+	bytes int
+	last  bool
+}
+
+// read reads up to limit rows after key, stopping early once maxBytes of
+// records are read. The statement is one short transaction on its own.
+func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where string, key []byte, limit, maxBytes int) (chunk, error) {
+	var params [][]byte
+	if key != nil {
+		var err error
+		if params, err = decodeKey(key, len(t.pk)); err != nil {
+			return chunk{}, fmt.Errorf("%s: %w", t.Name, err)
+		}
+	}
+	rr := conn.PgConn().ExecParams(ctx, t.query(where, key != nil, limit), params, nil, nil, nil)
+	var (
+		c      chunk
+		enc    pgvalue.Encoder
+		datums = make([]pgvalue.Datum, len(t.cols))
+		buf    []byte
+		fields []change.Field
+		keyBuf []byte
+		n      int
+		lastPK [][]byte
+	)
+	for rr.NextRow() {
+		n++
+		if c.bytes >= maxBytes {
+			continue // over the bound: the rest is read again with the next chunk
+		}
+		vals := rr.Values()
+		if len(vals) != len(t.cols) {
+			rr.Close()
+			return chunk{}, fmt.Errorf("%s: got %d columns, want %d", t.Name, len(vals), len(t.cols))
+		}
+		buf = append(buf[:0], '{')
+		fields = fields[:0]
+		for i, v := range vals {
+			d := pgvalue.Datum{Kind: 't', Data: v}
+			if v == nil {
+				d.Kind = 'n'
+			}
+			datums[i] = d
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, t.cols[i].jsonName...)
+			start := len(buf)
+			buf = enc.AppendDatum(buf, t.cols[i].typ, d)
+			fields = append(fields, change.Field{Col: uint32(i), Start: uint32(start), End: uint32(len(buf))})
+		}
+		buf = append(buf, '}')
+		keyBuf = pgvalue.AppendKey(keyBuf[:0], t.rel.Table, t.keyCols, datums, nil)
+		c.msgs = append(c.msgs, &change.Message{
+			Action: change.Read, Schema: t.Name.Schema, Table: t.Name.Name, Rel: t.rel,
+			Record: append([]byte(nil), buf...), RecordFields: append([]change.Field(nil), fields...),
+			Key: string(keyBuf), BackfillID: backfillID,
+		})
+		c.bytes += len(buf)
+		lastPK = lastPK[:0]
+		for _, i := range t.pk {
+			lastPK = append(lastPK, vals[i])
+		}
+		c.key = encodeKey(lastPK)
+	}
+	if _, err := rr.Close(); err != nil {
+		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
+	}
+	c.last = n < limit
+	if len(c.msgs) < n {
+		c.last = false // cut short by the byte bound
+	}
+	return c, nil
+}

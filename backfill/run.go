@@ -1,0 +1,216 @@
+package backfill
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/pgvalue"
+	"github.com/walhook/walhook/replication"
+	"github.com/walhook/walhook/state"
+)
+
+// minRows is the smallest chunk, and the first one's size.
+const minRows = 100
+
+// maxPending is how many chunks may wait for their delivery while the next
+// one is read.
+const maxPending = 4
+
+// sent is a chunk handed to the sink, waiting to be delivered before its
+// progress is saved.
+type sent struct {
+	table int
+	last  change.Position
+	n     int    // read messages handed on
+	key   []byte // the keyset position after the chunk
+	rows  int64  // rows the chunk read
+	done  bool   // the table ends with it
+}
+
+// execute runs a backfill until every table is done, ctx ends or an error
+// stops it.
+func (m *Manager) execute(ctx context.Context, r *run) error {
+	m.mu.Lock()
+	b := r.b
+	b.Tables = slices.Clone(b.Tables) // the executor's own; save hands r a copy
+	m.mu.Unlock()
+	if err := m.stream.Streaming(ctx); err != nil {
+		return err
+	}
+	read, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer read.Close(context.Background())
+	marks, err := m.connectAs(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer marks.Close(context.Background())
+	types := pgvalue.NewTypes(pgvalue.QueryCatalog(read))
+	nonce := make([]byte, 4)
+	_, _ = rand.Read(nonce)
+	e := &executor{m: m, r: r, b: b, read: read, marks: marks, prefix: b.ID + "/" + hex.EncodeToString(nonce)}
+	for i := range b.Tables {
+		if e.b.Tables[i].Done {
+			continue
+		}
+		t, err := config.ParseTable(e.b.Tables[i].Table)
+		if err != nil {
+			return fmt.Errorf("table %q: %w", e.b.Tables[i].Table, err)
+		}
+		tb, err := Describe(ctx, read, types, t)
+		if err != nil {
+			return err
+		}
+		if err := e.table(ctx, i, tb); err != nil {
+			return err
+		}
+	}
+	return e.settle(ctx, 0)
+}
+
+// executor is one backfill's run through its tables.
+type executor struct {
+	m           *Manager
+	r           *run
+	b           state.Backfill
+	read, marks *pgx.Conn
+	prefix      string // of chunk IDs: the backfill and this run
+	seq         int
+	pending     []sent
+}
+
+// table reads table i chunk by chunk.
+func (e *executor) table(ctx context.Context, i int, tb *Table) error {
+	key := e.b.Tables[i].Key
+	for n := len(e.pending); n > 0; n-- { // resume after what waits
+		if p := e.pending[n-1]; p.table == i {
+			key = p.key
+			break
+		}
+	}
+	limit := minRows
+	for {
+		e.seq++
+		id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
+		w := NewWindow(tb.Name.Schema, tb.Name.Name)
+		passed, err := e.m.stream.Expect(id, e.b.Sink, w)
+		if err != nil {
+			return err
+		}
+		if err := e.mark(ctx, id, false); err != nil {
+			e.m.stream.Forget(id)
+			return err
+		}
+		start := time.Now()
+		c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, e.m.opts.MaxBytes)
+		took := time.Since(start)
+		if err != nil {
+			e.m.stream.Forget(id)
+			return err
+		}
+		if len(c.msgs) == 0 {
+			e.m.stream.Forget(id)
+			e.pending = append(e.pending, sent{table: i, key: key, done: true})
+			return e.settle(ctx, maxPending)
+		}
+		w.SetRows(c.msgs)
+		if err := e.mark(ctx, id, true); err != nil {
+			e.m.stream.Forget(id)
+			return err
+		}
+		var p Passed
+		select {
+		case p = <-passed:
+		case <-ctx.Done():
+			e.m.stream.Forget(id)
+			return ctx.Err()
+		}
+		if p.Err != nil {
+			return p.Err
+		}
+		if p.Retry {
+			continue // read the same chunk again, between new watermarks
+		}
+		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
+		key = c.key
+		limit = nextLimit(limit, took, len(c.msgs), c.bytes, e.m.opts)
+		if err := e.settle(ctx, maxPending); err != nil {
+			return err
+		}
+		if c.last {
+			return nil
+		}
+	}
+}
+
+// mark writes a watermark into the WAL.
+func (e *executor) mark(ctx context.Context, id string, high bool) error {
+	if _, err := e.marks.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", replication.WatermarkPrefix, watermark(id, high)); err != nil {
+		return fmt.Errorf("write a backfill watermark: %w", err)
+	}
+	return nil
+}
+
+// settle saves the progress of the chunks the sink has delivered, oldest
+// first, until at most keep wait.
+func (e *executor) settle(ctx context.Context, keep int) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for len(e.pending) > 0 {
+		p := e.pending[0]
+		ok := p.n == 0
+		if !ok {
+			var err error
+			if ok, err = e.m.stream.Delivered(e.b.Sink, p.last); err != nil {
+				return err
+			}
+		}
+		if ok {
+			t := &e.b.Tables[p.table]
+			t.Key, t.Rows, t.Done = p.key, t.Rows+p.rows, p.done
+			if err := e.m.save(ctx, e.r, e.b); err != nil {
+				return err
+			}
+			e.pending = e.pending[1:]
+			continue
+		}
+		if len(e.pending) <= keep {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// nextLimit sizes the next chunk so that its query takes about the target
+// time and its records stay under the byte bound: halfway from the last
+// size to the one the last query's time per row suggests, at most twice
+// the last.
+func nextLimit(limit int, took time.Duration, rows, bytes int, o Options) int {
+	if rows == 0 {
+		return limit
+	}
+	n := limit
+	if took > 0 {
+		ideal := float64(rows) * float64(o.TargetQuery) / float64(took)
+		n = int((float64(limit) + ideal) / 2)
+	}
+	n = min(n, 2*limit)
+	if bytes > 0 {
+		n = min(n, int(int64(o.MaxBytes)*int64(rows)/int64(bytes)))
+	}
+	return max(minRows/10, min(n, o.MaxRows))
+}

@@ -1,0 +1,88 @@
+package backfill
+
+import (
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/change"
+)
+
+func row(key string) *change.Message {
+	return &change.Message{Action: change.Read, Schema: "public", Table: "t", Key: key, BackfillID: "bf_1"}
+}
+
+func TestWindow(t *testing.T) {
+	hw := &change.Message{Pos: change.Position{CommitLSN: 0x500, Idx: 0}, CommitTime: time.Unix(1, 0), XID: 9}
+	changed := func(a change.Action, table, key string) *change.Message {
+		return &change.Message{Action: a, Schema: "public", Table: table, Key: key}
+	}
+	for _, tt := range []struct {
+		name    string
+		open    bool
+		changes []*change.Message
+		want    []string // keys that survive
+		retry   bool
+	}{
+		{"nothing changed", true, nil, []string{"a", "b", "c"}, false},
+		{"changed rows are left out", true, []*change.Message{changed(change.Update, "t", "b"), changed(change.Delete, "t", "c"), changed(change.Insert, "t", "z")}, []string{"a"}, false},
+		{"other tables do not count", true, []*change.Message{changed(change.Update, "u", "a"), {Action: change.Emitted, Key: "a"}}, []string{"a", "b", "c"}, false},
+		{"a truncate voids the chunk", true, []*change.Message{changed(change.Truncate, "t", "public.t")}, nil, true},
+		{"a key change voids the chunk", true, []*change.Message{{Action: change.Update, Schema: "public", Table: "t", Key: "q", Barrier: true}}, nil, true},
+		{"no low watermark seen", false, nil, nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWindow("public", "t")
+			for _, m := range tt.changes {
+				w.Observe(m) // before the low watermark: ignored
+			}
+			if tt.open {
+				w.Open()
+			}
+			w.SetRows([]*change.Message{row("a"), row("b"), row("c")})
+			for _, m := range tt.changes {
+				w.Observe(m)
+			}
+			reads, retry := w.Close(hw)
+			if retry != tt.retry || len(reads) != len(tt.want) {
+				t.Fatalf("got %d reads, retry %v; want %v, retry %v", len(reads), retry, tt.want, tt.retry)
+			}
+			for i, m := range reads {
+				want := change.Position{CommitLSN: 0x500, Idx: uint32(i + 1)}
+				if m.Key != tt.want[i] || m.Pos != want || m.XID != 9 || !m.CommitTime.Equal(hw.CommitTime) {
+					t.Errorf("read %d: got key %q at %s xid %d, want %q at %s xid 9", i, m.Key, m.Pos, m.XID, tt.want[i], want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseWatermark(t *testing.T) {
+	for _, high := range []bool{false, true} {
+		id, h, ok := ParseWatermark([]byte(watermark("bf_1/ab/3", high)))
+		if !ok || h != high || id != "bf_1/ab/3" {
+			t.Errorf("got %q %v %v", id, h, ok)
+		}
+	}
+	if _, _, ok := ParseWatermark([]byte("other")); ok {
+		t.Error("a payload walhook did not write parsed")
+	}
+}
+
+func TestNextLimit(t *testing.T) {
+	o := Options{TargetQuery: 100 * time.Millisecond, MaxRows: 10000, MaxBytes: 1 << 20}
+	for _, tt := range []struct {
+		limit, rows, bytes int
+		took               time.Duration
+		want               int
+	}{
+		{100, 100, 10000, 10 * time.Millisecond, 200},     // fast: at most double
+		{1000, 1000, 100000, 400 * time.Millisecond, 625}, // slow: halfway to 250
+		{1000, 1000, 4 << 20, 10 * time.Millisecond, 250}, // large rows: the byte bound
+		{8000, 8000, 80000, time.Millisecond, 10000},      // at most MaxRows
+		{20, 20, 200, 10 * time.Second, 10},               // never below 10
+	} {
+		if got := nextLimit(tt.limit, tt.took, tt.rows, tt.bytes, o); got != tt.want {
+			t.Errorf("nextLimit(%d, %v, %d rows, %d bytes): got %d, want %d", tt.limit, tt.took, tt.rows, tt.bytes, got, tt.want)
+		}
+	}
+}
