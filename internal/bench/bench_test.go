@@ -28,6 +28,7 @@ func BenchmarkQuick(b *testing.B) {
 		b.ReportMetric(rep.Drain.Recvlogical.Median, "pg_recvlogical-rows/s")
 		b.ReportMetric(rep.Drain.Walhook.Median, "walhook-rows/s")
 		b.ReportMetric(rep.Drain.Ratio, "ratio")
+		b.ReportMetric(rep.Drain.CountingRatio, "counting-ratio")
 		b.ReportMetric(rep.Latency.P99ms, "p99-ms")
 		b.ReportMetric(rep.Memory.PeakRSSMB, "peak-RSS-MB")
 	}

@@ -34,6 +34,9 @@ func (b *bench) drains(ctx context.Context) error {
 		if o.StateURL {
 			slots = append(slots, fmt.Sprintf("drain_state_url_%d", i))
 		}
+		if o.Receiver == "parse" {
+			slots = append(slots, fmt.Sprintf("drain_count_%d", i))
+		}
 		for _, k := range o.Fanout {
 			if k != 1 {
 				slots = append(slots, fmt.Sprintf("fanout%d_%d", k, i))
@@ -64,9 +67,21 @@ func (b *bench) drains(ctx context.Context) error {
 		}
 		defer rcvs[i].close()
 	}
+	// With a receiver that parses, the drain runs once more to one that
+	// only counts: on a small machine the parsing receiver's CPU is taken
+	// from walhook and the walsender, and this run shows walhook's rate
+	// without that cost.
+	var counter *receiver
+	if o.Receiver == "parse" {
+		if counter, err = newReceiver(false); err != nil {
+			return err
+		}
+		defer counter.close()
+	}
 
 	var recvRate, recvCPU, recvWalsender, recvRest, ratios []float64
-	var single, withURL []walhookResult
+	var single, withURL, counted []walhookResult
+	var countRatios []float64
 	for i := 1; i <= o.Runs; i++ {
 		slot := fmt.Sprintf("recvlogical_%d", i)
 		r, err := runRecvlogical(ctx, b.db, b.recvlogical, slot, bl.EndLSN, o.Timeout)
@@ -103,6 +118,20 @@ func (b *bench) drains(ctx context.Context) error {
 			withURL = append(withURL, w)
 		}
 
+		if counter != nil {
+			slot = fmt.Sprintf("drain_count_%d", i)
+			c, err := b.walhook(slot, o.Settings).run(ctx, []*receiver{counter}, bl.FirstID, bl.Rows, false, nil)
+			if err != nil {
+				return fmt.Errorf("drain with walhook to a counting receiver: %w", err)
+			}
+			if err := b.db.dropSlot(ctx, slot); err != nil {
+				return err
+			}
+			b.p.printf("drain %d/%d: walhook, counting receiver %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/c.Seconds)))
+			counted = append(counted, c)
+			countRatios = append(countRatios, r.Seconds/c.Seconds)
+		}
+
 		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
 		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
 		recvWalsender = append(recvWalsender, r.WalsenderCPU/(float64(bl.Rows)/1e6))
@@ -134,6 +163,17 @@ func (b *bench) drains(ctx context.Context) error {
 		WalhookRest:             newSeries(restCores),
 	}
 	b.rep.Drain.Ratio = b.rep.Drain.Walhook.Median / b.rep.Drain.Recvlogical.Median
+	if len(counted) > 0 {
+		d := &b.rep.Drain
+		d.WalhookCounting = newSeries(rates(bl.Rows, counted))
+		d.CountingRatio = d.WalhookCounting.Median / d.Recvlogical.Median
+		d.CountingRatioRuns = newSeries(countRatios)
+		var v []float64
+		for _, c := range counted {
+			v = append(v, c.CPUSeconds/(float64(bl.Rows)/1e6))
+		}
+		d.WalhookCountingCPU = newSeries(v)
+	}
 	if len(withURL) > 0 {
 		b.rep.Drain.WalhookStateURL = newSeries(rates(bl.Rows, withURL))
 		var v []float64

@@ -60,10 +60,25 @@ type Drain struct {
 	RecvlogicalRest Series `json:"pg_recvlogical_rest_cores"`
 	WalhookRest     Series `json:"walhook_rest_cores"`
 
+	// With the parsing receiver: the same drain to a receiver that only
+	// counts, walhook's CPU seconds per million rows there, and the ratio
+	// of its rate to pg_recvlogical's.
+	WalhookCounting    Series  `json:"walhook_counting_receiver_rows_per_s,omitzero"`
+	WalhookCountingCPU Series  `json:"walhook_counting_receiver_cpu_s_per_million,omitzero"`
+	CountingRatio      float64 `json:"counting_receiver_ratio,omitempty"`
+	CountingRatioRuns  Series  `json:"counting_receiver_ratio_runs,omitzero"`
+
 	// With -state-url: the same drain with the state in PostgreSQL, and
 	// walhook's CPU seconds per million rows.
 	WalhookStateURL    Series `json:"walhook_state_url_rows_per_s,omitzero"`
 	WalhookStateURLCPU Series `json:"walhook_state_url_cpu_s_per_million,omitzero"`
+}
+
+// bound returns the cores that the walsender and the receiver would need,
+// at their measured cost per row, for walhook to drain at share times
+// pg_recvlogical's rate: what is left of the machine is walhook's most.
+func (d Drain) bound(share float64) float64 {
+	return share * d.Recvlogical.Median * (d.WalhookWalsenderCPU.Median + d.ReceiverCPU.Median) / 1e6
 }
 
 // Fanout is the drain with several sinks, each its own receiver.
@@ -192,7 +207,16 @@ func (r *Report) print(w io.Writer) {
 			d.WalhookStateURLCPU.Median)
 	}
 	fmt.Fprintf(t, "walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\t\n", d.Ratio, d.RatioRuns.Min, d.RatioRuns.Max)
+	if len(d.WalhookCounting.Runs) > 0 {
+		s := d.WalhookCounting
+		fmt.Fprintf(t, "walhook to a counting receiver\t%s\t%s\t%s\t%.0f%%\t\t%.2f\t\t\t\n", count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(),
+			d.WalhookCountingCPU.Median)
+		fmt.Fprintf(t, "counting walhook / pg_recvlogical\t%.2f\t%.2f\t%.2f\t\t\t\t\t\t\n", d.CountingRatio, d.CountingRatioRuns.Min, d.CountingRatioRuns.Max)
+	}
 	_ = t.Flush()
+	if need := d.bound(0.9); r.Receiver != "count" && need > 0 {
+		fmt.Fprintf(w, "  CPU budget: at 0.9 x pg_recvlogical's rate, the walsender and the parsing receiver alone would need %.2f of the %d cores\n", need, r.CPUs)
+	}
 
 	if len(r.Fanout) > 0 {
 		fmt.Fprintf(w, "\nFan-out: the same backlog to N sinks, each its own receiver (median of %d runs)\n", len(r.Fanout[0].RowsPerSec.Runs))
