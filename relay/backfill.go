@@ -122,15 +122,18 @@ func (r *Relay) watermark(ctx context.Context, hw *change.Message) {
 	}
 	rn := r.dispatchList[i]
 	p := backfill.Passed{Last: hw.Pos, Sent: len(reads)}
-	for _, m := range reads {
-		m = r.opts.SourceColumns.Apply(m)
+	for part := range slices.Chunk(reads, inboxBatch) {
+		batch := make([]replication.Event, len(part))
+		for i, m := range part {
+			batch[i] = replication.Event{Kind: replication.EventChange, Msg: r.opts.SourceColumns.Apply(m)}
+		}
 		select {
-		case rn.inbox <- replication.Event{Kind: replication.EventChange, Msg: m}:
+		case rn.inbox <- batch:
 		case <-ctx.Done():
 			return // stopping: the chunk is read again after the restart
 		}
-		p.Last = m.Pos
-		r.lastDispatched = m.Pos
+		p.Last = part[len(part)-1].Pos
+		r.lastDispatched = p.Last
 	}
 	e.passed <- p
 }

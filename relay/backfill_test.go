@@ -13,12 +13,12 @@ import (
 	"github.com/walhook/walhook/replication"
 )
 
-// chanSource streams what the test sends it.
-type chanSource struct{ events chan replication.Event }
+// chanSource streams what the test sends it, in the batches it sends.
+type chanSource struct{ events chan []replication.Event }
 
 func (s *chanSource) Setup(context.Context, bool) (pglogrepl.LSN, error) { return 0x10, nil }
 
-func (s *chanSource) Run(ctx context.Context, stop <-chan struct{}, _ func() pglogrepl.LSN, out chan<- replication.Event) error {
+func (s *chanSource) Run(ctx context.Context, stop <-chan struct{}, _ func() pglogrepl.LSN, out chan<- []replication.Event) error {
 	for {
 		select {
 		case ev := <-s.events:
@@ -59,18 +59,16 @@ func keys(msgs []*change.Message) []string {
 // says when they are acknowledged; a chunk whose low watermark was not seen
 // is to be read again, and watermarks of no chunk are ignored.
 func TestBackfillChunk(t *testing.T) {
-	src := &chanSource{events: make(chan replication.Event)}
+	src := &chanSource{events: make(chan []replication.Event)}
 	h := startRelay(t, src, openStore(t, t.TempDir()+"/state"), map[string]config.Sink{"a": {}, "b": {}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.relay.Streaming(ctx); err != nil {
 		t.Fatal(err)
 	}
-	send := func(evs ...replication.Event) {
-		for _, ev := range evs {
-			src.events <- ev
-		}
-	}
+	// Each send is one batch, watermarks amid other events, as the stream
+	// hands them on.
+	send := func(evs ...replication.Event) { src.events <- evs }
 	w := backfill.NewWindow("public", "t")
 	passed, err := h.relay.Expect("c1", "a", w)
 	if err != nil {

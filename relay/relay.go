@@ -29,8 +29,8 @@ type Options struct {
 	// PersistInterval is how often moved cursors are written; default
 	// 100ms.
 	PersistInterval time.Duration
-	// EventBuffer is how many events may wait between the stream and the
-	// sinks; default 1024.
+	// EventBuffer is how many batches of events may wait between the
+	// stream and the dispatcher; default 16.
 	EventBuffer int
 	// KeepRemoved is how long the cursor and backlog of a sink gone from
 	// the configuration stay in the store; default 24h.
@@ -55,7 +55,7 @@ type Source interface {
 	// LSN safe to confirm. After stop it reads no more but keeps the
 	// connection until ctx ends. It returns nil when ctx ends, or the
 	// error that stopped it.
-	Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- replication.Event) error
+	Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- []replication.Event) error
 }
 
 // Relay streams one source to its sinks.
@@ -151,7 +151,7 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 		opts.KeepRemoved = 24 * time.Hour
 	}
 	if opts.EventBuffer <= 0 {
-		opts.EventBuffer = 1024
+		opts.EventBuffer = 16
 	}
 	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log, ctl: make(chan func())}
 }
@@ -272,7 +272,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.replayC = sinkCtx
 	r.replayMu.Unlock()
 
-	events := make(chan replication.Event, r.opts.EventBuffer)
+	events := make(chan []replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
 	for _, rn := range r.runners {
 		pctx, cancel := context.WithCancel(sinkCtx)
@@ -404,39 +404,62 @@ func (r *Relay) setup(ctx context.Context) (pglogrepl.LSN, error) {
 	return start, nil
 }
 
-// dispatch hands every event to every runner, in stream order. A runner
-// whose inbox is full holds the stream back for all of them.
-func (r *Relay) dispatch(ctx context.Context, events <-chan replication.Event) {
+// dispatch hands every event to every runner, in stream order, in the
+// batches the source sends. A runner whose inbox is full holds the stream
+// back for all of them.
+func (r *Relay) dispatch(ctx context.Context, events <-chan []replication.Event) {
 	for {
-		var ev replication.Event
+		var batch []replication.Event
 		select {
 		case <-ctx.Done():
 			return
 		case f := <-r.ctl:
-			f() // add or remove a sink between two events
+			f() // add or remove a sink between two batches
 			continue
-		case ev = <-events:
+		case batch = <-events:
 		}
-		switch ev.Kind {
-		case replication.EventWatermark:
-			r.watermark(ctx, ev.Msg)
-			continue
-		case replication.EventChange:
-			r.received.Add(1)
-			r.observe(ev.Msg)
-			ev.Msg = r.opts.SourceColumns.Apply(ev.Msg)
-		}
-		for _, rn := range r.dispatchList {
-			select {
-			case rn.inbox <- ev:
-			case <-ctx.Done():
+		// A watermark splits a batch: what came before it reaches the
+		// runners before the backfill's chunk does (see watermark).
+		for len(batch) > 0 {
+			i := slices.IndexFunc(batch, func(ev replication.Event) bool { return ev.Kind == replication.EventWatermark })
+			if i < 0 {
+				i = len(batch)
+			}
+			if i > 0 && !r.fanOut(ctx, batch[:i:i]) {
 				return
 			}
-		}
-		if ev.Kind == replication.EventChange {
-			r.lastDispatched = ev.Msg.Pos
+			if i < len(batch) {
+				r.watermark(ctx, batch[i].Msg)
+				i++
+			}
+			batch = batch[i:]
 		}
 	}
+}
+
+// fanOut hands batch to every runner; they share it and only read it. It
+// reports false if ctx ended first. batch holds no watermark.
+func (r *Relay) fanOut(ctx context.Context, batch []replication.Event) bool {
+	var last change.Position
+	for i, ev := range batch {
+		if ev.Kind == replication.EventChange {
+			r.received.Add(1)
+			r.observe(ev.Msg)
+			batch[i].Msg = r.opts.SourceColumns.Apply(ev.Msg)
+			last = ev.Msg.Pos
+		}
+	}
+	for _, rn := range r.dispatchList {
+		select {
+		case rn.inbox <- batch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if last != (change.Position{}) {
+		r.lastDispatched = last
+	}
+	return true
 }
 
 func (r *Relay) persistLoop(ctx context.Context) error {

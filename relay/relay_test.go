@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -38,13 +39,14 @@ func (s *fakeSource) Setup(context.Context, bool) (pglogrepl.LSN, error) {
 	return s.start, nil
 }
 
-func (s *fakeSource) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- replication.Event) error {
+func (s *fakeSource) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- []replication.Event) error {
 	s.mu.Lock()
 	s.flushed = flushed
 	s.mu.Unlock()
-	for _, ev := range s.events {
+	// In batches of three, so that a batch ends amid a transaction too.
+	for batch := range slices.Chunk(s.events, 3) {
 		select {
-		case out <- ev:
+		case out <- batch:
 		case <-stop:
 			<-ctx.Done()
 			return nil

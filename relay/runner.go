@@ -69,8 +69,11 @@ type Sink struct {
 // moves on while the sink lags.
 type runner struct {
 	Sink
-	log     *slog.Logger
-	inbox   chan replication.Event
+	log   *slog.Logger
+	inbox chan []replication.Event
+	// next is what the runner has yet to take of the last batch from its
+	// inbox; the batch is shared with the other runners, read only.
+	next    []replication.Event
 	tracker *cursor.Tracker
 	cursors *cursor.Set
 	taker   *replication.Taker // nil without a budget
@@ -145,8 +148,12 @@ type runnerStats struct {
 	deadLettered atomic.Uint64 // messages moved from a full backlog to the dead letters
 }
 
-// inboxSize is how many events may wait for a runner.
-const inboxSize = 256
+// inboxSize is how many batches of events may wait for a runner: the
+// stream's batches, or a backfill chunk's rows in batches of inboxBatch.
+const (
+	inboxSize  = 8
+	inboxBatch = 64
+)
 
 // Spilling appends in batches: up to spillBatch messages or spillBytes,
 // or whatever waited spillWait.
@@ -159,7 +166,7 @@ const (
 )
 
 func newRunner(s Sink, log *slog.Logger) *runner {
-	return &runner{Sink: s, log: log, inbox: make(chan replication.Event, inboxSize), updates: make(chan func(*Sink))}
+	return &runner{Sink: s, log: log, inbox: make(chan []replication.Event, inboxSize), updates: make(chan func(*Sink))}
 }
 
 // start prepares the runner of a sink whose state is loaded: with a
@@ -209,16 +216,21 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		r.feed(ctx)
 		r.trim(ctx)
-		inbox := r.inbox
 		r.recheck = 0
+		take := r.canTake(ctx)
+		r.setBlocked(!take)
+		if take && len(r.next) > 0 {
+			r.takeNext(ctx)
+			continue
+		}
+		inbox := r.inbox
 		var recheck <-chan time.Time
-		if !r.canTake(ctx) {
+		if !take {
 			inbox = nil
 			if r.recheck > 0 {
 				recheck = time.After(r.recheck)
 			}
 		}
-		r.setBlocked(inbox == nil)
 		if len(r.buf) > 0 && !armed {
 			flush.Reset(spillWait)
 			armed = true
@@ -226,11 +238,11 @@ func (r *runner) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-inbox:
+		case evs, ok := <-inbox:
 			if !ok {
 				return r.fatal
 			}
-			r.handle(ctx, ev)
+			r.next = evs
 		case <-r.tracker.Changed():
 		case <-recheck:
 		case f := <-r.updates:
@@ -238,6 +250,20 @@ func (r *runner) run(ctx context.Context) error {
 		case <-flush.C:
 			armed = false
 			r.flush(ctx)
+		}
+	}
+}
+
+// takeNext handles the events of the current batch for as long as the
+// runner may take them. While spilling it takes one, so that the backlog
+// is fed between two events.
+func (r *runner) takeNext(ctx context.Context) {
+	for len(r.next) > 0 {
+		ev := r.next[0]
+		r.next = r.next[1:]
+		r.handle(ctx, ev)
+		if r.spilling || r.fatal != nil || !r.canTake(ctx) {
+			return
 		}
 	}
 }

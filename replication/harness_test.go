@@ -65,7 +65,8 @@ func (db *testDB) exec(t testing.TB, stmts ...string) {
 // with the events it emitted.
 type testStream struct {
 	db      *testDB
-	events  chan Event
+	events  chan []Event
+	pending []Event // taken from events, not yet returned by next
 	flushed atomic.Uint64
 	done    chan struct{} // closed when Run returned, with err set
 	err     error
@@ -76,7 +77,7 @@ type streamOpts struct {
 	tables    []config.Table // default: all tables
 	messages  []string       // passed-through prefixes besides syncPrefix
 	heartbeat time.Duration
-	buffer    int // event channel capacity; default 1024
+	buffer    int // event channel capacity in batches; default 1024
 	// columns is source.columns.
 	columns map[config.Table]config.Columns
 }
@@ -105,7 +106,7 @@ func startStream(t testing.TB, db *testDB, opts streamOpts) *testStream {
 	if opts.buffer == 0 {
 		opts.buffer = 1024
 	}
-	ts := &testStream{db: db, events: make(chan Event, opts.buffer), done: make(chan struct{})}
+	ts := &testStream{db: db, events: make(chan []Event, opts.buffer), done: make(chan struct{})}
 	s := New(src, func() pglogrepl.LSN { return pglogrepl.LSN(ts.flushed.Load()) }, log)
 	go func() {
 		ts.err = s.Run(ctx, nil, ts.events)
@@ -125,23 +126,26 @@ func startStream(t testing.TB, db *testDB, opts streamOpts) *testStream {
 // next returns the next event, or fails the test after timeout.
 func (ts *testStream) next(t testing.TB, timeout time.Duration) Event {
 	t.Helper()
-	select {
-	case ev := <-ts.events:
-		if ev.Kind == EventCommit {
-			ts.flushed.Store(uint64(ev.LSN))
+	for len(ts.pending) == 0 {
+		select {
+		case ts.pending = <-ts.events:
+		case <-ts.done:
+			t.Fatalf("stream ended: %v", ts.err)
+		case <-time.After(timeout):
+			t.Fatalf("no event within %v", timeout)
 		}
-		if ev.Kind == EventChange {
-			if err := checkFields(ev.Msg); err != nil {
-				t.Error(err)
-			}
-		}
-		return ev
-	case <-ts.done:
-		t.Fatalf("stream ended: %v", ts.err)
-	case <-time.After(timeout):
-		t.Fatalf("no event within %v", timeout)
 	}
-	return Event{}
+	ev := ts.pending[0]
+	ts.pending = ts.pending[1:]
+	if ev.Kind == EventCommit {
+		ts.flushed.Store(uint64(ev.LSN))
+	}
+	if ev.Kind == EventChange {
+		if err := checkFields(ev.Msg); err != nil {
+			t.Error(err)
+		}
+	}
+	return ev
 }
 
 // sync writes a marker and returns every change message streamed before

@@ -101,7 +101,7 @@ const maxSlotWait = 5 * time.Second
 // Once stop is closed it reads no more but keeps the connection alive
 // until ctx ends, then sends a final standby status. It returns nil when
 // ctx ends, or the error that no reconnect can mend.
-func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- Event) error {
+func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() pglogrepl.LSN, out chan<- []Event) error {
 	stream := New(s.cfg, flushed, s.log)
 	stream.Budget = s.Budget
 	stream.SkipSchemas = s.SkipSchemas

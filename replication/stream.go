@@ -86,7 +86,7 @@ func New(src config.Source, flushed func() pglogrepl.LSN, log *slog.Logger) *Str
 // sends a final status update with the flushed LSN and returns ctx's error.
 // It returns early with an error if the connection fails; IsConnLost tells
 // whether a reconnect is worth trying.
-func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- Event) error {
+func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Event) error {
 	catalog, err := pgx.Connect(ctx, s.src.URL)
 	if err != nil {
 		return connectError(err)
@@ -161,7 +161,8 @@ type receiver struct {
 	s          *Stream
 	conn       *pgconn.PgConn
 	dec        *decoder
-	out        chan<- Event
+	out        chan<- []Event
+	pending    []Event // emitted, not yet handed on (see emit)
 	stop       <-chan struct{}
 	interval   time.Duration // between status updates, see statusInterval
 	nextStatus time.Time
@@ -185,8 +186,12 @@ func (r *receiver) run(ctx context.Context) error {
 		recv.interrupt()
 	}()
 
+	// now is the time after the last receive (or the last timeout): one
+	// clock read a message, which is a measurable share of a backlog's
+	// drain on some virtual machines.
+	now := r.lastRecv
 	for readCtx.Err() == nil {
-		if !time.Now().Before(r.nextStatus) {
+		if !now.Before(r.nextStatus) {
 			if err := r.sendStatus(ctx, true); err != nil {
 				return err
 			}
@@ -198,21 +203,24 @@ func (r *receiver) run(ctx context.Context) error {
 		raw, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) || readCtx.Err() != nil {
-				if readCtx.Err() == nil && time.Since(r.lastRecv) > r.s.src.ReceiveTimeout {
+				now = time.Now()
+				if readCtx.Err() == nil && now.Sub(r.lastRecv) > r.s.src.ReceiveTimeout {
 					return errDead
 				}
 				continue
 			}
 			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, err))
 		}
-		r.lastRecv = time.Now()
 		if err := r.handle(readCtx, raw); err != nil {
 			if readCtx.Err() != nil {
 				break // stopped while handing an event on; it is sent again after a restart
 			}
 			return err
 		}
-		r.lastRecv = time.Now()
+		// After handle, which may have waited for the sinks: a wait is not
+		// silence from the server.
+		now = time.Now()
+		r.lastRecv = now
 	}
 	if ctx.Err() != nil {
 		return r.final()
@@ -338,17 +346,44 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 	return nil
 }
 
-// emit hands an event on, sending status updates on the usual schedule
-// while it waits, so that a long wait for a blocked sink never lets
-// wal_sender_timeout end the connection (see statusInterval).
+// emitBatch is the most events the receiver hands on at once. Events go
+// on in batches so that a backlog costs one hand-off to the relay per
+// batch rather than per event: a transaction's changes wait until its
+// commit, or until emitBatch of them are together; every event outside a
+// transaction goes on at once.
+const emitBatch = 64
+
+// emit adds an event to the pending batch and hands the batch on once it
+// is full or ev ends a transaction (see emitBatch).
 func (r *receiver) emit(ctx context.Context, ev Event) error {
 	if ev.Kind == EventChange && !r.s.Budget.reserve(ev.Msg.Size()) {
+		// What is pending holds budget too: hand it on before waiting for
+		// the consumers to free some.
+		if err := r.handOn(ctx); err != nil {
+			return err
+		}
 		if err := r.waitBudget(ctx, ev.Msg.Size()); err != nil {
 			return err
 		}
 	}
+	r.pending = append(r.pending, ev)
+	if len(r.pending) >= emitBatch || !r.dec.inTx {
+		return r.handOn(ctx)
+	}
+	return nil
+}
+
+// handOn hands the pending batch on, sending status updates on the usual
+// schedule while it waits, so that a long wait for a blocked sink never
+// lets wal_sender_timeout end the connection (see statusInterval).
+func (r *receiver) handOn(ctx context.Context) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	batch := r.pending
 	select {
-	case r.out <- ev:
+	case r.out <- batch:
+		r.pending = nil
 		return nil
 	default:
 	}
@@ -356,7 +391,8 @@ func (r *receiver) emit(ctx context.Context, ev Event) error {
 	defer t.Stop()
 	for {
 		select {
-		case r.out <- ev:
+		case r.out <- batch:
+			r.pending = nil
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
