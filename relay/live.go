@@ -24,7 +24,7 @@ func (r *Relay) runnerList() []*runner {
 	return slices.Clone(r.runners)
 }
 
-// inDispatcher runs f on the dispatcher's goroutine between two events and
+// inDispatcher runs f on the dispatcher's goroutine between two batches and
 // waits for it; it fails once the relay no longer dispatches.
 func (r *Relay) inDispatcher(ctx context.Context, f func()) error {
 	r.mu.Lock()
@@ -132,7 +132,7 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 }
 
 // UpdateSink changes a running sink's settings: f runs on the sink's own
-// goroutine between two events and may replace its Filter, Columns,
+// goroutine between two batches and may replace its Filter, Columns,
 // Window and backlog bounds (not its Delivery, Router or Backlog).
 func (r *Relay) UpdateSink(ctx context.Context, name string, f func(*Sink)) error {
 	rn := r.runnerNamed(name)

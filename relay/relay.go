@@ -73,7 +73,7 @@ type Relay struct {
 	received atomic.Uint64      // change messages the stream handed on
 	blocked  atomic.Int32       // runners that cannot take their inbox now
 	total    atomic.Int32       // runners running
-	ctl      chan func()        // run by the dispatcher between two events
+	ctl      chan func()        // run by the dispatcher between two batches
 	pending  map[string]*runner // made by Acker while running, not yet added
 	// dispatchList and lastDispatched belong to the dispatcher's goroutine.
 	dispatchList   []*runner

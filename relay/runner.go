@@ -89,7 +89,7 @@ type runner struct {
 	total   *atomic.Int32
 	isBlock bool
 	// updates carries live changes of the sink's settings, applied by the
-	// runner's goroutine between two events.
+	// runner's goroutine between two batches.
 	updates chan func(*Sink)
 	// stopDelivery ends the delivery engine's Run (a hard stop), for a
 	// sink removed while walhook runs.
