@@ -180,9 +180,6 @@ func (a *admin) Snapshot() server.Snapshot {
 // backfillSnapshot is the rows backfills sent per sink and table, and how
 // many run.
 func (a *admin) backfillSnapshot() ([]server.BackfillSnapshot, int) {
-	if a.backfills == nil {
-		return nil, 0 // an active/passive member: backfills are not wired there yet
-	}
 	list, err := a.backfills.List(context.Background())
 	if err != nil {
 		return nil, 0
@@ -229,9 +226,6 @@ func (a *admin) StartBackfill(ctx context.Context, sink string, tables []config.
 }
 
 func (a *admin) Backfills(ctx context.Context) ([]server.Backfill, error) {
-	if a.backfills == nil {
-		return nil, nil // an active/passive member: backfills are not wired there yet
-	}
 	list, err := a.backfills.List(ctx)
 	if err != nil {
 		return nil, err

@@ -14,8 +14,8 @@ import (
 
 // groupAdmin answers the admin server for a member of an active/passive
 // group: as the running relay's admin while the instance is active, as a
-// standby otherwise (never ready; sinks and dead letters are the active's
-// to answer for).
+// standby otherwise (never ready; sinks, dead letters and backfills are
+// the active's to answer for).
 type groupAdmin struct {
 	cfg  *config.Config
 	cand *lease.Candidate
@@ -110,6 +110,27 @@ func (g *groupAdmin) ReplayDeadLetters(ctx context.Context, name string, ids []s
 func (g *groupAdmin) DropDeadLetter(ctx context.Context, name, id string) error {
 	if a, _ := g.current(); a != nil {
 		return a.DropDeadLetter(ctx, name, id)
+	}
+	return errStandby
+}
+
+func (g *groupAdmin) StartBackfill(ctx context.Context, sink string, tables []config.Table, where string) (server.Backfill, error) {
+	if a, _ := g.current(); a != nil {
+		return a.StartBackfill(ctx, sink, tables, where)
+	}
+	return server.Backfill{}, errStandby
+}
+
+func (g *groupAdmin) Backfills(ctx context.Context) ([]server.Backfill, error) {
+	if a, _ := g.current(); a != nil {
+		return a.Backfills(ctx)
+	}
+	return nil, errStandby
+}
+
+func (g *groupAdmin) CancelBackfill(ctx context.Context, id string) error {
+	if a, _ := g.current(); a != nil {
+		return a.CancelBackfill(ctx, id)
 	}
 	return errStandby
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/lease"
 	"github.com/walhook/walhook/relay"
@@ -157,7 +158,17 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 	}
 	reloads := watchReloads(ctx, path, cfg, rr.relay, store, log, rr.sinks)
 	defer reloads.stop()
-	group.setActive(&admin{cfg: cfg, relay: rr.relay, src: rr.src}, time.Now())
+	// Backfills resume where the last active left them: their progress is
+	// in the state database, written through the lease like the cursors.
+	backfills := backfill.NewManager(store, rr.relay, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+	reloads.setOnCreate(func(sinks []string) { startOnCreate(ctx, backfills, sinks, log) })
+	onCreate, err := firstStarts(ctx, cfg, store)
+	if err != nil {
+		return err
+	}
+	stopBackfills := startBackfills(ctx, backfills, onCreate, log)
+	defer stopBackfills()
+	group.setActive(&admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: backfills}, time.Now())
 	defer group.setActive(nil, time.Time{})
 
 	ran := make(chan struct{})

@@ -21,6 +21,7 @@ import (
 
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/webhooktest"
+	"github.com/walhook/walhook/server"
 )
 
 // haReceiver is a webhook receiver that notes which instance sent each
@@ -465,4 +466,79 @@ func TestHAHandover(t *testing.T) {
 	if d := tally.duplicates(); d > 0 {
 		t.Errorf("%d duplicates of %d rows after a graceful handover, want none", d, len(ids))
 	}
+}
+
+// TestHABackfill: a backfill started on the active of a group goes on
+// after the active is killed (SIGKILL) with chunks in flight: the standby
+// takes over, resumes it from the progress in the state database and
+// finishes it; every row arrives as a read. A standby answers the
+// backfill API with 503, pointing at the active.
+func TestHABackfill(t *testing.T) {
+	const n = 5000
+	dsn, slot := haSetup(t)
+	exec1(t, connect(t, dsn), fmt.Sprintf("INSERT INTO t SELECT generate_series(1, %d)", n))
+	rcv := newHAReceiver(t)
+	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
+	a.waitRole(t, "active", 30*time.Second)
+	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
+	b.waitRole(t, "standby", 30*time.Second)
+	bAddr := strings.TrimPrefix(b.admin, "http://")
+	if code, body := adminDo(t, bAddr, "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "standby") {
+		t.Errorf("POST backfills to the standby: %d %s, want 503 naming it a standby", code, body)
+	}
+
+	code, body := adminDo(t, strings.TrimPrefix(a.admin, "http://"), "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`)
+	var started server.Backfill
+	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil {
+		t.Fatalf("POST backfills to the active: %d %s", code, body)
+	}
+	reads := func(ms []webhooktest.Message) map[int]bool {
+		ids := map[int]bool{}
+		for _, m := range ms {
+			if m.Action != "read" {
+				continue
+			}
+			var r struct{ ID int }
+			if err := json.Unmarshal(m.Record, &r); err != nil {
+				t.Fatalf("record %s: %v", m.Record, err)
+			}
+			ids[r.ID] = true
+		}
+		return ids
+	}
+	rcv.rcv.WaitFor(t, 60*time.Second, "a quarter of the rows read", func(ms []webhooktest.Message) bool { return len(reads(ms)) >= n/4 })
+	// With the receiver down, chunks are in flight and cannot be delivered.
+	rcv.rcv.SetFaults(webhooktest.Faults{Down: true})
+	time.Sleep(200 * time.Millisecond)
+	code, body = adminDo(t, strings.TrimPrefix(a.admin, "http://"), "GET", "/api/v1/backfills", "")
+	var list server.BackfillList
+	if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("GET backfills on a: %d %s", code, body)
+	}
+	if bf, _ := findBackfill(list.Backfills, started.ID); bf.State != "running" {
+		t.Fatalf("before the kill, a's backfill is %q, want running", bf.State)
+	}
+	a.d.kill(t)
+	rcv.rcv.SetFaults(webhooktest.Faults{})
+	b.waitRole(t, "active", 15*time.Second)
+
+	var done server.Backfill
+	waitUntil(t, 60*time.Second, "the backfill is done on b", func() bool {
+		code, body := adminDo(t, bAddr, "GET", "/api/v1/backfills", "")
+		var list server.BackfillList
+		if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
+			t.Fatalf("GET backfills on b: %d %s", code, body)
+		}
+		bf, ok := findBackfill(list.Backfills, started.ID)
+		if !ok {
+			t.Fatalf("b does not know backfill %s: %s", started.ID, body)
+		}
+		done = bf
+		return bf.State == "done"
+	})
+	rcv.rcv.WaitFor(t, 30*time.Second, "every row read", func(ms []webhooktest.Message) bool { return len(reads(ms)) == n })
+	if _, _, fromB := rcv.span("b"); fromB == 0 {
+		t.Error("b delivered nothing: the backfill did not resume on it")
+	}
+	t.Logf("backfill %s of %d rows done on b (%d rows sent in all)", done.ID, n, done.RowsDone)
 }

@@ -141,20 +141,8 @@ const streamBudget = 16 << 20
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
 func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
-	bfCtx, stopBackfills := context.WithCancel(ctx)
-	bfDone := make(chan error, 1)
-	go func() {
-		err := bf.Run(bfCtx)
-		if err != nil {
-			log.Error("backfills do not run", "err", err)
-		}
-		bfDone <- err
-	}()
-	defer func() {
-		stopBackfills()
-		<-bfDone
-	}()
-	go startOnCreate(bfCtx, bf, onCreate, log)
+	stopBackfills := startBackfills(ctx, bf, onCreate, log)
+	defer stopBackfills()
 	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf}
 	stop, err := startAdminServer(cfg, a, log)
 	if err != nil {
@@ -173,6 +161,7 @@ type adminAPI interface {
 	server.Status
 	server.Sinks
 	server.DeadLetters
+	server.Backfills
 	server.Snapshotter
 }
 
@@ -187,7 +176,7 @@ func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop fu
 	srv := server.New(cfg.Server, server.Options{
 		// Sinks come and go with a reload: the interfaces answer 404 for
 		// an unknown one.
-		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: backfillsOf(a), Metrics: reg, Log: log,
+		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: a, Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
@@ -200,15 +189,6 @@ func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop fu
 		stopServer()
 		return <-served
 	}, nil
-}
-
-// backfillsOf is a's backfill API, or nil where a has none (an
-// active/passive group member: backfills under state.url are not wired yet).
-func backfillsOf(a adminAPI) server.Backfills {
-	if b, ok := a.(server.Backfills); ok {
-		return b
-	}
-	return nil
 }
 
 // firstStarts names the sinks with backfill.on_create that start for the
@@ -245,6 +225,24 @@ func firstStart(ctx context.Context, store state.Store, sink string) (bool, erro
 		return false, fmt.Errorf("read state: %w", err)
 	}
 	return !slices.ContainsFunc(backfills, func(b state.Backfill) bool { return b.Sink == sink }), nil
+}
+
+// startBackfills runs bf beside the relay and starts the backfills of the
+// sinks in onCreate; stop ends them and waits until they have.
+func startBackfills(ctx context.Context, bf *backfill.Manager, onCreate []string, log *slog.Logger) (stop func()) {
+	bfCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := bf.Run(bfCtx); err != nil {
+			log.Error("backfills do not run", "err", err)
+		}
+	}()
+	go startOnCreate(bfCtx, bf, onCreate, log)
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // startOnCreate starts the backfills of sinks' first starts. One that
