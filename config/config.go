@@ -100,6 +100,11 @@ type Sink struct {
 	// this (by commit time) goes to the dead letters, whatever
 	// Retry.MaxAttempts says; 0 means no bound.
 	MaxLag time.Duration
+	// MaxLagBytes is max_lag given as a size: a batch that fails while
+	// its oldest message is more than this many bytes of WAL behind the
+	// server's WAL end goes to the dead letters; 0 means no bound. At
+	// most one of MaxLag and MaxLagBytes is set.
+	MaxLagBytes int64
 	// Secrets sign every request, each with its own signature, newest
 	// first; empty for unsigned requests.
 	Secrets []string

@@ -214,6 +214,17 @@ func TestParseSpecialValues(t *testing.T) {
 			},
 		},
 		{
+			name: "max_lag may be a size of WAL instead",
+			yaml: "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, max_lag: 512MiB}, {name: b, url: http://localhost/, max_lag: '1000'}, {name: c, url: http://localhost/, max_lag: 0}]\n",
+			check: func(c *Config) (any, any) {
+				got := [][2]int64{}
+				for _, s := range c.Sinks {
+					got = append(got, [2]int64{int64(s.MaxLag), s.MaxLagBytes})
+				}
+				return got, [][2]int64{{0, 512 << 20}, {0, 1000}, {0, 0}}
+			},
+		},
+		{
 			name:  "empty listen turns the server off",
 			yaml:  base + "server: {listen: ''}\n",
 			check: func(c *Config) (any, any) { return c.Server.Listen, "" },

@@ -71,7 +71,6 @@ func (d *decoder) sink(o object, src Source) Sink {
 		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
 		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
 		Retry:       d.retry(o.field("retry")),
-		MaxLag:      d.maxLag(o.field("max_lag")),
 		Secrets:     d.secrets(o.field("secret")),
 		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
@@ -81,6 +80,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Compression: d.compression(o.field("compression")),
 	}
 	s.TLS = d.tls(o.field("tls"), s.URL)
+	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	if len(s.Tables) > 0 {
@@ -94,18 +94,21 @@ func (d *decoder) sink(o object, src Source) Sink {
 	return s
 }
 
-// maxLag returns a sink's max_lag: a duration, 0 when absent.
-func (d *decoder) maxLag(v value) time.Duration {
+// maxLag returns a sink's max_lag: a duration (15m) or a size of WAL
+// (512MiB), whichever it is; both 0 when absent.
+func (d *decoder) maxLag(v value) (time.Duration, int64) {
 	s, ok := d.text(v)
 	if !ok {
-		return 0
+		return 0, 0
 	}
-	dur, err := time.ParseDuration(s)
-	if err != nil || dur < 0 {
-		d.fail(v, "%q is not a duration of 0 or more; give the age after which a failing batch goes to the dead letters, such as 15m, or 0 for no bound", s)
-		return 0
+	if dur, err := time.ParseDuration(s); err == nil && dur >= 0 {
+		return dur, 0
 	}
-	return dur
+	if n, err := ParseSize(s); err == nil {
+		return 0, n
+	}
+	d.fail(v, "%q is neither a duration nor a size; give the age (such as 15m) or the WAL behind the server's end (such as 512MiB) past which a failing batch goes to the dead letters, or 0 for no bound", s)
+	return 0, 0
 }
 
 // sinkName returns a required sink name made of [A-Za-z0-9_.-].

@@ -167,6 +167,9 @@ type DeadLetter struct {
 	First    string `json:"first,omitempty"` // position of the first message
 	Last     string `json:"last,omitempty"`  // position of the last message
 	Attempts int    `json:"attempts"`
+	// Reason says why the batch became a dead letter: max_attempts,
+	// max_lag or backlog_full.
+	Reason string `json:"reason,omitempty"`
 	// LastStatus is the HTTP status of the last attempt; 0 when it got no
 	// answer (a timeout, a refused connection).
 	LastStatus     int       `json:"last_status"`

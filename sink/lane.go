@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"sync"
 	"time"
@@ -219,7 +220,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
 			continue
 		}
-		if reason := giveUp(cfg, attempt, batch[0].m, start); p.deadLetter != nil && reason != "" {
+		if reason := giveUp(cfg, attempt, batch[0].m, start, p.walEndNow()); p.deadLetter != nil && reason != "" {
 			d := DeadLetter{
 				Messages:     append([]*change.Message(nil), l.b.Messages...),
 				Groups:       make([]uint64, len(batch)),
@@ -260,13 +261,35 @@ func (l *lane) deliver(ctx context.Context) bool {
 // giveUp says why a batch whose attempt failed at now goes to the dead
 // letters instead of being tried again, or "": it had its
 // retry.max_attempts, or its oldest message (a lane's batch is in position
-// order) was committed longer than max_lag ago.
-func giveUp(cfg *config.Sink, attempt int, oldest *change.Message, now time.Time) string {
+// order) was committed longer than max_lag ago, or more than max_lag's
+// bytes of WAL before walEnd (0: unknown).
+func giveUp(cfg *config.Sink, attempt int, oldest *change.Message, now time.Time, walEnd pglogrepl.LSN) string {
 	switch {
 	case cfg.Retry.MaxAttempts > 0 && attempt >= cfg.Retry.MaxAttempts:
 		return ReasonMaxAttempts
 	case cfg.MaxLag > 0 && !oldest.CommitTime.IsZero() && now.Sub(oldest.CommitTime) > cfg.MaxLag:
 		return ReasonMaxLag
+	case cfg.MaxLagBytes > 0 && walEnd > oldest.Pos.CommitLSN && int64(walEnd-oldest.Pos.CommitLSN) > cfg.MaxLagBytes:
+		return ReasonMaxLag
+	}
+	return ""
+}
+
+// walEndNow is the server's WAL end as last seen, 0 if unknown.
+func (p *Pipeline) walEndNow() pglogrepl.LSN {
+	if p.walEnd == nil {
+		return 0
+	}
+	return p.walEnd()
+}
+
+// maxLagText is max_lag as written: a duration or a size, "" for none.
+func maxLagText(cfg *config.Sink) string {
+	switch {
+	case cfg.MaxLagBytes > 0:
+		return config.FormatSize(cfg.MaxLagBytes)
+	case cfg.MaxLag > 0:
+		return cfg.MaxLag.String()
 	}
 	return ""
 }

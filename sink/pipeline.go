@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,10 @@ type Options struct {
 	// the next failed attempt. With a nil DeadLetter the pipeline retries
 	// forever: it never drops a message.
 	DeadLetter func(ctx context.Context, d DeadLetter) error
+	// WALEnd returns the server's WAL end as last seen, 0 while unknown:
+	// what max_lag in bytes measures a batch against. Nil, max_lag in
+	// bytes does not act.
+	WALEnd func() pglogrepl.LSN
 }
 
 // ErrDraining is returned by Submit once Drain has begun.
@@ -103,6 +108,7 @@ type Pipeline struct {
 	log        *slog.Logger
 	ack        func([]change.Position)
 	deadLetter func(context.Context, DeadLetter) error
+	walEnd     func() pglogrepl.LSN // nil: max_lag in bytes does not act
 	lanes      []*lane
 
 	running  atomic.Bool
@@ -148,6 +154,7 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		log:        opts.Logger,
 		ack:        opts.Ack,
 		deadLetter: opts.DeadLetter,
+		walEnd:     opts.WALEnd,
 		stopped:    make(chan struct{}),
 		draining:   make(chan struct{}),
 		idle:       make(chan struct{}, 1),
@@ -159,9 +166,9 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With("sink", cfg.Name)
-	if (cfg.Retry.MaxAttempts > 0 || cfg.MaxLag > 0) && p.deadLetter == nil {
+	if (cfg.Retry.MaxAttempts > 0 || cfg.MaxLag > 0 || cfg.MaxLagBytes > 0) && p.deadLetter == nil {
 		p.log.Warn("retry.max_attempts or max_lag is set but there is no dead-letter store: retrying forever",
-			"max_attempts", cfg.Retry.MaxAttempts, "max_lag", cfg.MaxLag.String())
+			"max_attempts", cfg.Retry.MaxAttempts, "max_lag", maxLagText(&cfg))
 	}
 	p.lanes = make([]*lane, cfg.MaxInFlight)
 	for i := range p.lanes {

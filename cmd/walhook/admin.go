@@ -334,7 +334,7 @@ func (a *admin) DropDeadLetter(ctx context.Context, name, id string) error {
 
 func (a *admin) deadLetter(name string, d state.DeadLetter) server.DeadLetter {
 	out := server.DeadLetter{
-		ID: d.ID, Sink: name, Count: d.Count, Attempts: d.Attempts, LastStatus: d.LastStatus,
+		ID: d.ID, Sink: name, Count: d.Count, Attempts: d.Attempts, Reason: d.Reason, LastStatus: d.LastStatus,
 		LastError: secrets.String(d.LastError), FirstAttemptAt: d.FirstAttempt, LastAttemptAt: d.LastAttempt,
 	}
 	if !d.First.IsZero() || !d.Last.IsZero() {

@@ -60,9 +60,9 @@ func dlqList() *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tMESSAGES\tFIRST\tLAST\tATTEMPTS\tSTATUS\tLAST ATTEMPT\tERROR")
+		fmt.Fprintln(tw, "ID\tMESSAGES\tFIRST\tLAST\tREASON\tATTEMPTS\tSTATUS\tLAST ATTEMPT\tERROR")
 		for _, d := range list {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Count, d.First, d.Last, d.Attempts, d.LastStatus,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Count, d.First, d.Last, dash(d.Reason), d.Attempts, d.LastStatus,
 				d.LastAttemptAt.UTC().Format(time.RFC3339), oneLine(d.LastError, 60))
 		}
 		return tw.Flush()

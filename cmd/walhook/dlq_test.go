@@ -125,3 +125,52 @@ func TestDeadLettersAndReplay(t *testing.T) {
 		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
 	}
 }
+
+// TestMaxLagBytes: with max_lag as a size and the only sink's receiver
+// down, the slot holds the failing row until the server's WAL has moved
+// more than that past it (writes to a table walhook does not capture);
+// then the row becomes a dead letter with reason max_lag and the slot
+// moves on, and a later row is delivered once the receiver is back.
+func TestMaxLagBytes(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE other (id int, pad text)`)
+	rcv := webhooktest.New(t, "")
+	rcv.SetFaults(webhooktest.Faults{Down: true})
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, dsn, "max_lag_bytes", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL,
+		Extra: "    max_lag: 256KiB\n"})
+	withAdmin(t, cfg)
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "max_lag_bytes", d)
+
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	row := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "attempts at row 1", func() bool { n, _, _, _ := rcv.Stats(); return n >= 3 })
+	if code, out := runWalhook(t, "dlq", "list", "--sink", "s", "--json", "--config", cfg); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("dlq list while the WAL lag is under max_lag: exit %d, want no dead letters:\n%s", code, out)
+	}
+	if s := readSlot(t, conn, "max_lag_bytes"); s.confirmed >= row {
+		t.Fatalf("the slot passed the undelivered row 1 (confirmed %s, row %s)", s.confirmed, row)
+	}
+
+	exec1(t, conn, `INSERT INTO other SELECT i, repeat('x', 200) FROM generate_series(1, 2000) i`)
+	var list []server.DeadLetter
+	waitUntil(t, 30*time.Second, "row 1 dead-lettered", func() bool {
+		code, out := runWalhook(t, "dlq", "list", "--sink", "s", "--json", "--config", cfg)
+		return code == 0 && json.Unmarshal([]byte(out), &list) == nil && len(list) == 1
+	})
+	if list[0].Reason != "max_lag" || list[0].Count != 1 {
+		t.Errorf("dead letter %+v, want row 1 with reason max_lag", list[0])
+	}
+	target := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "the slot past the dead-lettered row", func() bool {
+		return readSlot(t, conn, "max_lag_bytes").confirmed >= target
+	})
+	rcv.SetFaults(webhooktest.Faults{})
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	got := rcv.WaitFor(t, 30*time.Second, "row 2", func(m []webhooktest.Message) bool { return len(m) >= 1 })
+	if len(got) != 1 || rowID(t, got[0]) != 2 {
+		t.Errorf("received %d messages, want only row 2 (row 1 waits in the dead letters)", len(got))
+	}
+}

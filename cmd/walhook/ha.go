@@ -156,7 +156,7 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 	if err != nil {
 		return err
 	}
-	reloads := watchReloads(ctx, path, cfg, rr.relay, store, log, rr.sinks)
+	reloads := watchReloads(ctx, path, cfg, rr, store, log)
 	defer reloads.stop()
 	// Backfills resume where the last active left them: their progress is
 	// in the state database, written through the lease like the cursors.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -29,10 +30,11 @@ import (
 // fields, and so does a file that does not validate: the old configuration
 // keeps running.
 type reloader struct {
-	path  string
-	r     *relay.Relay
-	store state.Store
-	log   *slog.Logger
+	path   string
+	r      *relay.Relay
+	walEnd func() pglogrepl.LSN // see buildSink
+	store  state.Store
+	log    *slog.Logger
 
 	mu    sync.Mutex
 	cur   *config.Config
@@ -50,10 +52,10 @@ type reloader struct {
 
 // watchReloads starts reloading on SIGHUP; stop ends it and closes the
 // destinations it built.
-func watchReloads(ctx context.Context, path string, cfg *config.Config, r *relay.Relay, store state.Store, log *slog.Logger, sinks map[string]liveSink) *reloader {
-	rl := &reloader{path: path, r: r, store: store, log: log, cur: cfg, dests: map[string]destination{}, pipes: map[string]*sink.Pipeline{},
+func watchReloads(ctx context.Context, path string, cfg *config.Config, rr *relayRun, store state.Store, log *slog.Logger) *reloader {
+	rl := &reloader{path: path, r: rr.relay, walEnd: rr.walEnd, store: store, log: log, cur: cfg, dests: map[string]destination{}, pipes: map[string]*sink.Pipeline{},
 		sig: make(chan os.Signal, 1), done: make(chan struct{})}
-	for name, s := range sinks {
+	for name, s := range rr.sinks {
 		rl.dests[name], rl.pipes[name] = s.dest, s.pipe
 	}
 	signal.Notify(rl.sig, syscall.SIGHUP)
@@ -196,7 +198,7 @@ func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 	}
 	for _, c := range added {
 		c.dest.Close() // buildSink makes its own
-		s, dest, err := buildSink(c.sc, exprs[c.sc.Name], rl.r, rl.store, rl.log)
+		s, dest, err := buildSink(c.sc, exprs[c.sc.Name], rl.r, rl.walEnd, rl.store, rl.log)
 		if err != nil {
 			rl.log.Error("sink not added", "sink", c.sc.Name, "err", secrets.Error(err))
 			continue

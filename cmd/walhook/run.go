@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"slices"
 	"strings"
@@ -50,7 +51,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		r, src := rr.relay, rr.src
-		reloads := watchReloads(cmd.Context(), *path, cfg, r, store, log, rr.sinks)
+		reloads := watchReloads(cmd.Context(), *path, cfg, rr, store, log)
 		defer reloads.stop()
 		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
 		reloads.setOnCreate(func(sinks []string) { startOnCreate(cmd.Context(), backfills, sinks, log) })
@@ -74,9 +75,10 @@ func newRunCmd() *cobra.Command {
 // relayRun is a relay built from the configuration, with its source and
 // sinks.
 type relayRun struct {
-	relay *relay.Relay
-	src   *replication.Source
-	sinks map[string]liveSink
+	relay  *relay.Relay
+	src    *replication.Source
+	sinks  map[string]liveSink
+	walEnd func() pglogrepl.LSN // the server's WAL end as the source last saw it
 }
 
 // buildRelay builds the source, the relay and every configured sink, with
@@ -100,9 +102,13 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 	if err != nil {
 		return nil, err
 	}
+	walEnd := func() pglogrepl.LSN {
+		p := src.Progress()
+		return max(p.ServerWALEnd, p.Received)
+	}
 	built := map[string]liveSink{}
 	for _, sc := range cfg.Sinks {
-		s, dest, err := buildSink(sc, exprs[sc.Name], r, store, log)
+		s, dest, err := buildSink(sc, exprs[sc.Name], r, walEnd, store, log)
 		if err != nil {
 			for _, b := range built {
 				b.dest.Close()
@@ -112,7 +118,7 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 		built[sc.Name] = liveSink{pipe: s.Delivery.(*sink.Pipeline), dest: dest}
 		r.Add(s)
 	}
-	return &relayRun{relay: r, src: src, sinks: built}, nil
+	return &relayRun{relay: r, src: src, sinks: built, walEnd: walEnd}, nil
 }
 
 // checkGroupBy refuses, as a configuration error, a group_by that the

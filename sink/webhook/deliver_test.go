@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"math"
 	"net"
 	"net/http"
@@ -617,5 +618,69 @@ func TestDeadLetterAfterMaxLag(t *testing.T) {
 	}
 	if st := s.Stats(); st.Delivered != 1 || st.DeadLettered != 2 {
 		t.Errorf("stats %+v, want 1 delivered and 2 dead-lettered", st)
+	}
+}
+
+// TestDeadLetterAfterMaxLagBytes: with max_lag as a size, a failing batch
+// whose oldest message is more than that much WAL behind the server's WAL
+// end goes to the dead letters at its next failure; one closer to the end
+// is retried until the WAL end has moved far enough past it.
+func TestDeadLetterAfterMaxLagBytes(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(rc.URL)
+	cfg.MaxLagBytes = 1 << 20
+	cfg.MaxInFlight = 1
+	var walEnd atomic.Uint64
+	var (
+		a    acks
+		mu   sync.Mutex
+		dead []sink.DeadLetter
+	)
+	s := start(t, cfg, testOpts{Ack: a.add, WALEnd: func() pglogrepl.LSN { return pglogrepl.LSN(walEnd.Load()) },
+		DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
+			mu.Lock()
+			defer mu.Unlock()
+			dead = append(dead, d)
+			return nil
+		}})
+
+	// 2 MiB of WAL behind the end: dead-lettered at its first failure,
+	// however recent its commit.
+	old := msg(1, "public.t:1")
+	old.CommitTime = time.Now()
+	walEnd.Store(uint64(old.Pos.CommitLSN) + 2<<20)
+	submit(t, s, old)
+	waitFor(t, "the far batch acknowledged", func() bool { return len(a.list()) == 1 })
+	mu.Lock()
+	if len(dead) != 1 || dead[0].Reason != "max_lag" || dead[0].Attempts != 1 {
+		t.Fatalf("dead letters %+v, want the far batch after 1 attempt, reason max_lag", dead)
+	}
+	mu.Unlock()
+
+	// Close to the end: retried while the end stays, dead-lettered once it
+	// moved past max_lag.
+	near := msg(2, "public.t:1")
+	near.Pos.CommitLSN = pglogrepl.LSN(walEnd.Load()) - 1000
+	submit(t, s, near)
+	before := rc.count()
+	waitFor(t, "three attempts at the near batch", func() bool { return rc.count()-before >= 3 })
+	if n := len(a.list()); n != 1 {
+		t.Fatalf("the near batch was acknowledged (%d acks) while its WAL lag was under max_lag", n)
+	}
+	walEnd.Add(2 << 20)
+	waitFor(t, "the near batch acknowledged", func() bool { return len(a.list()) == 2 })
+	wantAcks(t, &a, old, near)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dead) != 2 || dead[1].Reason != "max_lag" || dead[1].Attempts < 3 {
+		t.Fatalf("dead letters %+v, want the near batch after 3 or more attempts, reason max_lag", dead)
 	}
 }

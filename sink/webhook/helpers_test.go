@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"github.com/jackc/pglogrepl"
 	"io"
 	"log"
 	"log/slog"
@@ -201,6 +202,7 @@ type testOpts struct {
 	Route      func(*change.Message) (uint64, bool)
 	DeadLetter func(context.Context, sink.DeadLetter) error
 	Logger     *slog.Logger
+	WALEnd     func() pglogrepl.LSN
 }
 
 // testSink is a pipeline with a webhook destination, fed as the relay
@@ -232,7 +234,7 @@ func newTestSink(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	p, err := sink.New(cfg, dest, sink.Options{Logger: opts.Logger, Ack: opts.Ack, DeadLetter: opts.DeadLetter})
+	p, err := sink.New(cfg, dest, sink.Options{Logger: opts.Logger, Ack: opts.Ack, DeadLetter: opts.DeadLetter, WALEnd: opts.WALEnd})
 	if err != nil {
 		t.Fatalf("sink.New: %v", err)
 	}
