@@ -85,9 +85,7 @@ func waitQueued(t *testing.T, s *Store, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s.mu.Lock()
-		q := len(s.queue)
-		s.mu.Unlock()
+		q := s.group.Queued()
 		if q >= n {
 			return
 		}

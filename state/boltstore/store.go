@@ -51,9 +51,9 @@ type Store struct {
 	db   *bolt.DB
 	path string
 
+	group *state.GroupCommit[op]
+
 	mu       sync.Mutex // guards what follows
-	queue    []*op      // writes waiting for the next commit
-	leading  bool       // a goroutine is committing
 	closed   bool
 	backlogs map[string]*backlog
 	dls      map[string]*deadLetters
@@ -81,6 +81,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path, backlogs: map[string]*backlog{}, dls: map[string]*deadLetters{}}
+	s.group = state.NewGroupCommit(s.commit)
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)

@@ -8,13 +8,10 @@ import (
 	"github.com/walhook/walhook/state"
 )
 
-// Group commit, as in the bbolt store: writes are queued, and one writer,
-// the leader, commits everything queued in one transaction; whatever is
-// queued meanwhile goes into the next. A lone writer commits at once.
-// After its commit the leader hands the lead to the oldest queued writer
-// and returns, so no goroutine runs in the background. PostgreSQL's commit
-// (a WAL flush) costs about what bbolt's fsync does, so sinks writing at
-// once share it.
+// Writes go through a state.GroupCommit, as in the bbolt store: one
+// transaction for whatever writes are queued when it starts. PostgreSQL's
+// commit (a WAL flush) costs about what bbolt's fsync does, so sinks
+// writing at once share it.
 
 // op is one queued write. fn makes the write in the shared transaction and
 // returns what to do once it is committed; an error it marks with refuse
@@ -22,11 +19,10 @@ import (
 // run again without it. Any other error (the database, the connection)
 // fails the whole group. fn must not change anything outside tx.
 type op struct {
+	ctx   context.Context
 	fn    func(ctx context.Context, tx pgx.Tx) (after func(), err error)
 	after func()
 	err   error
-	lead  bool
-	done  chan struct{}
 }
 
 // refusal marks an op's error as the op's own: its group goes on without
@@ -45,44 +41,11 @@ func (s *Store) update(ctx context.Context, fn func(ctx context.Context, tx pgx.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	o := &op{fn: fn, done: make(chan struct{})}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if s.isClosed() {
 		return state.ErrClosed
 	}
-	s.queue = append(s.queue, o)
-	lead := !s.leading
-	s.leading = true
-	s.mu.Unlock()
-
-	if !lead {
-		<-o.done
-		if !o.lead {
-			return unrefuse(o.err)
-		}
-	}
-	s.mu.Lock()
-	group := s.queue
-	s.queue = nil
-	s.mu.Unlock()
-
-	s.commit(context.WithoutCancel(ctx), group)
-
-	s.mu.Lock()
-	if len(s.queue) > 0 {
-		next := s.queue[0]
-		next.lead = true
-		close(next.done)
-	} else {
-		s.leading = false
-	}
-	s.mu.Unlock()
-	for _, g := range group {
-		if g != o {
-			close(g.done)
-		}
-	}
+	o := &op{ctx: context.WithoutCancel(ctx), fn: fn}
+	s.group.Do(o)
 	return unrefuse(o.err)
 }
 
@@ -94,8 +57,11 @@ func unrefuse(err error) error {
 	return err
 }
 
-// commit runs the ops in one transaction through the store's writer.
-func (s *Store) commit(ctx context.Context, ops []*op) {
+// commit runs the ops in one transaction through the store's writer, with
+// the first op's context (the leader's: its values, never its
+// cancellation).
+func (s *Store) commit(ops []*op) {
+	ctx := ops[0].ctx
 	for len(ops) > 0 {
 		failed := -1
 		err := s.write(ctx, func(tx pgx.Tx) error {

@@ -58,9 +58,9 @@ type Store struct {
 	slot  string
 	write Writer
 
+	group *state.GroupCommit[op]
+
 	mu       sync.Mutex // guards what follows
-	queue    []*op
-	leading  bool
 	closed   bool
 	backlogs map[string]*backlog
 	dls      map[string]*deadLetters
@@ -89,6 +89,7 @@ func Open(ctx context.Context, url, slot string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	s := &Store{pool: pool, slot: slot, write: opts.Writer, backlogs: map[string]*backlog{}, dls: map[string]*deadLetters{}}
+	s.group = state.NewGroupCommit(s.commit)
 	if s.write == nil {
 		s.write = s.poolWriter
 	}
