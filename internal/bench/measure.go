@@ -93,41 +93,28 @@ func (b *bench) drains(ctx context.Context) error {
 		}
 		b.p.printf("drain %d/%d: pg_recvlogical %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/r.Seconds)))
 
-		slot = fmt.Sprintf("drain_%d", i)
-		w, err := b.walhook(slot, o.Settings).run(ctx, rcvs[:1], bl.FirstID, bl.Rows, false, nil)
+		w, err := b.drainSlot(ctx, b.walhook(fmt.Sprintf("drain_%d", i), o.Settings), rcvs[:1],
+			fmt.Sprintf("drain %d/%d: walhook       ", i, o.Runs))
 		if err != nil {
-			return fmt.Errorf("drain with walhook: %w", err)
-		}
-		if err := b.db.dropSlot(ctx, slot); err != nil {
 			return err
 		}
-		b.p.printf("drain %d/%d: walhook        %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
 
 		if o.StateURL {
-			slot = fmt.Sprintf("drain_state_url_%d", i)
-			run := b.walhook(slot, o.Settings)
+			run := b.walhook(fmt.Sprintf("drain_state_url_%d", i), o.Settings)
 			run.StateURL = b.db.dsn
-			w, err := run.run(ctx, rcvs[:1], bl.FirstID, bl.Rows, false, nil)
+			w, err := b.drainSlot(ctx, run, rcvs[:1], fmt.Sprintf("drain %d/%d: walhook, state.url", i, o.Runs))
 			if err != nil {
-				return fmt.Errorf("drain with walhook, state.url: %w", err)
-			}
-			if err := b.db.dropSlot(ctx, slot); err != nil {
 				return err
 			}
-			b.p.printf("drain %d/%d: walhook, state.url %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
 			withURL = append(withURL, w)
 		}
 
 		if counter != nil {
-			slot = fmt.Sprintf("drain_count_%d", i)
-			c, err := b.walhook(slot, o.Settings).run(ctx, []*receiver{counter}, bl.FirstID, bl.Rows, false, nil)
+			c, err := b.drainSlot(ctx, b.walhook(fmt.Sprintf("drain_count_%d", i), o.Settings), []*receiver{counter},
+				fmt.Sprintf("drain %d/%d: walhook, counting receiver", i, o.Runs))
 			if err != nil {
-				return fmt.Errorf("drain with walhook to a counting receiver: %w", err)
-			}
-			if err := b.db.dropSlot(ctx, slot); err != nil {
 				return err
 			}
-			b.p.printf("drain %d/%d: walhook, counting receiver %s rows/s", i, o.Runs, count(int64(float64(bl.Rows)/c.Seconds)))
 			counted = append(counted, c)
 			countRatios = append(countRatios, r.Seconds/c.Seconds)
 		}
@@ -193,21 +180,32 @@ func (b *bench) drains(ctx context.Context) error {
 		if k != 1 {
 			runs = nil
 			for i := 1; i <= o.Runs; i++ {
-				slot := fmt.Sprintf("fanout%d_%d", k, i)
-				w, err := b.walhook(slot, o.Settings).run(ctx, rcvs[:k], bl.FirstID, bl.Rows, false, nil)
+				w, err := b.drainSlot(ctx, b.walhook(fmt.Sprintf("fanout%d_%d", k, i), o.Settings), rcvs[:k],
+					fmt.Sprintf("fan-out to %d sinks %d/%d", k, i, o.Runs))
 				if err != nil {
-					return fmt.Errorf("fan-out to %d sinks: %w", k, err)
-				}
-				if err := b.db.dropSlot(ctx, slot); err != nil {
 					return err
 				}
-				b.p.printf("fan-out to %d sinks %d/%d: %s rows/s", k, i, o.Runs, count(int64(float64(bl.Rows)/w.Seconds)))
 				runs = append(runs, w)
 			}
 		}
 		b.rep.Fanout = append(b.rep.Fanout, fanout(k, bl.Rows, runs))
 	}
 	return nil
+}
+
+// drainSlot has run drain the backlog from its slot to rcvs, then drops
+// the slot and prints the rate after what.
+func (b *bench) drainSlot(ctx context.Context, run walhookRun, rcvs []*receiver, what string) (walhookResult, error) {
+	bl := b.rep.Backlog
+	w, err := run.run(ctx, rcvs, bl.FirstID, bl.Rows, false, nil)
+	if err != nil {
+		return w, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := b.db.dropSlot(ctx, run.Slot); err != nil {
+		return w, err
+	}
+	b.p.printf("%s %s rows/s", what, count(int64(float64(bl.Rows)/w.Seconds)))
+	return w, nil
 }
 
 // rates returns rows a second of each run.

@@ -551,15 +551,7 @@ func TestRetryable(t *testing.T) {
 // a younger one is retried until it is that old; a batch that succeeds is
 // delivered however old.
 func TestDeadLetterAfterMaxLag(t *testing.T) {
-	var failing atomic.Bool
-	failing.Store(true)
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
-		if failing.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusOK
-	})
+	rc, failing := downReceiver(t)
 	cfg := testConfig(rc.URL)
 	cfg.MaxLag = 300 * time.Millisecond
 	cfg.MaxInFlight = 1
@@ -626,15 +618,7 @@ func TestDeadLetterAfterMaxLag(t *testing.T) {
 // end goes to the dead letters at its next failure; one closer to the end
 // is retried until the WAL end has moved far enough past it.
 func TestDeadLetterAfterMaxLagBytes(t *testing.T) {
-	var failing atomic.Bool
-	failing.Store(true)
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
-		if failing.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusOK
-	})
+	rc, _ := downReceiver(t)
 	cfg := testConfig(rc.URL)
 	cfg.MaxLagBytes = 1 << 20
 	cfg.MaxInFlight = 1
@@ -683,4 +667,19 @@ func TestDeadLetterAfterMaxLagBytes(t *testing.T) {
 	if len(dead) != 2 || dead[1].Reason != "max_lag" || dead[1].Attempts < 3 {
 		t.Fatalf("dead letters %+v, want the near batch after 3 or more attempts, reason max_lag", dead)
 	}
+}
+
+// downReceiver answers 503 while failing is set, 200 otherwise; it starts
+// failing.
+func downReceiver(t *testing.T) (rc *receiver, failing *atomic.Bool) {
+	failing = new(atomic.Bool)
+	failing.Store(true)
+	rc = newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, _ []byte) int {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	return rc, failing
 }
