@@ -87,21 +87,8 @@ func TestOneHolder(t *testing.T) {
 func TestLostWhenSessionEnds(t *testing.T) {
 	ctx := context.Background()
 	dsn := newDB(t)
-	a := NewCandidate(dsn, "s", quiet)
-	defer a.Close()
-	l, err := a.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Release()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
-		t.Fatal(err)
-	}
+	l := holdLease(t, dsn)
+	endLockSession(t, dsn)
 	start := time.Now()
 	select {
 	case <-l.Lost():
@@ -130,13 +117,7 @@ func TestLostWhenSessionEnds(t *testing.T) {
 func TestLostLeaseCannotWrite(t *testing.T) {
 	ctx := context.Background()
 	dsn := newDB(t)
-	a := NewCandidate(dsn, "s", quiet)
-	defer a.Close()
-	l, err := a.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Release()
+	l := holdLease(t, dsn)
 	s, err := pgstore.Open(ctx, dsn, "s", pgstore.Options{Writer: l.Tx})
 	if err != nil {
 		t.Fatal(err)
@@ -146,14 +127,7 @@ func TestLostLeaseCannotWrite(t *testing.T) {
 	if err := s.SaveCursors(ctx, before); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
-		t.Fatal(err)
-	}
+	endLockSession(t, dsn)
 	// Another instance takes the lock and reads the cursor.
 	b := NewCandidate(dsn, "s", quiet)
 	defer b.Close()
@@ -178,5 +152,34 @@ func TestLostLeaseCannotWrite(t *testing.T) {
 	}
 	if got["k"] != before["k"] {
 		t.Errorf("cursor after a save through the lost lease: got %v, want %v", got["k"], before["k"])
+	}
+}
+
+// holdLease acquires the lease of slot s in dsn, released when the test
+// ends.
+func holdLease(t *testing.T, dsn string) *Lease {
+	t.Helper()
+	c := NewCandidate(dsn, "s", quiet)
+	t.Cleanup(func() { c.Close() })
+	l, err := c.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Release)
+	return l
+}
+
+// endLockSession has the server terminate the session that holds slot s's
+// lock, as an administrator or a network cut would end it.
+func endLockSession(t *testing.T, dsn string) {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -146,18 +146,20 @@ func (in *haInstance) waitRole(t *testing.T, role string, timeout time.Duration)
 	})
 }
 
+// do sends a request to the instance's admin server: the status code and
+// the body.
+func (in *haInstance) do(t *testing.T, method, path, body string) (int, []byte) {
+	t.Helper()
+	return adminDo(t, strings.TrimPrefix(in.admin, "http://"), method, path, body)
+}
+
 // status is GET /api/v1/status.
 func (in *haInstance) status(t *testing.T) map[string]any {
 	t.Helper()
-	resp, err := http.Get(in.admin + "/api/v1/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	code, b := in.do(t, "GET", "/api/v1/status", "")
 	var st map[string]any
 	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("status %d: %s: %v", resp.StatusCode, b, err)
+		t.Fatalf("status %d: %s: %v", code, b, err)
 	}
 	return st
 }
@@ -166,18 +168,24 @@ func (in *haInstance) status(t *testing.T) map[string]any {
 // is not there.
 func (in *haInstance) metric(t *testing.T, name string) string {
 	t.Helper()
-	resp, err := http.Get(in.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	_, b := in.do(t, "GET", "/metrics", "")
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return v
 		}
 	}
 	return ""
+}
+
+// backfills is GET /api/v1/backfills.
+func (in *haInstance) backfills(t *testing.T) []server.Backfill {
+	t.Helper()
+	code, body := in.do(t, "GET", "/api/v1/backfills", "")
+	var list server.BackfillList
+	if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("GET backfills on %s: %d %s", in.name, code, body)
+	}
+	return list.Backfills
 }
 
 // checkActive checks that in's status names the process pid as active.
@@ -482,12 +490,11 @@ func TestHABackfill(t *testing.T) {
 	a.waitRole(t, "active", 30*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
-	bAddr := strings.TrimPrefix(b.admin, "http://")
-	if code, body := adminDo(t, bAddr, "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "standby") {
+	if code, body := b.do(t, "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "standby") {
 		t.Errorf("POST backfills to the standby: %d %s, want 503 naming it a standby", code, body)
 	}
 
-	code, body := adminDo(t, strings.TrimPrefix(a.admin, "http://"), "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`)
+	code, body := a.do(t, "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`)
 	var started server.Backfill
 	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil {
 		t.Fatalf("POST backfills to the active: %d %s", code, body)
@@ -510,12 +517,7 @@ func TestHABackfill(t *testing.T) {
 	// With the receiver down, chunks are in flight and cannot be delivered.
 	rcv.rcv.SetFaults(webhooktest.Faults{Down: true})
 	time.Sleep(200 * time.Millisecond)
-	code, body = adminDo(t, strings.TrimPrefix(a.admin, "http://"), "GET", "/api/v1/backfills", "")
-	var list server.BackfillList
-	if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
-		t.Fatalf("GET backfills on a: %d %s", code, body)
-	}
-	if bf, _ := findBackfill(list.Backfills, started.ID); bf.State != "running" {
+	if bf, _ := findBackfill(a.backfills(t), started.ID); bf.State != "running" {
 		t.Fatalf("before the kill, a's backfill is %q, want running", bf.State)
 	}
 	a.d.kill(t)
@@ -524,14 +526,9 @@ func TestHABackfill(t *testing.T) {
 
 	var done server.Backfill
 	waitUntil(t, 60*time.Second, "the backfill is done on b", func() bool {
-		code, body := adminDo(t, bAddr, "GET", "/api/v1/backfills", "")
-		var list server.BackfillList
-		if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
-			t.Fatalf("GET backfills on b: %d %s", code, body)
-		}
-		bf, ok := findBackfill(list.Backfills, started.ID)
+		bf, ok := findBackfill(b.backfills(t), started.ID)
 		if !ok {
-			t.Fatalf("b does not know backfill %s: %s", started.ID, body)
+			t.Fatalf("b does not know backfill %s", started.ID)
 		}
 		done = bf
 		return bf.State == "done"
