@@ -1,6 +1,9 @@
 package state
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // GroupCommit makes a store's writes durable in groups. A store commits
 // one transaction at a time and each commit waits for the disk (bbolt's
@@ -16,9 +19,10 @@ import "sync"
 // goroutine runs in the background.
 //
 // Op is the store's own record of one write; commit runs a group of them in
-// one transaction and leaves each op's outcome in the op.
+// one transaction and leaves each op's outcome in the op. It gets the
+// context of the writer that leads the group.
 type GroupCommit[Op any] struct {
-	commit func(ops []*Op)
+	commit func(ctx context.Context, ops []*Op)
 
 	mu      sync.Mutex
 	leading bool // a writer is committing
@@ -32,12 +36,13 @@ type queued[Op any] struct {
 }
 
 // NewGroupCommit returns a group commit that commits with commit.
-func NewGroupCommit[Op any](commit func(ops []*Op)) *GroupCommit[Op] {
+func NewGroupCommit[Op any](commit func(ctx context.Context, ops []*Op)) *GroupCommit[Op] {
 	return &GroupCommit[Op]{commit: commit}
 }
 
 // Do queues op and returns once a commit took it, with its outcome in op.
-func (g *GroupCommit[Op]) Do(op *Op) {
+// If this writer leads the group, ctx is what the commit runs with.
+func (g *GroupCommit[Op]) Do(ctx context.Context, op *Op) {
 	q := &queued[Op]{op: op, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, q)
@@ -61,7 +66,7 @@ func (g *GroupCommit[Op]) Do(op *Op) {
 	for i, x := range group {
 		ops[i] = x.op
 	}
-	g.commit(ops)
+	g.commit(ctx, ops)
 
 	g.mu.Lock()
 	if len(g.queue) > 0 {

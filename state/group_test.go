@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +24,8 @@ func TestGroupCommitGroups(t *testing.T) {
 		hold    = make(chan struct{})
 		held    = make(chan struct{})
 	)
-	g := NewGroupCommit(func(ops []*testOp) {
+	ctx := context.Background()
+	g := NewGroupCommit(func(_ context.Context, ops []*testOp) {
 		if running.Add(1) != 1 {
 			t.Error("two commits at once")
 		}
@@ -40,7 +42,7 @@ func TestGroupCommitGroups(t *testing.T) {
 	})
 
 	lone := &testOp{n: 0}
-	g.Do(lone)
+	g.Do(ctx, lone)
 	if lone.committed != 1 || lone.group != 1 {
 		t.Fatalf("a lone write: committed %d times in commit %d, want once in commit 1", lone.committed, lone.group)
 	}
@@ -49,12 +51,12 @@ func TestGroupCommitGroups(t *testing.T) {
 	// into the third, together.
 	var wg sync.WaitGroup
 	first := &testOp{n: 1}
-	wg.Go(func() { g.Do(first) })
+	wg.Go(func() { g.Do(ctx, first) })
 	<-held
 	queued := make([]*testOp, 5)
 	for i := range queued {
 		queued[i] = &testOp{n: 2 + i}
-		wg.Go(func() { g.Do(queued[i]) })
+		wg.Go(func() { g.Do(ctx, queued[i]) })
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for g.Queued() < len(queued) {
@@ -75,7 +77,7 @@ func TestGroupCommitGroups(t *testing.T) {
 	many := make([]*testOp, 2000)
 	for i := range many {
 		many[i] = &testOp{n: i}
-		wg.Go(func() { g.Do(many[i]) })
+		wg.Go(func() { g.Do(ctx, many[i]) })
 	}
 	wg.Wait()
 	for _, o := range many {

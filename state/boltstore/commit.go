@@ -36,9 +36,9 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) (func(), error)
 	}
 	o := &op{fn: fn}
 	if solo {
-		s.commit([]*op{o})
+		s.commit(ctx, []*op{o})
 	} else {
-		s.group.Do(o)
+		s.group.Do(ctx, o)
 	}
 	return o.err
 }
@@ -46,7 +46,7 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) (func(), error)
 // commit runs the ops in one transaction. An op whose fn fails gets its
 // error and is left out: the transaction is rolled back and the others run
 // again without it. If the commit itself fails, every op gets its error.
-func (s *Store) commit(ops []*op) {
+func (s *Store) commit(_ context.Context, ops []*op) {
 	for len(ops) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bolt.Tx) error {

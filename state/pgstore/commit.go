@@ -19,7 +19,6 @@ import (
 // run again without it. Any other error (the database, the connection)
 // fails the whole group. fn must not change anything outside tx.
 type op struct {
-	ctx   context.Context
 	fn    func(ctx context.Context, tx pgx.Tx) (after func(), err error)
 	after func()
 	err   error
@@ -44,8 +43,8 @@ func (s *Store) update(ctx context.Context, fn func(ctx context.Context, tx pgx.
 	if s.isClosed() {
 		return state.ErrClosed
 	}
-	o := &op{ctx: context.WithoutCancel(ctx), fn: fn}
-	s.group.Do(o)
+	o := &op{fn: fn}
+	s.group.Do(context.WithoutCancel(ctx), o)
 	return unrefuse(o.err)
 }
 
@@ -58,10 +57,9 @@ func unrefuse(err error) error {
 }
 
 // commit runs the ops in one transaction through the store's writer, with
-// the first op's context (the leader's: its values, never its
+// the leading writer's context (its values; update has taken away its
 // cancellation).
-func (s *Store) commit(ops []*op) {
-	ctx := ops[0].ctx
+func (s *Store) commit(ctx context.Context, ops []*op) {
 	for len(ops) > 0 {
 		failed := -1
 		err := s.write(ctx, func(tx pgx.Tx) error {
