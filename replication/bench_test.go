@@ -55,6 +55,29 @@ func TestLargeTransaction(t *testing.T) {
 	}
 }
 
+// TestLargeTransactionSmallBudget: a byte budget far smaller than one
+// batch of events. The stream holds a transaction's changes back until
+// the batch is full or the transaction ends; the changes it holds count
+// against the budget, so it must hand them on before it waits for room,
+// or it would wait for a consumer that never sees them.
+func TestLargeTransactionSmallBudget(t *testing.T) {
+	t.Parallel()
+	const n = 2_000
+	db := newTestDB(t)
+	db.exec(t, largeTable)
+	ts := startStream(t, db, streamOpts{budget: 2 << 10})
+	db.exec(t, `BEGIN`, largeInsert(n), `COMMIT`)
+	msgs := ts.sync(t)
+	if len(msgs) != n {
+		t.Fatalf("got %d messages, want %d", len(msgs), n)
+	}
+	for i, m := range msgs {
+		if m.Pos.Idx != uint32(i) {
+			t.Fatalf("message %d: got position %s, want index %d", i, m.Pos, i)
+		}
+	}
+}
+
 // BenchmarkLargeTransaction inserts -rows rows in one transaction, then
 // streams them through a Stream into a consumer that counts them and
 // writes each as JSON, and reports rows/s and the process's peak RSS.

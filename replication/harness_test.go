@@ -67,6 +67,7 @@ type testStream struct {
 	db      *testDB
 	events  chan []Event
 	pending []Event // taken from events, not yet returned by next
+	taker   *Taker  // with streamOpts.budget: next takes each change
 	flushed atomic.Uint64
 	done    chan struct{} // closed when Run returned, with err set
 	err     error
@@ -80,6 +81,9 @@ type streamOpts struct {
 	buffer    int // event channel capacity in batches; default 1024
 	// columns is source.columns.
 	columns map[config.Table]config.Columns
+	// budget, when above 0, bounds the bytes of changes handed on and not
+	// yet returned by next.
+	budget int64
 }
 
 // startStream creates the publication and the slot (as walhook run does),
@@ -108,6 +112,10 @@ func startStream(t testing.TB, db *testDB, opts streamOpts) *testStream {
 	}
 	ts := &testStream{db: db, events: make(chan []Event, opts.buffer), done: make(chan struct{})}
 	s := New(src, func() pglogrepl.LSN { return pglogrepl.LSN(ts.flushed.Load()) }, log)
+	if opts.budget > 0 {
+		s.Budget = NewBudget(opts.budget)
+		ts.taker = s.Budget.Taker()
+	}
 	go func() {
 		ts.err = s.Run(ctx, nil, ts.events)
 		close(ts.done)
@@ -143,6 +151,9 @@ func (ts *testStream) next(t testing.TB, timeout time.Duration) Event {
 	if ev.Kind == EventChange {
 		if err := checkFields(ev.Msg); err != nil {
 			t.Error(err)
+		}
+		if ts.taker != nil {
+			ts.taker.Took(ev.Msg.Size())
 		}
 	}
 	return ev
