@@ -212,30 +212,40 @@ type writer struct {
 
 func startWriter(t *testing.T, dsn string, rows int) *writer {
 	t.Helper()
+	next := rows + 1
+	return startWriting(t, dsn, time.Millisecond, func(conn *pgx.Conn, rnd *rand.Rand) (int, error) {
+		id := 1 + rnd.IntN(rows)
+		var err error
+		switch op := rnd.IntN(10); {
+		case op < 6:
+			_, err = conn.Exec(context.Background(), `UPDATE t SET v = v + 1 WHERE id = $1`, id)
+		case op < 8:
+			_, err = conn.Exec(context.Background(), `DELETE FROM t WHERE id = $1`, id)
+		default:
+			id = next
+			next++
+			_, err = conn.Exec(context.Background(), `INSERT INTO t VALUES ($1, 0)`, id)
+		}
+		return id, err
+	})
+}
+
+// startWriting runs step on a connection of its own, pausing between two
+// steps, until stopped; step returns the id it touched.
+func startWriting(t *testing.T, dsn string, pause time.Duration, step func(conn *pgx.Conn, rnd *rand.Rand) (int, error)) *writer {
+	t.Helper()
 	w := &writer{stop: make(chan struct{}), done: make(chan struct{}), touched: map[int]bool{}}
 	conn := connect(t, dsn)
 	go func() {
 		defer close(w.done)
 		rnd := rand.New(rand.NewPCG(1, 2))
-		next := rows + 1
 		for {
 			select {
 			case <-w.stop:
 				return
 			default:
 			}
-			id := 1 + rnd.IntN(rows)
-			var err error
-			switch op := rnd.IntN(10); {
-			case op < 6:
-				_, err = conn.Exec(context.Background(), `UPDATE t SET v = v + 1 WHERE id = $1`, id)
-			case op < 8:
-				_, err = conn.Exec(context.Background(), `DELETE FROM t WHERE id = $1`, id)
-			default:
-				id = next
-				next++
-				_, err = conn.Exec(context.Background(), `INSERT INTO t VALUES ($1, 0)`, id)
-			}
+			id, err := step(conn, rnd)
 			w.mu.Lock()
 			w.touched[id] = true
 			w.ops++
@@ -243,7 +253,7 @@ func startWriter(t *testing.T, dsn string, rows int) *writer {
 				w.err = err
 			}
 			w.mu.Unlock()
-			time.Sleep(time.Millisecond)
+			time.Sleep(pause)
 		}
 	}()
 	t.Cleanup(w.Stop)
@@ -265,12 +275,7 @@ func (w *writer) Stop() {
 func replay(t *testing.T, msgs []webhooktest.Message) (rows map[int]int, reads map[int]bool) {
 	t.Helper()
 	rows, reads = map[int]int{}, map[int]bool{}
-	seen := map[string]bool{}
-	for _, m := range msgs {
-		if seen[m.Metadata.IdempotencyKey] {
-			continue
-		}
-		seen[m.Metadata.IdempotencyKey] = true
+	for _, m := range firstDeliveries(msgs) {
 		var r struct{ ID, V int }
 		if err := json.Unmarshal(m.Record, &r); err != nil {
 			t.Fatalf("record %s: %v", m.Record, err)
