@@ -128,6 +128,20 @@ type slotRow struct {
 	walStatus string
 }
 
+// settledSlot waits until the slot's confirmed_flush_lsn has not moved for
+// quiet, and returns it.
+func settledSlot(t *testing.T, conn *pgx.Conn, slot string, quiet time.Duration) pglogrepl.LSN {
+	t.Helper()
+	last, since := readSlot(t, conn, slot).confirmed, time.Now()
+	waitUntil(t, 30*time.Second, "the slot to settle", func() bool {
+		if c := readSlot(t, conn, slot).confirmed; c != last {
+			last, since = c, time.Now()
+		}
+		return time.Since(since) >= quiet
+	})
+	return last
+}
+
 func readSlot(t *testing.T, conn *pgx.Conn, slot string) slotRow {
 	t.Helper()
 	var (
