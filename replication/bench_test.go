@@ -78,6 +78,60 @@ func TestLargeTransactionSmallBudget(t *testing.T) {
 	}
 }
 
+// TestBudgetReturnedOnDisconnect: the connection ends while the stream
+// holds a batch it could not hand on (the consumer is not reading). The
+// events come again on the next connection, so their budget must come
+// back: once the consumer took what was handed on, nothing is in use.
+func TestBudgetReturnedOnDisconnect(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(t, largeTable)
+	// One batch fits in the channel; status updates every 200 ms notice
+	// the lost connection while the stream waits with the next batch.
+	ts := startStream(t, db, streamOpts{budget: 4 << 20, buffer: 1, heartbeat: 200 * time.Millisecond})
+	db.exec(t, `BEGIN`, largeInsert(5_000), `COMMIT`)
+	// Read up to the transaction's first change (heartbeats come before
+	// it), then no more: its other changes fill the channel and the
+	// stream's pending batch. Nothing else comes between a transaction's
+	// changes.
+	for ts.next(t, 30*time.Second).Kind != EventChange {
+	}
+	// Waiting: the channel is full and the budget in use stopped growing.
+	var last int64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		in := ts.budget.InUse()
+		if in > 0 && in == last && len(ts.events) == cap(ts.events) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream did not wait within 30s (%d bytes in use, %d batches queued)", in, len(ts.events))
+		}
+		last = in
+	}
+	db.exec(t, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '`+db.name+`'`)
+	select {
+	case <-ts.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not end within 30s of its connection")
+	}
+	handed := 0
+	take := func(evs []Event) {
+		for _, ev := range evs {
+			if ev.Kind == EventChange {
+				ts.taker.Took(ev.Msg.Size())
+				handed++
+			}
+		}
+	}
+	take(ts.pending)
+	for len(ts.events) > 0 {
+		take(<-ts.events)
+	}
+	if in := ts.budget.InUse(); in != 0 {
+		t.Errorf("after the consumer took the %d changes handed on, %d bytes of the budget are still in use, want 0", handed, in)
+	}
+}
+
 // BenchmarkLargeTransaction inserts -rows rows in one transaction, then
 // streams them through a Stream into a consumer that counts them and
 // writes each as JSON, and reports rows/s and the process's peak RSS.

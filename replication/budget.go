@@ -79,6 +79,19 @@ func (b *Budget) InUse() int64 {
 	return decoded - low
 }
 
+// release gives back n bytes reserved for messages that were never handed
+// on: the connection they came from ended first.
+func (b *Budget) release(n int) {
+	if b == nil {
+		return
+	}
+	b.decoded.Add(-int64(n))
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
+}
+
 // reserve counts a message of n bytes as decoded if the budget has room,
 // or if nothing is in use; it reports whether it did.
 func (b *Budget) reserve(n int) bool {

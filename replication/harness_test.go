@@ -67,6 +67,7 @@ type testStream struct {
 	db      *testDB
 	events  chan []Event
 	pending []Event // taken from events, not yet returned by next
+	budget  *Budget // streamOpts.budget's, nil without
 	taker   *Taker  // with streamOpts.budget: next takes each change
 	flushed atomic.Uint64
 	done    chan struct{} // closed when Run returned, with err set
@@ -114,7 +115,7 @@ func startStream(t testing.TB, db *testDB, opts streamOpts) *testStream {
 	s := New(src, func() pglogrepl.LSN { return pglogrepl.LSN(ts.flushed.Load()) }, log)
 	if opts.budget > 0 {
 		s.Budget = NewBudget(opts.budget)
-		ts.taker = s.Budget.Taker()
+		ts.budget, ts.taker = s.Budget, s.Budget.Taker()
 	}
 	go func() {
 		ts.err = s.Run(ctx, nil, ts.events)

@@ -170,6 +170,7 @@ type receiver struct {
 }
 
 func (r *receiver) run(ctx context.Context) error {
+	defer r.dropPending()
 	r.lastRecv = time.Now()
 	if err := r.sendStatus(ctx, true); err != nil {
 		return err
@@ -403,6 +404,19 @@ func (r *receiver) handOn(ctx context.Context) error {
 			t.Reset(time.Until(r.nextStatus))
 		}
 	}
+}
+
+// dropPending gives back the budget of the events never handed on: the
+// connection ends, and the next one reads them again from the slot.
+// Without it every connection lost mid-transaction would keep up to a
+// batch of the budget spent for good.
+func (r *receiver) dropPending() {
+	for _, ev := range r.pending {
+		if ev.Kind == EventChange {
+			r.s.Budget.release(ev.Msg.Size())
+		}
+	}
+	r.pending = nil
 }
 
 // waitBudget waits until the budget has room for n bytes, and takes them,
