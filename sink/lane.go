@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/jackc/pglogrepl"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"

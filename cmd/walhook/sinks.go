@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"github.com/jackc/pglogrepl"
 	"log/slog"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
