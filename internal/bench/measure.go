@@ -130,20 +130,14 @@ func (b *bench) drains(ctx context.Context) error {
 	for _, w := range single {
 		restCores = append(restCores, w.Rest)
 	}
-	perMillion := func(cpu func(walhookResult) float64) Series {
-		var v []float64
-		for _, w := range single {
-			v = append(v, cpu(w)/(float64(bl.Rows)/1e6))
-		}
-		return newSeries(v)
-	}
+	perMillion := func(cpu func(walhookResult) float64) Series { return perMillionRows(bl.Rows, single, cpu) }
 	b.rep.Drain = Drain{
 		Recvlogical:             newSeries(recvRate),
 		Walhook:                 newSeries(rates(bl.Rows, single)),
 		RatioRuns:               newSeries(ratios),
 		RecvlogicalCPU:          newSeries(recvCPU),
 		RecvlogicalWalsenderCPU: newSeries(recvWalsender),
-		WalhookCPU:              perMillion(func(w walhookResult) float64 { return w.CPUSeconds }),
+		WalhookCPU:              perMillion(walhookCPU),
 		WalhookWalsenderCPU:     perMillion(func(w walhookResult) float64 { return w.WalsenderCPU }),
 		ReceiverCPU:             perMillion(func(w walhookResult) float64 { return w.ReceiverCPU }),
 		RecvlogicalRest:         newSeries(recvRest),
@@ -155,19 +149,11 @@ func (b *bench) drains(ctx context.Context) error {
 		d.WalhookCounting = newSeries(rates(bl.Rows, counted))
 		d.CountingRatio = d.WalhookCounting.Median / d.Recvlogical.Median
 		d.CountingRatioRuns = newSeries(countRatios)
-		var v []float64
-		for _, c := range counted {
-			v = append(v, c.CPUSeconds/(float64(bl.Rows)/1e6))
-		}
-		d.WalhookCountingCPU = newSeries(v)
+		d.WalhookCountingCPU = perMillionRows(bl.Rows, counted, walhookCPU)
 	}
 	if len(withURL) > 0 {
 		b.rep.Drain.WalhookStateURL = newSeries(rates(bl.Rows, withURL))
-		var v []float64
-		for _, w := range withURL {
-			v = append(v, w.CPUSeconds/(float64(bl.Rows)/1e6))
-		}
-		b.rep.Drain.WalhookStateURLCPU = newSeries(v)
+		b.rep.Drain.WalhookStateURLCPU = perMillionRows(bl.Rows, withURL, walhookCPU)
 	}
 	var bytes, delivered int64
 	for _, w := range single {
@@ -207,6 +193,17 @@ func (b *bench) drainSlot(ctx context.Context, run walhookRun, rcvs []*receiver,
 	b.p.printf("%s %s rows/s", what, count(int64(float64(bl.Rows)/w.Seconds)))
 	return w, nil
 }
+
+// perMillionRows returns cpu of each run per million of its rows.
+func perMillionRows(rows int64, runs []walhookResult, cpu func(walhookResult) float64) Series {
+	v := make([]float64, len(runs))
+	for i, w := range runs {
+		v[i] = cpu(w) / (float64(rows) / 1e6)
+	}
+	return newSeries(v)
+}
+
+func walhookCPU(w walhookResult) float64 { return w.CPUSeconds }
 
 // rates returns rows a second of each run.
 func rates(rows int64, runs []walhookResult) []float64 {
