@@ -74,10 +74,16 @@ func (e *backfillEnv) start(t *testing.T) {
 // backfills lists the daemon's backfills.
 func (e *backfillEnv) backfills(t *testing.T) []server.Backfill {
 	t.Helper()
-	code, body := adminGet(t, e.addr, "/api/v1/backfills", "")
+	return getBackfills(t, e.addr)
+}
+
+// getBackfills is GET /api/v1/backfills on the admin server at addr.
+func getBackfills(t *testing.T, addr string) []server.Backfill {
+	t.Helper()
+	code, body := adminGet(t, addr, "/api/v1/backfills", "")
 	var list server.BackfillList
 	if code != 200 || json.Unmarshal(body, &list) != nil {
-		t.Fatalf("GET /api/v1/backfills: %d %s", code, body)
+		t.Fatalf("GET /api/v1/backfills on %s: %d %s", addr, code, body)
 	}
 	return list.Backfills
 }

@@ -180,12 +180,7 @@ func (in *haInstance) metric(t *testing.T, name string) string {
 // backfills is GET /api/v1/backfills.
 func (in *haInstance) backfills(t *testing.T) []server.Backfill {
 	t.Helper()
-	code, body := in.do(t, "GET", "/api/v1/backfills", "")
-	var list server.BackfillList
-	if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
-		t.Fatalf("GET backfills on %s: %d %s", in.name, code, body)
-	}
-	return list.Backfills
+	return getBackfills(t, strings.TrimPrefix(in.admin, "http://"))
 }
 
 // checkActive checks that in's status names the process pid as active.
