@@ -143,9 +143,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // routes builds the router: health, readiness and metrics at the root
 // (behind the token with server.protect_metrics), the API under /api behind
-// the token whenever one is set.
+// the token whenever one is set. Every path first passes checkHost, and the
+// API passes the cross-site checks of crosssite.go in this order: Host
+// (421), origin (403), token (401), Content-Type (415), so that a web page
+// learns nothing, not even whether a token is set.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
+	r.Use(s.checkHost)
 	// Set before any subrouter is made, so that every subrouter answers an
 	// unknown path or method in JSON too.
 	r.NotFound(s.notFound)
@@ -163,7 +167,7 @@ func (s *Server) routes() *chi.Mux {
 	// The whole /api tree is behind the token, so that an unauthenticated
 	// request learns nothing, not even which paths exist.
 	r.Route("/api", func(r chi.Router) {
-		r.Use(s.requireToken)
+		r.Use(s.sameOrigin, s.requireToken, s.requireJSON)
 		r.Route("/v1", func(r chi.Router) {
 			r.Get("/status", s.status)
 			r.Post("/sinks/{sink}/pause", s.pauseSink)
