@@ -178,6 +178,7 @@ func TestOrigin(t *testing.T) {
 		{"Sec-Fetch-Site cross-site, GET", request{fetchSite: "cross-site"}, 403, "Sec-Fetch-Site: cross-site"},
 		{"Sec-Fetch-Site same-site", pause("", "same-site"), 403, "Sec-Fetch-Site: same-site"},
 		{"cross-site with our own Origin", pause("http://127.0.0.1:{port}", "cross-site"), 403, "Sec-Fetch-Site: cross-site"},
+		{"CORS preflight", request{method: "OPTIONS", origin: "http://evil.example"}, 403, "cross-origin request refused"},
 		{"outside /api", request{path: "/healthz", origin: "http://evil.example", fetchSite: "cross-site"}, 200, ""},
 	})
 }

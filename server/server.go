@@ -5,7 +5,8 @@
 // interfaces of api.go (Health, Status, Sinks, DeadLetters, Backfills), which
 // the components that own the state implement; any of them may be nil, and
 // its endpoints then answer 501. Every answer is JSON, and every error is
-// {"error": "..."}.
+// {"error": "..."}. Before any of it, the checks of crosssite.go refuse what
+// a web page in the operator's browser could send.
 package server
 
 import (
