@@ -5,7 +5,8 @@
 // interfaces of api.go (Health, Status, Sinks, DeadLetters, Backfills), which
 // the components that own the state implement; any of them may be nil, and
 // its endpoints then answer 501. Every answer is JSON, and every error is
-// {"error": "..."}.
+// {"error": "..."}. Before any of it, the checks of crosssite.go refuse what
+// a web page in the operator's browser could send.
 package server
 
 import (
@@ -143,9 +144,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // routes builds the router: health, readiness and metrics at the root
 // (behind the token with server.protect_metrics), the API under /api behind
-// the token whenever one is set.
+// the token whenever one is set. Every path first passes checkHost, and the
+// API passes the cross-site checks of crosssite.go in this order: Host
+// (421), origin (403), token (401), Content-Type (415), so that a web page
+// learns nothing, not even whether a token is set.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
+	r.Use(s.checkHost)
 	// Set before any subrouter is made, so that every subrouter answers an
 	// unknown path or method in JSON too.
 	r.NotFound(s.notFound)
@@ -163,7 +168,7 @@ func (s *Server) routes() *chi.Mux {
 	// The whole /api tree is behind the token, so that an unauthenticated
 	// request learns nothing, not even which paths exist.
 	r.Route("/api", func(r chi.Router) {
-		r.Use(s.requireToken)
+		r.Use(s.sameOrigin, s.requireToken, s.requireJSON)
 		r.Route("/v1", func(r chi.Router) {
 			r.Get("/status", s.status)
 			r.Post("/sinks/{sink}/pause", s.pauseSink)

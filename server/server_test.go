@@ -32,9 +32,15 @@ type answer struct {
 	body   []byte
 }
 
-// call sends one real request; token "" sends no Authorization header.
+// call sends one real request as walhook's CLI does; token "" sends no
+// Authorization header. A request that may change state is sent as JSON,
+// {} when body is "".
 func call(t *testing.T, addr, method, path, token, body string) answer {
 	t.Helper()
+	changes := method != http.MethodGet && method != http.MethodHead
+	if changes && body == "" {
+		body = "{}"
+	}
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -42,6 +48,9 @@ func call(t *testing.T, addr, method, path, token, body string) answer {
 	req, err := http.NewRequest(method, "http://"+addr+path, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if changes {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

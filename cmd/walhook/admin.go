@@ -28,7 +28,10 @@ type admin struct {
 	backfills *backfill.Manager
 }
 
-// Ready: replicating, and no sink paused by its destination.
+// Ready: replicating, and no sink paused by its destination. The reason
+// never quotes the destination's answer: /readyz is open to anyone who can
+// reach the admin server, and a receiver's body may hold row data or echo a
+// credential; the status (behind the token) shows it, masked.
 func (a *admin) Ready() (bool, string, string) {
 	st := a.relay.Status()
 	if !st.Running {
@@ -39,7 +42,7 @@ func (a *admin) Ready() (bool, string, string) {
 	}
 	for _, s := range st.Sinks {
 		if s.Delivery.Paused && !strings.HasPrefix(s.Delivery.PauseReason, pausedByOperator) {
-			return false, fmt.Sprintf("sink %q is paused: %s", s.Name, s.Delivery.PauseReason), "active"
+			return false, fmt.Sprintf("sink %q is paused: its destination asked to stop; walhook status shows its answer, and walhook resume --sink %s restarts the sink", s.Name, s.Name), "active"
 		}
 	}
 	return true, "", "active"
@@ -103,7 +106,7 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 		}
 		switch {
 		case d.Paused:
-			ss.State, ss.PausedReason = "paused", d.PauseReason
+			ss.State, ss.PausedReason = "paused", secrets.String(d.PauseReason) // it may quote the receiver's answer
 		case d.LastError != "":
 			ss.State = "failing"
 		case s.Spilling || s.BacklogCount > 0:

@@ -192,9 +192,16 @@ func (e *backfillEnv) startBackfill(t *testing.T, body string) server.Backfill {
 // adminDo sends a request to the admin API without a token.
 func adminDo(t *testing.T, addr, method, path, body string) (int, []byte) {
 	t.Helper()
+	changes := method != http.MethodGet
+	if changes && body == "" {
+		body = "{}" // as the CLI sends: the API refuses a body-less POST or DELETE
+	}
 	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if changes {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -212,12 +212,18 @@ func sinkPath(sink string, rest ...string) string {
 }
 
 // do sends one request and decodes a 2xx answer's JSON into out (when not
-// nil). An error answer becomes an *APIError; no answer at all, a
-// *NotRunningError or a wrapped transport error. No error holds the token.
+// nil). A request that may change state (any but GET) always carries a
+// JSON body, {} when in is nil: the server refuses a POST or DELETE that is
+// not Content-Type: application/json (a web page's form could send it). An
+// error answer becomes an *APIError; no answer at all, a *NotRunningError
+// or a wrapped transport error. No error holds the token.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
+	if in == nil && method != http.MethodGet {
+		in = struct{}{}
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
