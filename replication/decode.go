@@ -246,11 +246,17 @@ func appendContent(b, content []byte) []byte {
 }
 
 func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	// pgoutput sends an empty namespace for pg_catalog (a user table
+	// created there is publishable): name it.
+	schema := m.Namespace
+	if schema == "" {
+		schema = "pg_catalog"
+	}
 	rel := &relation{
-		schema:   m.Namespace,
+		schema:   schema,
 		name:     m.RelationName,
 		identity: m.ReplicaIdentity,
-		table:    m.Namespace + "." + m.RelationName,
+		table:    schema + "." + m.RelationName,
 	}
 	// A Relation message comes again after the table or a type it uses
 	// changed: read user types afresh.
@@ -259,7 +265,7 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	for i, c := range m.Columns {
 		t, err := d.types.Lookup(ctx, c.DataType)
 		if err != nil {
-			return fmt.Errorf("relation %s.%s column %s: %w", m.Namespace, m.RelationName, c.Name, err)
+			return fmt.Errorf("relation %s column %s: %w", rel.table, c.Name, err)
 		}
 		rel.cols[i] = column{
 			name:     c.Name,
@@ -279,7 +285,7 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if rel.identity != 'd' && rel.identity != 'i' && d.keys != nil {
 		var err error
 		if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
-			return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+			return fmt.Errorf("primary key of %s: %w", rel.table, err)
 		}
 	}
 	names := make([]string, len(rel.cols))

@@ -144,6 +144,11 @@ func TestDecode(t *testing.T) {
 				`{"action":"insert","table":"public.t","record":{"id":5,"m":"happy","c":{"a":1,"b":["a","b c"],"m":"sad","j":{"k": 1}},"cs":[{"a":2,"b":[],"m":null,"j":null},null],"gone":"(x)"},"changes":null}`,
 			},
 		},
+		{
+			name: "pg_catalog, which pgoutput sends as an empty namespace",
+			msgs: [][]byte{begin, relationMsg(rel, "", "t", 'd', cols...), insertMsg(rel, text("1"), nil, nil), commit},
+			want: []string{`{"action":"insert","table":"pg_catalog.t","record":{"id":1,"body":null,"n":null},"changes":null}`},
+		},
 		{name: "row outside a transaction", msgs: [][]byte{relDefault, insertMsg(rel, text("1"), nil, nil)}, err: "outside a transaction"},
 		{name: "unknown relation", msgs: [][]byte{begin, insertMsg(rel, text("1"))}, err: "before its Relation message"},
 		{name: "too few columns", msgs: [][]byte{begin, relDefault, insertMsg(rel, text("1"))}, err: "tuple has 1 columns, relation 3"},

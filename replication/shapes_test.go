@@ -383,3 +383,31 @@ func TestHeartbeatsNeverReachSinks(t *testing.T) {
 	db.exec(t, `INSERT INTO t VALUES (1)`)
 	wantMessages(t, ts.sync(t), `{"action":"insert","table":"public.t","record":{"id":1},"changes":null}`)
 }
+
+// TestCatalogSchema: pgoutput sends an empty namespace for a table in
+// pg_catalog (a user table made there is publishable); its messages name
+// the schema.
+func TestCatalogSchema(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(t,
+		`SET allow_system_table_mods = on`,
+		`CREATE TABLE pg_catalog.walhook_t (id int PRIMARY KEY)`,
+		`RESET allow_system_table_mods`,
+	)
+	ts := startStream(t, db, streamOpts{})
+	db.exec(t, `INSERT INTO pg_catalog.walhook_t VALUES (1)`)
+	msgs := ts.sync(t)
+	wantMessages(t, msgs, `{"action":"insert","table":"pg_catalog.walhook_t","record":{"id":1},"changes":null}`)
+	var md struct {
+		Metadata struct {
+			Schema string `json:"table_schema"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(msgs[0].AppendJSON(nil, "s"), &md); err != nil {
+		t.Fatal(err)
+	}
+	if md.Metadata.Schema != "pg_catalog" {
+		t.Errorf("got metadata.table_schema %q, want pg_catalog", md.Metadata.Schema)
+	}
+}
