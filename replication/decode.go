@@ -21,6 +21,7 @@ type relation struct {
 	schema, name string
 	identity     byte // replica identity: d(efault), n(othing), f(ull), i(ndex)
 	cols         []column
+	hasIdentity  bool   // some column is marked as replica identity
 	keyCols      []int  // columns whose values group the table's rows in order; none: the whole table is one group
 	table        string // "schema.name", the key of a truncate and the prefix of every row's key
 	desc         *change.Relation
@@ -292,6 +293,7 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	identity := make([]bool, len(rel.cols))
 	for i, c := range rel.cols {
 		names[i], identity[i] = c.name, c.identity
+		rel.hasIdentity = rel.hasIdentity || c.identity
 	}
 	rel.keyCols = pgvalue.KeyColumns(rel.identity, names, identity, keyNames)
 	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
@@ -366,15 +368,11 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 	switch typ {
 	case 'I':
 		m = d.newMessage(change.Insert, rel)
-		m.Record, m.RecordFields = d.record(rel, d.newTup, nil, false, m)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, nil, 0, m)
 		m.Key = d.key(rel, d.newTup, nil)
 	case 'U':
 		m = d.newMessage(change.Update, rel)
-		var old []tupleCol
-		if oldKind == 'O' {
-			old = d.oldTup
-		}
-		m.Record, m.RecordFields = d.record(rel, d.newTup, old, false, m)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, d.oldTup, 0, m)
 		m.Changes, m.ChangesFields = d.changes(rel, d.newTup, d.oldTup, oldKind)
 		m.Key = d.key(rel, d.newTup, d.oldTup)
 		// An update that moves a row to another key must not overtake the
@@ -392,7 +390,12 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		}
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
-		m.Record, m.RecordFields = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
+		m.Record, m.RecordFields = d.record(rel, d.oldTup, nil, oldKind, m)
+		if len(m.RecordFields) == 0 && len(rel.cols) > 0 {
+			return nil, fmt.Errorf("delete from %s at %s: its old row holds no value PostgreSQL logged, so the message could not say which row was deleted; "+
+				"walhook stops rather than send it. This is a bug: please report it with the definition of %s and of its partitions",
+				rel.table, m.Pos, rel.table)
+		}
 		m.Key = d.key(rel, d.oldTup, nil)
 	default:
 		return nil, fmt.Errorf("unknown row change %q", typ)
@@ -401,21 +404,22 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 }
 
 // record writes a tuple as a JSON object. An unchanged TOASTed column is
-// taken from old when old has it (REPLICA IDENTITY FULL), otherwise left
-// out and listed in m.UnchangedToast: never a placeholder that could pass
-// for data. With identityOnly, only replica identity columns are written (a
-// delete's old key).
-func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) ([]byte, []change.Field) {
+// taken from old when old has its value (REPLICA IDENTITY FULL), otherwise
+// left out and listed in m.UnchangedToast: never a placeholder that could
+// pass for data. oldKind is 0 for a new row; for a delete's old row ('K' or
+// 'O'), a NULL is written only where it is one (see nullsLogged).
+func (d *decoder) record(rel *relation, tup, old []tupleCol, oldKind byte, m *change.Message) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
 	fields := d.fields[:0]
 	first := true
+	nulls := oldKind == 0 || nullsLogged(rel, oldKind, tup)
 	for i, c := range tup {
 		col := &rel.cols[i]
-		if identityOnly && !col.identity {
+		if c.Kind == 'n' && !nulls && !col.identity {
 			continue
 		}
 		if c.Kind == 'u' {
-			if i < len(old) && old[i].Kind != 'u' {
+			if i < len(old) && (old[i].Kind == 't' || old[i].Kind == 'b') {
 				c = old[i]
 			} else {
 				m.UnchangedToast = append(m.UnchangedToast, col.name)
@@ -438,15 +442,17 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 
 // changes writes, for an update, the old values of the columns whose value
 // changed. It needs an old tuple: FULL gives every column ('O'); DEFAULT and
-// USING INDEX give the key columns when the key changed ('K').
+// USING INDEX give the key columns when the key changed ('K'), and under a
+// partitioned root, whatever the partition's own identity logged.
 func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
 	fields := d.fields[:0]
 	first := true
+	nulls := nullsLogged(rel, oldKind, oldTup)
 	for i := range oldTup {
 		col := &rel.cols[i]
 		o := oldTup[i]
-		if (oldKind == 'K' && !col.identity) || o.Kind == 'u' || i >= len(newTup) {
+		if (o.Kind == 'n' && !nulls && !col.identity) || o.Kind == 'u' || i >= len(newTup) {
 			continue
 		}
 		n := newTup[i]
@@ -468,6 +474,33 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 		return append([]byte(nil), b...), nil
 	}
 	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
+}
+
+// nullsLogged reports whether the NULLs of an old tuple are values: the
+// whole old row was logged. pgoutput writes the old row PostgreSQL logged
+// for the table the change was made in, in the shape of the relation it
+// describes: with publish_via_partition_root that is the root, whose own
+// identity decides the kind ('O' when it is FULL, else 'K') and the
+// identity flags, while the partition's identity decided what was logged.
+// So a 'K' tuple holds the values the partition's identity logged (its key,
+// or its whole row when it is FULL) and NULL for the rest, and a NULL
+// there is a value only for an identity column. Under a root that flags no
+// identity column, a 'K' tuple of nothing but NULLs can only be the row of
+// a FULL partition whose every value is NULL: a key or an identity index
+// never is (its columns are NOT NULL).
+func nullsLogged(rel *relation, oldKind byte, old []tupleCol) bool {
+	switch {
+	case oldKind == 'O':
+		return true
+	case oldKind != 'K' || rel.hasIdentity || len(old) == 0:
+		return false
+	}
+	for _, c := range old {
+		if c.Kind != 'n' {
+			return false
+		}
+	}
+	return true
 }
 
 // key groups a row's messages: the table and its key columns' values
