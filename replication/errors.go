@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/config"
 )
 
 // ErrSlotActive means another process streams from the slot; walhook waits
@@ -26,7 +27,9 @@ func (e *ErrSlotActive) Error() string {
 var activePIDRe = regexp.MustCompile(`active for PID (\d+)`)
 
 // translate turns driver errors into walhook's: an active slot, a lost slot.
-func translate(slot string, err error) error {
+// src names the slot and the publication the errors are about.
+func translate(src config.Source, err error) error {
+	slot := src.Slot
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

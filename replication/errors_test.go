@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/config"
 )
 
 // TestTranslate checks how server errors about the slot become walhook's:
@@ -27,7 +28,7 @@ func TestTranslate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := translate("walhook", fmt.Errorf("start replication: %w", tt.err))
+			err := translate(config.Source{Slot: "walhook", Publication: "walhook"}, fmt.Errorf("start replication: %w", tt.err))
 			if got := errors.Is(err, ErrSlotLost); got != tt.lost {
 				t.Errorf("errors.Is(%v, ErrSlotLost) = %t, want %t", err, got, tt.lost)
 			}

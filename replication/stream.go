@@ -112,7 +112,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src.Slot, err))
+		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src, err))
 	}
 	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication,
 		"wal_sender_timeout", timeout, "status_interval", interval)
@@ -210,7 +210,7 @@ func (r *receiver) run(ctx context.Context) error {
 				}
 				continue
 			}
-			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, err))
+			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src, err))
 		}
 		if err := r.handle(readCtx, raw); err != nil {
 			if readCtx.Err() != nil {
@@ -340,7 +340,7 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			}
 		}
 	case *pgproto3.ErrorResponse:
-		return fmt.Errorf("replication from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, pgconn.ErrorResponseToPgError(msg)))
+		return fmt.Errorf("replication from slot %q: %w", r.s.src.Slot, translate(r.s.src, pgconn.ErrorResponseToPgError(msg)))
 	case *pgproto3.CopyDone:
 		return fmt.Errorf("replication from slot %q: server ended the stream: %w", r.s.src.Slot, errDead)
 	}
