@@ -26,7 +26,8 @@ func (e *ErrSlotActive) Error() string {
 
 var activePIDRe = regexp.MustCompile(`active for PID (\d+)`)
 
-// translate turns driver errors into walhook's: an active slot, a lost slot.
+// translate turns driver errors into walhook's: an active slot, a lost
+// slot, a missing publication.
 // src names the slot and the publication the errors are about.
 func translate(src config.Source, err error) error {
 	slot := src.Slot
@@ -39,7 +40,14 @@ func translate(src config.Source, err error) error {
 				e.PID, _ = strconv.Atoi(m[1])
 			}
 			return e
-		case "42704": // undefined_object: the slot was dropped under us
+		case "42704": // undefined_object: the publication pgoutput reads, or the slot
+			if e := publicationMissing(src, pgErr); e != nil {
+				return e
+			}
+			if !strings.HasPrefix(pgErr.Message, "replication slot ") {
+				break // another object: not about the slot
+			}
+			// The slot was dropped under us.
 			return fmt.Errorf("%w: slot %q was dropped while walhook used it (%s); changes made since are in no slot. "+
 				"To recover: run walhook slot drop (it makes the state file or state.url forget the slot), start walhook again, "+
 				"and re-sync the receivers (for example with a backfill)",

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 )
 
@@ -23,6 +26,9 @@ func TestTranslate(t *testing.T) {
 		{"dropped", &pgconn.PgError{Code: "42704", Message: `replication slot "walhook" does not exist`}, true, 0},
 		{"invalidated", &pgconn.PgError{Code: "55000", Message: `cannot read from logical replication slot "walhook"`,
 			Detail: "This slot has been invalidated because it exceeded the maximum reserved size."}, true, 0},
+		{"publication dropped", &pgconn.PgError{Code: "42704", Message: `publication "walhook" does not exist`,
+			Where: `slot "walhook", output plugin "pgoutput", in the change callback, associated LSN 0/19451A0`}, false, 0},
+		{"other undefined object", &pgconn.PgError{Code: "42704", Message: `type "x" does not exist`}, false, 0},
 		{"other prerequisite", &pgconn.PgError{Code: "55000", Message: `replication slot "walhook" was not created in this database`}, false, 0},
 		{"unrelated", &pgconn.PgError{Code: "42501", Message: "permission denied"}, false, 0},
 	}
@@ -63,5 +69,53 @@ func TestIsConnLost(t *testing.T) {
 		if got := IsConnLost(tt.err); got != tt.want {
 			t.Errorf("IsConnLost(%v) = %t, want %t", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestPublicationDropped drops the publication under a running stream
+// (PostgreSQL 15): the stream must end with an error that names the
+// publication, says the slot is fine and does not advise dropping it. Once
+// the publication exists again, the change written while it was missing
+// still cannot be decoded: the error must say so, and what to do.
+func TestPublicationDropped(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+	ts := startStream(t, db, streamOpts{})
+	db.exec(t, `INSERT INTO t VALUES (1)`)
+	wantMessages(t, ts.sync(t), `{"action":"insert","table":"public.t","record":{"id":1},"changes":null}`)
+
+	db.exec(t, `DROP PUBLICATION walhook`, `INSERT INTO t VALUES (2)`)
+	_, err := ts.end(t, 30*time.Second)
+	checkPublicationMissing(t, err, `publication "walhook" does not exist`, "CREATE PUBLICATION", "publish_via_partition_root = true")
+
+	// startStream creates the publication again, as walhook run does.
+	ts = startStream(t, db, streamOpts{})
+	msgs, err := ts.end(t, 30*time.Second)
+	for _, m := range msgs {
+		if m.Action == change.Insert && string(m.Record) != `{"id":1}` {
+			t.Errorf("got %s, want nothing of the change written without the publication", render(m))
+		}
+	}
+	checkPublicationMissing(t, err, `publication "walhook" did not exist when`, "pg_replication_slot_advance", "backfill")
+}
+
+func checkPublicationMissing(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if !errors.Is(err, ErrPublicationMissing) {
+		t.Fatalf("got error %v, want one that is ErrPublicationMissing", err)
+	}
+	if errors.Is(err, ErrSlotLost) || IsConnLost(err) {
+		t.Errorf("got error %v, which is a lost slot or connection; want only a missing publication", err)
+	}
+	msg := err.Error()
+	t.Logf("the error: %s", msg)
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("got error %q, want it to say %q", msg, w)
+		}
+	}
+	if strings.Contains(msg, "slot drop") || strings.Contains(msg, "pg_drop_replication_slot") {
+		t.Errorf("got error %q, which advises dropping a healthy slot", msg)
 	}
 }

@@ -134,7 +134,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 		}
 		return r.run(gctx)
 	})
-	return g.Wait()
+	return explainPublication(ctx, catalog, s.src, g.Wait())
 }
 
 func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
