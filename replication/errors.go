@@ -54,7 +54,7 @@ func translate(src config.Source, err error) error {
 				ErrSlotLost, slot, pgErr.Message)
 		case "55000": // object_not_in_prerequisite_state: an invalidated slot, among others
 			if strings.Contains(pgErr.Detail, "invalidated") || strings.Contains(pgErr.Message, "invalidated") {
-				return fmt.Errorf("%w (%s: %s)", slotLostError(slot), pgErr.Message, pgErr.Detail)
+				return fmt.Errorf("%w (%s: %s)", slotLostError(slot, serverInvalidation(pgErr)), pgErr.Message, pgErr.Detail)
 			}
 		}
 	}

@@ -21,22 +21,38 @@ func TestTranslate(t *testing.T) {
 		err       *pgconn.PgError
 		lost      bool
 		activePID int
+		says      string // in the error, when it is not ""
 	}{
-		{"in use", &pgconn.PgError{Code: "55006", Message: `replication slot "walhook" is active for PID 4242`}, false, 4242},
-		{"dropped", &pgconn.PgError{Code: "42704", Message: `replication slot "walhook" does not exist`}, true, 0},
+		{"in use", &pgconn.PgError{Code: "55006", Message: `replication slot "walhook" is active for PID 4242`}, false, 4242, ""},
+		{"dropped", &pgconn.PgError{Code: "42704", Message: `replication slot "walhook" does not exist`}, true, 0, ""},
 		{"invalidated", &pgconn.PgError{Code: "55000", Message: `cannot read from logical replication slot "walhook"`,
-			Detail: "This slot has been invalidated because it exceeded the maximum reserved size."}, true, 0},
+			Detail: "This slot has been invalidated because it exceeded the maximum reserved size."}, true, 0, "(wal_removed): it fell further behind than max_slot_wal_keep_size"},
+		// PostgreSQL 16 on a standby.
+		{"conflicting", &pgconn.PgError{Code: "55000", Message: `can no longer get changes from replication slot "walhook"`,
+			Detail: "This slot has been invalidated because it was conflicting with recovery."}, true, 0, "(conflicting with recovery): it conflicted with recovery on this standby"},
+		// PostgreSQL 17 and 18.
+		{"rows removed", &pgconn.PgError{Code: "55000", Message: `can no longer access replication slot "walhook"`,
+			Detail: `This replication slot has been invalidated due to "rows_removed".`}, true, 0, "(rows_removed): catalog rows it still needed"},
+		{"wal level", &pgconn.PgError{Code: "55000", Message: `can no longer access replication slot "walhook"`,
+			Detail: `This replication slot has been invalidated due to "wal_level_insufficient".`}, true, 0, "keep wal_level = logical on the primary"},
+		{"idle", &pgconn.PgError{Code: "55000", Message: `can no longer access replication slot "walhook"`,
+			Detail: `This replication slot has been invalidated due to "idle_timeout".`}, true, 0, "longer than idle_replication_slot_timeout"},
+		{"a new reason", &pgconn.PgError{Code: "55000", Message: `can no longer access replication slot "walhook"`,
+			Detail: `This replication slot has been invalidated due to "sunspots".`}, true, 0, `PostgreSQL gives the reason "sunspots"`},
 		{"publication dropped", &pgconn.PgError{Code: "42704", Message: `publication "walhook" does not exist`,
-			Where: `slot "walhook", output plugin "pgoutput", in the change callback, associated LSN 0/19451A0`}, false, 0},
-		{"other undefined object", &pgconn.PgError{Code: "42704", Message: `type "x" does not exist`}, false, 0},
-		{"other prerequisite", &pgconn.PgError{Code: "55000", Message: `replication slot "walhook" was not created in this database`}, false, 0},
-		{"unrelated", &pgconn.PgError{Code: "42501", Message: "permission denied"}, false, 0},
+			Where: `slot "walhook", output plugin "pgoutput", in the change callback, associated LSN 0/19451A0`}, false, 0, ""},
+		{"other undefined object", &pgconn.PgError{Code: "42704", Message: `type "x" does not exist`}, false, 0, ""},
+		{"other prerequisite", &pgconn.PgError{Code: "55000", Message: `replication slot "walhook" was not created in this database`}, false, 0, ""},
+		{"unrelated", &pgconn.PgError{Code: "42501", Message: "permission denied"}, false, 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := translate(config.Source{Slot: "walhook", Publication: "walhook"}, fmt.Errorf("start replication: %w", tt.err))
 			if got := errors.Is(err, ErrSlotLost); got != tt.lost {
 				t.Errorf("errors.Is(%v, ErrSlotLost) = %t, want %t", err, got, tt.lost)
+			}
+			if tt.says != "" && !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("got error %q, want it to say %q", err, tt.says)
 			}
 			var active *ErrSlotActive
 			if got := errors.As(err, &active); got != (tt.activePID != 0) {

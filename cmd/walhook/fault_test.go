@@ -553,8 +553,11 @@ func TestFaultSlotInvalidated(t *testing.T) {
 
 	code, out = runWalhook(t, "run", "--config", cfg)
 	checkSlotLost(t, code, out, "fault_lost")
-	if !strings.Contains(out, "invalidated") {
-		t.Errorf("walhook's error on the next start does not say the slot was invalidated; output:\n%s", out)
+	if !strings.Contains(out, "invalidated (wal_removed): it fell further behind than max_slot_wal_keep_size") {
+		t.Errorf("walhook's error on the next start does not say the slot was invalidated, and why; output:\n%s", out)
+	}
+	if _, out := runWalhook(t, "check", "--config", cfg); !strings.Contains(out, `slot "fault_lost" is invalidated (wal_removed)`) {
+		t.Errorf("walhook check does not say the slot was invalidated, and why; output:\n%s", out)
 	}
 	if s := readSlot(t, conn, "fault_lost"); !s.exists || s.walStatus != "lost" {
 		t.Fatalf("got slot %+v after the next start, want the invalidated slot left as it was", s)
