@@ -112,7 +112,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src, err))
+		return explainPublication(ctx, catalog, s.src, fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src, err)))
 	}
 	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication,
 		"wal_sender_timeout", timeout, "status_interval", interval)
