@@ -27,8 +27,7 @@ func (e *ErrSlotActive) Error() string {
 var activePIDRe = regexp.MustCompile(`active for PID (\d+)`)
 
 // translate turns driver errors into walhook's: an active slot, a lost
-// slot, a missing publication.
-// src names the slot and the publication the errors are about.
+// slot, a missing publication (src names the slot and the publication).
 func translate(src config.Source, err error) error {
 	slot := src.Slot
 	var pgErr *pgconn.PgError
