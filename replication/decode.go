@@ -21,10 +21,13 @@ type relation struct {
 	schema, name string
 	identity     byte // replica identity: d(efault), n(othing), f(ull), i(ndex)
 	cols         []column
-	hasIdentity  bool   // some column is marked as replica identity
 	keyCols      []int  // columns whose values group the table's rows in order; none: the whole table is one group
 	table        string // "schema.name", the key of a truncate and the prefix of every row's key
 	desc         *change.Relation
+	hasIdentity  bool // some column is marked as replica identity
+	// partialFull: a partitioned table with REPLICA IDENTITY FULL, one of
+	// whose partitions has another identity (see nullsLogged).
+	partialFull bool
 }
 
 type column struct {
@@ -79,11 +82,14 @@ func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
 // decoder turns pgoutput messages into events. It is not safe for
 // concurrent use: one stream owns it.
 type decoder struct {
-	rels     map[uint32]*relation
-	types    *pgvalue.Types
-	keys     func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
-	prefixes map[string]bool
-	skip     map[string]bool // schemas whose changes are dropped
+	rels  map[uint32]*relation
+	types *pgvalue.Types
+	keys  func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
+	// partialFull, when set, tells whether relid is a partitioned table
+	// with a partition whose identity is not FULL: relation.partialFull.
+	partialFull func(ctx context.Context, relid uint32) (bool, error)
+	prefixes    map[string]bool
+	skip        map[string]bool // schemas whose changes are dropped
 
 	inTx       bool
 	commitLSN  pglogrepl.LSN
@@ -296,6 +302,12 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 		rel.hasIdentity = rel.hasIdentity || c.identity
 	}
 	rel.keyCols = pgvalue.KeyColumns(rel.identity, names, identity, keyNames)
+	if rel.identity == 'f' && d.partialFull != nil {
+		var err error
+		if rel.partialFull, err = d.partialFull(ctx, m.RelationID); err != nil {
+			return fmt.Errorf("partitions of %s: %w", rel.table, err)
+		}
+	}
 	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
 	for i, c := range rel.cols {
 		rel.desc.Columns[i] = change.Column{Name: c.name, Identity: c.identity}
@@ -415,7 +427,7 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, oldKind byte, m *ch
 	nulls := oldKind == 0 || nullsLogged(rel, oldKind, tup)
 	for i, c := range tup {
 		col := &rel.cols[i]
-		if c.Kind == 'n' && !nulls && !col.identity {
+		if c.Kind == 'n' && !nulls && !rel.nullIsValue(i) {
 			continue
 		}
 		if c.Kind == 'u' {
@@ -452,7 +464,7 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 	for i := range oldTup {
 		col := &rel.cols[i]
 		o := oldTup[i]
-		if (o.Kind == 'n' && !nulls && !col.identity) || o.Kind == 'u' || i >= len(newTup) {
+		if (o.Kind == 'n' && !nulls && !rel.nullIsValue(i)) || o.Kind == 'u' || i >= len(newTup) {
 			continue
 		}
 		n := newTup[i]
@@ -484,14 +496,18 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 // identity flags, while the partition's identity decided what was logged.
 // So a 'K' tuple holds the values the partition's identity logged (its key,
 // or its whole row when it is FULL) and NULL for the rest, and a NULL
-// there is a value only for an identity column. Under a root that flags no
-// identity column, a 'K' tuple of nothing but NULLs can only be the row of
-// a FULL partition whose every value is NULL: a key or an identity index
-// never is (its columns are NOT NULL).
+// there is a value only for an identity column (nullIsValue). An 'O' tuple
+// is the whole row, unless the root is FULL and the partition is not
+// (partialFull): then it is a 'K' tuple in all but name, and the root's
+// flags, which mark every column, say nothing. Under a root that flags no
+// identity column, or such a root, an old tuple of nothing but NULLs can
+// only be the row of a FULL partition whose every value is NULL: a key or
+// an identity index never is (its columns are NOT NULL).
 func nullsLogged(rel *relation, oldKind byte, old []tupleCol) bool {
 	switch {
-	case oldKind == 'O':
+	case oldKind == 'O' && !rel.partialFull:
 		return true
+	case oldKind == 'O':
 	case oldKind != 'K' || rel.hasIdentity || len(old) == 0:
 		return false
 	}
@@ -502,6 +518,10 @@ func nullsLogged(rel *relation, oldKind byte, old []tupleCol) bool {
 	}
 	return true
 }
+
+// nullIsValue reports whether a NULL in column i of any old tuple is a
+// value: the column is in the identity every partition logs.
+func (r *relation) nullIsValue(i int) bool { return r.cols[i].identity && !r.partialFull }
 
 // key groups a row's messages: the table and its key columns' values
 // (pgvalue.AppendKey).

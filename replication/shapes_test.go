@@ -416,6 +416,9 @@ func TestCatalogSchema(t *testing.T) {
 // the root (its identity flags, its kind of old tuple) but sends the
 // partition's old row, which holds what the partition's own identity
 // logged. Every value logged is kept; a NULL only where it can only be one.
+// A root with REPLICA IDENTITY FULL sends whole rows ('O') whatever its
+// partitions logged: their NULLs are values only if every partition is
+// FULL.
 func TestPartitionOldRows(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t)
@@ -436,6 +439,18 @@ func TestPartitionOldRows(t *testing.T) {
 		`CREATE TABLE k_low PARTITION OF k FOR VALUES FROM (0) TO (100)`,
 		`CREATE TABLE k_full PARTITION OF k FOR VALUES FROM (100) TO (200)`,
 		`ALTER TABLE k_full REPLICA IDENTITY FULL`,
+		// A root with REPLICA IDENTITY FULL: pgoutput sends 'O', whole
+		// rows, but a partition with a key logs only its key.
+		`CREATE TABLE f (id int, v text, n int) PARTITION BY RANGE (id)`,
+		`ALTER TABLE f REPLICA IDENTITY FULL`,
+		`CREATE TABLE f_pk PARTITION OF f (PRIMARY KEY (id)) FOR VALUES FROM (0) TO (100)`,
+		`CREATE TABLE f_full PARTITION OF f FOR VALUES FROM (100) TO (200)`,
+		`ALTER TABLE f_full REPLICA IDENTITY FULL`,
+		// ... and one whose every partition is FULL: its NULLs are values.
+		`CREATE TABLE g (id int, v text) PARTITION BY RANGE (id)`,
+		`ALTER TABLE g REPLICA IDENTITY FULL`,
+		`CREATE TABLE g_full PARTITION OF g FOR VALUES FROM (0) TO (100)`,
+		`ALTER TABLE g_full REPLICA IDENTITY FULL`,
 	)
 	ts := startStream(t, db, streamOpts{})
 	db.exec(t,
@@ -452,6 +467,13 @@ func TestPartitionOldRows(t *testing.T) {
 		`INSERT INTO k VALUES (1, 'a', 10), (101, 'b', NULL)`,
 		`UPDATE k SET v = 'bb' WHERE id = 101`,
 		`DELETE FROM k`,
+		`INSERT INTO f VALUES (1, 'a', 10), (101, 'b', NULL)`,
+		`UPDATE f SET id = 2 WHERE id = 1`,
+		`UPDATE f SET v = 'bb' WHERE id = 101`,
+		`DELETE FROM f`,
+		`INSERT INTO g VALUES (1, NULL)`,
+		`UPDATE g SET v = 'x'`,
+		`DELETE FROM g`,
 	)
 	wantMessages(t, ts.sync(t),
 		`{"action":"insert","table":"public.r","record":{"id":1,"v":"a","n":10},"changes":null}`,
@@ -475,5 +497,15 @@ func TestPartitionOldRows(t *testing.T) {
 		`{"action":"update","table":"public.k","record":{"id":101,"v":"bb","n":null},"changes":{"v":"b"}}`,
 		`{"action":"delete","table":"public.k","record":{"id":1},"changes":null}`,
 		`{"action":"delete","table":"public.k","record":{"id":101,"v":"bb"},"changes":null}`,
+		`{"action":"insert","table":"public.f","record":{"id":1,"v":"a","n":10},"changes":null}`,
+		`{"action":"insert","table":"public.f","record":{"id":101,"v":"b","n":null},"changes":null}`,
+		// Not {"id":1,"v":null,"n":null}: f_pk logged only its key.
+		`{"action":"update","table":"public.f","record":{"id":2,"v":"a","n":10},"changes":{"id":1}}`,
+		`{"action":"update","table":"public.f","record":{"id":101,"v":"bb","n":null},"changes":{"v":"b"}}`,
+		`{"action":"delete","table":"public.f","record":{"id":2},"changes":null}`,
+		`{"action":"delete","table":"public.f","record":{"id":101,"v":"bb"},"changes":null}`,
+		`{"action":"insert","table":"public.g","record":{"id":1,"v":null},"changes":null}`,
+		`{"action":"update","table":"public.g","record":{"id":1,"v":"x"},"changes":{"v":null}}`,
+		`{"action":"delete","table":"public.g","record":{"id":1,"v":"x"},"changes":null}`,
 	)
 }

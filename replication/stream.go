@@ -123,12 +123,14 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.heartbeat(gctx); return nil })
+	dec := newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...)
+	dec.partialFull = queryPartialFull(catalog)
 	g.Go(func() error {
 		r := &receiver{
 			s:        s,
 			conn:     conn,
 			interval: interval,
-			dec:      newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...),
+			dec:      dec,
 			out:      out,
 			stop:     stop,
 		}
@@ -495,6 +497,17 @@ func queryPrimaryKey(conn *pgx.Conn) func(ctx context.Context, relid uint32) ([]
 			return nil, err
 		}
 		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+}
+
+// queryPartialFull tells whether relid is a partitioned table one of
+// whose partitions has an identity other than FULL (decoder.partialFull).
+func queryPartialFull(conn *pgx.Conn) func(ctx context.Context, relid uint32) (bool, error) {
+	return func(ctx context.Context, relid uint32) (bool, error) {
+		var partial bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_tree($1::oid::regclass) t
+			JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf AND l.relreplident <> 'f')`, relid).Scan(&partial)
+		return partial, err
 	}
 }
 
