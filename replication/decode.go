@@ -24,6 +24,10 @@ type relation struct {
 	keyCols      []int  // columns whose values group the table's rows in order; none: the whole table is one group
 	table        string // "schema.name", the key of a truncate and the prefix of every row's key
 	desc         *change.Relation
+	hasIdentity  bool // some column is marked as replica identity
+	// partialFull: a partitioned table with REPLICA IDENTITY FULL, one of
+	// whose partitions has another identity (see nullsLogged).
+	partialFull bool
 }
 
 type column struct {
@@ -78,11 +82,14 @@ func parseTuple(src []byte, dst []tupleCol) ([]tupleCol, int, error) {
 // decoder turns pgoutput messages into events. It is not safe for
 // concurrent use: one stream owns it.
 type decoder struct {
-	rels     map[uint32]*relation
-	types    *pgvalue.Types
-	keys     func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
-	prefixes map[string]bool
-	skip     map[string]bool // schemas whose changes are dropped
+	rels  map[uint32]*relation
+	types *pgvalue.Types
+	keys  func(ctx context.Context, relid uint32) ([]string, error) // primary key columns
+	// partialFull, when set, tells whether relid is a partitioned table
+	// with a partition whose identity is not FULL: relation.partialFull.
+	partialFull func(ctx context.Context, relid uint32) (bool, error)
+	prefixes    map[string]bool
+	skip        map[string]bool // schemas whose changes are dropped
 
 	inTx       bool
 	commitLSN  pglogrepl.LSN
@@ -246,11 +253,17 @@ func appendContent(b, content []byte) []byte {
 }
 
 func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	// pgoutput sends an empty namespace for pg_catalog (a user table
+	// created there is publishable): name it.
+	schema := m.Namespace
+	if schema == "" {
+		schema = "pg_catalog"
+	}
 	rel := &relation{
-		schema:   m.Namespace,
+		schema:   schema,
 		name:     m.RelationName,
 		identity: m.ReplicaIdentity,
-		table:    m.Namespace + "." + m.RelationName,
+		table:    schema + "." + m.RelationName,
 	}
 	// A Relation message comes again after the table or a type it uses
 	// changed: read user types afresh.
@@ -259,7 +272,7 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	for i, c := range m.Columns {
 		t, err := d.types.Lookup(ctx, c.DataType)
 		if err != nil {
-			return fmt.Errorf("relation %s.%s column %s: %w", m.Namespace, m.RelationName, c.Name, err)
+			return fmt.Errorf("relation %s column %s: %w", rel.table, c.Name, err)
 		}
 		rel.cols[i] = column{
 			name:     c.Name,
@@ -279,15 +292,22 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if rel.identity != 'd' && rel.identity != 'i' && d.keys != nil {
 		var err error
 		if keyNames, err = d.keys(ctx, m.RelationID); err != nil {
-			return fmt.Errorf("primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+			return fmt.Errorf("primary key of %s: %w", rel.table, err)
 		}
 	}
 	names := make([]string, len(rel.cols))
 	identity := make([]bool, len(rel.cols))
 	for i, c := range rel.cols {
 		names[i], identity[i] = c.name, c.identity
+		rel.hasIdentity = rel.hasIdentity || c.identity
 	}
 	rel.keyCols = pgvalue.KeyColumns(rel.identity, names, identity, keyNames)
+	if rel.identity == 'f' && d.partialFull != nil {
+		var err error
+		if rel.partialFull, err = d.partialFull(ctx, m.RelationID); err != nil {
+			return fmt.Errorf("partitions of %s: %w", rel.table, err)
+		}
+	}
 	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
 	for i, c := range rel.cols {
 		rel.desc.Columns[i] = change.Column{Name: c.name, Identity: c.identity}
@@ -360,15 +380,11 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 	switch typ {
 	case 'I':
 		m = d.newMessage(change.Insert, rel)
-		m.Record, m.RecordFields = d.record(rel, d.newTup, nil, false, m)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, nil, 0, m)
 		m.Key = d.key(rel, d.newTup, nil)
 	case 'U':
 		m = d.newMessage(change.Update, rel)
-		var old []tupleCol
-		if oldKind == 'O' {
-			old = d.oldTup
-		}
-		m.Record, m.RecordFields = d.record(rel, d.newTup, old, false, m)
+		m.Record, m.RecordFields = d.record(rel, d.newTup, d.oldTup, 0, m)
 		m.Changes, m.ChangesFields = d.changes(rel, d.newTup, d.oldTup, oldKind)
 		m.Key = d.key(rel, d.newTup, d.oldTup)
 		// An update that moves a row to another key must not overtake the
@@ -386,7 +402,12 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 		}
 	case 'D':
 		m = d.newMessage(change.Delete, rel)
-		m.Record, m.RecordFields = d.record(rel, d.oldTup, nil, oldKind == 'K', m)
+		m.Record, m.RecordFields = d.record(rel, d.oldTup, nil, oldKind, m)
+		if len(m.RecordFields) == 0 && len(rel.cols) > 0 {
+			return nil, fmt.Errorf("delete from %s at %s: its old row holds no value PostgreSQL logged, so the message could not say which row was deleted; "+
+				"walhook stops rather than send it. This is a bug: please report it with the definition of %s and of its partitions",
+				rel.table, m.Pos, rel.table)
+		}
 		m.Key = d.key(rel, d.oldTup, nil)
 	default:
 		return nil, fmt.Errorf("unknown row change %q", typ)
@@ -395,21 +416,22 @@ func (d *decoder) rowChange(data []byte) (*change.Message, error) {
 }
 
 // record writes a tuple as a JSON object. An unchanged TOASTed column is
-// taken from old when old has it (REPLICA IDENTITY FULL), otherwise left
-// out and listed in m.UnchangedToast: never a placeholder that could pass
-// for data. With identityOnly, only replica identity columns are written (a
-// delete's old key).
-func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, m *change.Message) ([]byte, []change.Field) {
+// taken from old when old has its value (REPLICA IDENTITY FULL), otherwise
+// left out and listed in m.UnchangedToast: never a placeholder that could
+// pass for data. oldKind is 0 for a new row; for a delete's old row ('K' or
+// 'O'), a NULL is written only where it is one (see nullsLogged).
+func (d *decoder) record(rel *relation, tup, old []tupleCol, oldKind byte, m *change.Message) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
 	fields := d.fields[:0]
 	first := true
+	nulls := oldKind == 0 || nullsLogged(rel, oldKind, tup)
 	for i, c := range tup {
 		col := &rel.cols[i]
-		if identityOnly && !col.identity {
+		if c.Kind == 'n' && !nulls && !rel.nullIsValue(i) {
 			continue
 		}
 		if c.Kind == 'u' {
-			if i < len(old) && old[i].Kind != 'u' {
+			if i < len(old) && (old[i].Kind == 't' || old[i].Kind == 'b') {
 				c = old[i]
 			} else {
 				m.UnchangedToast = append(m.UnchangedToast, col.name)
@@ -432,15 +454,17 @@ func (d *decoder) record(rel *relation, tup, old []tupleCol, identityOnly bool, 
 
 // changes writes, for an update, the old values of the columns whose value
 // changed. It needs an old tuple: FULL gives every column ('O'); DEFAULT and
-// USING INDEX give the key columns when the key changed ('K').
+// USING INDEX give the key columns when the key changed ('K'), and under a
+// partitioned root, whatever the partition's own identity logged.
 func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte) ([]byte, []change.Field) {
 	b := append(d.buf[:0], '{')
 	fields := d.fields[:0]
 	first := true
+	nulls := nullsLogged(rel, oldKind, oldTup)
 	for i := range oldTup {
 		col := &rel.cols[i]
 		o := oldTup[i]
-		if (oldKind == 'K' && !col.identity) || o.Kind == 'u' || i >= len(newTup) {
+		if (o.Kind == 'n' && !nulls && !rel.nullIsValue(i)) || o.Kind == 'u' || i >= len(newTup) {
 			continue
 		}
 		n := newTup[i]
@@ -463,6 +487,41 @@ func (d *decoder) changes(rel *relation, newTup, oldTup []tupleCol, oldKind byte
 	}
 	return append([]byte(nil), b...), append([]change.Field(nil), fields...)
 }
+
+// nullsLogged reports whether the NULLs of an old tuple are values: the
+// whole old row was logged. pgoutput writes the old row PostgreSQL logged
+// for the table the change was made in, in the shape of the relation it
+// describes: with publish_via_partition_root that is the root, whose own
+// identity decides the kind ('O' when it is FULL, else 'K') and the
+// identity flags, while the partition's identity decided what was logged.
+// So a 'K' tuple holds the values the partition's identity logged (its key,
+// or its whole row when it is FULL) and NULL for the rest, and a NULL
+// there is a value only for an identity column (nullIsValue). An 'O' tuple
+// is the whole row, unless the root is FULL and the partition is not
+// (partialFull): then it is a 'K' tuple in all but name, and the root's
+// flags, which mark every column, say nothing. Under a root that flags no
+// identity column, or such a root, an old tuple of nothing but NULLs can
+// only be the row of a FULL partition whose every value is NULL: a key or
+// an identity index never is (its columns are NOT NULL).
+func nullsLogged(rel *relation, oldKind byte, old []tupleCol) bool {
+	switch {
+	case oldKind == 'O' && !rel.partialFull:
+		return true
+	case oldKind == 'O':
+	case oldKind != 'K' || rel.hasIdentity || len(old) == 0:
+		return false
+	}
+	for _, c := range old {
+		if c.Kind != 'n' {
+			return false
+		}
+	}
+	return true
+}
+
+// nullIsValue reports whether a NULL in column i of any old tuple is a
+// value: the column is in the identity every partition logs.
+func (r *relation) nullIsValue(i int) bool { return r.cols[i].identity && !r.partialFull }
 
 // key groups a row's messages: the table and its key columns' values
 // (pgvalue.AppendKey).

@@ -78,6 +78,7 @@ func TestDecode(t *testing.T) {
 	const rel = 16500
 	cols := []relCol{{"id", pgtype.Int4OID, true}, {"body", pgtype.TextOID, false}, {"n", pgtype.Int8OID, false}}
 	relDefault := relationMsg(rel, "public", "t", 'd', cols...)
+	relNoKey := relationMsg(rel, "public", "t", 'd', relCol{"id", pgtype.Int4OID, false}, relCol{"body", pgtype.TextOID, false}, relCol{"n", pgtype.Int8OID, false})
 	relFull := relationMsg(rel, "public", "t", 'f', relCol{"id", pgtype.Int4OID, true}, relCol{"body", pgtype.TextOID, true}, relCol{"n", pgtype.Int8OID, true})
 	begin, commit := beginMsg(0x200, t0, 7), commitMsg(0x200, 0x210, t0)
 	tests := []struct {
@@ -144,6 +145,30 @@ func TestDecode(t *testing.T) {
 				`{"action":"insert","table":"public.t","record":{"id":5,"m":"happy","c":{"a":1,"b":["a","b c"],"m":"sad","j":{"k": 1}},"cs":[{"a":2,"b":[],"m":null,"j":null},null],"gone":"(x)"},"changes":null}`,
 			},
 		},
+		{
+			name: "pg_catalog, which pgoutput sends as an empty namespace",
+			msgs: [][]byte{begin, relationMsg(rel, "", "t", 'd', cols...), insertMsg(rel, text("1"), nil, nil), commit},
+			want: []string{`{"action":"insert","table":"pg_catalog.t","record":{"id":1,"body":null,"n":null},"changes":null}`},
+		},
+		{
+			// A root without identity: no column flagged, old rows as 'K'
+			// holding what the partition's identity logged.
+			name: "old rows of partitions under a root without identity",
+			msgs: [][]byte{begin, relNoKey,
+				updateMsg(rel, 'K', []tupleVal{text("1"), nil, nil}, text("2"), text("b"), nil),
+				deleteMsg(rel, 'K', text("2"), nil, nil),
+				deleteMsg(rel, 'K', text("3"), text("c"), nil),
+				deleteMsg(rel, 'K', nil, nil, nil),
+				commit},
+			want: []string{
+				`{"action":"update","table":"public.t","record":{"id":2,"body":"b","n":null},"changes":{"id":1}}`,
+				`{"action":"delete","table":"public.t","record":{"id":2},"changes":null}`,
+				`{"action":"delete","table":"public.t","record":{"id":3,"body":"c"},"changes":null}`,
+				`{"action":"delete","table":"public.t","record":{"id":null,"body":null,"n":null},"changes":null}`,
+			},
+		},
+		{name: "delete without a logged value", msgs: [][]byte{begin, relNoKey, deleteMsg(rel, 'K', toast, toast, toast)},
+			err: "delete from public.t at 0/200:0: its old row holds no value PostgreSQL logged"},
 		{name: "row outside a transaction", msgs: [][]byte{relDefault, insertMsg(rel, text("1"), nil, nil)}, err: "outside a transaction"},
 		{name: "unknown relation", msgs: [][]byte{begin, insertMsg(rel, text("1"))}, err: "before its Relation message"},
 		{name: "too few columns", msgs: [][]byte{begin, relDefault, insertMsg(rel, text("1"))}, err: "tuple has 1 columns, relation 3"},

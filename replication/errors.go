@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/config"
 )
 
 // ErrSlotActive means another process streams from the slot; walhook waits
@@ -25,8 +26,10 @@ func (e *ErrSlotActive) Error() string {
 
 var activePIDRe = regexp.MustCompile(`active for PID (\d+)`)
 
-// translate turns driver errors into walhook's: an active slot, a lost slot.
-func translate(slot string, err error) error {
+// translate turns driver errors into walhook's: an active slot, a lost
+// slot, a missing publication (src names the slot and the publication).
+func translate(src config.Source, err error) error {
+	slot := src.Slot
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -36,14 +39,21 @@ func translate(slot string, err error) error {
 				e.PID, _ = strconv.Atoi(m[1])
 			}
 			return e
-		case "42704": // undefined_object: the slot was dropped under us
+		case "42704": // undefined_object: the publication pgoutput reads, or the slot
+			if e := publicationMissing(src, pgErr); e != nil {
+				return e
+			}
+			if !strings.HasPrefix(pgErr.Message, "replication slot ") {
+				break // another object: not about the slot
+			}
+			// The slot was dropped under us.
 			return fmt.Errorf("%w: slot %q was dropped while walhook used it (%s); changes made since are in no slot. "+
 				"To recover: run walhook slot drop (it makes the state file or state.url forget the slot), start walhook again, "+
 				"and re-sync the receivers (for example with a backfill)",
 				ErrSlotLost, slot, pgErr.Message)
 		case "55000": // object_not_in_prerequisite_state: an invalidated slot, among others
 			if strings.Contains(pgErr.Detail, "invalidated") || strings.Contains(pgErr.Message, "invalidated") {
-				return fmt.Errorf("%w (%s: %s)", slotLostError(slot), pgErr.Message, pgErr.Detail)
+				return fmt.Errorf("%w (%s: %s)", slotLostError(slot, serverInvalidation(pgErr)), pgErr.Message, pgErr.Detail)
 			}
 		}
 	}

@@ -160,6 +160,29 @@ func (ts *testStream) next(t testing.TB, timeout time.Duration) Event {
 	return ev
 }
 
+// end waits for the stream to end by itself and returns its error, with
+// the change messages it emitted until then.
+func (ts *testStream) end(t testing.TB, timeout time.Duration) ([]*change.Message, error) {
+	t.Helper()
+	var msgs []*change.Message
+	deadline := time.After(timeout)
+	for {
+		for _, ev := range ts.pending {
+			if ev.Kind == EventChange {
+				msgs = append(msgs, ev.Msg)
+			}
+		}
+		ts.pending = nil
+		select {
+		case ts.pending = <-ts.events:
+		case <-ts.done:
+			return msgs, ts.err
+		case <-deadline:
+			t.Fatalf("stream still running after %v, want it to end with an error", timeout)
+		}
+	}
+}
+
 // sync writes a marker and returns every change message streamed before
 // it, in order. The marker is not among them.
 func (ts *testStream) sync(t testing.TB) []*change.Message {

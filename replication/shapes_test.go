@@ -383,3 +383,129 @@ func TestHeartbeatsNeverReachSinks(t *testing.T) {
 	db.exec(t, `INSERT INTO t VALUES (1)`)
 	wantMessages(t, ts.sync(t), `{"action":"insert","table":"public.t","record":{"id":1},"changes":null}`)
 }
+
+// TestCatalogSchema: pgoutput sends an empty namespace for a table in
+// pg_catalog (a user table made there is publishable); its messages name
+// the schema.
+func TestCatalogSchema(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(t,
+		`SET allow_system_table_mods = on`,
+		`CREATE TABLE pg_catalog.walhook_t (id int PRIMARY KEY)`,
+		`RESET allow_system_table_mods`,
+	)
+	ts := startStream(t, db, streamOpts{})
+	db.exec(t, `INSERT INTO pg_catalog.walhook_t VALUES (1)`)
+	msgs := ts.sync(t)
+	wantMessages(t, msgs, `{"action":"insert","table":"pg_catalog.walhook_t","record":{"id":1},"changes":null}`)
+	var md struct {
+		Metadata struct {
+			Schema string `json:"table_schema"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(msgs[0].AppendJSON(nil, "s"), &md); err != nil {
+		t.Fatal(err)
+	}
+	if md.Metadata.Schema != "pg_catalog" {
+		t.Errorf("got metadata.table_schema %q, want pg_catalog", md.Metadata.Schema)
+	}
+}
+
+// TestPartitionOldRows: with publish_via_partition_root, pgoutput describes
+// the root (its identity flags, its kind of old tuple) but sends the
+// partition's old row, which holds what the partition's own identity
+// logged. Every value logged is kept; a NULL only where it can only be one.
+// A root with REPLICA IDENTITY FULL sends whole rows ('O') whatever its
+// partitions logged: their NULLs are values only if every partition is
+// FULL.
+func TestPartitionOldRows(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t)
+	db.exec(t,
+		// A root without a key of its own, partitions with their own identity.
+		`CREATE TABLE r (id int, v text, n int) PARTITION BY RANGE (id)`,
+		`CREATE TABLE r_pk PARTITION OF r (PRIMARY KEY (id)) FOR VALUES FROM (0) TO (100)`,
+		`CREATE TABLE r_full PARTITION OF r FOR VALUES FROM (100) TO (200)`,
+		`ALTER TABLE r_full REPLICA IDENTITY FULL`,
+		`CREATE TABLE r_rest PARTITION OF r DEFAULT`,
+		`ALTER TABLE r_rest REPLICA IDENTITY FULL`,
+		// Two levels under a key-less root, the leaf with a key.
+		`CREATE TABLE m (id int, region text, v text) PARTITION BY LIST (region)`,
+		`CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu') PARTITION BY RANGE (id)`,
+		`CREATE TABLE m_eu_low PARTITION OF m_eu (PRIMARY KEY (id, region)) FOR VALUES FROM (0) TO (100)`,
+		// A root with a key, one partition with REPLICA IDENTITY FULL.
+		`CREATE TABLE k (id int PRIMARY KEY, v text, n int) PARTITION BY RANGE (id)`,
+		`CREATE TABLE k_low PARTITION OF k FOR VALUES FROM (0) TO (100)`,
+		`CREATE TABLE k_full PARTITION OF k FOR VALUES FROM (100) TO (200)`,
+		`ALTER TABLE k_full REPLICA IDENTITY FULL`,
+		// A root with REPLICA IDENTITY FULL: pgoutput sends 'O', whole
+		// rows, but a partition with a key logs only its key.
+		`CREATE TABLE f (id int, v text, n int) PARTITION BY RANGE (id)`,
+		`ALTER TABLE f REPLICA IDENTITY FULL`,
+		`CREATE TABLE f_pk PARTITION OF f (PRIMARY KEY (id)) FOR VALUES FROM (0) TO (100)`,
+		`CREATE TABLE f_full PARTITION OF f FOR VALUES FROM (100) TO (200)`,
+		`ALTER TABLE f_full REPLICA IDENTITY FULL`,
+		// ... and one whose every partition is FULL: its NULLs are values.
+		`CREATE TABLE g (id int, v text) PARTITION BY RANGE (id)`,
+		`ALTER TABLE g REPLICA IDENTITY FULL`,
+		`CREATE TABLE g_full PARTITION OF g FOR VALUES FROM (0) TO (100)`,
+		`ALTER TABLE g_full REPLICA IDENTITY FULL`,
+	)
+	ts := startStream(t, db, streamOpts{})
+	db.exec(t,
+		`INSERT INTO r VALUES (1, 'a', 10), (101, 'b', NULL), (NULL, NULL, NULL)`,
+		`UPDATE r SET v = 'aa' WHERE id = 1`,
+		`UPDATE r SET id = 2 WHERE id = 1`,
+		`UPDATE r SET v = 'bb', n = 11 WHERE id = 101`,
+		`DELETE FROM r WHERE id = 2`,
+		`DELETE FROM r WHERE id = 101`,
+		`DELETE FROM r WHERE id IS NULL`,
+		`INSERT INTO m VALUES (1, 'eu', 'a')`,
+		`UPDATE m SET id = 2`,
+		`DELETE FROM m`,
+		`INSERT INTO k VALUES (1, 'a', 10), (101, 'b', NULL)`,
+		`UPDATE k SET v = 'bb' WHERE id = 101`,
+		`DELETE FROM k`,
+		`INSERT INTO f VALUES (1, 'a', 10), (101, 'b', NULL)`,
+		`UPDATE f SET id = 2 WHERE id = 1`,
+		`UPDATE f SET v = 'bb' WHERE id = 101`,
+		`DELETE FROM f`,
+		`INSERT INTO g VALUES (1, NULL)`,
+		`UPDATE g SET v = 'x'`,
+		`DELETE FROM g`,
+	)
+	wantMessages(t, ts.sync(t),
+		`{"action":"insert","table":"public.r","record":{"id":1,"v":"a","n":10},"changes":null}`,
+		`{"action":"insert","table":"public.r","record":{"id":101,"v":"b","n":null},"changes":null}`,
+		`{"action":"insert","table":"public.r","record":{"id":null,"v":null,"n":null},"changes":null}`,
+		`{"action":"update","table":"public.r","record":{"id":1,"v":"aa","n":10},"changes":{}}`,
+		// The partition's key changed: its old key is logged.
+		`{"action":"update","table":"public.r","record":{"id":2,"v":"aa","n":10},"changes":{"id":1}}`,
+		// FULL logs the whole old row; its NULL cannot be told from a
+		// column an identity did not log, so it is left out.
+		`{"action":"update","table":"public.r","record":{"id":101,"v":"bb","n":11},"changes":{"v":"b"}}`,
+		`{"action":"delete","table":"public.r","record":{"id":2},"changes":null}`,
+		`{"action":"delete","table":"public.r","record":{"id":101,"v":"bb","n":11},"changes":null}`,
+		// Only a FULL partition's row of NULLs logs nothing but NULLs.
+		`{"action":"delete","table":"public.r","record":{"id":null,"v":null,"n":null},"changes":null}`,
+		`{"action":"insert","table":"public.m","record":{"id":1,"region":"eu","v":"a"},"changes":null}`,
+		`{"action":"update","table":"public.m","record":{"id":2,"region":"eu","v":"a"},"changes":{"id":1}}`,
+		`{"action":"delete","table":"public.m","record":{"id":2,"region":"eu"},"changes":null}`,
+		`{"action":"insert","table":"public.k","record":{"id":1,"v":"a","n":10},"changes":null}`,
+		`{"action":"insert","table":"public.k","record":{"id":101,"v":"b","n":null},"changes":null}`,
+		`{"action":"update","table":"public.k","record":{"id":101,"v":"bb","n":null},"changes":{"v":"b"}}`,
+		`{"action":"delete","table":"public.k","record":{"id":1},"changes":null}`,
+		`{"action":"delete","table":"public.k","record":{"id":101,"v":"bb"},"changes":null}`,
+		`{"action":"insert","table":"public.f","record":{"id":1,"v":"a","n":10},"changes":null}`,
+		`{"action":"insert","table":"public.f","record":{"id":101,"v":"b","n":null},"changes":null}`,
+		// Not {"id":1,"v":null,"n":null}: f_pk logged only its key.
+		`{"action":"update","table":"public.f","record":{"id":2,"v":"a","n":10},"changes":{"id":1}}`,
+		`{"action":"update","table":"public.f","record":{"id":101,"v":"bb","n":null},"changes":{"v":"b"}}`,
+		`{"action":"delete","table":"public.f","record":{"id":2},"changes":null}`,
+		`{"action":"delete","table":"public.f","record":{"id":101,"v":"bb"},"changes":null}`,
+		`{"action":"insert","table":"public.g","record":{"id":1,"v":null},"changes":null}`,
+		`{"action":"update","table":"public.g","record":{"id":1,"v":"x"},"changes":{"v":null}}`,
+		`{"action":"delete","table":"public.g","record":{"id":1,"v":"x"},"changes":null}`,
+	)
+}

@@ -131,16 +131,15 @@ func newPublicationTables(ctx context.Context, conn *pgx.Conn, src config.Source
 
 func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore bool, log *slog.Logger) (SlotInfo, error) {
 	var (
-		plugin, walStatus *string
-		database          *string
-		confirmed         *pglogrepl.LSN
-		currentDB         string
+		plugin, database *string
+		confirmed        *pglogrepl.LSN
+		currentDB        string
 	)
 	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&currentDB); err != nil {
 		return SlotInfo{}, fmt.Errorf("read current database: %w", err)
 	}
-	err := conn.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text, wal_status
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &confirmed, &walStatus)
+	err := conn.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if usedBefore {
 			return SlotInfo{}, fmt.Errorf("%w: slot %q does not exist, but walhook's state shows it streamed from it before; "+
@@ -164,21 +163,18 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 	if database == nil || *database != currentDB {
 		return SlotInfo{}, fmt.Errorf("replication slot %q belongs to database %q, not %q; configure another source.slot", slot, deref(database), currentDB)
 	}
-	if walStatus != nil && *walStatus == "lost" {
-		return SlotInfo{}, slotLostError(slot)
+	cause, err := slotInvalidation(ctx, conn, slotsView, slot)
+	if err != nil {
+		return SlotInfo{}, err
+	}
+	if cause != "" {
+		return SlotInfo{}, slotLostError(slot, cause)
 	}
 	info := SlotInfo{}
 	if confirmed != nil {
 		info.ConfirmedFlush = *confirmed
 	}
 	return info, nil
-}
-
-func slotLostError(slot string) error {
-	return fmt.Errorf("%w: slot %q was invalidated (wal_status = lost): it fell further behind than max_slot_wal_keep_size allows, "+
-		"and WAL it still needed was removed, so changes were lost. To recover: run walhook slot drop (it drops the slot and makes the state file "+
-		"or state.url forget it), start walhook again, and re-sync the receivers (for example with a backfill); "+
-		"to keep it from happening again, raise max_slot_wal_keep_size or keep the receivers up", ErrSlotLost, slot)
 }
 
 // currentRole returns the connected role as SQL writes it, for a message.

@@ -112,7 +112,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src.Slot, err))
+		return explainPublication(ctx, catalog, s.src, fmt.Errorf("start replication from slot %q: %w", s.src.Slot, translate(s.src, err)))
 	}
 	s.log.Info("streaming", "slot", s.src.Slot, "publication", s.src.Publication,
 		"wal_sender_timeout", timeout, "status_interval", interval)
@@ -123,18 +123,20 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.heartbeat(gctx); return nil })
+	dec := newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...)
+	dec.partialFull = queryPartialFull(catalog)
 	g.Go(func() error {
 		r := &receiver{
 			s:        s,
 			conn:     conn,
 			interval: interval,
-			dec:      newDecoder(pgvalue.NewTypes(pgvalue.QueryCatalog(catalog)), queryPrimaryKey(catalog), s.src.Messages, s.SkipSchemas...),
+			dec:      dec,
 			out:      out,
 			stop:     stop,
 		}
 		return r.run(gctx)
 	})
-	return g.Wait()
+	return explainPublication(ctx, catalog, s.src, g.Wait())
 }
 
 func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
@@ -210,7 +212,7 @@ func (r *receiver) run(ctx context.Context) error {
 				}
 				continue
 			}
-			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, err))
+			return fmt.Errorf("receive from slot %q: %w", r.s.src.Slot, translate(r.s.src, err))
 		}
 		if err := r.handle(readCtx, raw); err != nil {
 			if readCtx.Err() != nil {
@@ -340,7 +342,7 @@ func (r *receiver) handle(ctx context.Context, raw pgproto3.BackendMessage) erro
 			}
 		}
 	case *pgproto3.ErrorResponse:
-		return fmt.Errorf("replication from slot %q: %w", r.s.src.Slot, translate(r.s.src.Slot, pgconn.ErrorResponseToPgError(msg)))
+		return fmt.Errorf("replication from slot %q: %w", r.s.src.Slot, translate(r.s.src, pgconn.ErrorResponseToPgError(msg)))
 	case *pgproto3.CopyDone:
 		return fmt.Errorf("replication from slot %q: server ended the stream: %w", r.s.src.Slot, errDead)
 	}
@@ -495,6 +497,17 @@ func queryPrimaryKey(conn *pgx.Conn) func(ctx context.Context, relid uint32) ([]
 			return nil, err
 		}
 		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+}
+
+// queryPartialFull tells whether relid is a partitioned table one of
+// whose partitions has an identity other than FULL (decoder.partialFull).
+func queryPartialFull(conn *pgx.Conn) func(ctx context.Context, relid uint32) (bool, error) {
+	return func(ctx context.Context, relid uint32) (bool, error) {
+		var partial bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_tree($1::oid::regclass) t
+			JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf AND l.relreplident <> 'f')`, relid).Scan(&partial)
+		return partial, err
 	}
 }
 

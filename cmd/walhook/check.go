@@ -80,8 +80,12 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		return fmt.Errorf("read slot: %w", err)
 	default:
 		fmt.Fprintf(out, "slot %q: confirmed_flush_lsn %s, wal_status %s, active %t\n", cfg.Source.Slot, str(confirmed), str(walStatus), active)
-		if str(walStatus) == "lost" {
-			problems = append(problems, fmt.Sprintf("slot %q is invalidated (wal_status lost)", cfg.Source.Slot))
+		lost, err := replication.SlotInvalidated(ctx, conn, cfg.Source.Slot)
+		if err != nil {
+			return err
+		}
+		if lost != "" {
+			problems = append(problems, fmt.Sprintf("slot %q is %s", cfg.Source.Slot, lost))
 		}
 	}
 

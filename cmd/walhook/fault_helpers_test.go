@@ -423,6 +423,30 @@ func checkSlotLost(t *testing.T, code int, out, slot string) {
 	}
 }
 
+// checkPublicationMissing checks that walhook exited 1 with an error about
+// the missing publication saying each of want, and no advice to drop the
+// slot.
+func checkPublicationMissing(t *testing.T, code int, out string, want ...string) {
+	t.Helper()
+	if code != 1 {
+		t.Fatalf("walhook exited %d on a missing publication, want 1; output:\n%s", code, out)
+	}
+	// The last line is the error main prints.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	t.Logf("exit %d: %s", code, last)
+	for _, w := range append([]string{"walhook: ", "do not drop it"}, want...) {
+		if !strings.Contains(last, w) {
+			t.Errorf("walhook's error %q lacks %q", last, w)
+		}
+	}
+	for _, bad := range []string{"slot lost", "slot drop", "pg_drop_replication_slot"} {
+		if strings.Contains(last, bad) {
+			t.Errorf("walhook's error %q says %q: the slot is fine", last, bad)
+		}
+	}
+}
+
 // The backoff walhook uses while PostgreSQL cannot be reached and while
 // another process holds its slot: 0.5 s, growing ×1.5 a try, each wait
 // jittered by ±50 %.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -552,11 +553,61 @@ func TestFaultSlotInvalidated(t *testing.T) {
 
 	code, out = runWalhook(t, "run", "--config", cfg)
 	checkSlotLost(t, code, out, "fault_lost")
-	if !strings.Contains(out, "invalidated") {
-		t.Errorf("walhook's error on the next start does not say the slot was invalidated; output:\n%s", out)
+	if !strings.Contains(out, "invalidated (wal_removed): it fell further behind than max_slot_wal_keep_size") {
+		t.Errorf("walhook's error on the next start does not say the slot was invalidated, and why; output:\n%s", out)
+	}
+	if _, out := runWalhook(t, "check", "--config", cfg); !strings.Contains(out, `slot "fault_lost" is invalidated (wal_removed)`) {
+		t.Errorf("walhook check does not say the slot was invalidated, and why; output:\n%s", out)
 	}
 	if s := readSlot(t, conn, "fault_lost"); !s.exists || s.walStatus != "lost" {
 		t.Fatalf("got slot %+v after the next start, want the invalidated slot left as it was", s)
+	}
+}
+
+// TestFaultPublicationDropped drops walhook's publication while it runs
+// (PostgreSQL 15): walhook must exit 1 saying that the publication is
+// missing, by name, never that the slot is lost nor to drop it, and leave
+// the slot as it is. The next start creates the publication, but the
+// change written while it was missing still cannot be decoded: walhook
+// exits 1 again saying so and how to skip it; done as it says, walhook
+// goes on from there.
+func TestFaultPublicationDropped(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fault_nopub", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "fault_nopub", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	exec1(t, conn, `DROP PUBLICATION fault_nopub`)
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	code := d.wait(t, 60*time.Second)
+	checkPublicationMissing(t, code, d.out.String(), `publication "fault_nopub" does not exist`, "CREATE PUBLICATION", "publish_via_partition_root = true")
+	if s := readSlot(t, conn, "fault_nopub"); !s.exists || s.walStatus == "lost" {
+		t.Fatalf("got slot %+v after walhook exited, want it left as it was", s)
+	}
+
+	code, out := runWalhook(t, "run", "--config", cfg)
+	checkPublicationMissing(t, code, out, `publication "fault_nopub" did not exist when`, "pg_replication_slot_advance")
+
+	// What the error says to do.
+	exec1(t, conn, `SELECT pg_replication_slot_advance('fault_nopub', pg_current_wal_lsn())`)
+	d = startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fault_nopub", d)
+	exec1(t, conn, `INSERT INTO t VALUES (3)`)
+	msgs := rcv.WaitFor(t, 30*time.Second, "row 3", func(ms []webhooktest.Message) bool {
+		return slices.ContainsFunc(ms, func(m webhooktest.Message) bool { return string(m.Record) == `{"id":3}` })
+	})
+	for _, m := range msgs {
+		if string(m.Record) == `{"id":2}` {
+			t.Errorf("got row 2, written while the publication was missing: %s", m.Raw)
+		}
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d after SIGTERM, want 0", code)
 	}
 }
 

@@ -140,7 +140,7 @@ func migrate(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // isFatal: an error no other member of the group would do better with.
 func isFatal(err error) bool {
 	var ue usageError
-	return errors.As(err, &ue) || errors.Is(err, replication.ErrSlotLost)
+	return errors.As(err, &ue) || errors.Is(err, replication.ErrSlotLost) || errors.Is(err, replication.ErrPublicationMissing)
 }
 
 // runActive relays while l holds: every state write goes through the
