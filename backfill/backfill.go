@@ -258,14 +258,22 @@ func (m *Manager) received(ctx context.Context, conn *pgx.Conn, sc config.Sink) 
 	if !m.opts.Source.AllTables() {
 		return m.opts.Source.Tables, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, m.opts.Source.Publication)
+	var tables []config.Table
+	err := readOnly(ctx, conn, func() error {
+		rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, m.opts.Source.Publication)
+		if err != nil {
+			return err
+		}
+		tables, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (config.Table, error) {
+			var t config.Table
+			return t, row.Scan(&t.Schema, &t.Name)
+		})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list the publication's tables: %w", err)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (config.Table, error) {
-		var t config.Table
-		return t, row.Scan(&t.Schema, &t.Name)
-	})
+	return tables, nil
 }
 
 // launch starts b's goroutine; m.mu is held.
@@ -435,8 +443,10 @@ func (m *Manager) save(ctx context.Context, r *run, b state.Backfill) error {
 }
 
 // connect opens a normal connection to the source with the session
-// settings the value encoders rely on. readOnly makes its transactions
-// read-only, so a --where cannot write.
+// settings the value encoders rely on, its transactions read-only by
+// default. Every statement a backfill reads with runs in a transaction
+// walhook opens read-only (readOnly) besides: the session default is
+// only a second line, since a statement can change it.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
 	return m.connectAs(ctx, true)
 }

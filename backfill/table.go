@@ -39,9 +39,19 @@ type column struct {
 	sqlType  string // format_type, to cast keyset parameters
 }
 
-// Describe reads t from the catalog over conn. A table that does not exist
-// or has no primary key is an error wrapping ErrInvalid that names it.
+// Describe reads t from the catalog over conn, in a read-only
+// transaction. A table that does not exist or has no primary key is an
+// error wrapping ErrInvalid that names it.
 func Describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t config.Table) (*Table, error) {
+	var tb *Table
+	err := readOnly(ctx, conn, func() (err error) {
+		tb, err = describe(ctx, conn, types, t)
+		return err
+	})
+	return tb, err
+}
+
+func describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t config.Table) (*Table, error) {
 	var (
 		oid                uint32
 		identity, relkind  string

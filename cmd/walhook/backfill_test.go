@@ -510,7 +510,7 @@ func TestBackfillOnCreate(t *testing.T) {
 // name, exit 2 from the CLI and 400 (404 for an unknown sink) from the
 // API, and nothing starts.
 func TestBackfillBadInput(t *testing.T) {
-	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int);
+	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1), (2, 2), (3, 3);
 		CREATE TABLE nopk (v int); CREATE TABLE elsewhere (id int PRIMARY KEY)`,
 		"  tables: [public.t, public.nopk, public.elsewhere]\n", "    tables: [public.t, public.nopk]\n")
 	for _, tt := range []struct {
@@ -525,6 +525,10 @@ func TestBackfillBadInput(t *testing.T) {
 		{"bad where", []string{"--table", "t", "--where", "id >"}, `{"tables": ["t"], "where": "id >"}`, 400, `--where "id >" on public.t: ERROR: syntax error`},
 		{"unknown column", []string{"--table", "t", "--where", "nope = 1"}, `{"tables": ["t"], "where": "nope = 1"}`, 400, `column "nope" does not exist`},
 		{"no table", []string{"--table", "missing"}, `{"tables": ["missing"]}`, 400, "does not receive table public.missing"},
+		{"statements", []string{"--table", "t", "--where", `true); COMMIT; BEGIN READ WRITE; DELETE FROM public.t; COMMIT; SELECT 1 AS "id" WHERE (true`},
+			`{"tables": ["t"], "where": "true); COMMIT; BEGIN READ WRITE; DELETE FROM public.t; COMMIT; SELECT 1 AS \"id\" WHERE (true"}`, 400, "closes a parenthesis the expression did not open"},
+		{"keyset escape", []string{"--table", "t", "--where", "false) OR (true"}, `{"tables": ["t"], "where": "false) OR (true"}`, 400, "closes a parenthesis the expression did not open"},
+		{"not boolean", []string{"--table", "t", "--where", "v + 1"}, `{"tables": ["t"], "where": "v + 1"}`, 400, `--where "v + 1" on public.t is of type integer`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out := runWalhook(t, append([]string{"backfill", "--sink", "s", "--config", e.cfg}, tt.args...)...)
@@ -547,6 +551,10 @@ func TestBackfillBadInput(t *testing.T) {
 	}
 	if list := e.backfills(t); len(list) != 0 {
 		t.Errorf("bad input started %d backfills", len(list))
+	}
+	var n int
+	if err := e.conn.QueryRow(context.Background(), `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("t has %d rows (%v), want 3", n, err)
 	}
 }
 
