@@ -191,7 +191,7 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 		if !slices.Contains(receives, t) {
 			return state.Backfill{}, fmt.Errorf("%w: sink %q does not receive table %s (it receives %s)", ErrInvalid, sinkName, t, tableList(receives))
 		}
-		tb, err := Describe(ctx, conn, types, t)
+		tb, err := Describe(ctx, conn, types, t, m.opts.Source.Publication)
 		if err != nil {
 			return state.Backfill{}, err
 		}

@@ -45,7 +45,8 @@ func decodeKey(b []byte, n int) ([][]byte, error) {
 }
 
 // query is the statement that reads the chunk after a keyset position
-// (after: whether there is one), in primary key order.
+// (after: whether there is one), in primary key order, of the rows the
+// publication's row filter and where select.
 func (t *Table) query(where string, after bool, limit int) string {
 	var q strings.Builder
 	q.WriteString("SELECT ")
@@ -65,6 +66,9 @@ func (t *Table) query(where string, after bool, limit int) string {
 			params = append(params, "$"+strconv.Itoa(i+1)+"::"+t.cols[c].sqlType)
 		}
 		conds = append(conds, "("+strings.Join(cols, ", ")+") > ("+strings.Join(params, ", ")+")")
+	}
+	if t.filter != "" {
+		conds = append(conds, "("+t.filter+")")
 	}
 	if where != "" {
 		conds = append(conds, "("+where+")")

@@ -66,7 +66,7 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 		if err != nil {
 			return fmt.Errorf("table %q: %w", e.b.Tables[i].Table, err)
 		}
-		tb, err := Describe(ctx, read, types, t)
+		tb, err := Describe(ctx, read, types, t, m.opts.Source.Publication)
 		if err != nil {
 			return err
 		}

@@ -122,7 +122,7 @@ func backfillWhere(t *testing.T, m *Manager, where string) ([]int, error) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	tb, err := Describe(ctx, conn, pgvalue.NewTypes(pgvalue.QueryCatalog(conn)), config.Table{Schema: "public", Name: "t"})
+	tb, err := Describe(ctx, conn, pgvalue.NewTypes(pgvalue.QueryCatalog(conn)), config.Table{Schema: "public", Name: "t"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -677,3 +677,53 @@ func TestBackfillSurvivesPostgresRestart(t *testing.T) {
 		t.Errorf("got %d distinct reads, %d rows done; want 20000", len(ids), got.RowsDone)
 	}
 }
+
+// TestBackfillPublicationFilters: with an administrator's publication that
+// has a column list and a row filter, a backfill sends what the stream
+// would: neither password_hash nor the private rows; then the sink's
+// columns apply, as to the stream.
+func TestBackfillPublicationFilters(t *testing.T) {
+	e := startBackfillEnv(t, "bf_pub", `CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text, private bool);
+		INSERT INTO users SELECT i, 'u' || i || '@x', 'hash' || i, i % 3 = 0 FROM generate_series(1, 300) i;
+		CREATE PUBLICATION bf_pub FOR TABLE users (id, email) WHERE (NOT private)`, "  tables: [public.users]\n", "")
+	exec1(t, e.conn, `INSERT INTO users VALUES (1001, 'new@x', 'hash', false), (1002, 'hidden@x', 'hash', true)`)
+	streamed := e.rcv.WaitCount(t, 1, 30*time.Second)
+	b := e.startBackfill(t, "")
+	e.waitBackfill(t, b.ID, "done", 60*time.Second)
+	msgs := e.rcv.WaitCount(t, 201, 30*time.Second)
+	if got := string(streamed[0].Record); got != `{"id":1001,"email":"new@x"}` {
+		t.Errorf("streamed %s, want id and email", got)
+	}
+	reads := 0
+	for _, m := range msgs {
+		var rec map[string]any
+		if err := json.Unmarshal(m.Record, &rec); err != nil {
+			t.Fatalf("%s: %v", m.Raw, err)
+		}
+		if _, ok := rec["password_hash"]; ok || len(rec) != 2 {
+			t.Errorf("%s: %s, want only id and email", m.Action, m.Record)
+		}
+		if id := int(rec["id"].(float64)); id%3 == 0 || id == 1002 {
+			t.Errorf("%s of private row %d: %s", m.Action, id, m.Record)
+		}
+		if m.Action == "read" {
+			reads++
+		}
+	}
+	if reads != 201 {
+		t.Errorf("got %d reads, want 201 (200 public rows and 1001)", reads)
+	}
+
+	// The sink's columns come on top, for the stream and the backfill.
+	editConfig(t, e.cfg, "    batch_wait: 5ms\n", "    batch_wait: 5ms\n    columns: {public.users: {exclude: [email]}}\n")
+	e.d.stop(t, syscall.SIGTERM, 30*time.Second)
+	e.start(t)
+	b = e.startBackfill(t, `{"where": "id < 10"}`)
+	e.waitBackfill(t, b.ID, "done", 60*time.Second)
+	msgs = e.rcv.WaitCount(t, 202+6, 30*time.Second)
+	for _, m := range msgs[202:] {
+		if m.Action != "read" || !strings.HasPrefix(string(m.Record), `{"id":`) || strings.Contains(string(m.Record), ",") {
+			t.Errorf("with columns {exclude: [email]}: %s %s, want reads of the id alone", m.Action, m.Record)
+		}
+	}
+}
