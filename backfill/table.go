@@ -30,8 +30,8 @@ type Table struct {
 	rel     *change.Relation
 	cols    []column
 	filter  string // the publication's row filter, or ""
-	pk      []int // primary key columns in key order, as indexes into cols
-	keyCols []int // the stream's ordering key (pgvalue.KeyColumns)
+	pk      []int  // primary key columns in key order, as indexes into cols
+	keyCols []int  // the stream's ordering key (pgvalue.KeyColumns)
 }
 
 type column struct {
