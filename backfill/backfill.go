@@ -163,42 +163,10 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 	if !running {
 		return state.Backfill{}, errors.New("walhook is not running its backfills yet; try again in a moment")
 	}
-	sc, ok := m.opts.Sink(sinkName)
-	if !ok {
-		return state.Backfill{}, fmt.Errorf("%w %q", ErrUnknownSink, sinkName)
-	}
-	if len(sc.Actions) > 0 && !slices.Contains(sc.Actions, string(change.Read)) {
-		return state.Backfill{}, fmt.Errorf("%w: sink %q does not receive action read (its actions are %v); add read to its actions", ErrInvalid, sinkName, sc.Actions)
-	}
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return state.Backfill{}, err
-	}
-	defer conn.Close(context.Background())
-	receives, err := m.received(ctx, conn, sc)
-	if err != nil {
-		return state.Backfill{}, err
-	}
-	if len(tables) == 0 {
-		tables = receives
-		if len(tables) == 0 {
-			return state.Backfill{}, fmt.Errorf("%w: sink %q receives no table", ErrInvalid, sinkName)
-		}
-	}
 	b := state.Backfill{ID: newID(), Sink: sinkName, Where: where, State: state.BackfillRunning}
-	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
-	for _, t := range tables {
-		if !slices.Contains(receives, t) {
-			return state.Backfill{}, fmt.Errorf("%w: sink %q does not receive table %s (it receives %s)", ErrInvalid, sinkName, t, tableList(receives))
-		}
-		tb, err := Describe(ctx, conn, types, t, m.opts.Source.Publication)
-		if err != nil {
-			return state.Backfill{}, err
-		}
-		if err := tb.CheckWhere(ctx, conn, where); err != nil {
-			return state.Backfill{}, err
-		}
-		b.Tables = append(b.Tables, state.BackfillTable{Table: t.Quoted(), Estimate: tb.Estimate})
+	var err error
+	if b.Tables, err = m.plan(ctx, sinkName, tables, where); err != nil {
+		return state.Backfill{}, err
 	}
 	m.mu.Lock()
 	for _, r := range m.runs {
@@ -223,6 +191,50 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 	m.mu.Unlock()
 	m.log.Info("backfill started", "backfill", b.ID, "sink", sinkName, "tables", len(b.Tables), "where", where)
 	return b, nil
+}
+
+// plan checks a backfill of the sink's tables (none: every table the sink
+// receives) with where against the source, and returns its tables, none
+// done. Bad input is an error wrapping ErrInvalid or ErrUnknownSink.
+func (m *Manager) plan(ctx context.Context, sinkName string, tables []config.Table, where string) ([]state.BackfillTable, error) {
+	sc, ok := m.opts.Sink(sinkName)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownSink, sinkName)
+	}
+	if len(sc.Actions) > 0 && !slices.Contains(sc.Actions, string(change.Read)) {
+		return nil, fmt.Errorf("%w: sink %q does not receive action read (its actions are %v); add read to its actions", ErrInvalid, sinkName, sc.Actions)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	receives, err := m.received(ctx, conn, sc)
+	if err != nil {
+		return nil, err
+	}
+	if len(tables) == 0 {
+		tables = receives
+		if len(tables) == 0 {
+			return nil, fmt.Errorf("%w: sink %q receives no table", ErrInvalid, sinkName)
+		}
+	}
+	var planned []state.BackfillTable
+	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
+	for _, t := range tables {
+		if !slices.Contains(receives, t) {
+			return nil, fmt.Errorf("%w: sink %q does not receive table %s (it receives %s)", ErrInvalid, sinkName, t, tableList(receives))
+		}
+		tb, err := Describe(ctx, conn, types, t, m.opts.Source.Publication)
+		if err != nil {
+			return nil, err
+		}
+		if err := tb.CheckWhere(ctx, conn, where); err != nil {
+			return nil, err
+		}
+		planned = append(planned, state.BackfillTable{Table: t.Quoted(), Estimate: tb.Estimate})
+	}
+	return planned, nil
 }
 
 // HasBackfill reports whether the store holds a backfill of the sink, in
