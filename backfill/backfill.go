@@ -193,6 +193,33 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 	return b, nil
 }
 
+// StartOnCreate records a backfill of every table the sink receives and
+// starts it (backfill.on_create). Unlike Start it does not need the
+// source: the backfill is in the store, with no table yet, before
+// anything is checked, and plan resolves its tables once the stream runs.
+// So a source that is down when a sink first starts delays its backfill
+// instead of losing it, across restarts too. What plan refuses then ends
+// the backfill as failed, with the reason.
+func (m *Manager) StartOnCreate(ctx context.Context, sinkName string) (state.Backfill, error) {
+	m.mu.Lock()
+	running := m.base != nil
+	m.mu.Unlock()
+	if !running {
+		return state.Backfill{}, errors.New("walhook is not running its backfills yet; try again in a moment")
+	}
+	b := state.Backfill{ID: newID(), Sink: sinkName, State: state.BackfillRunning}
+	b.Created = time.Now().UTC().Truncate(time.Microsecond)
+	b.Updated = b.Created
+	if err := m.store.SaveBackfill(ctx, b); err != nil {
+		return state.Backfill{}, fmt.Errorf("save backfill: %w", err)
+	}
+	m.mu.Lock()
+	m.launch(b)
+	m.mu.Unlock()
+	m.log.Info("backfill started for the sink's first start; its tables are read once the stream runs", "backfill", b.ID, "sink", sinkName)
+	return b, nil
+}
+
 // plan checks a backfill of the sink's tables (none: every table the sink
 // receives) with where against the source, and returns its tables, none
 // done. Bad input is an error wrapping ErrInvalid or ErrUnknownSink.

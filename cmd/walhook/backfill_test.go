@@ -727,3 +727,55 @@ func TestBackfillPublicationFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestBackfillOnCreateSourceDown: walhook's first start finds PostgreSQL
+// down. The on_create backfill is recorded all the same, survives a
+// kill -9 while PostgreSQL is still down, and runs once PostgreSQL
+// answers: every row arrives, from one backfill.
+func TestBackfillOnCreateSourceDown(t *testing.T) {
+	srv := startServer(t, pgtest.Options{})
+	dsn := pgtest.NewDatabase(t, srv)
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT i, 0 FROM generate_series(1, 500) i`)
+	conn.Close(context.Background())
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "bf_down", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL, Extra: "    backfill: {on_create: true}\n"})
+	addr := freeAddr(t)
+	editConfig(t, cfg, `listen: ""`, fmt.Sprintf("listen: %q", addr))
+	if err := srv.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+
+	d := startWalhook(t, "run", "--config", cfg)
+	waitOutput(t, d, "cannot reach PostgreSQL", 1, 30*time.Second)
+	waitUntil(t, 30*time.Second, "the on_create backfill recorded while PostgreSQL is down", func() bool {
+		resp, err := http.Get("http://" + addr + "/api/v1/backfills")
+		if err != nil {
+			return false // not listening yet
+		}
+		resp.Body.Close()
+		list := getBackfills(t, addr)
+		return len(list) == 1 && list[0].Sink == "s" && list[0].State == "running"
+	})
+	d.kill(t)
+
+	d = startWalhook(t, "run", "--config", cfg)
+	waitOutput(t, d, "cannot reach PostgreSQL", 1, 30*time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var list []server.Backfill
+	waitUntil(t, 60*time.Second, "the on_create backfill done", func() bool {
+		list = getBackfills(t, addr)
+		return len(list) == 1 && list[0].State == "done"
+	})
+	ids := map[string]bool{}
+	for _, m := range rcv.WaitCount(t, 500, 30*time.Second) {
+		if m.Action == "read" {
+			ids[string(m.Record)] = true
+		}
+	}
+	if len(ids) != 500 || list[0].RowsDone != 500 || len(list[0].Tables) != 1 || list[0].Tables[0].Table != "public.t" {
+		t.Errorf("got %d distinct reads; backfill %+v; want 500 rows of public.t", len(ids), list[0])
+	}
+}
