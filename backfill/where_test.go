@@ -202,3 +202,28 @@ func TestCheckExpression(t *testing.T) {
 		}
 	}
 }
+
+// TestWhereStandardStringsOff: on a session where standard_conforming_strings
+// is off, a backslash in '...' escapes, and the check reads literals as the
+// server does: a literal with an escaped quote is one literal, and a ")"
+// after an escaped quote and the closing one is code.
+func TestWhereStandardStringsOff(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t, pgtest.Shared()) + "&options=-c%20standard_conforming_strings%3Doff"
+	m := &Manager{opts: Options{Source: config.Source{URL: url}}}
+	admin, err := m.connectAs(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, name text);
+		INSERT INTO t VALUES (1, 'n1'), (2, E'a\'b'), (3, 'n3')`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := backfillWhere(t, m, `name = 'a\'b' OR id = 1`); err != nil || !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("an escaped quote: got %v, %v; want [1 2]", got, err)
+	}
+	if got, err := backfillWhere(t, m, `id = 1 OR name = '\'') OR (true`); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a parenthesis after an escaped quote: got %v, %v; want a refusal", got, err)
+	}
+}
