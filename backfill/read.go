@@ -170,7 +170,7 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 	if err != nil {
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }() // after Commit, nothing to do
+	defer func() { _ = tx.Rollback(ctx) }() // after the one below, nothing to do
 	rr := conn.PgConn().ExecParams(ctx, t.query(where, key != nil, limit), params, nil, nil, nil)
 	var (
 		c      chunk
@@ -225,7 +225,7 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 	if _, err := rr.Close(); err != nil {
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.Rollback(ctx); err != nil { // read-only: nothing to commit (readOnly)
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
 	c.last = n < limit

@@ -24,7 +24,7 @@ func checkExpression(where string, standardStrings bool) error {
 		c := where[i]
 		switch {
 		case c == 0:
-			return fmt.Errorf("a NUL byte at offset %d", i)
+			return fmt.Errorf("a NUL byte at offset %d; remove it", i)
 		case c == '\'':
 			end, err := skipQuoted(where, i, '\'', !standardStrings)
 			if err != nil {
@@ -46,13 +46,13 @@ func checkExpression(where string, standardStrings bool) error {
 		case c == '-' && strings.HasPrefix(where[i:], "--"), c == '/' && strings.HasPrefix(where[i:], "/*"):
 			return fmt.Errorf("a comment (%s) at offset %d: comments are not allowed in --where; remove it", where[i:i+2], i)
 		case c == ';':
-			return fmt.Errorf(`";" at offset %d: --where is one expression, not statements`, i)
+			return fmt.Errorf(`";" at offset %d: --where is one expression, not statements; give only the condition`, i)
 		case c == '(':
 			depth++
 			i++
 		case c == ')':
 			if depth == 0 {
-				return fmt.Errorf(`")" at offset %d closes a parenthesis the expression did not open`, i)
+				return fmt.Errorf(`")" at offset %d closes a parenthesis the expression did not open; balance its parentheses`, i)
 			}
 			depth--
 			i++
@@ -94,7 +94,7 @@ func checkExpression(where string, standardStrings bool) error {
 		}
 	}
 	if depth > 0 {
-		return fmt.Errorf("%d parenthesis not closed", depth)
+		return fmt.Errorf("%d parenthesis not closed; balance its parentheses", depth)
 	}
 	return nil
 }
