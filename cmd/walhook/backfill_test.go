@@ -757,6 +757,9 @@ func TestBackfillOnCreateSourceDown(t *testing.T) {
 		list := getBackfills(t, addr)
 		return len(list) == 1 && list[0].Sink == "s" && list[0].State == "running"
 	})
+	if code, out := runWalhook(t, "status", "--config", cfg); code != 0 || !strings.Contains(out, "(its tables, once the stream runs)") {
+		t.Errorf("status while PostgreSQL is down: exit %d\n%s", code, out)
+	}
 	d.kill(t)
 
 	d = startWalhook(t, "run", "--config", cfg)
