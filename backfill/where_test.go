@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/config"
@@ -225,5 +226,32 @@ func TestWhereStandardStringsOff(t *testing.T) {
 	}
 	if got, err := backfillWhere(t, m, `id = 1 OR name = '\'') OR (true`); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a parenthesis after an escaped quote: got %v, %v; want a refusal", got, err)
+	}
+}
+
+// TestWhereTrialBounded: the check runs the chunk query for its first row
+// under a time bound, and a condition that takes longer is accepted and
+// left to the backfill rather than make the request wait.
+func TestWhereTrialBounded(t *testing.T) {
+	ctx := context.Background()
+	m := &Manager{opts: Options{Source: config.Source{URL: pgtest.NewDatabase(t, pgtest.Shared())}}}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `BEGIN READ WRITE; CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := Describe(ctx, conn, pgvalue.NewTypes(pgvalue.QueryCatalog(conn)), config.Table{Schema: "public", Name: "t"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := tb.CheckWhere(ctx, conn, "pg_sleep(30) IS NOT NULL"); err != nil {
+		t.Errorf("got %v, want the condition accepted", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the check took %v, want about %s", took, whereTrialTimeout)
 	}
 }
