@@ -163,42 +163,10 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 	if !running {
 		return state.Backfill{}, errors.New("walhook is not running its backfills yet; try again in a moment")
 	}
-	sc, ok := m.opts.Sink(sinkName)
-	if !ok {
-		return state.Backfill{}, fmt.Errorf("%w %q", ErrUnknownSink, sinkName)
-	}
-	if len(sc.Actions) > 0 && !slices.Contains(sc.Actions, string(change.Read)) {
-		return state.Backfill{}, fmt.Errorf("%w: sink %q does not receive action read (its actions are %v); add read to its actions", ErrInvalid, sinkName, sc.Actions)
-	}
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return state.Backfill{}, err
-	}
-	defer conn.Close(context.Background())
-	receives, err := m.received(ctx, conn, sc)
-	if err != nil {
-		return state.Backfill{}, err
-	}
-	if len(tables) == 0 {
-		tables = receives
-		if len(tables) == 0 {
-			return state.Backfill{}, fmt.Errorf("%w: sink %q receives no table", ErrInvalid, sinkName)
-		}
-	}
 	b := state.Backfill{ID: newID(), Sink: sinkName, Where: where, State: state.BackfillRunning}
-	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
-	for _, t := range tables {
-		if !slices.Contains(receives, t) {
-			return state.Backfill{}, fmt.Errorf("%w: sink %q does not receive table %s (it receives %s)", ErrInvalid, sinkName, t, tableList(receives))
-		}
-		tb, err := Describe(ctx, conn, types, t)
-		if err != nil {
-			return state.Backfill{}, err
-		}
-		if err := tb.CheckWhere(ctx, conn, where); err != nil {
-			return state.Backfill{}, err
-		}
-		b.Tables = append(b.Tables, state.BackfillTable{Table: t.Quoted(), Estimate: tb.Estimate})
+	var err error
+	if b.Tables, err = m.plan(ctx, sinkName, tables, where); err != nil {
+		return state.Backfill{}, err
 	}
 	m.mu.Lock()
 	for _, r := range m.runs {
@@ -223,6 +191,77 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 	m.mu.Unlock()
 	m.log.Info("backfill started", "backfill", b.ID, "sink", sinkName, "tables", len(b.Tables), "where", where)
 	return b, nil
+}
+
+// StartOnCreate records a backfill of every table the sink receives and
+// starts it (backfill.on_create). Unlike Start it does not need the
+// source: the backfill is in the store, with no table yet, before
+// anything is checked, and plan resolves its tables once the stream runs.
+// So a source that is down when a sink first starts delays its backfill
+// instead of losing it, across restarts too. What plan refuses then ends
+// the backfill as failed, with the reason.
+func (m *Manager) StartOnCreate(ctx context.Context, sinkName string) (state.Backfill, error) {
+	m.mu.Lock()
+	running := m.base != nil
+	m.mu.Unlock()
+	if !running {
+		return state.Backfill{}, errors.New("walhook is not running its backfills yet; try again in a moment")
+	}
+	b := state.Backfill{ID: newID(), Sink: sinkName, State: state.BackfillRunning}
+	b.Created = time.Now().UTC().Truncate(time.Microsecond)
+	b.Updated = b.Created
+	if err := m.store.SaveBackfill(ctx, b); err != nil {
+		return state.Backfill{}, fmt.Errorf("save backfill: %w", err)
+	}
+	m.mu.Lock()
+	m.launch(b)
+	m.mu.Unlock()
+	m.log.Info("backfill started for the sink's first start; its tables are read once the stream runs", "backfill", b.ID, "sink", sinkName)
+	return b, nil
+}
+
+// plan checks a backfill of the sink's tables (none: every table the sink
+// receives) with where against the source, and returns its tables, none
+// done. Bad input is an error wrapping ErrInvalid or ErrUnknownSink.
+func (m *Manager) plan(ctx context.Context, sinkName string, tables []config.Table, where string) ([]state.BackfillTable, error) {
+	sc, ok := m.opts.Sink(sinkName)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownSink, sinkName)
+	}
+	if len(sc.Actions) > 0 && !slices.Contains(sc.Actions, string(change.Read)) {
+		return nil, fmt.Errorf("%w: sink %q does not receive action read (its actions are %v); add read to its actions", ErrInvalid, sinkName, sc.Actions)
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	receives, err := m.received(ctx, conn, sc)
+	if err != nil {
+		return nil, err
+	}
+	if len(tables) == 0 {
+		tables = receives
+		if len(tables) == 0 {
+			return nil, fmt.Errorf("%w: sink %q receives no table", ErrInvalid, sinkName)
+		}
+	}
+	var planned []state.BackfillTable
+	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
+	for _, t := range tables {
+		if !slices.Contains(receives, t) {
+			return nil, fmt.Errorf("%w: sink %q does not receive table %s (it receives %s)", ErrInvalid, sinkName, t, tableList(receives))
+		}
+		tb, err := Describe(ctx, conn, types, t, m.opts.Source.Publication)
+		if err != nil {
+			return nil, err
+		}
+		if err := tb.CheckWhere(ctx, conn, where); err != nil {
+			return nil, err
+		}
+		planned = append(planned, state.BackfillTable{Table: t.Quoted(), Estimate: tb.Estimate})
+	}
+	return planned, nil
 }
 
 // HasBackfill reports whether the store holds a backfill of the sink, in
@@ -258,14 +297,22 @@ func (m *Manager) received(ctx context.Context, conn *pgx.Conn, sc config.Sink) 
 	if !m.opts.Source.AllTables() {
 		return m.opts.Source.Tables, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, m.opts.Source.Publication)
+	var tables []config.Table
+	err := readOnly(ctx, conn, func() error {
+		rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, m.opts.Source.Publication)
+		if err != nil {
+			return err
+		}
+		tables, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (config.Table, error) {
+			var t config.Table
+			return t, row.Scan(&t.Schema, &t.Name)
+		})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list the publication's tables: %w", err)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (config.Table, error) {
-		var t config.Table
-		return t, row.Scan(&t.Schema, &t.Name)
-	})
+	return tables, nil
 }
 
 // launch starts b's goroutine; m.mu is held.
@@ -435,8 +482,10 @@ func (m *Manager) save(ctx context.Context, r *run, b state.Backfill) error {
 }
 
 // connect opens a normal connection to the source with the session
-// settings the value encoders rely on. readOnly makes its transactions
-// read-only, so a --where cannot write.
+// settings the value encoders rely on, its transactions read-only by
+// default. Every statement a backfill reads with runs in a transaction
+// walhook opens read-only (readOnly) besides: the session default is
+// only a second line, since a statement can change it.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
 	return m.connectAs(ctx, true)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/pgvalue"
 )
@@ -43,7 +45,8 @@ func decodeKey(b []byte, n int) ([][]byte, error) {
 }
 
 // query is the statement that reads the chunk after a keyset position
-// (after: whether there is one), in primary key order.
+// (after: whether there is one), in primary key order, of the rows the
+// publication's row filter and where select.
 func (t *Table) query(where string, after bool, limit int) string {
 	var q strings.Builder
 	q.WriteString("SELECT ")
@@ -64,6 +67,9 @@ func (t *Table) query(where string, after bool, limit int) string {
 		}
 		conds = append(conds, "("+strings.Join(cols, ", ")+") > ("+strings.Join(params, ", ")+")")
 	}
+	if t.filter != "" {
+		conds = append(conds, "("+t.filter+")")
+	}
 	if where != "" {
 		conds = append(conds, "("+where+")")
 	}
@@ -83,22 +89,61 @@ func (t *Table) query(where string, after bool, limit int) string {
 	return q.String()
 }
 
-// CheckWhere asks the server whether where is a valid condition on t,
-// without reading a row: an error wrapping ErrInvalid quotes the server's
-// complaint.
+// CheckWhere checks that where is one boolean expression over t's
+// columns and nothing else: lexically (checkExpression), then by the
+// server, through the extended protocol in a read-only transaction. An
+// error wrapping ErrInvalid says what is wrong.
 func (t *Table) CheckWhere(ctx context.Context, conn *pgx.Conn, where string) error {
 	if where == "" {
 		return nil
 	}
-	_, err := conn.Exec(ctx, "EXPLAIN "+t.query(where, false, 1))
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("%w: --where %q on %s: %v", ErrInvalid, where, t.Name, err)
+	if err := checkExpression(where, conn.PgConn().ParameterStatus("standard_conforming_strings") != "off"); err != nil {
+		return fmt.Errorf("%w: --where %q: %v", ErrInvalid, where, err)
 	}
-	return nil
+	var notBool string
+	err := readOnly(ctx, conn, func() error {
+		// The expression alone, as the one column of a statement the
+		// server prepares but does not run: one statement, its type.
+		sd, err := conn.PgConn().Prepare(ctx, "", "SELECT ("+where+") FROM "+t.Name.Quoted(), nil)
+		if err != nil {
+			return err
+		}
+		if len(sd.Fields) != 1 || sd.Fields[0].DataTypeOID != pgtype.BoolOID {
+			notBool = "not one value"
+			if len(sd.Fields) == 1 {
+				return conn.QueryRow(ctx, "SELECT format_type($1, NULL)", sd.Fields[0].DataTypeOID).Scan(&notBool)
+			}
+			return nil
+		}
+		// The chunk's query, run for its first row under a time bound: a
+		// condition the server refuses only when it runs it (a function
+		// that writes) is refused now rather than fail the backfill.
+		// One that takes longer is left to the backfill.
+		if _, err := conn.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", whereTrialTimeout); err != nil {
+			return err
+		}
+		_, err = conn.PgConn().ExecParams(ctx, t.query(where, false, 1), nil, nil, nil, nil).Close()
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "57014" /* query_canceled: the time bound */ && ctx.Err() == nil {
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err == nil && notBool != "":
+		return fmt.Errorf("%w: --where %q on %s is of type %s; it must be a condition (a boolean expression such as status = 'open')", ErrInvalid, where, t.Name, notBool)
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case interrupted(err):
+		return fmt.Errorf("check --where on %s: %w", t.Name, err)
+	}
+	return fmt.Errorf("%w: --where %q on %s: %v", ErrInvalid, where, t.Name, err)
 }
+
+// whereTrialTimeout bounds CheckWhere's run of the chunk query.
+const whereTrialTimeout = "2s"
 
 // chunk is one read: its rows as read messages (positions not yet set),
 // the keyset position after its last row, and whether the table ends
@@ -111,7 +156,8 @@ type chunk struct {
 }
 
 // read reads up to limit rows after key, stopping early once maxBytes of
-// records are read. The statement is one short transaction on its own.
+// records are read. The statement is one short read-only transaction on
+// its own.
 func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where string, key []byte, limit, maxBytes int) (chunk, error) {
 	var params [][]byte
 	if key != nil {
@@ -120,6 +166,11 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 			return chunk{}, fmt.Errorf("%s: %w", t.Name, err)
 		}
 	}
+	tx, err := beginReadOnly(ctx, conn)
+	if err != nil {
+		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }() // after the one below, nothing to do
 	rr := conn.PgConn().ExecParams(ctx, t.query(where, key != nil, limit), params, nil, nil, nil)
 	var (
 		c      chunk
@@ -172,6 +223,9 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 		c.key = encodeKey(lastPK)
 	}
 	if _, err := rr.Close(); err != nil {
+		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
+	}
+	if err := tx.Rollback(ctx); err != nil { // read-only: nothing to commit (readOnly)
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
 	c.last = n < limit

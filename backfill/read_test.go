@@ -3,6 +3,7 @@ package backfill
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,7 +42,7 @@ func TestReadChunks(t *testing.T) {
 		INSERT INTO t SELECT i / 5, 'k' || (i % 5), 'ok', i + 1 FROM generate_series(0, 99) i;
 		CREATE TABLE nopk (v int)`)
 	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
-	tb, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: "t"})
+	tb, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: "t"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestReadChunks(t *testing.T) {
 		t.Errorf("bad where: got %v, want ErrInvalid", err)
 	}
 	for _, name := range []string{"nopk", "missing"} {
-		if _, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: name}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "public."+name) {
+		if _, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: name}, ""); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "public."+name) {
 			t.Errorf("%s: got %v, want ErrInvalid naming it", name, err)
 		}
 	}
@@ -102,7 +103,7 @@ func TestDescribeKeys(t *testing.T) {
 		{"f", []int{1}, -1},
 		{"p", []int{0}, 200},
 	} {
-		tb, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: tt.table})
+		tb, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: tt.table}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,4 +123,53 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestReadPublished: a backfill reads the columns and rows the
+// publication carries (its column list and row filter); for a partition
+// published through its root, the root's; a column list without the
+// primary key is refused, naming it.
+func TestReadPublished(t *testing.T) {
+	ctx := context.Background()
+	conn := testConn(t, `CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text, private bool);
+		INSERT INTO users SELECT i, 'u' || i || '@x', 'hash' || i, i % 3 = 0 FROM generate_series(1, 12) i;
+		CREATE PUBLICATION p FOR TABLE users (id, email) WHERE (NOT private);
+		CREATE PUBLICATION nokey FOR TABLE users (email) WITH (publish = 'insert');
+		CREATE PUBLICATION everything FOR ALL TABLES;
+		CREATE TABLE m (id int PRIMARY KEY, secret text, flag bool) PARTITION BY RANGE (id);
+		CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);
+		INSERT INTO m SELECT i, 's', i % 2 = 0 FROM generate_series(1, 6) i;
+		CREATE PUBLICATION viaroot FOR TABLE m (id, flag) WHERE (flag) WITH (publish_via_partition_root = true)`)
+	types := pgvalue.NewTypes(pgvalue.QueryCatalog(conn))
+	for _, tt := range []struct {
+		pub, table string
+		want       []string
+	}{
+		{"p", "users", []string{`{"id":1,"email":"u1@x"}`, `{"id":2,"email":"u2@x"}`, `{"id":4,"email":"u4@x"}`, `{"id":5,"email":"u5@x"}`,
+			`{"id":7,"email":"u7@x"}`, `{"id":8,"email":"u8@x"}`, `{"id":10,"email":"u10@x"}`, `{"id":11,"email":"u11@x"}`}},
+		{"viaroot", "m1", []string{`{"id":2,"flag":true}`, `{"id":4,"flag":true}`, `{"id":6,"flag":true}`}},
+		{"viaroot", "m", []string{`{"id":2,"flag":true}`, `{"id":4,"flag":true}`, `{"id":6,"flag":true}`}},
+		{"everything", "m1", []string{`{"id":1,"secret":"s","flag":false}`, `{"id":2,"secret":"s","flag":true}`, `{"id":3,"secret":"s","flag":false}`,
+			`{"id":4,"secret":"s","flag":true}`, `{"id":5,"secret":"s","flag":false}`, `{"id":6,"secret":"s","flag":true}`}},
+	} {
+		tb, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: tt.table}, tt.pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tb.read(ctx, conn, "bf_1", "", nil, 100, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range c.msgs {
+			got = append(got, string(m.Record))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s in %s: got %v, want %v", tt.table, tt.pub, got, tt.want)
+		}
+	}
+	_, err := Describe(ctx, conn, types, config.Table{Schema: "public", Name: "users"}, "nokey")
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `publication "nokey" leaves primary key column "id" of public.users out of its column list`) {
+		t.Errorf("a column list without the key: got %v, want ErrInvalid naming it", err)
+	}
 }

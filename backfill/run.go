@@ -44,6 +44,16 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 	if err := m.stream.Streaming(ctx); err != nil {
 		return err
 	}
+	if len(b.Tables) == 0 { // StartOnCreate's: every table the sink receives
+		tables, err := m.plan(ctx, b.Sink, nil, b.Where)
+		if err != nil {
+			return err
+		}
+		b.Tables = tables
+		if err := m.save(ctx, r, b); err != nil {
+			return err
+		}
+	}
 	read, err := m.connect(ctx)
 	if err != nil {
 		return err
@@ -66,7 +76,7 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 		if err != nil {
 			return fmt.Errorf("table %q: %w", e.b.Tables[i].Table, err)
 		}
-		tb, err := Describe(ctx, read, types, t)
+		tb, err := Describe(ctx, read, types, t, m.opts.Source.Publication)
 		if err != nil {
 			return err
 		}

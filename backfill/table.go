@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -28,8 +29,9 @@ type Table struct {
 
 	rel     *change.Relation
 	cols    []column
-	pk      []int // primary key columns in key order, as indexes into cols
-	keyCols []int // the stream's ordering key (pgvalue.KeyColumns)
+	filter  string // the publication's row filter, or ""
+	pk      []int  // primary key columns in key order, as indexes into cols
+	keyCols []int  // the stream's ordering key (pgvalue.KeyColumns)
 }
 
 type column struct {
@@ -39,9 +41,20 @@ type column struct {
 	sqlType  string // format_type, to cast keyset parameters
 }
 
-// Describe reads t from the catalog over conn. A table that does not exist
-// or has no primary key is an error wrapping ErrInvalid that names it.
-func Describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t config.Table) (*Table, error) {
+// Describe reads t from the catalog over conn, in a read-only
+// transaction, with what publication carries of it: its column list and
+// row filter. A table that does not exist or has no primary key is an
+// error wrapping ErrInvalid that names it.
+func Describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t config.Table, publication string) (*Table, error) {
+	var tb *Table
+	err := readOnly(ctx, conn, func() (err error) {
+		tb, err = describe(ctx, conn, types, t, publication)
+		return err
+	})
+	return tb, err
+}
+
+func describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t config.Table, publication string) (*Table, error) {
 	var (
 		oid                uint32
 		identity, relkind  string
@@ -88,6 +101,14 @@ func Describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t confi
 	if err != nil {
 		return nil, fmt.Errorf("describe %s: columns: %w", t, err)
 	}
+	pub, err := publishedOf(ctx, conn, publication, oid)
+	if err != nil {
+		return nil, fmt.Errorf("describe %s: %w", t, err)
+	}
+	if pub.columns != nil {
+		attrs = slices.DeleteFunc(attrs, func(a attr) bool { return !slices.Contains(pub.columns, a.name) })
+	}
+	tb.filter = pub.filter
 	pk, err := indexColumns(ctx, conn, oid, "indisprimary")
 	if err != nil {
 		return nil, fmt.Errorf("describe %s: primary key: %w", t, err)
@@ -122,7 +143,8 @@ func Describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t confi
 	for _, k := range pk {
 		i := indexOf(names, k)
 		if i < 0 {
-			return nil, fmt.Errorf("describe %s: primary key column %s is not a published column", t, k)
+			return nil, fmt.Errorf("%w: publication %q leaves primary key column %s of %s out of its column list, and a backfill reads rows in primary key order; add the column to the publication (ALTER PUBLICATION ... SET TABLE %s (...))",
+				ErrInvalid, publication, quoteIdent(k), t, t.Quoted())
 		}
 		tb.pk = append(tb.pk, i)
 	}

@@ -26,7 +26,7 @@ or failed or cancelled (exit 1), showing its progress.`,
 	path := configFlag(cmd)
 	sink := cmd.Flags().String("sink", "", "the sink's name")
 	tables := cmd.Flags().StringArray("table", nil, "a table to backfill, schema.name (repeatable; default: every table of the sink)")
-	where := cmd.Flags().String("where", "", "an SQL condition the rows must meet, such as \"created_at > now() - interval '30 days'\"")
+	where := cmd.Flags().String("where", "", "one boolean SQL expression over the table's columns that the rows must meet, such as \"created_at > now() - interval '30 days'\"")
 	wait := cmd.Flags().Bool("wait", false, "wait until the backfill ends, showing its progress")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if *sink == "" {

@@ -517,7 +517,7 @@ func TestBackfillOnCreate(t *testing.T) {
 // name, exit 2 from the CLI and 400 (404 for an unknown sink) from the
 // API, and nothing starts.
 func TestBackfillBadInput(t *testing.T) {
-	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int);
+	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1), (2, 2), (3, 3);
 		CREATE TABLE nopk (v int); CREATE TABLE elsewhere (id int PRIMARY KEY)`,
 		"  tables: [public.t, public.nopk, public.elsewhere]\n", "    tables: [public.t, public.nopk]\n")
 	for _, tt := range []struct {
@@ -532,6 +532,10 @@ func TestBackfillBadInput(t *testing.T) {
 		{"bad where", []string{"--table", "t", "--where", "id >"}, `{"tables": ["t"], "where": "id >"}`, 400, `--where "id >" on public.t: ERROR: syntax error`},
 		{"unknown column", []string{"--table", "t", "--where", "nope = 1"}, `{"tables": ["t"], "where": "nope = 1"}`, 400, `column "nope" does not exist`},
 		{"no table", []string{"--table", "missing"}, `{"tables": ["missing"]}`, 400, "does not receive table public.missing"},
+		{"statements", []string{"--table", "t", "--where", `true); COMMIT; BEGIN READ WRITE; DELETE FROM public.t; COMMIT; SELECT 1 AS "id" WHERE (true`},
+			`{"tables": ["t"], "where": "true); COMMIT; BEGIN READ WRITE; DELETE FROM public.t; COMMIT; SELECT 1 AS \"id\" WHERE (true"}`, 400, "closes a parenthesis the expression did not open"},
+		{"keyset escape", []string{"--table", "t", "--where", "false) OR (true"}, `{"tables": ["t"], "where": "false) OR (true"}`, 400, "closes a parenthesis the expression did not open"},
+		{"not boolean", []string{"--table", "t", "--where", "v + 1"}, `{"tables": ["t"], "where": "v + 1"}`, 400, `--where "v + 1" on public.t is of type integer`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out := runWalhook(t, append([]string{"backfill", "--sink", "s", "--config", e.cfg}, tt.args...)...)
@@ -554,6 +558,10 @@ func TestBackfillBadInput(t *testing.T) {
 	}
 	if list := e.backfills(t); len(list) != 0 {
 		t.Errorf("bad input started %d backfills", len(list))
+	}
+	var n int
+	if err := e.conn.QueryRow(context.Background(), `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("t has %d rows (%v), want 3", n, err)
 	}
 }
 
@@ -674,5 +682,110 @@ func TestBackfillSurvivesPostgresRestart(t *testing.T) {
 	}
 	if len(ids) != 20000 || got.RowsDone < 20000 {
 		t.Errorf("got %d distinct reads, %d rows done; want 20000", len(ids), got.RowsDone)
+	}
+}
+
+// TestBackfillPublicationFilters: with an administrator's publication that
+// has a column list and a row filter, a backfill sends what the stream
+// would: neither password_hash nor the private rows; then the sink's
+// columns apply, as to the stream.
+func TestBackfillPublicationFilters(t *testing.T) {
+	e := startBackfillEnv(t, "bf_pub", `CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text, private bool);
+		INSERT INTO users SELECT i, 'u' || i || '@x', 'hash' || i, i % 3 = 0 FROM generate_series(1, 300) i;
+		CREATE PUBLICATION bf_pub FOR TABLE users (id, email) WHERE (NOT private)`, "  tables: [public.users]\n", "")
+	exec1(t, e.conn, `INSERT INTO users VALUES (1001, 'new@x', 'hash', false), (1002, 'hidden@x', 'hash', true)`)
+	streamed := e.rcv.WaitCount(t, 1, 30*time.Second)
+	b := e.startBackfill(t, "")
+	e.waitBackfill(t, b.ID, "done", 60*time.Second)
+	msgs := e.rcv.WaitCount(t, 201, 30*time.Second)
+	if got := string(streamed[0].Record); got != `{"id":1001,"email":"new@x"}` {
+		t.Errorf("streamed %s, want id and email", got)
+	}
+	reads := 0
+	for _, m := range msgs {
+		var rec map[string]any
+		if err := json.Unmarshal(m.Record, &rec); err != nil {
+			t.Fatalf("%s: %v", m.Raw, err)
+		}
+		if _, ok := rec["password_hash"]; ok || len(rec) != 2 {
+			t.Errorf("%s: %s, want only id and email", m.Action, m.Record)
+		}
+		if id := int(rec["id"].(float64)); id%3 == 0 || id == 1002 {
+			t.Errorf("%s of private row %d: %s", m.Action, id, m.Record)
+		}
+		if m.Action == "read" {
+			reads++
+		}
+	}
+	if reads != 201 {
+		t.Errorf("got %d reads, want 201 (200 public rows and 1001)", reads)
+	}
+
+	// The sink's columns come on top, for the stream and the backfill.
+	editConfig(t, e.cfg, "    batch_wait: 5ms\n", "    batch_wait: 5ms\n    columns: {public.users: {exclude: [email]}}\n")
+	e.d.stop(t, syscall.SIGTERM, 30*time.Second)
+	e.start(t)
+	b = e.startBackfill(t, `{"where": "id < 10"}`)
+	e.waitBackfill(t, b.ID, "done", 60*time.Second)
+	msgs = e.rcv.WaitCount(t, 202+6, 30*time.Second)
+	for _, m := range msgs[202:] {
+		if m.Action != "read" || !strings.HasPrefix(string(m.Record), `{"id":`) || strings.Contains(string(m.Record), ",") {
+			t.Errorf("with columns {exclude: [email]}: %s %s, want reads of the id alone", m.Action, m.Record)
+		}
+	}
+}
+
+// TestBackfillOnCreateSourceDown: walhook's first start finds PostgreSQL
+// down. The on_create backfill is recorded all the same, survives a
+// kill -9 while PostgreSQL is still down, and runs once PostgreSQL
+// answers: every row arrives, from one backfill.
+func TestBackfillOnCreateSourceDown(t *testing.T) {
+	srv := startServer(t, pgtest.Options{})
+	dsn := pgtest.NewDatabase(t, srv)
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT i, 0 FROM generate_series(1, 500) i`)
+	conn.Close(context.Background())
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "bf_down", "  tables: [public.t]\n", sinkConf{Name: "s", URL: rcv.URL, Extra: "    backfill: {on_create: true}\n"})
+	addr := freeAddr(t)
+	editConfig(t, cfg, `listen: ""`, fmt.Sprintf("listen: %q", addr))
+	if err := srv.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+
+	d := startWalhook(t, "run", "--config", cfg)
+	waitOutput(t, d, "cannot reach PostgreSQL", 1, 30*time.Second)
+	waitUntil(t, 30*time.Second, "the on_create backfill recorded while PostgreSQL is down", func() bool {
+		resp, err := http.Get("http://" + addr + "/api/v1/backfills")
+		if err != nil {
+			return false // not listening yet
+		}
+		resp.Body.Close()
+		list := getBackfills(t, addr)
+		return len(list) == 1 && list[0].Sink == "s" && list[0].State == "running"
+	})
+	if code, out := runWalhook(t, "status", "--config", cfg); code != 0 || !strings.Contains(out, "(its tables, once the stream runs)") {
+		t.Errorf("status while PostgreSQL is down: exit %d\n%s", code, out)
+	}
+	d.kill(t)
+
+	d = startWalhook(t, "run", "--config", cfg)
+	waitOutput(t, d, "cannot reach PostgreSQL", 1, 30*time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var list []server.Backfill
+	waitUntil(t, 60*time.Second, "the on_create backfill done", func() bool {
+		list = getBackfills(t, addr)
+		return len(list) == 1 && list[0].State == "done"
+	})
+	ids := map[string]bool{}
+	for _, m := range rcv.WaitCount(t, 500, 30*time.Second) {
+		if m.Action == "read" {
+			ids[string(m.Record)] = true
+		}
+	}
+	if len(ids) != 500 || list[0].RowsDone != 500 || len(list[0].Tables) != 1 || list[0].Tables[0].Table != "public.t" {
+		t.Errorf("got %d distinct reads; backfill %+v; want 500 rows of public.t", len(ids), list[0])
 	}
 }

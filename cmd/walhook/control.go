@@ -100,6 +100,9 @@ func printStatus(w io.Writer, st server.StatusReport) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nBACKFILL\tSINK\tTABLE\tSTATE\tROWS\tESTIMATE\tRATE")
 		for _, b := range st.Backfills {
+			if len(b.Tables) == 0 { // backfill.on_create's, before the stream runs
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\n", b.ID, b.Sink, "(its tables, once the stream runs)", b.State)
+			}
 			for _, t := range b.Tables {
 				state := b.State
 				if t.Done {

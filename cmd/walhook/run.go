@@ -251,8 +251,9 @@ func startBackfills(ctx context.Context, bf *backfill.Manager, onCreate []string
 	}
 }
 
-// startOnCreate starts the backfills of sinks' first starts. One that
-// cannot start is logged; the sink streams on without it.
+// startOnCreate starts the backfills of sinks' first starts. They need
+// only the state store, not the source (Manager.StartOnCreate); one that
+// cannot be recorded is logged and the sink streams on without it.
 func startOnCreate(ctx context.Context, bf *backfill.Manager, sinks []string, log *slog.Logger) {
 	if len(sinks) == 0 {
 		return
@@ -263,8 +264,8 @@ func startOnCreate(ctx context.Context, bf *backfill.Manager, sinks []string, lo
 		return
 	}
 	for _, name := range sinks {
-		if _, err := bf.Start(ctx, name, nil, ""); err != nil && ctx.Err() == nil {
-			log.Error("backfill.on_create: the sink's backfill did not start", "sink", name, "err", secrets.Error(err))
+		if _, err := bf.StartOnCreate(ctx, name); err != nil && ctx.Err() == nil {
+			log.Error("backfill.on_create: the sink's backfill could not be recorded", "sink", name, "err", secrets.Error(err))
 		}
 	}
 }
