@@ -190,12 +190,13 @@ func (l *Lease) do(ctx context.Context, fn func(ctx context.Context, conn *pgx.C
 // Tx runs fn in a transaction on the lock connection and commits it: a
 // commit there proves the lock was held. It is a pgstore.Writer. ctx's
 // cancellation is ignored once the transaction starts (a started write is
-// finished); the lease's validity bounds it instead.
-func (l *Lease) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// finished); the lease's validity bounds it instead, and fn's statements
+// must run under the ctx it is given, which carries that deadline.
+func (l *Lease) Tx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return l.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, conn, fn)
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return fn(ctx, tx) })
 	})
 }

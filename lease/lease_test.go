@@ -56,11 +56,11 @@ func TestOneHolder(t *testing.T) {
 		t.Fatalf("holder: got %+v, %v, %v, want pid %d on %s", h, ok, err, a.pid, a.host)
 	}
 	// Writes go through; a refused one leaves the lease as it was.
-	if err := la.Tx(ctx, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT 1"); return err }); err != nil {
+	if err := la.Tx(ctx, func(ctx context.Context, tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT 1"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	if err := la.Tx(ctx, func(pgx.Tx) error { return boom }); !errors.Is(err, boom) {
+	if err := la.Tx(ctx, func(context.Context, pgx.Tx) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
 	}
 	// Held across several checks.
@@ -69,7 +69,7 @@ func TestOneHolder(t *testing.T) {
 		t.Fatalf("lost while held: %v", err)
 	}
 	la.Release()
-	if err := la.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+	if err := la.Tx(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
 		t.Fatalf("Tx after Release: got %v, want ErrLost", err)
 	}
 	lb, err := b.Acquire(ctx)
@@ -99,7 +99,7 @@ func TestLostWhenSessionEnds(t *testing.T) {
 	if time.Since(start) > CheckInterval+time.Second {
 		t.Errorf("lost after %v, want within a check interval", time.Since(start))
 	}
-	if err := l.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+	if err := l.Tx(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
 		t.Fatalf("Tx after the loss: got %v, want ErrLost", err)
 	}
 	b := NewCandidate(dsn, "s", quiet)

@@ -62,7 +62,7 @@ func unrefuse(err error) error {
 func (s *Store) commit(ctx context.Context, ops []*op) {
 	for len(ops) > 0 {
 		failed := -1
-		err := s.write(ctx, func(tx pgx.Tx) error {
+		err := s.write(ctx, func(_ context.Context, tx pgx.Tx) error {
 			for i, o := range ops {
 				o.after = nil
 				after, err := o.fn(ctx, tx)

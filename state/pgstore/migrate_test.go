@@ -56,9 +56,9 @@ func TestWriter(t *testing.T) {
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	calls := 0
 	var s *Store
-	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(pgx.Tx) error) error {
+	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
 		calls++
-		return pgx.BeginFunc(ctx, s.pool, fn)
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -75,3 +75,4 @@ func TestWriter(t *testing.T) {
 		t.Errorf("the writer carried %d writes, want 2", calls)
 	}
 }
+
