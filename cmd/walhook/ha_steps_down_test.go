@@ -42,14 +42,14 @@ func cutActiveMidWrite(t *testing.T) (a, b *haInstance, rcv *haReceiver, proxy *
 func TestHAPartitionMidWrite(t *testing.T) {
 	a, b, rcv, proxy, w, dsn := cutActiveMidWrite(t)
 	cut := proxy.CutAt()
+	a.waitRole(t, "standby", 15*time.Second)
+	t.Logf("a is a standby again %v after the cut", time.Since(cut).Round(time.Millisecond))
 	waitUntil(t, 15*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
 	firstB, _, _ := rcv.span("b")
 	t.Logf("takeover: b's first request %v after the cut", firstB.Sub(cut).Round(time.Millisecond))
 	if firstB.Sub(cut) > 10*time.Second {
 		t.Errorf("b took over %v after the cut, want within 10s", firstB.Sub(cut))
 	}
-	a.waitRole(t, "standby", 15*time.Second)
-	t.Logf("a is a standby again %v after the cut", time.Since(cut).Round(time.Millisecond))
 	proxy.Heal()
 	// Healed, a reaches the state database again, and finds b holding the
 	// lease.
