@@ -183,3 +183,35 @@ func endLockSession(t *testing.T, dsn string) {
 		t.Fatal(err)
 	}
 }
+
+// TestValid: Valid holds while the lease does, refuses once it is released
+// and, without waiting for the lease's timer, once its validity has run out
+// by the clock (as after the process was frozen and resumed, when the
+// timer has not fired yet).
+func TestValid(t *testing.T) {
+	dsn := newDB(t)
+	l := holdLease(t, dsn)
+	if err := l.Valid(); err != nil {
+		t.Fatalf("Valid on a fresh lease: %v", err)
+	}
+	// The validity runs out now by the clock; the timer that counts the
+	// lease lost is not due yet, and no check renews it (mu is held, as by
+	// a write stuck on the lock connection).
+	l.mu.Lock()
+	l.validFor.Store(int64(time.Since(l.born)))
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err before the timer fired: %v", err)
+	}
+	if err := l.Valid(); !errors.Is(err, ErrLost) {
+		t.Errorf("Valid once the validity ran out by the clock: got %v, want ErrLost", err)
+	}
+	l.validFor.Store(int64(time.Since(l.born) + Validity))
+	l.mu.Unlock()
+	if err := l.Valid(); err != nil {
+		t.Fatalf("Valid once renewed: %v", err)
+	}
+	l.Release()
+	if err := l.Valid(); !errors.Is(err, ErrLost) {
+		t.Errorf("Valid after Release: got %v, want ErrLost", err)
+	}
+}
