@@ -155,21 +155,21 @@ func (s *Set) Persist(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	flush, ok := snap.flush, snap.ok
+	raise := snap.ok
 	for n, e := range s.sinks {
-		if c, moved := snap.moved[n]; moved && e.gen <= snap.gen {
+		if e.gen > snap.gen {
+			// Added while the cursors were written: it was not in the
+			// snapshot and its cursor is not saved, so the flush LSN
+			// waits for the next Persist.
+			raise = false
+			continue
+		}
+		if c, moved := snap.moved[n]; moved {
 			e.saved = c
 		}
-		// A sink added while the cursors were written was not in the
-		// snapshot: the flush LSN must not pass what it holds either.
-		if e.gen > snap.gen {
-			if safe := e.safe(); !ok || safe < flush {
-				flush, ok = safe, true
-			}
-		}
 	}
-	if ok && uint64(flush) > s.flush.Load() {
-		s.flush.Store(uint64(flush))
+	if raise && uint64(snap.flush) > s.flush.Load() {
+		s.flush.Store(uint64(snap.flush))
 	}
 	return nil
 }

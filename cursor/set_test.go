@@ -173,3 +173,48 @@ func TestRetireNeverStallsRunners(t *testing.T) {
 		t.Errorf("the cursor of the sink added back: got %+v, want acked 0/500 and no removal time", c)
 	}
 }
+
+// TestSetAddedDuringWrite: a sink added while the cursors are written was
+// not in the write: the flush LSN does not rise on that write, only on the
+// next one, which saves the new sink's cursor too.
+func TestSetAddedDuringWrite(t *testing.T) {
+	ctx := context.Background()
+	st := openStalled(t)
+	s, err := NewSet(ctx, st, []string{"a"}, 0x100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := s.Tracker("a")
+	p := change.Position{CommitLSN: 0x200}
+	a.Add(p, 10)
+	a.Mark(0x210)
+	a.Ack(p)
+	persisted := make(chan error, 1)
+	go func() { persisted <- s.Persist(ctx) }()
+	<-st.waiting
+	d := s.Add("d", change.Position{CommitLSN: 0x150})
+	q := change.Position{CommitLSN: 0x300}
+	d.Add(q, 10)
+	d.Mark(0x310)
+	d.Ack(q)
+	close(st.gate)
+	if err := <-persisted; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.Flush(), pglogrepl.LSN(0x100); got != want {
+		t.Errorf("flush LSN after a write that did not hold the added sink: got %s, want %s", got, want)
+	}
+	if err := s.Persist(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.Flush(), pglogrepl.LSN(0x210); got != want {
+		t.Errorf("flush LSN after the next write: got %s, want %s", got, want)
+	}
+	saved, err := st.Cursors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := saved["d"].Acked; got != q {
+		t.Errorf("the added sink's saved cursor: got %s, want %s", got, q)
+	}
+}
