@@ -20,13 +20,24 @@ import (
 // A sink's safe LSN is the highest of its tracker's (everything before it
 // delivered) and its floor (everything before it delivered or durably in
 // the sink's backlog, which the sink's runner raises as it appends).
+//
+// Runners never wait for the store: mu guards only memory and is never
+// held across store I/O. A write (Persist, Retire) takes a snapshot under
+// mu, writes it with mu released, and applies the result under mu again;
+// writes holds writes in order, one at a time, and only writers take it.
+// The flush LSN is raised only after the cursors it was derived from are
+// durable.
 type Set struct {
-	store  state.Store
-	loaded map[string]state.Cursor
+	store state.Store
 
-	mu       sync.Mutex // guards sinks and serialises Persist
+	writes sync.Mutex // serialises Persist and Retire, across their I/O
+
+	mu       sync.Mutex // guards what follows; never held across store I/O
+	loaded   map[string]state.Cursor
 	sinks    map[string]*sinkEntry
-	names    []string // in the order added
+	names    []string                 // in the order added
+	retiring map[string]chan struct{} // sinks Retire is writing for; closed when done
+	gen      uint64                   // counts the sinks added
 	flush    atomic.Uint64
 	reported pglogrepl.LSN // the flush LSN when the set was made
 }
@@ -34,7 +45,8 @@ type Set struct {
 type sinkEntry struct {
 	tracker *Tracker
 	floor   atomic.Uint64
-	saved   state.Cursor
+	saved   state.Cursor // guarded by Set.mu
+	gen     uint64       // Set.gen when added
 }
 
 // NewSet loads the saved cursors from store and starts a tracker for each
@@ -45,7 +57,7 @@ func NewSet(ctx context.Context, store state.Store, names []string, start pglogr
 	if err != nil {
 		return nil, err
 	}
-	s := &Set{store: store, loaded: loaded, sinks: map[string]*sinkEntry{}, reported: start}
+	s := &Set{store: store, loaded: loaded, sinks: map[string]*sinkEntry{}, retiring: map[string]chan struct{}{}, reported: start}
 	for _, n := range names {
 		s.add(n, loaded[n].Acked, start)
 	}
@@ -56,7 +68,8 @@ func NewSet(ctx context.Context, store state.Store, names []string, start pglogr
 func (s *Set) add(name string, acked change.Position, safe pglogrepl.LSN) *Tracker {
 	// A stored removal time makes the cursor differ from what is saved,
 	// so the next Persist writes it without one.
-	e := &sinkEntry{tracker: NewTracker(acked, safe), saved: state.Cursor{Acked: acked, Removed: s.loaded[name].Removed}}
+	s.gen++
+	e := &sinkEntry{tracker: NewTracker(acked, safe), saved: state.Cursor{Acked: acked, Removed: s.loaded[name].Removed}, gen: s.gen}
 	s.sinks[name] = e
 	s.names = append(s.names, name)
 	return e.tracker
@@ -64,14 +77,24 @@ func (s *Set) add(name string, acked change.Position, safe pglogrepl.LSN) *Track
 
 // Add starts tracking a sink added while walhook runs, from acked (the
 // current position: everything before it is the sink's past), with the
-// current flush LSN as its safe LSN. It returns the sink's tracker.
+// current flush LSN as its safe LSN. It returns the sink's tracker. It
+// waits for the store only when Retire is writing for this very sink (a
+// sink added back just as its stored cursor is retired).
 func (s *Set) Add(name string, acked change.Position) *Tracker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.sinks[name]; ok {
-		return e.tracker
+	for {
+		if e, ok := s.sinks[name]; ok {
+			return e.tracker
+		}
+		done, ok := s.retiring[name]
+		if !ok {
+			return s.add(name, acked, s.Flush())
+		}
+		s.mu.Unlock()
+		<-done
+		s.mu.Lock()
 	}
-	return s.add(name, acked, s.Flush())
 }
 
 // Remove stops tracking a sink: it no longer holds the flush LSN. Its
@@ -119,35 +142,68 @@ func (s *Set) RaiseFloor(name string, lsn pglogrepl.LSN) {
 }
 
 // Persist saves every cursor that moved, durably, and then raises the flush
-// LSN to what is now safe and on disk.
+// LSN to what is now safe and on disk. It holds no lock the runners take
+// while it writes: Add, Remove, RaiseFloor, acks and Status go on meanwhile.
 func (s *Set) Persist(ctx context.Context) error {
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	snap := s.snapshot()
+	if len(snap.moved) > 0 {
+		if err := s.store.SaveCursors(ctx, snap.moved); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	moved := map[string]state.Cursor{}
-	flush, first := pglogrepl.LSN(0), true
+	raise := snap.ok
+	for n, e := range s.sinks {
+		if e.gen > snap.gen {
+			// Added while the cursors were written: it was not in the
+			// snapshot and its cursor is not saved, so the flush LSN
+			// waits for the next Persist.
+			raise = false
+			continue
+		}
+		if c, moved := snap.moved[n]; moved {
+			e.saved = c
+		}
+	}
+	if raise && uint64(snap.flush) > s.flush.Load() {
+		s.flush.Store(uint64(snap.flush))
+	}
+	return nil
+}
+
+// persistSnapshot is what Persist writes, taken under mu.
+type persistSnapshot struct {
+	moved map[string]state.Cursor // the cursors that differ from what is saved
+	flush pglogrepl.LSN           // the lowest safe LSN of the sinks, valid if ok
+	ok    bool                    // there was a sink
+	gen   uint64                  // the newest sink's gen when taken
+}
+
+func (s *Set) snapshot() persistSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := persistSnapshot{moved: map[string]state.Cursor{}, gen: s.gen}
 	for _, n := range s.names {
 		e := s.sinks[n]
 		acked, safe, _ := e.tracker.State()
 		safe = max(safe, pglogrepl.LSN(e.floor.Load()))
 		if c := (state.Cursor{Acked: acked}); c != e.saved {
-			moved[n] = c
+			snap.moved[n] = c
 		}
-		if first || safe < flush {
-			flush, first = safe, false
-		}
-	}
-	if len(moved) > 0 {
-		if err := s.store.SaveCursors(ctx, moved); err != nil {
-			return err
-		}
-		for n, c := range moved {
-			s.sinks[n].saved = c
+		if !snap.ok || safe < snap.flush {
+			snap.flush, snap.ok = safe, true
 		}
 	}
-	if !first && uint64(flush) > s.flush.Load() {
-		s.flush.Store(uint64(flush))
-	}
-	return nil
+	return snap
+}
+
+// safe is the sink's safe LSN: the higher of its tracker's and its floor.
+func (e *sinkEntry) safe() pglogrepl.LSN {
+	_, safe, _ := e.tracker.State()
+	return max(safe, pglogrepl.LSN(e.floor.Load()))
 }
 
 // Flush is the LSN that is safe to report to PostgreSQL as flushed.
@@ -168,8 +224,8 @@ func (s *Set) Status() []Status {
 	out := make([]Status, 0, len(s.names))
 	for _, n := range s.names {
 		e := s.sinks[n]
-		acked, safe, pending := e.tracker.State()
-		out = append(out, Status{Sink: n, Acked: acked, Safe: max(safe, pglogrepl.LSN(e.floor.Load())), Pending: pending})
+		acked, _, pending := e.tracker.State()
+		out = append(out, Status{Sink: n, Acked: acked, Safe: e.safe(), Pending: pending})
 	}
 	return out
 }
@@ -191,42 +247,73 @@ type Retired struct {
 // (gone from the configuration): one without a removal time gets now as
 // its removal time; one removed at least keep before now is deleted, with
 // the sink's backlog. Dead letters stay: they are the operator's to replay
-// or drop. It returns what it changed.
+// or drop. It returns what it changed. Like Persist it writes without
+// holding mu; a sink it is writing for cannot be added back until that
+// sink's write is done (see Add).
 func (s *Set) Retire(ctx context.Context, now time.Time, keep time.Duration) ([]Retired, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.writes.Lock()
+	defer s.writes.Unlock()
 	stored, err := s.store.Cursors(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []Retired
 	for name, c := range stored {
-		if _, ok := s.sinks[name]; ok {
-			continue
-		}
-		switch {
-		case c.Removed.IsZero():
-			c.Removed = now
-			if err := s.store.SaveCursors(ctx, map[string]state.Cursor{name: c}); err != nil {
+		if c.Removed.IsZero() || now.Sub(c.Removed) >= keep {
+			r, err := s.retire(ctx, name, c, now)
+			if r != nil {
+				out = append(out, *r)
+			}
+			if err != nil {
 				return out, err
 			}
-			s.loaded[name] = c
-			out = append(out, Retired{Sink: name, Acked: c.Acked, Removed: now})
-		case now.Sub(c.Removed) >= keep:
-			b := s.store.Backlog(name)
-			n := b.Stats().Count
-			if n > 0 {
-				if err := b.Trim(ctx, change.Position{CommitLSN: ^pglogrepl.LSN(0), Idx: ^uint32(0)}); err != nil {
-					return out, err
-				}
-			}
-			if err := s.store.DeleteCursor(ctx, name); err != nil {
-				return out, err
-			}
-			delete(s.loaded, name)
-			out = append(out, Retired{Sink: name, Acked: c.Acked, Removed: c.Removed, Deleted: true, BacklogDropped: n})
 		}
 	}
 	slices.SortFunc(out, func(a, b Retired) int { return strings.Compare(a.Sink, b.Sink) })
 	return out, nil
+}
+
+// retire marks the stored cursor c of the named sink removed, or deletes it
+// and the sink's backlog when it was removed earlier, unless the sink is in
+// the set. While it writes, Add waits for this sink.
+func (s *Set) retire(ctx context.Context, name string, c state.Cursor, now time.Time) (*Retired, error) {
+	s.mu.Lock()
+	if _, ok := s.sinks[name]; ok {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	done := make(chan struct{})
+	s.retiring[name] = done
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.retiring, name)
+		s.mu.Unlock()
+		close(done)
+	}()
+
+	if c.Removed.IsZero() {
+		c.Removed = now
+		if err := s.store.SaveCursors(ctx, map[string]state.Cursor{name: c}); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.loaded[name] = c
+		s.mu.Unlock()
+		return &Retired{Sink: name, Acked: c.Acked, Removed: now}, nil
+	}
+	b := s.store.Backlog(name)
+	n := b.Stats().Count
+	if n > 0 {
+		if err := b.Trim(ctx, change.Position{CommitLSN: ^pglogrepl.LSN(0), Idx: ^uint32(0)}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.store.DeleteCursor(ctx, name); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	delete(s.loaded, name)
+	s.mu.Unlock()
+	return &Retired{Sink: name, Acked: c.Acked, Removed: c.Removed, Deleted: true, BacklogDropped: n}, nil
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,6 +60,11 @@ type Lease struct {
 	conn       *pgx.Conn
 	validUntil time.Time
 
+	// born and validFor give validUntil without mu, on the monotonic
+	// clock, for Valid: validUntil = born + validFor.
+	born     time.Time
+	validFor atomic.Int64 // nanoseconds
+
 	lost     chan struct{}
 	lostOnce sync.Once
 	lostErr  error
@@ -70,8 +76,9 @@ type Lease struct {
 }
 
 func newLease(conn *pgx.Conn, slot string, key int64, sent time.Time) *Lease {
-	l := &Lease{slot: slot, key: key, conn: conn, validUntil: sent.Add(Validity),
+	l := &Lease{slot: slot, key: key, conn: conn, validUntil: sent.Add(Validity), born: sent,
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	l.validFor.Store(int64(Validity))
 	l.expiry = time.AfterFunc(time.Until(l.validUntil), func() {
 		l.lose(fmt.Errorf("no answer from the lock connection for %v", Validity))
 	})
@@ -90,6 +97,27 @@ func (l *Lease) Err() error {
 	default:
 		return nil
 	}
+}
+
+// Valid returns nil while the lease holds: not lost, not released, and
+// its validity not run out by the clock. It differs from Err after the
+// process was frozen (SIGSTOP, a paused VM) and resumed: the validity may
+// have run out while the timer that counts the lease lost has not fired
+// yet. Delivery asks it before every attempt. It takes no lock, so a query
+// stuck on the lock connection does not hold it up.
+func (l *Lease) Valid() error {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-l.stop:
+		return fmt.Errorf("%w: released", ErrLost)
+	default:
+	}
+	if time.Since(l.born) >= time.Duration(l.validFor.Load()) {
+		return fmt.Errorf("%w: no answer from the lock connection for %v", ErrLost, Validity)
+	}
+	return nil
 }
 
 func (l *Lease) lose(err error) {
@@ -182,6 +210,7 @@ func (l *Lease) do(ctx context.Context, fn func(ctx context.Context, conn *pgx.C
 	}
 	if err == nil && l.Err() == nil {
 		l.validUntil = sent.Add(Validity)
+		l.validFor.Store(int64(l.validUntil.Sub(l.born)))
 		l.expiry.Reset(time.Until(l.validUntil))
 	}
 	return err
@@ -190,12 +219,13 @@ func (l *Lease) do(ctx context.Context, fn func(ctx context.Context, conn *pgx.C
 // Tx runs fn in a transaction on the lock connection and commits it: a
 // commit there proves the lock was held. It is a pgstore.Writer. ctx's
 // cancellation is ignored once the transaction starts (a started write is
-// finished); the lease's validity bounds it instead.
-func (l *Lease) Tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// finished); the lease's validity bounds it instead, and fn's statements
+// must run under the ctx it is given, which carries that deadline.
+func (l *Lease) Tx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return l.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, conn, fn)
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return fn(ctx, tx) })
 	})
 }

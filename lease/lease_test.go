@@ -56,11 +56,11 @@ func TestOneHolder(t *testing.T) {
 		t.Fatalf("holder: got %+v, %v, %v, want pid %d on %s", h, ok, err, a.pid, a.host)
 	}
 	// Writes go through; a refused one leaves the lease as it was.
-	if err := la.Tx(ctx, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT 1"); return err }); err != nil {
+	if err := la.Tx(ctx, func(ctx context.Context, tx pgx.Tx) error { _, err := tx.Exec(ctx, "SELECT 1"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	if err := la.Tx(ctx, func(pgx.Tx) error { return boom }); !errors.Is(err, boom) {
+	if err := la.Tx(ctx, func(context.Context, pgx.Tx) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
 	}
 	// Held across several checks.
@@ -69,7 +69,7 @@ func TestOneHolder(t *testing.T) {
 		t.Fatalf("lost while held: %v", err)
 	}
 	la.Release()
-	if err := la.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+	if err := la.Tx(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
 		t.Fatalf("Tx after Release: got %v, want ErrLost", err)
 	}
 	lb, err := b.Acquire(ctx)
@@ -99,7 +99,7 @@ func TestLostWhenSessionEnds(t *testing.T) {
 	if time.Since(start) > CheckInterval+time.Second {
 		t.Errorf("lost after %v, want within a check interval", time.Since(start))
 	}
-	if err := l.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
+	if err := l.Tx(ctx, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, ErrLost) {
 		t.Fatalf("Tx after the loss: got %v, want ErrLost", err)
 	}
 	b := NewCandidate(dsn, "s", quiet)
@@ -181,5 +181,37 @@ func endLockSession(t *testing.T, dsn string) {
 	defer admin.Close(ctx)
 	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(backend_pid) FROM walhook.leaders WHERE slot = 's'`); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestValid: Valid holds while the lease does, refuses once it is released
+// and, without waiting for the lease's timer, once its validity has run out
+// by the clock (as after the process was frozen and resumed, when the
+// timer has not fired yet).
+func TestValid(t *testing.T) {
+	dsn := newDB(t)
+	l := holdLease(t, dsn)
+	if err := l.Valid(); err != nil {
+		t.Fatalf("Valid on a fresh lease: %v", err)
+	}
+	// The validity runs out now by the clock; the timer that counts the
+	// lease lost is not due yet, and no check renews it (mu is held, as by
+	// a write stuck on the lock connection).
+	l.mu.Lock()
+	l.validFor.Store(int64(time.Since(l.born)))
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err before the timer fired: %v", err)
+	}
+	if err := l.Valid(); !errors.Is(err, ErrLost) {
+		t.Errorf("Valid once the validity ran out by the clock: got %v, want ErrLost", err)
+	}
+	l.validFor.Store(int64(time.Since(l.born) + Validity))
+	l.mu.Unlock()
+	if err := l.Valid(); err != nil {
+		t.Fatalf("Valid once renewed: %v", err)
+	}
+	l.Release()
+	if err := l.Valid(); !errors.Is(err, ErrLost) {
+		t.Errorf("Valid after Release: got %v, want ErrLost", err)
 	}
 }

@@ -183,7 +183,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 
 	var firstAttempt time.Time
 	for attempt := 1; ; attempt++ {
-		if !p.waitResumed(ctx) {
+		if !p.waitResumed(ctx) || !l.waitAllowed(ctx) {
 			return false
 		}
 		l.b.Attempt = attempt
@@ -253,6 +253,28 @@ func (l *lane) deliver(ctx context.Context) bool {
 		}
 		p.log.LogAttrs(ctx, slog.LevelWarn, "delivery failed", append(attrs, slog.Duration("retry_in", next))...)
 		if !l.sleep(ctx, next) {
+			return false
+		}
+	}
+}
+
+// waitAllowed waits until Options.Allowed lets an attempt go, asking
+// every RefusedWait; it reports false if ctx ended first. A refusal is
+// logged once per wait.
+func (l *lane) waitAllowed(ctx context.Context) bool {
+	if l.p.allowed == nil {
+		return true
+	}
+	for logged := false; ; logged = true {
+		err := l.p.allowed()
+		if err == nil {
+			return true
+		}
+		if !logged {
+			l.p.log.LogAttrs(ctx, slog.LevelWarn, "delivery held: this instance may not send now",
+				slog.Int("lane", l.id), slog.String("batch_id", l.b.ID), slog.String("err", err.Error()))
+		}
+		if !l.sleep(ctx, RefusedWait) {
 			return false
 		}
 	}

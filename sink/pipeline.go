@@ -84,7 +84,18 @@ type Options struct {
 	// what max_lag in bytes measures a batch against. Nil, max_lag in
 	// bytes does not act.
 	WALEnd func() pglogrepl.LSN
+	// Allowed, when set, is asked before every attempt. An error refuses
+	// the attempt: nothing is sent, the attempt is not counted (it is no
+	// failed attempt), and the lane asks again every RefusedWait until it
+	// is allowed or the pipeline stops. walhook's active/passive member
+	// asks its lease, so that an instance frozen past the lease's validity
+	// and resumed sends nothing.
+	Allowed func() error
 }
+
+// RefusedWait is how long a lane waits after Options.Allowed refused an
+// attempt before it asks again.
+const RefusedWait = 100 * time.Millisecond
 
 // ErrDraining is returned by Submit once Drain has begun.
 var ErrDraining = errors.New("sink is draining")
@@ -109,6 +120,7 @@ type Pipeline struct {
 	ack        func([]change.Position)
 	deadLetter func(context.Context, DeadLetter) error
 	walEnd     func() pglogrepl.LSN // nil: max_lag in bytes does not act
+	allowed    func() error         // nil: every attempt may go
 	lanes      []*lane
 
 	running  atomic.Bool
@@ -155,6 +167,7 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		ack:        opts.Ack,
 		deadLetter: opts.DeadLetter,
 		walEnd:     opts.WALEnd,
+		allowed:    opts.Allowed,
 		stopped:    make(chan struct{}),
 		draining:   make(chan struct{}),
 		idle:       make(chan struct{}, 1),

@@ -57,6 +57,14 @@ func runHA(ctx context.Context, cfg *config.Config, path string, shutdown time.D
 				log.Error("the lease is lost: delivery stopped; back to standby", "err", lost)
 			case isFatal(err):
 				return err
+			case errors.Is(err, errSourceLost):
+				log.Error("the lease is released and this instance is a standby again; it competes again after a pause, so that a member that can reach the source takes over",
+					"err", err, "pause", sourceLossHoldBack)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(sourceLossHoldBack):
+				}
 			default:
 				log.Error("the relay stopped; the lease is released and this instance is a standby again", "err", secrets.Error(err))
 				select {
@@ -145,14 +153,21 @@ func isFatal(err error) bool {
 
 // runActive relays while l holds: every state write goes through the
 // lease's lock connection, and the lease's loss stops the relay hard at
-// once (relay.Kill: nothing more is delivered or written).
+// once (relay.Kill: nothing more is delivered or written). A source that
+// cannot be streamed for source.receive_timeout ends the term gracefully,
+// with errSourceLost (sourceloss.go).
 func runActive(ctx context.Context, cfg *config.Config, path string, shutdown time.Duration, l *lease.Lease, group *groupAdmin, log *slog.Logger) error {
+	ctx, endTerm := context.WithCancelCause(ctx)
+	defer endTerm(nil)
 	store, err := pgstore.Open(ctx, cfg.State.URL, cfg.Source.Slot, pgstore.Options{Writer: l.Tx})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rr, err := buildRelay(cfg, store, shutdown, log)
+	// Every delivery attempt first asks whether the lease still holds by
+	// the clock: a process frozen past its validity and resumed sends
+	// nothing, even before the lease's timer has counted it lost.
+	rr, err := buildRelay(cfg, store, shutdown, l.Valid, log)
 	if err != nil {
 		return err
 	}
@@ -171,6 +186,7 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 	group.setActive(&admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: backfills}, time.Now())
 	defer group.setActive(nil, time.Time{})
 
+	go watchSource(ctx, rr.src, cfg.Source.ReceiveTimeout, endTerm, log)
 	ran := make(chan struct{})
 	defer close(ran)
 	go func() {
@@ -181,6 +197,9 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 		}
 	}()
 	err = rr.relay.Run(ctx)
+	if cause := context.Cause(ctx); err == nil && errors.Is(cause, errSourceLost) {
+		return cause
+	}
 	if errors.Is(err, replication.ErrSlotLost) {
 		return fmt.Errorf("%w (the state is in schema walhook of state.url, slot %s)", err, cfg.Source.Slot)
 	}

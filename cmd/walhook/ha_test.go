@@ -5,6 +5,7 @@ package main
 // tells the instances apart by a header each sets.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -285,15 +286,24 @@ func waitHAIDs(t *testing.T, rcv *haReceiver, ids []int) *idTally {
 // partition is a TCP proxy on loopback in front of the state database
 // that, once cut, reads and drops every byte both ways on the connections
 // it carries and on every new one, closing none: the far end of a network
-// partition, where nobody hears a reset or a FIN.
+// partition, where nobody hears a reset or a FIN. Heal ends the partition
+// for new connections; those it cut stay silent, as behind a router that
+// lost their state.
 type partition struct {
 	ln     net.Listener
 	target string
 
 	mu    sync.Mutex
 	cut   bool
+	cutAt time.Time // when the last cut began
+	cuts  int       // how many cuts began: a connection older than one is dead
+	armed bool      // cut at the first statement inside a transaction
 	conns []net.Conn
 }
+
+// beginQuery is a simple-protocol BEGIN as pgx sends it ('Q', length,
+// "begin", NUL).
+var beginQuery = []byte("Q\x00\x00\x00\x0abegin\x00")
 
 func startPartition(t *testing.T, target string) *partition {
 	t.Helper()
@@ -315,17 +325,19 @@ func (p *partition) accept() {
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, c)
-		cut := p.cut
+		cut, cuts := p.cut, p.cuts
 		p.mu.Unlock()
 		if cut {
 			go io.Copy(io.Discard, c)
 			continue
 		}
-		go p.carry(c)
+		go p.carry(c, cuts)
 	}
 }
 
-func (p *partition) carry(client net.Conn) {
+// carry connects client to the server; born is how many cuts began
+// before the client connected.
+func (p *partition) carry(client net.Conn, born int) {
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		client.Close()
@@ -334,24 +346,31 @@ func (p *partition) carry(client net.Conn) {
 	p.mu.Lock()
 	p.conns = append(p.conns, server)
 	p.mu.Unlock()
-	go p.pipe(server, client)
-	go p.pipe(client, server)
+	go p.pipe(server, client, born, true)
+	go p.pipe(client, server, born, false)
 }
 
-// pipe copies src to dst until the partition is cut, then drops what src
-// sends.
-func (p *partition) pipe(dst, src net.Conn) {
+// pipe copies src to dst until a cut begins, then drops what src sends,
+// for good. fromClient: src is the client.
+func (p *partition) pipe(dst, src net.Conn, born int, fromClient bool) {
 	buf := make([]byte, 32<<10)
+	inTx := false // the client's last packet was a BEGIN
 	for {
 		n, err := src.Read(buf)
 		if err != nil {
 			return
 		}
 		p.mu.Lock()
-		cut := p.cut
+		if fromClient && inTx && p.armed && !p.cut {
+			p.cutLocked()
+		}
+		dead := p.cuts > born
 		p.mu.Unlock()
-		if cut {
+		if dead {
 			continue
+		}
+		if fromClient {
+			inTx = bytes.HasSuffix(buf[:n], beginQuery)
 		}
 		if _, err := dst.Write(buf[:n]); err != nil {
 			return
@@ -361,7 +380,36 @@ func (p *partition) pipe(dst, src net.Conn) {
 
 func (p *partition) Cut() {
 	p.mu.Lock()
-	p.cut = true
+	p.cutLocked()
+	p.mu.Unlock()
+}
+
+func (p *partition) cutLocked() {
+	p.cut, p.armed, p.cutAt = true, false, time.Now()
+	p.cuts++
+}
+
+// CutInTransaction cuts the partition the moment a client sends the first
+// statement of a transaction, after the server answered its BEGIN: that
+// statement is never answered, and the server sees the session idle in a
+// transaction.
+func (p *partition) CutInTransaction() {
+	p.mu.Lock()
+	p.armed = true
+	p.mu.Unlock()
+}
+
+// CutAt is when the partition was last cut, zero if never.
+func (p *partition) CutAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cutAt
+}
+
+// Heal lets new connections through again.
+func (p *partition) Heal() {
+	p.mu.Lock()
+	p.cut = false
 	p.mu.Unlock()
 }
 

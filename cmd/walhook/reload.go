@@ -30,11 +30,12 @@ import (
 // fields, and so does a file that does not validate: the old configuration
 // keeps running.
 type reloader struct {
-	path   string
-	r      *relay.Relay
-	walEnd func() pglogrepl.LSN // see buildSink
-	store  state.Store
-	log    *slog.Logger
+	path    string
+	r       *relay.Relay
+	walEnd  func() pglogrepl.LSN // see buildSink
+	allowed func() error         // see buildSink
+	store   state.Store
+	log     *slog.Logger
 
 	mu    sync.Mutex
 	cur   *config.Config
@@ -53,7 +54,7 @@ type reloader struct {
 // watchReloads starts reloading on SIGHUP; stop ends it and closes the
 // destinations it built.
 func watchReloads(ctx context.Context, path string, cfg *config.Config, rr *relayRun, store state.Store, log *slog.Logger) *reloader {
-	rl := &reloader{path: path, r: rr.relay, walEnd: rr.walEnd, store: store, log: log, cur: cfg, dests: map[string]destination{}, pipes: map[string]*sink.Pipeline{},
+	rl := &reloader{path: path, r: rr.relay, walEnd: rr.walEnd, allowed: rr.allowed, store: store, log: log, cur: cfg, dests: map[string]destination{}, pipes: map[string]*sink.Pipeline{},
 		sig: make(chan os.Signal, 1), done: make(chan struct{})}
 	for name, s := range rr.sinks {
 		rl.dests[name], rl.pipes[name] = s.dest, s.pipe
@@ -198,7 +199,7 @@ func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 	}
 	for _, c := range added {
 		c.dest.Close() // buildSink makes its own
-		s, dest, err := buildSink(c.sc, exprs[c.sc.Name], rl.r, rl.walEnd, rl.store, rl.log)
+		s, dest, err := buildSink(c.sc, exprs[c.sc.Name], rl.r, rl.walEnd, rl.allowed, rl.store, rl.log)
 		if err != nil {
 			rl.log.Error("sink not added", "sink", c.sc.Name, "err", secrets.Error(err))
 			continue

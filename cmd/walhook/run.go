@@ -46,7 +46,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		defer store.Close()
-		rr, err := buildRelay(cfg, store, *shutdown, log)
+		rr, err := buildRelay(cfg, store, *shutdown, nil, log)
 		if err != nil {
 			return err
 		}
@@ -75,15 +75,17 @@ func newRunCmd() *cobra.Command {
 // relayRun is a relay built from the configuration, with its source and
 // sinks.
 type relayRun struct {
-	relay  *relay.Relay
-	src    *replication.Source
-	sinks  map[string]liveSink
-	walEnd func() pglogrepl.LSN // the server's WAL end as the source last saw it
+	relay   *relay.Relay
+	src     *replication.Source
+	sinks   map[string]liveSink
+	walEnd  func() pglogrepl.LSN // the server's WAL end as the source last saw it
+	allowed func() error         // asked before every delivery attempt; nil: always
 }
 
 // buildRelay builds the source, the relay and every configured sink, with
-// store as their state.
-func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, log *slog.Logger) (*relayRun, error) {
+// store as their state. allowed, when not nil, is asked before every
+// delivery attempt of every sink: an active/passive member's lease.
+func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, allowed func() error, log *slog.Logger) (*relayRun, error) {
 	src := replication.NewSource(cfg.Source, log)
 	src.Preflight = func(ctx context.Context) error { return checkGroupBy(ctx, cfg) }
 	// What waits between the stream and the sinks is bounded in bytes
@@ -108,7 +110,7 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 	}
 	built := map[string]liveSink{}
 	for _, sc := range cfg.Sinks {
-		s, dest, err := buildSink(sc, exprs[sc.Name], r, walEnd, store, log)
+		s, dest, err := buildSink(sc, exprs[sc.Name], r, walEnd, allowed, store, log)
 		if err != nil {
 			for _, b := range built {
 				b.dest.Close()
@@ -118,7 +120,7 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, l
 		built[sc.Name] = liveSink{pipe: s.Delivery.(*sink.Pipeline), dest: dest}
 		r.Add(s)
 	}
-	return &relayRun{relay: r, src: src, sinks: built, walEnd: walEnd}, nil
+	return &relayRun{relay: r, src: src, sinks: built, walEnd: walEnd, allowed: allowed}, nil
 }
 
 // checkGroupBy refuses, as a configuration error, a group_by that the

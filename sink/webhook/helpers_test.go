@@ -203,6 +203,7 @@ type testOpts struct {
 	DeadLetter func(context.Context, sink.DeadLetter) error
 	Logger     *slog.Logger
 	WALEnd     func() pglogrepl.LSN
+	Allowed    func() error
 }
 
 // testSink is a pipeline with a webhook destination, fed as the relay
@@ -234,7 +235,7 @@ func newTestSink(t *testing.T, cfg config.Sink, opts testOpts) *testSink {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	p, err := sink.New(cfg, dest, sink.Options{Logger: opts.Logger, Ack: opts.Ack, DeadLetter: opts.DeadLetter, WALEnd: opts.WALEnd})
+	p, err := sink.New(cfg, dest, sink.Options{Logger: opts.Logger, Ack: opts.Ack, DeadLetter: opts.DeadLetter, WALEnd: opts.WALEnd, Allowed: opts.Allowed})
 	if err != nil {
 		t.Fatalf("sink.New: %v", err)
 	}

@@ -58,11 +58,13 @@ func unrefuse(err error) error {
 
 // commit runs the ops in one transaction through the store's writer, with
 // the leading writer's context (its values; update has taken away its
-// cancellation).
+// cancellation). Every statement runs under the context the writer hands
+// on, which carries the writer's deadline: a server that stops answering
+// (a partition) fails the write when the deadline passes, never later.
 func (s *Store) commit(ctx context.Context, ops []*op) {
 	for len(ops) > 0 {
 		failed := -1
-		err := s.write(ctx, func(tx pgx.Tx) error {
+		err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			for i, o := range ops {
 				o.after = nil
 				after, err := o.fn(ctx, tx)

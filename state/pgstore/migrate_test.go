@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/change"
@@ -56,9 +57,9 @@ func TestWriter(t *testing.T) {
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	calls := 0
 	var s *Store
-	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(pgx.Tx) error) error {
+	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
 		calls++
-		return pgx.BeginFunc(ctx, s.pool, fn)
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -73,5 +74,54 @@ func TestWriter(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Errorf("the writer carried %d writes, want 2", calls)
+	}
+}
+
+// TestWriterDeadline: every statement of a write runs under the writer's
+// context, so the writer's deadline (the lease's validity) ends a statement
+// the server does not answer, not only BEGIN and COMMIT. Here the statement
+// waits for a lock another session holds.
+func TestWriterDeadline(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	const deadline = 500 * time.Millisecond
+	var s *Store
+	s, err := Open(ctx, dsn, "s", Options{Writer: func(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
+		ctx, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	locker, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE walhook.cursors IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- s.SaveCursors(ctx, map[string]state.Cursor{"k": {}}) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("SaveCursors succeeded while another session locked the table")
+		}
+		if took := time.Since(start); took > 5*deadline {
+			t.Errorf("SaveCursors failed after %v, want about the writer's deadline of %v", took, deadline)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("SaveCursors still waits 10s after it started: its statement does not carry the writer's deadline of %v", deadline)
 	}
 }

@@ -35,7 +35,9 @@ import (
 
 // Writer runs fn in one transaction on the connection the store's writes
 // must use and commits it; an error from fn rolls it back and is returned.
-type Writer func(ctx context.Context, fn func(tx pgx.Tx) error) error
+// fn gets the context its statements must run under: the writer's, with
+// the writer's deadline (a lease's validity), not the caller's.
+type Writer func(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error
 
 // Options configure a store.
 type Options struct {
@@ -107,10 +109,10 @@ func Open(ctx context.Context, url, slot string, opts Options) (*Store, error) {
 }
 
 // poolWriter is the Writer of a store without one.
-func (s *Store) poolWriter(ctx context.Context, fn func(tx pgx.Tx) error) error {
+func (s *Store) poolWriter(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
 }
 
 // load reads what is kept in memory: every backlog's stats and every
