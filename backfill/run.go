@@ -122,7 +122,7 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
 			return e.settle(ctx, maxPending)
 		}
-		w.SetRows(c.msgs)
+		w.SetRows(c.msgs, c.snap)
 		if err := e.mark(ctx, id, true); err != nil {
 			e.m.stream.Forget(id)
 			return err
