@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,32 +30,74 @@ var ghostConf = []string{"synchronous_standby_names = 'ghost'", "synchronous_com
 // and waits for it to return.
 func waitingCommit(t *testing.T, dsn, sql string) (release func()) {
 	t.Helper()
-	conn := connect(t, dsn)
-	admin := connect(t, dsn)
-	var pid int
-	if err := conn.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+	rel, err := holdCommit(dsn, sql)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exec1(t, conn, `SET synchronous_commit = on`)
+	return func() {
+		if err := rel(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// holdCommit is waitingCommit for any goroutine: it returns errors.
+func holdCommit(dsn, sql string) (release func() error, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	closeAll := func() { conn.Close(context.Background()); admin.Close(context.Background()) }
+	var pid int
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		closeAll()
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `SET synchronous_commit = on`); err != nil {
+		closeAll()
+		return nil, err
+	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := conn.Exec(context.Background(), sql)
 		done <- err
 	}()
-	waitUntil(t, 10*time.Second, "the commit waits for the standby", func() bool {
-		var n int
-		_ = admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, pid).Scan(&n)
-		return n == 1
-	})
-	return func() {
-		exec1(t, admin, `SELECT pg_cancel_backend($1)`, pid)
+	release = func() error {
+		defer closeAll()
+		if _, err := admin.Exec(context.Background(), `SELECT pg_cancel_backend($1)`, pid); err != nil {
+			return err
+		}
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Fatalf("the waiting commit: %v", err)
+				return fmt.Errorf("the waiting commit %q: %w", sql, err)
 			}
+			return nil
 		case <-time.After(10 * time.Second):
-			t.Fatal("the waiting commit did not return after its cancel")
+			return fmt.Errorf("the waiting commit %q did not return after its cancel", sql)
+		}
+	}
+	for {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, pid).Scan(&n); err != nil {
+			_ = release()
+			return nil, fmt.Errorf("wait for the commit to wait for the standby: %w", err)
+		}
+		if n == 1 {
+			return release, nil
+		}
+		select {
+		case err := <-done:
+			closeAll()
+			return nil, fmt.Errorf("%q did not wait for the standby (%v)", sql, err)
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -216,4 +260,196 @@ func waitReplay(t *testing.T, rcv *webhooktest.Receiver, what string, want map[i
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestBackfillExactPerSink is the acceptance case of the backfill's
+// rules: four sinks backfill one table at once while a writer updates
+// (most updates leave the TOASTed column alone, so they carry only
+// unchanged_toast_columns), deletes and inserts again rows of every chunk,
+// and some of its commits wait for a synchronous standby (in the stream,
+// not yet visible) until cancelled. Replaying each sink's messages per
+// row in position order gives exactly what the sink should have:
+//   - all (no filter): the table;
+//   - even (CEL on the record): the table's rows with an even id;
+//   - noupd (actions without update) and odd_noupd (CEL rejecting
+//     updates, odd ids): the table's rows (odd ones for odd_noupd) by key;
+//     their values are the read's or the last insert's, which the table
+//     no longer shows after an update.
+func TestBackfillExactPerSink(t *testing.T) {
+	const rows = 1500
+	srv := startServer(t, pgtest.Options{ExtraConf: ghostConf})
+	dsn := pgtest.NewDatabase(t, srv)
+	conn := connect(t, dsn)
+	// big: 100 MD5s in a row, 3,200 hex digits that pglz cannot shrink,
+	// so the value is TOASTed out of line.
+	exec1(t, conn, fmt.Sprintf(`CREATE TABLE t (id int PRIMARY KEY, v int, big text);
+		CREATE FUNCTION big(seed text) RETURNS text LANGUAGE sql AS
+			$$ SELECT string_agg(md5(seed || j), '') FROM generate_series(1, 100) j $$;
+		INSERT INTO t SELECT i, 0, big(i::text) FROM generate_series(1, %d) i; ANALYZE t`, rows))
+	sinks := []struct{ name, extra string }{
+		{"all", ""},
+		{"even", "    filter: 'record.id % 2 == 0'\n"},
+		{"noupd", "    actions: [insert, delete, read]\n"},
+		{"odd_noupd", "    filter: 'action != \"update\" && record.id % 2 == 1'\n"},
+	}
+	rcvs := map[string]*webhooktest.Receiver{}
+	var confs []sinkConf
+	for _, s := range sinks {
+		rcvs[s.name] = webhooktest.New(t, "")
+		confs = append(confs, sinkConf{Name: s.name, URL: rcvs[s.name].URL, Extra: s.extra})
+	}
+	cfg := writeConfig(t, t.TempDir(), dsn, "bf_exact", "  tables: [public.t]\n", confs...)
+	addr := freeAddr(t)
+	editConfig(t, cfg, `listen: ""`, fmt.Sprintf("listen: %q", addr))
+	e := &backfillEnv{dsn: dsn, cfg: cfg, addr: addr, slot: "bf_exact", conn: conn}
+	e.start(t)
+
+	// The writer: updates of v alone (unchanged TOAST), updates of big,
+	// deletes and inserts again of deleted ids; each commit local. Most go
+	// to the rows after the last one sink all got as a read: the chunk
+	// being read, or the next.
+	hot := followReads(t, rcvs["all"], rows)
+	deleted := map[int]bool{}
+	w := startWriting(t, dsn, 0, func(c *pgx.Conn, rnd *rand.Rand) (int, error) {
+		id := hot.id(rnd)
+		ctx := context.Background()
+		var err error
+		switch op := rnd.IntN(10); {
+		case deleted[id]:
+			_, err = c.Exec(ctx, `INSERT INTO t VALUES ($1, 100, big($2))`, id, fmt.Sprint(rnd.Int()))
+			delete(deleted, id)
+		case op < 6:
+			_, err = c.Exec(ctx, `UPDATE t SET v = v + 1 WHERE id = $1`, id)
+		case op < 8:
+			_, err = c.Exec(ctx, `UPDATE t SET big = big($2) WHERE id = $1`, id, fmt.Sprint(rnd.Int()))
+		default:
+			_, err = c.Exec(ctx, `DELETE FROM t WHERE id = $1`, id)
+			deleted[id] = true
+		}
+		return id, err
+	})
+	// The delayer: now and then an update of v, in the rows being read,
+	// whose commit waits for the ghost standby for 50 ms: in the stream,
+	// not yet visible.
+	stopDelay := make(chan struct{})
+	delayDone := make(chan struct{})
+	var delayErr error
+	go func() {
+		defer close(delayDone)
+		rnd := rand.New(rand.NewPCG(3, 4))
+		for {
+			select {
+			case <-stopDelay:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			release, err := holdCommit(dsn, fmt.Sprintf(`UPDATE t SET v = v + 1000 WHERE id = %d`, hot.id(rnd)))
+			if err == nil {
+				time.Sleep(50 * time.Millisecond)
+				err = release()
+			}
+			if err != nil {
+				delayErr = err
+				return
+			}
+		}
+	}()
+
+	start := time.Now()
+	ids := map[string]string{}
+	for _, s := range sinks {
+		code, out := adminDo(t, addr, "POST", "/api/v1/sinks/"+s.name+"/backfills", "")
+		var b struct{ ID string }
+		if code != 202 || json.Unmarshal(out, &b) != nil {
+			t.Fatalf("POST backfill of %s: %d %s", s.name, code, out)
+		}
+		ids[s.name] = b.ID
+	}
+	for _, s := range sinks {
+		e.waitBackfill(t, ids[s.name], "done", 60*time.Second)
+	}
+	took := time.Since(start)
+	close(stopDelay)
+	<-delayDone
+	w.Stop()
+	if w.err != nil || delayErr != nil {
+		t.Fatalf("writer: %v; delayer: %v", w.err, delayErr)
+	}
+	keys := func(m map[int]map[string]any) map[int]map[string]any {
+		out := map[int]map[string]any{}
+		for id := range m {
+			out[id] = map[string]any{"id": float64(id)}
+		}
+		return out
+	}
+	waitReplay(t, rcvs["all"], "the table", tableAsJSON(t, conn, "t", ""))
+	waitReplay(t, rcvs["even"], "the even rows", tableAsJSON(t, conn, "t", "id % 2 = 0"))
+	for name, where := range map[string]string{"noupd": "", "odd_noupd": "id % 2 = 1"} {
+		want := keys(tableAsJSON(t, conn, "t", where))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			d := diffRows(keys(replayByPosition(t, rcvs[name].Messages())), want)
+			if d == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sink %s: its replay does not hold the table's rows:%s", name, d)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	merged := 0
+	for _, m := range rcvs["all"].Messages() {
+		if m.Action == "update" && len(m.Metadata.UnchangedToastColumns) > 0 {
+			merged++
+		}
+	}
+	t.Logf("%d rows, 4 sinks backfilled in %v under %d writer changes (%d updates with unchanged TOAST to sink all); %d chunks read again for a commit their snapshot missed",
+		rows, took.Round(time.Millisecond), w.ops, merged, strings.Count(e.d.out.String(), "its snapshot missed a transaction"))
+}
+
+// hotRows follows how far a backfill got: the highest id a receiver got
+// as a read.
+type hotRows struct {
+	rows int
+	at   atomic.Int64
+}
+
+// followReads follows rcv's reads until the test ends.
+func followReads(t *testing.T, rcv *webhooktest.Receiver, rows int) *hotRows {
+	h := &hotRows{rows: rows}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		seen := 0
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			ms := rcv.Messages()
+			for _, m := range ms[seen:] {
+				var r struct{ ID int64 }
+				if m.Action == "read" && json.Unmarshal(m.Record, &r) == nil && r.ID > h.at.Load() {
+					h.at.Store(r.ID)
+				}
+			}
+			seen = len(ms)
+		}
+	}()
+	return h
+}
+
+// id picks a row: three times in four among the 300 after the last read,
+// else any.
+func (h *hotRows) id(rnd *rand.Rand) int {
+	if rnd.IntN(4) > 0 {
+		if id := int(h.at.Load()) + 1 + rnd.IntN(300); id <= h.rows {
+			return id
+		}
+	}
+	return 1 + rnd.IntN(h.rows)
 }
