@@ -34,7 +34,7 @@ type Snapshot struct {
 func ParseSnapshot(s string) (Snapshot, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 {
-		return Snapshot{}, fmt.Errorf("snapshot %q: want xmin:xmax:xip,...", s)
+		return Snapshot{}, fmt.Errorf("snapshot %q: want xmin:xmax:xip (e.g. 10:14:11,13)", s)
 	}
 	xid := func(p string) (uint32, error) {
 		v, err := strconv.ParseUint(p, 10, 64)
