@@ -109,15 +109,19 @@ func (c *Commits) Add(xid uint32, lsn pglogrepl.LSN, table string) {
 
 // Hidden returns a transaction that changed the table, committed before
 // the LSN low, that the snapshot does not see; ok is false when there is
-// none. It also forgets what no later snapshot can miss: the transactions
-// below the snapshot's xmin had ended when it was taken.
+// none.
 func (c *Commits) Hidden(s Snapshot, table string, low pglogrepl.LSN) (xid uint32, ok bool) {
 	for _, e := range c.list {
 		if e.lsn < low && e.table == table && !s.Sees(e.xid) {
-			xid, ok = e.xid, true
-			break
+			return e.xid, true
 		}
 	}
-	c.list = slices.DeleteFunc(c.list, func(e commit) bool { return precedes(e.xid, s.Xmin) })
-	return xid, ok
+	return 0, false
+}
+
+// Forget drops the transactions below xmin, the xmin of a snapshot: they
+// had ended when it was taken, so every snapshot taken after it sees them.
+// The caller makes sure no snapshot taken before it is still to be checked.
+func (c *Commits) Forget(xmin uint32) {
+	c.list = slices.DeleteFunc(c.list, func(e commit) bool { return precedes(e.xid, xmin) })
 }

@@ -27,7 +27,7 @@ func TestParseSnapshot(t *testing.T) {
 // committed before its low watermark and that its snapshot does not see
 // (running, or not yet started when the snapshot was taken); not of one
 // it sees, one of another table, or one after the low watermark (that is
-// the window's). Transactions below a snapshot's xmin are forgotten.
+// the window's). Forget drops the transactions below an xmin.
 func TestCommitsHidden(t *testing.T) {
 	snap := Snapshot{Xmin: 100, Xmax: 110, Xip: []uint32{103}, Valid: true}
 	for _, tt := range []struct {
@@ -57,7 +57,7 @@ func TestCommitsHidden(t *testing.T) {
 	c.Add(99, 0x10, "public.t")
 	c.Add(103, 0x11, "public.t")
 	c.Add(103, 0x11, "public.t") // the same transaction's next change
-	c.Hidden(snap, "public.t", 0x20)
+	c.Forget(snap.Xmin)
 	if len(c.list) != 1 || c.list[0].xid != 103 {
 		t.Errorf("after a snapshot with xmin 100: got %+v, want only 103", c.list)
 	}

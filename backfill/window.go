@@ -82,6 +82,13 @@ func (w *Window) IsOpen() bool { return w.open }
 // Low is the low watermark's position: the chunk's changes come after it.
 func (w *Window) Low() change.Position { return w.low }
 
+// Snapshot is the snapshot the chunk's rows were read in.
+func (w *Window) Snapshot() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap
+}
+
 // Table is the chunk's table.
 func (w *Window) Table() (schema, table string) { return w.schema, w.table }
 

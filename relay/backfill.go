@@ -37,6 +37,45 @@ type chunks struct {
 	// commits are the transactions the stream delivered lately, to tell a
 	// chunk whose snapshot missed one; the dispatcher's own.
 	commits backfill.Commits
+	// forget is the xmin of a chunk's snapshot below which commits may
+	// forget, once every chunk in wait (registered before that chunk's
+	// high watermark, so maybe read in an older snapshot) is done with.
+	forget *forgetting
+}
+
+type forgetting struct {
+	xmin uint32
+	wait map[*expected]bool
+}
+
+// done records that chunk e needs commits no more, and forgets what the
+// last snapshot allows once no older one can be checked. Called with mu
+// held.
+func (c *chunks) done(e *expected) {
+	if c.forget != nil {
+		delete(c.forget.wait, e)
+		if len(c.forget.wait) == 0 {
+			c.commits.Forget(c.forget.xmin)
+			c.forget = nil
+		}
+	}
+	snap := e.w.Snapshot()
+	if c.forget != nil || !snap.Valid {
+		return
+	}
+	f := &forgetting{xmin: snap.Xmin, wait: map[*expected]bool{}}
+	for _, x := range c.waiting {
+		f.wait[x] = true
+	}
+	for _, x := range c.open {
+		f.wait[x] = true
+	}
+	delete(f.wait, e)
+	if len(f.wait) == 0 {
+		c.commits.Forget(f.xmin)
+		return
+	}
+	c.forget = f
 }
 
 type expected struct {
@@ -159,6 +198,9 @@ func (r *Relay) Forget(id string) {
 	if e := r.chunks.waiting[id]; e != nil {
 		e.forgotten.Store(true)
 		delete(r.chunks.waiting, id)
+		if r.chunks.forget != nil {
+			delete(r.chunks.forget.wait, e)
+		}
 	}
 	r.chunks.mu.Unlock()
 }
@@ -219,6 +261,9 @@ func (r *Relay) watermark(ctx context.Context, hw *change.Message) {
 	}
 	r.chunks.open = slices.DeleteFunc(r.chunks.open, func(x *expected) bool { return x == e })
 	reads, retry, hidden := e.w.Close(hw, &r.chunks.commits)
+	r.chunks.mu.Lock()
+	r.chunks.done(e)
+	r.chunks.mu.Unlock()
 	rn := r.dispatchRunner(e.sink)
 	if retry || rn == nil || rn != e.rn {
 		if e.rn != nil {

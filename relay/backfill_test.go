@@ -273,3 +273,45 @@ func TestBackfillUnchangedToast(t *testing.T) {
 		`read {"id":1,"n":2,"big":"toasted"}`}
 	waitFor(t, "the merged read after the updates", func() bool { return slices.Equal(records(h.sinks["a"]), want) })
 }
+
+// TestBackfillHiddenCommit: a chunk whose snapshot does not see a
+// transaction of its table that the stream delivered before its low
+// watermark is read again; one whose snapshot sees it is not. A newer
+// snapshot's xmin does not make the relay forget the transaction while a
+// chunk registered before it, maybe read in an older snapshot, is open.
+func TestBackfillHiddenCommit(t *testing.T) {
+	src := &chanSource{events: make(chan []replication.Event)}
+	h := startRelay(t, src, openStore(t, t.TempDir()+"/state"), map[string]config.Sink{"a": {}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.relay.Streaming(ctx); err != nil {
+		t.Fatal(err)
+	}
+	upd := rowMsg(change.Update, "1", pos(0x150, 0), "1", `"a"`)
+	upd.XID = 50
+	src.events <- []replication.Event{ev(upd), commit(0x151)}
+	older, newer := backfill.NewWindow("public", "t"), backfill.NewWindow("public", "t")
+	pOlder, _ := h.relay.Expect("older", "a", older)
+	pNewer, _ := h.relay.Expect("newer", "a", newer)
+	src.events <- []replication.Event{mark(0x200, "low older"), commit(0x201), mark(0x210, "low newer"), commit(0x211)}
+	row := func() []*change.Message { return []*change.Message{rowMsg(change.Read, "1", change.Position{}, "0", `"a"`)} }
+	older.SetRows(row(), backfill.Snapshot{Xmin: 40, Xmax: 60, Xip: []uint32{50}, Valid: true})
+	newer.SetRows(row(), backfill.Snapshot{Xmin: 55, Xmax: 60, Valid: true})
+	src.events <- []replication.Event{mark(0x300, "high newer"), commit(0x301), mark(0x310, "high older"), commit(0x311)}
+	if p := <-pNewer; p.Retry || p.Err != nil || p.Sent != 1 {
+		t.Errorf("the chunk that sees the update: got %+v, want its read sent", p)
+	}
+	if p := <-pOlder; !p.Retry {
+		t.Errorf("the chunk that misses the update: got %+v, want Retry", p)
+	}
+	// Both are done: a later snapshot that misses 50 is not told (50 is
+	// below the xmin of a snapshot that every later one follows).
+	w := backfill.NewWindow("public", "t")
+	pw, _ := h.relay.Expect("later", "a", w)
+	src.events <- []replication.Event{mark(0x400, "low later"), commit(0x401)}
+	w.SetRows(row(), backfill.Snapshot{Xmin: 40, Xmax: 60, Xip: []uint32{50}, Valid: true})
+	src.events <- []replication.Event{mark(0x410, "high later"), commit(0x411)}
+	if p := <-pw; p.Retry {
+		t.Errorf("after every chunk is done, 50 is forgotten: got %+v", p)
+	}
+}
