@@ -294,7 +294,9 @@ func TestBackfillHiddenCommit(t *testing.T) {
 	pOlder, _ := h.relay.Expect("older", "a", older)
 	pNewer, _ := h.relay.Expect("newer", "a", newer)
 	src.events <- []replication.Event{mark(0x200, "low older"), commit(0x201), mark(0x210, "low newer"), commit(0x211)}
-	row := func() []*change.Message { return []*change.Message{rowMsg(change.Read, "1", change.Position{}, "0", `"a"`)} }
+	row := func() []*change.Message {
+		return []*change.Message{rowMsg(change.Read, "1", change.Position{}, "0", `"a"`)}
+	}
 	older.SetRows(row(), backfill.Snapshot{Xmin: 40, Xmax: 60, Xip: []uint32{50}, Valid: true})
 	newer.SetRows(row(), backfill.Snapshot{Xmin: 55, Xmax: 60, Valid: true})
 	src.events <- []replication.Event{mark(0x300, "high newer"), commit(0x301), mark(0x310, "high older"), commit(0x311)}
