@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -30,7 +31,12 @@ var ghostConf = []string{"synchronous_standby_names = 'ghost'", "synchronous_com
 // and waits for it to return.
 func waitingCommit(t *testing.T, dsn, sql string) (release func()) {
 	t.Helper()
-	rel, err := holdCommit(dsn, sql)
+	h, err := newHolder(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.close)
+	rel, err := h.hold(sql)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,37 +47,55 @@ func waitingCommit(t *testing.T, dsn, sql string) (release func()) {
 	}
 }
 
-// holdCommit is waitingCommit for any goroutine: it returns errors.
-func holdCommit(dsn, sql string) (release func() error, err error) {
+// errNoWait: the statement changed nothing, so its commit had nothing to
+// wait for.
+var errNoWait = errors.New("did not wait for the standby")
+
+// holder runs statements whose commits wait for the ghost standby, one at
+// a time, on a session with synchronous_commit = on; admin cancels the
+// waits. It returns errors, for any goroutine.
+type holder struct {
+	conn, admin *pgx.Conn
+	pid         int
+}
+
+func newHolder(dsn string) (*holder, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
+	h := &holder{}
+	var err error
+	if h.conn, err = pgx.Connect(ctx, dsn); err != nil {
 		return nil, err
 	}
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		conn.Close(ctx)
+	if h.admin, err = pgx.Connect(ctx, dsn); err != nil {
+		h.conn.Close(ctx)
 		return nil, err
 	}
-	closeAll := func() { conn.Close(context.Background()); admin.Close(context.Background()) }
-	var pid int
-	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
-		closeAll()
+	if err := h.conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&h.pid); err != nil {
+		h.close()
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, `SET synchronous_commit = on`); err != nil {
-		closeAll()
+	if _, err := h.conn.Exec(ctx, `SET synchronous_commit = on`); err != nil {
+		h.close()
 		return nil, err
 	}
+	return h, nil
+}
+
+func (h *holder) close() {
+	h.conn.Close(context.Background())
+	h.admin.Close(context.Background())
+}
+
+// hold runs sql and returns once its commit waits for the standby.
+func (h *holder) hold(sql string) (release func() error, err error) {
 	done := make(chan error, 1)
 	go func() {
-		_, err := conn.Exec(context.Background(), sql)
+		_, err := h.conn.Exec(context.Background(), sql)
 		done <- err
 	}()
 	release = func() error {
-		defer closeAll()
-		if _, err := admin.Exec(context.Background(), `SELECT pg_cancel_backend($1)`, pid); err != nil {
+		if _, err := h.admin.Exec(context.Background(), `SELECT pg_cancel_backend($1)`, h.pid); err != nil {
 			return err
 		}
 		select {
@@ -84,9 +108,10 @@ func holdCommit(dsn, sql string) (release func() error, err error) {
 			return fmt.Errorf("the waiting commit %q did not return after its cancel", sql)
 		}
 	}
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, pid).Scan(&n); err != nil {
+		if err := h.admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, h.pid).Scan(&n); err != nil {
 			_ = release()
 			return nil, fmt.Errorf("wait for the commit to wait for the standby: %w", err)
 		}
@@ -95,9 +120,15 @@ func holdCommit(dsn, sql string) (release func() error, err error) {
 		}
 		select {
 		case err := <-done:
-			closeAll()
-			return nil, fmt.Errorf("%q did not wait for the standby (%v)", sql, err)
-		case <-time.After(5 * time.Millisecond):
+			if err != nil {
+				return nil, fmt.Errorf("%q: %w", sql, err)
+			}
+			return nil, fmt.Errorf("%q: %w", sql, errNoWait)
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = release()
+			return nil, fmt.Errorf("%q: its commit does not wait for the standby after 10 s", sql)
 		}
 	}
 }
@@ -235,7 +266,13 @@ func diffRows(got, want map[int]string) string {
 	for _, id := range slices.Sorted(maps.Keys(want)) {
 		if g, ok := got[id]; !ok || g != want[id] {
 			if n++; n <= 5 {
-				fmt.Fprintf(&b, "\n  row %d: got %.120v, want %.120v", id, g, want[id])
+				// From a little before where they differ: big values are long.
+				i := 0
+				for i < len(g) && i < len(want[id]) && g[i] == want[id][i] {
+					i++
+				}
+				i = max(0, i-20)
+				fmt.Fprintf(&b, "\n  row %d: got …%.100s, want …%.100s", id, g[min(i, len(g)):], want[id][i:])
 			}
 		}
 	}
@@ -336,36 +373,52 @@ func TestBackfillExactPerSink(t *testing.T) {
 	e := &backfillEnv{dsn: dsn, cfg: cfg, addr: addr, slot: "bf_exact", conn: conn}
 	e.start(t)
 
-	// The writer: updates of v alone (unchanged TOAST), updates of big,
-	// deletes and inserts again of deleted ids; each commit local. Most go
-	// to the rows after the last one sink all got as a read: the chunk
-	// being read, or the next.
-	hot := followReads(t, rcvs["all"], rows)
-	deleted := map[int]bool{}
-	w := startWriting(t, dsn, 0, func(c *pgx.Conn, rnd *rand.Rand) (int, error) {
-		id := hot.id(rnd)
-		ctx := context.Background()
-		var err error
-		switch op := rnd.IntN(10); {
-		case deleted[id]:
-			_, err = c.Exec(ctx, `INSERT INTO t VALUES ($1, 100, big($2))`, id, fmt.Sprint(rnd.Int()))
-			delete(deleted, id)
-		case op < 6:
-			_, err = c.Exec(ctx, `UPDATE t SET v = v + 1 WHERE id = $1`, id)
-		case op < 8:
-			_, err = c.Exec(ctx, `UPDATE t SET big = big($2) WHERE id = $1`, id, fmt.Sprint(rnd.Int()))
-		default:
-			_, err = c.Exec(ctx, `DELETE FROM t WHERE id = $1`, id)
-			deleted[id] = true
-		}
-		return id, err
-	})
+	// Two writers (even and odd ids): updates of v alone (unchanged TOAST),
+	// updates of big, deletes and inserts again of deleted ids; each
+	// commit local. Most go to the rows after the last read some sink got:
+	// the chunk being read, or the next.
+	var fronts []*hotRows
+	for _, s := range sinks {
+		fronts = append(fronts, followReads(t, rcvs[s.name], rows))
+	}
+	hot := func(rnd *rand.Rand) int { return fronts[rnd.IntN(len(fronts))].id(rnd) }
+	var writers []*writer
+	for parity := range 2 {
+		deleted := map[int]bool{}
+		writers = append(writers, startWriting(t, dsn, 0, func(c *pgx.Conn, rnd *rand.Rand) (int, error) {
+			id := hot(rnd)
+			if id%2 != parity {
+				id = id%rows + 1
+			}
+			ctx := context.Background()
+			var err error
+			switch op := rnd.IntN(10); {
+			case deleted[id]:
+				_, err = c.Exec(ctx, `INSERT INTO t VALUES ($1, 100, big($2))`, id, fmt.Sprint(rnd.Int()))
+				delete(deleted, id)
+			case op < 6:
+				_, err = c.Exec(ctx, `UPDATE t SET v = v + 1 WHERE id = $1`, id)
+			case op < 8:
+				_, err = c.Exec(ctx, `UPDATE t SET big = big($2) WHERE id = $1`, id, fmt.Sprint(rnd.Int()))
+			default:
+				_, err = c.Exec(ctx, `DELETE FROM t WHERE id = $1`, id)
+				deleted[id] = true
+			}
+			return id, err
+		}))
+	}
 	// The delayer: now and then an update of v, in the rows being read,
-	// whose commit waits for the ghost standby for 50 ms: in the stream,
+	// whose commit waits for the ghost standby for 100 ms: in the stream,
 	// not yet visible.
 	stopDelay := make(chan struct{})
 	delayDone := make(chan struct{})
 	var delayErr error
+	held := 0
+	delayer, err := newHolder(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer delayer.close()
 	go func() {
 		defer close(delayDone)
 		rnd := rand.New(rand.NewPCG(3, 4))
@@ -375,9 +428,13 @@ func TestBackfillExactPerSink(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			release, err := holdCommit(dsn, fmt.Sprintf(`UPDATE t SET v = v + 1000 WHERE id = %d`, hot.id(rnd)))
+			release, err := delayer.hold(fmt.Sprintf(`UPDATE t SET v = v + 1000 WHERE id = %d`, hot(rnd)))
+			if errors.Is(err, errNoWait) {
+				continue // the row was deleted
+			}
 			if err == nil {
-				time.Sleep(50 * time.Millisecond)
+				held++
+				time.Sleep(100 * time.Millisecond)
 				err = release()
 			}
 			if err != nil {
@@ -403,9 +460,16 @@ func TestBackfillExactPerSink(t *testing.T) {
 	took := time.Since(start)
 	close(stopDelay)
 	<-delayDone
-	w.Stop()
-	if w.err != nil || delayErr != nil {
-		t.Fatalf("writer: %v; delayer: %v", w.err, delayErr)
+	ops := 0
+	for _, w := range writers {
+		w.Stop()
+		if w.err != nil {
+			t.Fatalf("writer: %v", w.err)
+		}
+		ops += w.ops
+	}
+	if delayErr != nil {
+		t.Fatalf("delayer: %v", delayErr)
 	}
 	keys := func(m map[int]string) map[int]string {
 		out := map[int]string{}
@@ -437,8 +501,8 @@ func TestBackfillExactPerSink(t *testing.T) {
 			merged++
 		}
 	}
-	t.Logf("%d rows, 4 sinks backfilled in %v under %d writer changes (%d updates with unchanged TOAST to sink all); %d chunks read again for a commit their snapshot missed",
-		rows, took.Round(time.Millisecond), w.ops, merged, strings.Count(e.d.out.String(), "its snapshot missed a transaction"))
+	t.Logf("%d rows, 4 sinks backfilled in %v under %d writer changes (%d updates with unchanged TOAST to sink all) and %d commits held 100 ms; %d chunks read again for a commit their snapshot missed",
+		rows, took.Round(time.Millisecond), ops, merged, held, strings.Count(e.d.out.String(), "its snapshot missed a transaction"))
 }
 
 // hotRows follows how far a backfill got: the highest id a receiver got
