@@ -68,7 +68,9 @@ func (c *chunks) done(e *expected) {
 		f.wait[x] = true
 	}
 	for _, x := range c.open {
-		f.wait[x] = true
+		if !x.forgotten.Load() { // Forget took it out of the wait already
+			f.wait[x] = true
+		}
 	}
 	delete(f.wait, e)
 	if len(f.wait) == 0 {
