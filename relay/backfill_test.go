@@ -54,9 +54,10 @@ func keys(msgs []*change.Message) []string {
 	return out
 }
 
-// TestBackfillChunk: between its watermarks a chunk's rows whose key the
-// stream changed are left out; the others reach only the chunk's sink, at
-// the high watermark's position, in order with the stream; Delivered
+// TestBackfillChunk: a chunk's rows whose key the stream changed between
+// its watermarks, in a change its sink took, are left out; the others
+// reach only the chunk's sink, at the high watermark's position (each row
+// keeps its index), in order with the stream; Delivered
 // says when they are acknowledged; a chunk whose low watermark was not seen
 // is to be read again, and watermarks of no chunk are ignored.
 func TestBackfillChunk(t *testing.T) {
