@@ -153,11 +153,14 @@ type chunk struct {
 	key   []byte // nil when no row was read
 	bytes int
 	last  bool
+	snap  Snapshot // the query's
 }
 
 // read reads up to limit rows after key, stopping early once maxBytes of
-// records are read. The statement is one short read-only transaction on
-// its own.
+// records are read, in a short repeatable-read, read-only transaction of
+// its own that first records its snapshot (pg_current_snapshot()), so the
+// chunk knows which transactions its rows include. The transaction is
+// rolled back, never committed: a condition cannot leave anything behind.
 func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where string, key []byte, limit, maxBytes int) (chunk, error) {
 	var params [][]byte
 	if key != nil {
@@ -166,12 +169,33 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 			return chunk{}, fmt.Errorf("%s: %w", t.Name, err)
 		}
 	}
-	tx, err := beginReadOnly(ctx, conn)
+	tx, err := beginReadOnlySnapshot(ctx, conn)
 	if err != nil {
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }() // after the one below, nothing to do
-	rr := conn.PgConn().ExecParams(ctx, t.query(where, key != nil, limit), params, nil, nil, nil)
+	defer func() { _ = tx.Rollback(context.Background()) }() // after the one below, a no-op
+	var snapText string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snapText); err != nil {
+		return chunk{}, fmt.Errorf("read %s: its snapshot: %w", t.Name, err)
+	}
+	snap, err := ParseSnapshot(snapText)
+	if err != nil {
+		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
+	}
+	c, err := t.readRows(ctx, conn, backfillID, where, key != nil, params, limit, maxBytes)
+	if err != nil {
+		return chunk{}, err
+	}
+	if err := tx.Rollback(ctx); err != nil { // read-only: nothing to commit
+		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
+	}
+	c.snap = snap
+	return c, nil
+}
+
+// readRows runs the chunk's query.
+func (t *Table) readRows(ctx context.Context, conn *pgx.Conn, backfillID, where string, after bool, params [][]byte, limit, maxBytes int) (chunk, error) {
+	rr := conn.PgConn().ExecParams(ctx, t.query(where, after, limit), params, nil, nil, nil)
 	var (
 		c      chunk
 		enc    pgvalue.Encoder
@@ -223,9 +247,6 @@ func (t *Table) read(ctx context.Context, conn *pgx.Conn, backfillID, where stri
 		c.key = encodeKey(lastPK)
 	}
 	if _, err := rr.Close(); err != nil {
-		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
-	}
-	if err := tx.Rollback(ctx); err != nil { // read-only: nothing to commit (readOnly)
 		return chunk{}, fmt.Errorf("read %s: %w", t.Name, err)
 	}
 	c.last = n < limit

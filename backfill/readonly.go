@@ -29,3 +29,10 @@ func readOnly(ctx context.Context, conn *pgx.Conn, f func() error) error {
 func beginReadOnly(ctx context.Context, conn *pgx.Conn) (pgx.Tx, error) {
 	return conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 }
+
+// beginReadOnlySnapshot opens a read-only transaction on conn whose
+// statements all see one snapshot (REPEATABLE READ): a chunk's read, whose
+// snapshot is recorded first.
+func beginReadOnlySnapshot(ctx context.Context, conn *pgx.Conn) (pgx.Tx, error) {
+	return conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+}

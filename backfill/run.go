@@ -108,6 +108,7 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		}
 	}
 	limit := minRows
+	retries := 0 // in a row, of this chunk
 	for {
 		e.seq++
 		id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
@@ -132,7 +133,7 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
 			return e.settle(ctx, maxPending)
 		}
-		w.SetRows(c.msgs)
+		w.SetRows(c.msgs, c.snap)
 		if err := e.mark(ctx, id, true); err != nil {
 			e.m.stream.Forget(id)
 			return err
@@ -148,8 +149,13 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			return p.Err
 		}
 		if p.Retry {
+			retries++
+			if err := retryPause(ctx, retries); err != nil {
+				return err
+			}
 			continue // read the same chunk again, between new watermarks
 		}
+		retries = 0
 		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
 		key = c.key
 		limit = nextLimit(limit, took, len(c.msgs), c.bytes, e.m.opts)
@@ -159,6 +165,25 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		if c.last {
 			return nil
 		}
+	}
+}
+
+// retryPause waits before the n-th read in a row of one chunk: not before
+// the first retry, then 10 ms doubling up to 1 s. A chunk is void again
+// and again while a transaction it must see stays invisible (a commit
+// waiting for a synchronous standby): no need to read it in a busy loop.
+func retryPause(ctx context.Context, n int) error {
+	if n < 2 {
+		return nil
+	}
+	d := min(10*time.Millisecond<<min(n-2, 7), time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

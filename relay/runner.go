@@ -115,6 +115,10 @@ type runner struct {
 
 	stats runnerStats
 
+	// chunks are the backfill chunks between their watermarks for this
+	// sink (relay/backfill.go).
+	chunks sinkChunks
+
 	// seen is the newest change the runner took from its inbox; taken (see
 	// takenThrough) how far every message it took is in its tracker.
 	seen    change.Position
@@ -388,9 +392,13 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	if !r.spilling {
 		defer r.setTaken(r.seen)
 	}
-	if !r.dispatched.Less(m.Pos) || !r.match(m) {
+	if m.Action == change.Read {
+		m = r.settleRead(m) // nil: the sink has the row's newer state
+	}
+	if m == nil || !r.dispatched.Less(m.Pos) || !r.match(m) {
 		return
 	}
+	r.took(m)
 	group, barrier := r.Router.Route(m)
 	m = r.Columns.Apply(m)
 	r.dispatched = m.Pos
