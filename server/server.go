@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"time"
 
@@ -45,6 +46,9 @@ type Options struct {
 	Sinks       Sinks
 	DeadLetters DeadLetters
 	Backfills   Backfills
+	// SinkConfigs shows a sink's configuration on the console's sink page;
+	// nil leaves it out.
+	SinkConfigs SinkConfigs
 
 	// Metrics gathers walhook's own collectors for /metrics. The server adds
 	// the Go runtime and process collectors itself, so Metrics must not hold
@@ -64,11 +68,14 @@ type Server struct {
 	log     *slog.Logger
 	router  *chi.Mux
 	metrics http.Handler
+	// instance is this process, as the status shows it.
+	instance Instance
 }
 
 // New builds the server for cfg. It does not listen until Run or Serve.
 func New(cfg config.Server, opts Options) *Server {
-	s := &Server{cfg: cfg, opts: opts, log: opts.Log}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Log, instance: Instance{PID: os.Getpid(), Since: time.Now().UTC()}}
+	s.instance.Host, _ = os.Hostname()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
