@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,12 +71,17 @@ type Server struct {
 	metrics http.Handler
 	// instance is this process, as the status shows it.
 	instance Instance
+	// sessions and pages are the console's (console.go).
+	sessions *sessions
+	pages    map[string]*template.Template
 }
 
 // New builds the server for cfg. It does not listen until Run or Serve.
 func New(cfg config.Server, opts Options) *Server {
 	s := &Server{cfg: cfg, opts: opts, log: opts.Log, instance: Instance{PID: os.Getpid(), Since: time.Now().UTC()}}
 	s.instance.Host, _ = os.Hostname()
+	s.sessions = newSessions()
+	s.pages = consolePages()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -189,5 +195,7 @@ func (s *Server) routes() *chi.Mux {
 			r.Delete("/backfills/{id}", s.cancelBackfill)
 		})
 	})
+
+	s.consoleRoutes(r)
 	return r
 }
