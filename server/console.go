@@ -94,14 +94,17 @@ func (s *Server) consoleRoutes(r chi.Router) {
 }
 
 // consoleHeaders sets what every console answer carries: the content
-// security policy, no framing, no caching, no referrer.
+// security policy, no framing, no caching, and no referrer to other
+// sites. The policy is same-origin, not no-referrer: under no-referrer
+// Chromium sends "Origin: null" with the console's own form posts, which
+// sameOrigin must refuse.
 func (s *Server) consoleHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", consoleCSP)
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
