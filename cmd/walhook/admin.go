@@ -220,6 +220,7 @@ func (a *admin) Snapshot() server.Snapshot {
 			DurationSum:     d.DurationSum,
 			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
 			BacklogBytes:    k.BacklogBytes,
+			Paused:          d.Paused,
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)
