@@ -1,5 +1,6 @@
 // Package server is walhook's admin HTTP surface: /healthz, /readyz and
-// /metrics at the root, and the admin API under /api/v1.
+// /metrics at the root, the admin API under /api/v1, and the operator
+// console at / and under /console (console*.go).
 //
 // The server owns no state of its own. It reads and acts through the small
 // interfaces of api.go (Health, Status, Sinks, DeadLetters, Backfills), which

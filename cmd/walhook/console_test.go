@@ -115,6 +115,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, note text)`)
 	exec1(t, conn, `INSERT INTO t SELECT i, 'old' FROM generate_series(1000, 2999) i`)
+	exec1(t, conn, `ANALYZE t`) // the backfill's estimate
 
 	var failing atomic.Bool
 	failing.Store(true)
@@ -231,6 +232,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	bfState := `[data-backfill] [data-f="state"]`
 	if s := text(t, ctx, bfState); s != "running" {
 		t.Fatalf("the new backfill shows %q, want running", s)
+	}
+	if est := text(t, ctx, `[data-backfill] [data-f="rows_estimate"]`); est != "2,000" {
+		t.Errorf("the backfill's estimate: got %q, want 2,000", est)
 	}
 	screenshot(t, ctx, "8-backfill-running")
 	close(holdReads)
