@@ -240,6 +240,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	close(holdReads)
 	waitText(t, ctx, bfState, "done", 30*time.Second)
 	waitText(t, ctx, `[data-backfill] [data-f="rows_done"]`, "2,000", 5*time.Second)
+	if hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector("[data-backfill] form.cancel").hidden`)); err != nil || !hidden {
+		t.Errorf("the finished backfill's cancel button: hidden %v (%v), want hidden", hidden, err)
+	}
 	screenshot(t, ctx, "9-backfill-done")
 	do(t, ctx, "open the overview", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#sinks")))
 	screenshot(t, ctx, "10-overview")

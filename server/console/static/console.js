@@ -52,6 +52,7 @@
   }
 
   function backfill(row, b) {
+    row.querySelectorAll('form.cancel').forEach(function (f) { f.hidden = b.state !== 'running'; });
     row.querySelectorAll('[data-f]').forEach(function (el) {
       var f = el.dataset.f;
       if (f === 'progress') {
