@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -304,4 +305,28 @@ func callsOf(f *admintest.Fake, methods ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestStatusFilledInByServer: the status carries this process, the
+// heartbeat's age and the slot's lag in seconds (the oldest sink's).
+func TestStatusFilledInByServer(t *testing.T) {
+	fake := admintest.NewFake(sinks...)
+	hb := time.Now().Add(-4 * time.Second)
+	fake.Report.LastHeartbeat = &hb
+	fake.Report.Sinks[0].LagSeconds, fake.Report.Sinks[1].LagSeconds = 3, 7
+	addr := admintest.Start(t, server.New(config.Server{Listen: "127.0.0.1:0"}, fake.Options(sinks...)))
+	a := call(t, addr, "GET", "/api/v1/status", "", "")
+	var st server.StatusReport
+	if a.status != 200 || json.Unmarshal(a.body, &st) != nil {
+		t.Fatalf("status: got %d %s", a.status, a.body)
+	}
+	if st.HeartbeatAgeSeconds == nil || *st.HeartbeatAgeSeconds < 4 || *st.HeartbeatAgeSeconds > 30 {
+		t.Errorf("heartbeat_age_seconds: got %v, want about 4", st.HeartbeatAgeSeconds)
+	}
+	if st.LagSeconds != 7 {
+		t.Errorf("lag_seconds: got %v, want 7 (the largest of the sinks')", st.LagSeconds)
+	}
+	if st.Instance == nil || st.Instance.PID != os.Getpid() {
+		t.Errorf("instance: got %+v, want this process", st.Instance)
+	}
 }

@@ -175,6 +175,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	exec1(t, conn, `INSERT INTO t VALUES (2, 'fine')`)
 	waitText(t, ctx, state, "running", 20*time.Second)
 	waitText(t, ctx, `[data-sink="orders"] [data-f="dead_letters"]`, "1", 10*time.Second)
+	// What the status gained for the overview, from the real binary.
+	code, body := adminGet(t, addr, "/api/v1/status", token)
+	var st server.StatusReport
+	if code != 200 || json.Unmarshal(body, &st) != nil || len(st.Sinks) != 1 {
+		t.Fatalf("/api/v1/status: got %d %s", code, body)
+	}
+	if st.Instance == nil || st.Instance.PID != d.cmd.Process.Pid || st.HeartbeatAgeSeconds == nil || *st.HeartbeatAgeSeconds > 10 ||
+		st.Sinks[0].Type != "webhook" || st.Sinks[0].DeliveredPerSec <= 0 {
+		t.Errorf("status: got instance %+v, heartbeat age %v, sink type %q, delivered/s %v; want walhook's pid, a recent heartbeat, webhook and a rate",
+			st.Instance, st.HeartbeatAgeSeconds, st.Sinks[0].Type, st.Sinks[0].DeliveredPerSec)
+	}
 
 	// The sink's page: its configuration with secrets masked; pause and
 	// resume.
