@@ -68,7 +68,7 @@ func (s *Server) consoleRoutes(r chi.Router) {
 	static, _ := fs.Sub(consoleFiles, "console/static")
 	r.Group(func(r chi.Router) {
 		r.Use(s.consoleHeaders)
-		r.Handle("/console/static/*", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+		r.Handle("/console/static/*", staticFiles(static))
 		r.Get("/console/login", s.loginPage)
 		r.With(s.sameOrigin).Post("/console/login", s.login)
 		r.Group(func(r chi.Router) {
@@ -90,6 +90,19 @@ func (s *Server) consoleRoutes(r chi.Router) {
 			r.Post("/console/backfills", s.consoleStartBackfill)
 			r.Post("/console/backfills/{id}/cancel", s.consoleCancelBackfill)
 		})
+	})
+}
+
+// staticFiles serves the stylesheet and the script, and no directory
+// listing.
+func staticFiles(static fs.FS) http.Handler {
+	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
 	})
 }
 

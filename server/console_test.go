@@ -146,6 +146,9 @@ func TestConsolePages(t *testing.T) {
 	if css := b.do("GET", "/console/static/style.css", nil); css.status != 200 || !bytes.Contains(css.body, []byte(".state-failing")) {
 		t.Errorf("style.css: got %d", css.status)
 	}
+	if got := b.do("GET", "/console/static/", nil); got.status != 404 {
+		t.Errorf("/console/static/: got %d, want 404 (no listing)", got.status)
+	}
 	if got := b.do("GET", "/console/sinks/nope", nil); got.status != 404 || !strings.Contains(string(got.body), "the configured sinks are orders, audit.log") {
 		t.Errorf("unknown sink: got %d %s", got.status, got.body)
 	}
