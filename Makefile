@@ -1,7 +1,8 @@
 # walhook: `make demo` runs walhook against a throwaway PostgreSQL and prints
 # the deliveries; `make test` runs the whole suite; `make bench` measures
 # walhook against pg_recvlogical and prints a report. They install what they
-# need (PostgreSQL server binaries from Debian's postgresql package).
+# need (PostgreSQL server binaries from Debian's postgresql package; for the
+# console's browser tests Chromium, and promtool for the alerting rules).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint unit demo bench postgres clean
+.PHONY: all build test lint unit demo bench postgres chromium promtool clean
 
 all: build
 
@@ -25,6 +26,24 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
+# Headless Chromium drives the console in TestConsoleInBrowser (Debian's
+# chromium; chromium-driver comes along for anyone who prefers WebDriver).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; else \
+		echo "installing Chromium (Debian packages chromium, chromium-driver)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
+
+# promtool checks deploy/prometheus/alerts.yaml in TestAlertRulesPromtool
+# (Debian's prometheus package ships it).
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then :; else \
+		echo "installing promtool (Debian package prometheus)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -34,7 +53,7 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres lint
+test: postgres chromium promtool lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/

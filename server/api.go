@@ -51,6 +51,19 @@ type DeadLetters interface {
 	DropDeadLetter(ctx context.Context, sink, id string) error
 }
 
+// SinkConfigs shows a sink's configuration to the console, with every
+// secret masked: the server shows the settings as they come.
+type SinkConfigs interface {
+	SinkConfig(ctx context.Context, sink string) ([]Setting, error)
+}
+
+// Setting is one key of a sink's configuration as the console shows it,
+// such as {"retry.max_attempts", "5"}.
+type Setting struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
 // Backfills starts, lists and cancels backfills.
 type Backfills interface {
 	// StartBackfill accepts a backfill of a sink's tables (none means every
@@ -101,6 +114,9 @@ type StatusReport struct {
 	// holds the slot's lease: this one when Role is "active"; nil without
 	// a group, or when no instance holds it.
 	Active *Instance `json:"active,omitempty"`
+	// Instance is the walhook process that answered, its Since when its
+	// admin server started; the server fills it in.
+	Instance *Instance `json:"instance,omitempty"`
 
 	Version     string `json:"version,omitempty"`
 	Slot        string `json:"slot"`
@@ -114,11 +130,17 @@ type StatusReport struct {
 	ReceivedLSN string `json:"received_lsn,omitempty"`
 	// ServerWALEnd is the server's WAL end as the last heartbeat saw it;
 	// LagBytes is ServerWALEnd minus FlushLSN.
-	ServerWALEnd  string       `json:"server_wal_end,omitempty"`
-	LagBytes      int64        `json:"lag_bytes"`
-	LastHeartbeat *time.Time   `json:"last_heartbeat,omitempty"`
-	Reconnects    uint64       `json:"reconnects"`
-	Sinks         []SinkStatus `json:"sinks"`
+	ServerWALEnd  string     `json:"server_wal_end,omitempty"`
+	LagBytes      int64      `json:"lag_bytes"`
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
+	// HeartbeatAgeSeconds is how long ago LastHeartbeat was, by the
+	// server's clock; LagSeconds the largest of the sinks' LagSeconds (the
+	// age of the oldest commit some sink has not delivered). The server
+	// fills both in.
+	HeartbeatAgeSeconds *float64     `json:"heartbeat_age_seconds,omitempty"`
+	LagSeconds          float64      `json:"lag_seconds"`
+	Reconnects          uint64       `json:"reconnects"`
+	Sinks               []SinkStatus `json:"sinks"`
 	// Backfills are every backfill, running or finished, oldest first.
 	Backfills []Backfill `json:"backfills,omitempty"`
 }
@@ -133,6 +155,8 @@ type Instance struct {
 // SinkStatus is one sink in a StatusReport.
 type SinkStatus struct {
 	Name string `json:"name"`
+	// Type is the sink's destination type: webhook, nats, kafka, ...
+	Type string `json:"type,omitempty"`
 	// State is "running", "paused" (by the operator or by the destination,
 	// see PausedReason), "failing" (the last attempt failed) or
 	// "backlogged" (messages wait in the sink's backlog on disk).
@@ -148,15 +172,18 @@ type SinkStatus struct {
 	LagBytes   int64   `json:"lag_bytes"`
 	LagSeconds float64 `json:"lag_seconds"`
 
-	Queued         int64      `json:"queued"`    // taken and not yet delivered
-	InFlight       int64      `json:"in_flight"` // batches being delivered, retries included
-	Delivered      int64      `json:"delivered"`
-	FailedAttempts int64      `json:"failed_attempts"`
-	LastError      string     `json:"last_error,omitempty"`
-	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
-	DeadLetters    int64      `json:"dead_letters"`
-	BacklogCount   int64      `json:"backlog_count"`
-	BacklogBytes   int64      `json:"backlog_bytes"`
+	Queued    int64 `json:"queued"`    // taken and not yet delivered
+	InFlight  int64 `json:"in_flight"` // batches being delivered, retries included
+	Delivered int64 `json:"delivered"`
+	// DeliveredPerSec is the messages delivered per second over the last
+	// minute (or since the sink started, if that is less).
+	DeliveredPerSec float64    `json:"delivered_per_sec"`
+	FailedAttempts  int64      `json:"failed_attempts"`
+	LastError       string     `json:"last_error,omitempty"`
+	LastErrorAt     *time.Time `json:"last_error_at,omitempty"`
+	DeadLetters     int64      `json:"dead_letters"`
+	BacklogCount    int64      `json:"backlog_count"`
+	BacklogBytes    int64      `json:"backlog_bytes"`
 }
 
 // DeadLetter is a batch that failed its last attempt.

@@ -5,10 +5,13 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // requireToken lets a request through only when it carries
-// "Authorization: Bearer <server.token>"; without a token configured (only
+// "Authorization: Bearer <server.token>", or, for a GET or HEAD, the
+// cookie of a console session (which only the token opens; the console's
+// pages poll the status with it); without a token configured (only
 // allowed on loopback) every request passes. A refusal is 401 with
 // WWW-Authenticate: Bearer and a JSON error. The header and the token are
 // never logged nor echoed.
@@ -19,6 +22,12 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(s.cfg.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		given, ok := bearer(r.Header.Get("Authorization"))
+		if !ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			if _, ok := s.sessions.get(r, time.Now()); ok {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
 		if !ok {
 			s.log.Warn("admin request without a bearer token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="walhook"`)

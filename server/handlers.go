@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -28,12 +29,26 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("status: %w", err))
 		return
 	}
+	s.writeJSON(w, http.StatusOK, s.complete(report))
+}
+
+// complete fills in what the server knows of a status report: readiness,
+// this process, the heartbeat's age and the slot's lag in seconds.
+func (s *Server) complete(report StatusReport) StatusReport {
 	rd := s.readiness()
 	report.Ready, report.Reason, report.Role = rd.Ready, rd.Reason, rd.Role
 	if report.Sinks == nil {
 		report.Sinks = []SinkStatus{}
 	}
-	s.writeJSON(w, http.StatusOK, report)
+	report.Instance = &s.instance
+	if report.LastHeartbeat != nil {
+		age := max(time.Since(*report.LastHeartbeat).Seconds(), 0)
+		report.HeartbeatAgeSeconds = &age
+	}
+	for _, k := range report.Sinks {
+		report.LagSeconds = max(report.LagSeconds, k.LagSeconds)
+	}
+	return report
 }
 
 func (s *Server) pauseSink(w http.ResponseWriter, r *http.Request) {

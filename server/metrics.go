@@ -45,6 +45,8 @@ type SinkSnapshot struct {
 	LagSeconds      float64
 	DeadLetters     int
 	BacklogBytes    int64
+	// Paused: the sink is paused (by the operator, a 410, or pause_after).
+	Paused bool
 }
 
 // BackfillSnapshot is the rows a backfill sent for one table.
@@ -59,7 +61,7 @@ type Collector struct {
 
 	received, delivered, attempts, duration, replLag, sinkLag, sinkLagSec *prometheus.Desc
 	deadLetters, heartbeat, backlog, backfillRows, backfillsRunning       *prometheus.Desc
-	active                                                                *prometheus.Desc
+	active, paused                                                        *prometheus.Desc
 }
 
 // NewCollector returns the collector of walhook's metrics over src.
@@ -82,13 +84,14 @@ func NewCollector(src Snapshotter) *Collector {
 		backfillRows:     d("walhook_backfill_rows_total", "Rows a backfill sent, per sink and table.", "sink", "table"),
 		backfillsRunning: d("walhook_backfills_running", "Backfills running now."),
 		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
+		paused:           d("walhook_sink_paused", "1 while the sink is paused (by the operator, a 410 Gone, or pause_after), else 0.", "sink"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.received, c.delivered, c.attempts, c.duration, c.replLag, c.sinkLag,
-		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active} {
+		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.paused} {
 		ch <- d
 	}
 }
@@ -129,6 +132,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.sinkLagSec, prometheus.GaugeValue, k.LagSeconds, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(k.DeadLetters), k.Name)
 		ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(k.BacklogBytes), k.Name)
+		paused := 0.0
+		if k.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, k.Name)
 	}
 	for _, b := range s.Backfills {
 		ch <- prometheus.MustNewConstMetric(c.backfillRows, prometheus.CounterValue, float64(b.Rows), b.Sink, b.Table)

@@ -1,5 +1,6 @@
 // Package server is walhook's admin HTTP surface: /healthz, /readyz and
-// /metrics at the root, and the admin API under /api/v1.
+// /metrics at the root, the admin API under /api/v1, and the operator
+// console at / and under /console (console*.go).
 //
 // The server owns no state of its own. It reads and acts through the small
 // interfaces of api.go (Health, Status, Sinks, DeadLetters, Backfills), which
@@ -13,9 +14,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"time"
 
@@ -45,6 +48,9 @@ type Options struct {
 	Sinks       Sinks
 	DeadLetters DeadLetters
 	Backfills   Backfills
+	// SinkConfigs shows a sink's configuration on the console's sink page;
+	// nil leaves it out.
+	SinkConfigs SinkConfigs
 
 	// Metrics gathers walhook's own collectors for /metrics. The server adds
 	// the Go runtime and process collectors itself, so Metrics must not hold
@@ -64,11 +70,19 @@ type Server struct {
 	log     *slog.Logger
 	router  *chi.Mux
 	metrics http.Handler
+	// instance is this process, as the status shows it.
+	instance Instance
+	// sessions and pages are the console's (console.go).
+	sessions *sessions
+	pages    map[string]*template.Template
 }
 
 // New builds the server for cfg. It does not listen until Run or Serve.
 func New(cfg config.Server, opts Options) *Server {
-	s := &Server{cfg: cfg, opts: opts, log: opts.Log}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Log, instance: Instance{PID: os.Getpid(), Since: time.Now().UTC()}}
+	s.instance.Host, _ = os.Hostname()
+	s.sessions = newSessions()
+	s.pages = consolePages()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -182,5 +196,7 @@ func (s *Server) routes() *chi.Mux {
 			r.Delete("/backfills/{id}", s.cancelBackfill)
 		})
 	})
+
+	s.consoleRoutes(r)
 	return r
 }

@@ -19,13 +19,51 @@ import (
 )
 
 // admin answers the admin server from the running relay and its source:
-// it implements server.Health, server.Status, server.Sinks and
-// server.Snapshotter by reading their synchronised snapshots.
+// it implements server.Health, server.Status, server.Sinks,
+// server.SinkConfigs and server.Snapshotter by reading their synchronised
+// snapshots.
 type admin struct {
 	cfg       *config.Config
 	relay     *relay.Relay
 	src       *replication.Source
 	backfills *backfill.Manager
+	// sinks returns a sink's configuration as it runs now (reloads
+	// included).
+	sinks func(name string) (config.Sink, bool)
+	rates *deliveryRates
+}
+
+func newAdmin(cfg *config.Config, rr *relayRun, bf *backfill.Manager, sinks func(string) (config.Sink, bool)) *admin {
+	return &admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: bf, sinks: sinks, rates: newDeliveryRates()}
+}
+
+// sampleRates samples the sinks' delivered counters until ctx ends, so
+// that the status's delivered_per_sec covers the last minute.
+func (a *admin) sampleRates(ctx context.Context) {
+	t := time.NewTicker(rateSampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			names := map[string]bool{}
+			for _, s := range a.relay.Status().Sinks {
+				a.rates.observe(s.Name, now, s.Delivery.Delivered)
+				names[s.Name] = true
+			}
+			a.rates.forget(names)
+		}
+	}
+}
+
+// SinkConfig is a sink's configuration with every secret masked.
+func (a *admin) SinkConfig(_ context.Context, name string) ([]server.Setting, error) {
+	sc, ok := a.sinks(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: no sink %q runs", server.ErrNotFound, name)
+	}
+	return sinkSettings(sc, secrets), nil
 }
 
 // Ready: replicating, and no sink paused by its destination. The reason
@@ -79,17 +117,19 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 	for _, s := range st.Sinks {
 		d := s.Delivery
 		ss := server.SinkStatus{
-			Name:           s.Name,
-			State:          "running",
-			SafeLSN:        s.SafeLSN.String(),
-			Queued:         int64(d.Pending),
-			InFlight:       int64(d.InFlight),
-			Delivered:      int64(d.Delivered),
-			FailedAttempts: int64(d.FailedAttempts),
-			LastError:      secrets.String(d.LastError), // a receiver may echo a credential back
-			BacklogCount:   s.BacklogCount,
-			BacklogBytes:   s.BacklogBytes,
-			DeadLetters:    int64(a.deadLetterCount(ctx, s.Name)),
+			Name:            s.Name,
+			Type:            a.sinkType(s.Name),
+			DeliveredPerSec: a.rates.observe(s.Name, now, d.Delivered),
+			State:           "running",
+			SafeLSN:         s.SafeLSN.String(),
+			Queued:          int64(d.Pending),
+			InFlight:        int64(d.InFlight),
+			Delivered:       int64(d.Delivered),
+			FailedAttempts:  int64(d.FailedAttempts),
+			LastError:       secrets.String(d.LastError), // a receiver may echo a credential back
+			BacklogCount:    s.BacklogCount,
+			BacklogBytes:    s.BacklogBytes,
+			DeadLetters:     int64(a.deadLetterCount(ctx, s.Name)),
 		}
 		if !s.Acked.IsZero() {
 			ss.Acked = s.Acked.String()
@@ -120,6 +160,19 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 	}
 	r.Backfills = bfs
 	return r, nil
+}
+
+// sinkType is a sink's type as configured now; "" when it is not
+// configured (removed by a reload).
+func (a *admin) sinkType(name string) string {
+	sc, ok := a.sinks(name)
+	if !ok {
+		return ""
+	}
+	if sc.Type == "" {
+		return "webhook"
+	}
+	return sc.Type
 }
 
 // lag is end minus lsn in bytes, never negative.
@@ -167,6 +220,7 @@ func (a *admin) Snapshot() server.Snapshot {
 			DurationSum:     d.DurationSum,
 			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
 			BacklogBytes:    k.BacklogBytes,
+			Paused:          d.Paused,
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)

@@ -134,3 +134,10 @@ func (g *groupAdmin) CancelBackfill(ctx context.Context, id string) error {
 	}
 	return errStandby
 }
+
+func (g *groupAdmin) SinkConfig(ctx context.Context, name string) ([]server.Setting, error) {
+	if a, _ := g.current(); a != nil {
+		return a.SinkConfig(ctx, name)
+	}
+	return nil, errStandby
+}

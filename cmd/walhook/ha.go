@@ -183,7 +183,11 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 	}
 	stopBackfills := startBackfills(ctx, backfills, onCreate, log)
 	defer stopBackfills()
-	group.setActive(&admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: backfills}, time.Now())
+	a := newAdmin(cfg, rr, backfills, reloads.sink)
+	rateCtx, stopRates := context.WithCancel(ctx)
+	defer stopRates()
+	go a.sampleRates(rateCtx)
+	group.setActive(a, time.Now())
 	defer group.setActive(nil, time.Time{})
 
 	go watchSource(ctx, rr.src, cfg.Source.ReceiveTimeout, endTerm, log)

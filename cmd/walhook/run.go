@@ -50,7 +50,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		r, src := rr.relay, rr.src
+		r := rr.relay
 		reloads := watchReloads(cmd.Context(), *path, cfg, rr, store, log)
 		defer reloads.stop()
 		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
@@ -60,7 +60,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := runWithServer(cmd.Context(), cfg, r, src, backfills, onCreate, log); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, newAdmin(cfg, rr, backfills, reloads.sink), onCreate, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}
@@ -148,15 +148,17 @@ const streamBudget = 16 << 20
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
-func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
-	stopBackfills := startBackfills(ctx, bf, onCreate, log)
+func runWithServer(ctx context.Context, cfg *config.Config, a *admin, onCreate []string, log *slog.Logger) error {
+	stopBackfills := startBackfills(ctx, a.backfills, onCreate, log)
 	defer stopBackfills()
-	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf}
 	stop, err := startAdminServer(cfg, a, log)
 	if err != nil {
 		return err
 	}
-	runErr := r.Run(ctx)
+	rateCtx, stopRates := context.WithCancel(ctx)
+	defer stopRates()
+	go a.sampleRates(rateCtx)
+	runErr := a.relay.Run(ctx)
 	if err := stop(); err != nil && runErr == nil {
 		runErr = err
 	}
@@ -170,6 +172,7 @@ type adminAPI interface {
 	server.Sinks
 	server.DeadLetters
 	server.Backfills
+	server.SinkConfigs
 	server.Snapshotter
 }
 
@@ -184,7 +187,7 @@ func startAdminServer(cfg *config.Config, a adminAPI, log *slog.Logger) (stop fu
 	srv := server.New(cfg.Server, server.Options{
 		// Sinks come and go with a reload: the interfaces answer 404 for
 		// an unknown one.
-		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: a, Metrics: reg, Log: log,
+		Health: a, Status: a, Sinks: a, DeadLetters: a, Backfills: a, SinkConfigs: a, Metrics: reg, Log: log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {

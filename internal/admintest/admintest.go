@@ -51,6 +51,8 @@ type Fake struct {
 	Dead map[string][]server.DeadLetter
 	// Runs holds the backfills, oldest first.
 	Runs []server.Backfill
+	// Settings holds each sink's configuration as SinkConfig shows it.
+	Settings map[string][]server.Setting
 	// Err, when set, is what every method but Ready returns.
 	Err error
 
@@ -71,7 +73,7 @@ func NewFake(sinks ...string) *Fake {
 
 // Options are server options with f behind every interface.
 func (f *Fake) Options(sinks ...string) server.Options {
-	return server.Options{SinkNames: sinks, Health: f, Status: f, Sinks: f, DeadLetters: f, Backfills: f}
+	return server.Options{SinkNames: sinks, Health: f, Status: f, Sinks: f, DeadLetters: f, Backfills: f, SinkConfigs: f}
 }
 
 // Lock and Unlock guard the fields while the server runs.
@@ -256,4 +258,13 @@ func (f *Fake) CancelBackfill(_ context.Context, id string) error {
 	}
 	f.Runs[i].State = "cancelled"
 	return nil
+}
+
+func (f *Fake) SinkConfig(_ context.Context, sink string) ([]server.Setting, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("SinkConfig", sink); err != nil {
+		return nil, err
+	}
+	return slices.Clone(f.Settings[sink]), nil
 }
