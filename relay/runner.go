@@ -379,8 +379,10 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 		return
 	}
 	m := ev.Msg
-	if r.taker != nil && m.Action != change.Read { // backfilled rows never were in the stream's budget
-		defer r.taker.Took(m.Size())
+	if r.taker != nil && ev.Reserved > 0 {
+		// What the stream reserved, not m.Size(): source.columns may have
+		// made m smaller since. Backfilled rows reserved nothing.
+		defer r.taker.Took(ev.Reserved)
 	}
 	if r.seen.Less(m.Pos) {
 		r.seen = m.Pos
