@@ -143,12 +143,5 @@ func (r *Relay) UpdateSink(ctx context.Context, name string, f func(*Sink)) erro
 		f(&rn.Sink)
 		return nil
 	}
-	done := make(chan struct{})
-	select {
-	case rn.updates <- func(s *Sink) { f(s); close(done) }:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	<-done
-	return nil
+	return rn.do(ctx, func() { f(&rn.Sink) })
 }

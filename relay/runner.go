@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -88,15 +89,17 @@ type runner struct {
 	blocked *atomic.Int32
 	total   *atomic.Int32
 	isBlock bool
-	// updates carries live changes of the sink's settings, applied by the
-	// runner's goroutine between two batches.
-	updates chan func(*Sink)
+	// ctl carries control requests (see do), run by the runner's
+	// goroutine between two events; exited is closed when run returns.
+	ctl    chan func()
+	exited chan struct{}
 	// stopDelivery ends the delivery engine's Run (a hard stop), for a
 	// sink removed while walhook runs.
 	stopDelivery context.CancelFunc
 
-	// Backlog state, owned by the runner's goroutine.
-	spilling  bool
+	// mode is the runner's state (see runnerMode); the backlog state
+	// below, like mode, is owned by the runner's goroutine.
+	mode      runnerMode
 	buf       []state.Entry   // taken while spilling, not yet appended
 	bufBytes  int             // sizes of buf's messages
 	bufMark   pglogrepl.LSN   // the last mark after buf's entries
@@ -165,8 +168,40 @@ const (
 	spillAfter = time.Second
 )
 
+// runnerMode is what a runner does with what it takes.
+type runnerMode uint8
+
+const (
+	// modeLive: messages go straight to the delivery engine, bounded by
+	// the window.
+	modeLive runnerMode = iota
+	// modeSpilling: messages go to the backlog, and the engine is fed
+	// from the backlog in position order until it is fed to its end
+	// (then modeLive again).
+	modeSpilling
+)
+
 func newRunner(s Sink, log *slog.Logger) *runner {
-	return &runner{Sink: s, log: log, inbox: make(chan []replication.Event, inboxSize), updates: make(chan func(*Sink))}
+	return &runner{Sink: s, log: log, inbox: make(chan []replication.Event, inboxSize), ctl: make(chan func()), exited: make(chan struct{})}
+}
+
+// errRunnerStopped answers a request to a runner that no longer runs.
+var errRunnerStopped = errors.New("the sink's runner has stopped")
+
+// do runs f on the runner's goroutine between two events, and waits for
+// it: the runner takes requests whatever it waits for, so this never
+// waits for the stream or for another sink.
+func (r *runner) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case r.ctl <- func() { f(); close(done) }:
+	case <-r.exited:
+		return fmt.Errorf("sink %q: %w", r.Name, errRunnerStopped)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
 }
 
 // start prepares the runner of a sink whose state is loaded: with a
@@ -191,8 +226,7 @@ func (r *runner) start(ctx context.Context) error {
 	if st.Count == 0 {
 		return nil
 	}
-	r.spilling = true
-	r.stats.spilling.Store(true)
+	r.setMode(modeSpilling)
 	if r.dispatched.Less(st.Last) {
 		r.dispatched = st.Last
 	}
@@ -209,6 +243,7 @@ func (r *runner) run(ctx context.Context) error {
 	flush.Stop()
 	defer flush.Stop()
 	armed := false // flush is set to append what waits in buf
+	defer close(r.exited)
 	defer r.setBlocked(false)
 	for {
 		if r.fatal != nil {
@@ -245,13 +280,19 @@ func (r *runner) run(ctx context.Context) error {
 			r.next = evs
 		case <-r.tracker.Changed():
 		case <-recheck:
-		case f := <-r.updates:
-			f(&r.Sink)
+		case f := <-r.ctl:
+			f()
 		case <-flush.C:
 			armed = false
 			r.flush(ctx)
 		}
 	}
+}
+
+// setMode moves the runner to mode m.
+func (r *runner) setMode(m runnerMode) {
+	r.mode = m
+	r.stats.spilling.Store(m != modeLive)
 }
 
 // takeNext handles the events of the current batch for as long as the
@@ -262,7 +303,7 @@ func (r *runner) takeNext(ctx context.Context) {
 		ev := r.next[0]
 		r.next = r.next[1:]
 		r.handle(ctx, ev)
-		if r.spilling || r.fatal != nil || !r.canTake(ctx) {
+		if r.mode != modeLive || r.fatal != nil || !r.canTake(ctx) {
 			return
 		}
 	}
@@ -292,7 +333,7 @@ func (r *runner) roomInWindow() bool {
 // could go on, as long as the backlog has room (or its oldest messages can
 // move to the dead letters).
 func (r *runner) canTake(ctx context.Context) bool {
-	if !r.spilling {
+	if r.mode == modeLive {
 		if r.roomInWindow() {
 			if n, _ := r.tracker.Window(); n < r.Window.Messages/2 {
 				r.fullSince = time.Time{}
@@ -350,8 +391,7 @@ func (r *runner) startSpill(ctx context.Context) {
 		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
 		return
 	}
-	r.spilling = true
-	r.stats.spilling.Store(true)
+	r.setMode(modeSpilling)
 	r.stats.backlogged.Add(uint64(len(window)))
 	// Everything taken so far is delivered or durable now.
 	r.cursors.RaiseFloor(r.Name, r.lastMark)
@@ -364,7 +404,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	switch ev.Kind {
 	case replication.EventCommit, replication.EventIdle:
 		r.lastMark = ev.LSN
-		if !r.spilling {
+		if r.mode == modeLive {
 			r.tracker.Mark(ev.LSN)
 			return
 		}
@@ -387,7 +427,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	if r.seen.Less(m.Pos) {
 		r.seen = m.Pos
 	}
-	if !r.spilling {
+	if r.mode == modeLive {
 		defer r.setTaken(r.seen)
 	}
 	if !r.dispatched.Less(m.Pos) || !r.match(m) {
@@ -397,7 +437,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	m = r.Columns.Apply(m)
 	r.dispatched = m.Pos
 	e := state.Entry{Msg: m, Group: group, Barrier: barrier}
-	if r.spilling {
+	if r.mode != modeLive {
 		r.buf = append(r.buf, e)
 		r.bufBytes += m.Size()
 		if len(r.buf) >= spillBatch || r.bufBytes >= spillBytes {
@@ -442,7 +482,7 @@ func (r *runner) flush(ctx context.Context) {
 // feed hands backlog messages to the engine while the window has room,
 // and stops spilling once the backlog is fed to its end.
 func (r *runner) feed(ctx context.Context) {
-	for r.spilling && r.fatal == nil && r.roomInWindow() {
+	for r.mode == modeSpilling && r.fatal == nil && r.roomInWindow() {
 		n, _ := r.tracker.Window()
 		want := r.Window.Messages - n
 		if want <= 0 {
@@ -460,8 +500,7 @@ func (r *runner) feed(ctx context.Context) {
 				r.flush(ctx) // the rest is still in memory: make it durable, then feed it
 				continue
 			}
-			r.spilling = false
-			r.stats.spilling.Store(false)
+			r.setMode(modeLive)
 			r.setTaken(r.seen)
 			r.log.Info("sink caught up with its backlog", "sink", r.Name)
 			return
