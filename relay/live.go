@@ -66,7 +66,7 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		rn.tracker = live.cursors.Add(s.Name, r.lastDispatched)
 		rn.cursors = live.cursors
 		rn.dispatched, rn.feedPos = r.lastDispatched, r.lastDispatched
-		rn.blocked, rn.total = &r.blocked, &r.total
+		rn.blocked, rn.total, rn.wake = &r.blocked, &r.total, &r.wake
 		if r.opts.Budget != nil {
 			rn.taker = r.opts.Budget.Taker()
 		}
@@ -91,6 +91,7 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		})
 		r.dispatchList = append(r.dispatchList, rn)
 		r.total.Add(1)
+		r.wake.poke()
 		r.log.Info("sink added; it starts at the current position", "sink", s.Name, "position", r.lastDispatched.String())
 	})
 }
@@ -108,6 +109,7 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 		r.dispatchList = slices.DeleteFunc(r.dispatchList, func(x *runner) bool { return x == rn })
 		close(rn.inbox) // the runner returns once it has taken what waits
 		r.total.Add(-1)
+		r.wake.poke()
 	})
 	if err != nil {
 		return err

@@ -73,6 +73,7 @@ type Relay struct {
 	received atomic.Uint64      // change messages the stream handed on
 	blocked  atomic.Int32       // runners that cannot take their inbox now
 	total    atomic.Int32       // runners running
+	wake     wakeup             // poked when blocked or total changes
 	ctl      chan func()        // run by the dispatcher between two batches
 	pending  map[string]*runner // made by Acker while running, not yet added
 	// dispatchList and lastDispatched belong to the dispatcher's goroutine.
@@ -241,7 +242,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		rn.tracker = cursors.Tracker(rn.Name)
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
-		rn.blocked, rn.total = &r.blocked, &r.total
+		rn.blocked, rn.total, rn.wake = &r.blocked, &r.total, &r.wake
 		if r.opts.Budget != nil {
 			rn.taker = r.opts.Budget.Taker()
 		}

@@ -85,9 +85,11 @@ type runner struct {
 
 	// blocked counts the relay's runners that cannot take their inbox;
 	// total is how many runners there are. A runner spills only while
-	// another one can go on.
+	// another one can go on. wake is poked whenever either changes: a
+	// runner held because nobody else could go on looks again.
 	blocked *atomic.Int32
 	total   *atomic.Int32
+	wake    *wakeup
 	isBlock bool
 	// ctl carries control requests (see do), run by the runner's
 	// goroutine between two events; exited is closed when run returns.
@@ -249,6 +251,9 @@ func (r *runner) run(ctx context.Context) error {
 		if r.fatal != nil {
 			return r.fatal
 		}
+		// Taken before canTake looks at the other runners, so that a change
+		// between the look and the wait ends the wait.
+		wake := r.wake.C()
 		r.feed(ctx)
 		r.trim(ctx)
 		r.recheck = 0
@@ -265,6 +270,8 @@ func (r *runner) run(ctx context.Context) error {
 			if r.recheck > 0 {
 				recheck = time.After(r.recheck)
 			}
+		} else {
+			wake = nil // only a held runner needs to know
 		}
 		if len(r.buf) > 0 && !armed {
 			flush.Reset(spillWait)
@@ -280,6 +287,7 @@ func (r *runner) run(ctx context.Context) error {
 			r.next = evs
 		case <-r.tracker.Changed():
 		case <-recheck:
+		case <-wake: // another runner was held or let go, or one was added or removed
 		case f := <-r.ctl:
 			f()
 		case <-flush.C:
@@ -320,6 +328,7 @@ func (r *runner) setBlocked(b bool) {
 	} else {
 		r.blocked.Add(-1)
 	}
+	r.wake.poke()
 }
 
 // roomInWindow reports whether the window takes one more message.
