@@ -115,25 +115,35 @@ func (r *Relay) watermark(ctx context.Context, hw *change.Message) {
 		e.passed <- backfill.Passed{Retry: true}
 		return
 	}
+	r.mu.Lock()
 	i := slices.IndexFunc(r.dispatchList, func(rn *runner) bool { return rn.Name == e.sink })
-	if i < 0 {
+	var rn *runner
+	if i >= 0 {
+		rn = r.dispatchList[i]
+	}
+	r.mu.Unlock()
+	if rn == nil {
 		e.passed <- backfill.Passed{Err: fmt.Errorf("%w %q: removed while it was backfilled", ErrUnknownSink, e.sink)}
 		return
 	}
-	rn := r.dispatchList[i]
 	p := backfill.Passed{Last: hw.Pos, Sent: len(reads)}
 	for part := range slices.Chunk(reads, inboxBatch) {
 		batch := make([]replication.Event, len(part))
 		for i, m := range part {
 			batch[i] = replication.Event{Kind: replication.EventChange, Msg: r.opts.SourceColumns.Apply(m)}
 		}
+		p.Last = part[len(part)-1].Pos
+		r.mu.Lock()
+		r.lastDispatched = p.Last
+		r.mu.Unlock()
 		select {
 		case rn.inbox <- batch:
+		case <-rn.exited:
+			e.passed <- backfill.Passed{Err: fmt.Errorf("%w %q: removed while it was backfilled", ErrUnknownSink, e.sink)}
+			return
 		case <-ctx.Done():
 			return // stopping: the chunk is read again after the restart
 		}
-		p.Last = part[len(part)-1].Pos
-		r.lastDispatched = p.Last
 	}
 	e.passed <- p
 }

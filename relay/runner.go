@@ -41,7 +41,11 @@ type Sink struct {
 	// key excludes; nil keeps all. It applies after the filter, which may
 	// read them.
 	Columns *sink.Columns
-	Window  config.Window
+	// FilterErrors is config.Sink.FilterErrors: "dead_letter" keeps a
+	// message the filter fails on in DeadLetters; anything else leaves
+	// it out.
+	FilterErrors string
+	Window       config.Window
 	// Backlog is where the sink's messages wait, durably, while its window
 	// is full and another sink could go on; nil: the sink holds the stream
 	// back instead.
@@ -77,7 +81,10 @@ type runner struct {
 	next    []replication.Event
 	tracker *cursor.Tracker
 	cursors *cursor.Set
-	taker   *replication.Taker // nil without a budget
+	// deadLetters is the sink's dead-letter store: for messages its
+	// filter fails on, and the dead letters it replays.
+	deadLetters state.DeadLetters
+	taker       *replication.Taker // nil without a budget
 	// dispatched is the last position taken (handed to the engine, or put
 	// in the backlog, or delivered before a restart): anything at or below
 	// it is skipped.
@@ -95,9 +102,10 @@ type runner struct {
 	// goroutine between two events; exited is closed when run returns.
 	ctl    chan func()
 	exited chan struct{}
-	// stopDelivery ends the delivery engine's Run (a hard stop), for a
-	// sink removed while walhook runs.
+	// stopDelivery ends the delivery engine's Run (a hard stop), and
+	// stopRun the runner's, for a sink removed while walhook runs.
 	stopDelivery context.CancelFunc
+	stopRun      context.CancelFunc
 
 	// mode is the runner's state (see runnerMode); the backlog state
 	// below, like mode, is owned by the runner's goroutine.
@@ -280,10 +288,7 @@ func (r *runner) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case evs, ok := <-inbox:
-			if !ok {
-				return r.fatal
-			}
+		case evs := <-inbox:
 			r.next = evs
 		case <-r.tracker.Changed():
 		case <-recheck:
