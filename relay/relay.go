@@ -92,21 +92,6 @@ type Relay struct {
 	killOnce       sync.Once
 
 	chunks chunks // backfill chunks; see backfill.go
-
-	replay   replays
-	replayMu sync.Mutex
-	replayC  context.Context // ends when the sinks stop; see replayCtx
-}
-
-// replayCtx is the context replays run under: it ends when Run stops the
-// sinks.
-func (r *Relay) replayCtx() context.Context {
-	r.replayMu.Lock()
-	defer r.replayMu.Unlock()
-	if r.replayC == nil {
-		return context.Background()
-	}
-	return r.replayC
 }
 
 // ErrKilled is what Run returns after Kill.
@@ -290,9 +275,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelStream()
 	sinkCtx, cancelSinks := context.WithCancel(context.Background())
 	defer cancelSinks()
-	r.replayMu.Lock()
-	r.replayC = sinkCtx
-	r.replayMu.Unlock()
 
 	events := make(chan []replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
@@ -353,7 +335,6 @@ func (r *Relay) Run(ctx context.Context) error {
 		<-persistDone
 		<-streamDone
 		_ = sinks.Wait()
-		r.replay.wg.Wait()
 		return ErrKilled
 	}
 	if runErr == nil {
@@ -388,7 +369,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-streamDone
 	cancelSinks()
 	_ = sinks.Wait()
-	r.replay.wg.Wait()
 	for _, st := range r.cursors.Status() {
 		r.log.Info("cursor", "sink", st.Sink, "position", st.Acked.String(), "flush_lsn", st.Safe.String(), "undelivered", st.Pending)
 	}

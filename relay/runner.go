@@ -120,6 +120,12 @@ type runner struct {
 	lastTrim  time.Time
 	fatal     error // a backlog write failed
 
+	// Replay state (see replay.go): the dead letters queued, in order, the
+	// IDs queued or in the engine, and the one in the engine.
+	replayQ   []string
+	replayIDs map[string]bool
+	replaying *replayRun
+
 	fullSince time.Time     // when the window filled, unless it fell below half since
 	recheck   time.Duration // canTake asks to be asked again after this
 
@@ -189,6 +195,10 @@ const (
 	// from the backlog in position order until it is fed to its end
 	// (then modeLive again).
 	modeSpilling
+	// modeReplaying: messages go to the backlog (without one, the runner
+	// takes nothing), and the engine gets dead letters only (see
+	// replay.go); then modeSpilling.
+	modeReplaying
 )
 
 func newRunner(s Sink, log *slog.Logger) *runner {
@@ -262,6 +272,10 @@ func (r *runner) run(ctx context.Context) error {
 		// Taken before canTake looks at the other runners, so that a change
 		// between the look and the wait ends the wait.
 		wake := r.wake.C()
+		r.replayStep(ctx)
+		if r.fatal != nil {
+			return r.fatal
+		}
 		r.feed(ctx)
 		r.trim(ctx)
 		r.recheck = 0
@@ -295,6 +309,8 @@ func (r *runner) run(ctx context.Context) error {
 		case <-wake: // another runner was held or let go, or one was added or removed
 		case f := <-r.ctl:
 			f()
+		case <-r.replayDone():
+			r.finishReplay(ctx)
 		case <-flush.C:
 			armed = false
 			r.flush(ctx)
@@ -371,6 +387,9 @@ func (r *runner) canTake(ctx context.Context) bool {
 		if r.fatal != nil {
 			return false
 		}
+	}
+	if r.Backlog == nil {
+		return false // replaying without a backlog: hold the stream until done
 	}
 	if r.MaxSize <= 0 || r.Backlog.Stats().Bytes+int64(r.bufBytes) < r.MaxSize {
 		return true
