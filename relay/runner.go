@@ -163,6 +163,7 @@ func (r *runner) takenThrough() change.Position {
 // runnerStats are what the runner counts, read by Status.
 type runnerStats struct {
 	spilling     atomic.Bool
+	filterErrors atomic.Uint64 // messages the filter failed on
 	backlogged   atomic.Uint64 // messages appended to the backlog
 	deadLettered atomic.Uint64 // messages moved from a full backlog to the dead letters
 }
@@ -463,7 +464,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	if r.mode == modeLive {
 		defer r.setTaken(r.seen)
 	}
-	if !r.dispatched.Less(m.Pos) || !r.match(m) {
+	if !r.dispatched.Less(m.Pos) || !r.match(ctx, m) {
 		return
 	}
 	group, barrier := r.Router.Route(m)
@@ -591,18 +592,50 @@ func (r *runner) moveOldest(ctx context.Context) {
 }
 
 // match applies the sink's filter to m. A filter that fails on a message
-// does not match it; failures are logged at most every 10 s, with the
-// latest error and how many there were, so a filter that fails on every
-// message cannot flood the log.
-func (r *runner) match(m *change.Message) bool {
+// does not match it: the failure is counted, and under filter_errors:
+// dead_letter the message is kept in the sink's dead letters before the
+// runner takes anything after it (so the flush LSN never passes it before
+// it is durable). Failures are logged at most every 10 s, with the latest
+// error and how many there were, so a filter that fails on every message
+// cannot flood the log.
+func (r *runner) match(ctx context.Context, m *change.Message) bool {
 	ok, err := r.Filter.Match(m)
-	if err != nil {
-		r.filterErrors++
-		if now := time.Now(); now.Sub(r.reported) >= 10*time.Second {
-			r.log.Warn("filter failed on a message; it is not delivered to this sink", "sink", r.Name,
-				"position", m.Pos.String(), "err", err, "failures", r.filterErrors)
-			r.filterErrors, r.reported = 0, now
-		}
+	if err == nil {
+		return ok
 	}
-	return ok
+	r.stats.filterErrors.Add(1)
+	r.filterErrors++
+	kept := r.FilterErrors == "dead_letter"
+	if kept {
+		r.deadLetterFiltered(ctx, m, err)
+	}
+	if now := time.Now(); now.Sub(r.reported) >= 10*time.Second {
+		what := "it is not delivered to this sink"
+		if kept {
+			what = "it is kept in the sink's dead letters"
+		}
+		r.log.Warn("filter failed on a message; "+what, "sink", r.Name,
+			"position", m.Pos.String(), "err", err, "failures", r.filterErrors)
+		r.filterErrors, r.reported = 0, now
+	}
+	return false
+}
+
+// deadLetterFiltered keeps m, which the filter failed on, as a dead letter
+// of its own, with the routing and columns the sink would have given it.
+func (r *runner) deadLetterFiltered(ctx context.Context, m *change.Message, ferr error) {
+	group, barrier := r.Router.Route(m)
+	now := time.Now()
+	id, err := r.deadLetters.Add(ctx, state.DeadLetter{
+		Entries:   []state.Entry{{Msg: r.Columns.Apply(m), Group: group, Barrier: barrier}},
+		LastError: "the sink's filter failed: " + ferr.Error(),
+		Reason:    state.ReasonFilterError, Created: now,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fatal = fmt.Errorf("sink %q: keep a message its filter failed on in the dead letters: %w", r.Name, err)
+		}
+		return
+	}
+	r.log.Debug("message the filter failed on moved to the dead letters", "sink", r.Name, "dead_letter", id, "position", m.Pos.String())
 }

@@ -45,6 +45,7 @@ type SinkSnapshot struct {
 	LagSeconds      float64
 	DeadLetters     int
 	BacklogBytes    int64
+	FilterErrors    uint64 // messages the sink's filter failed on
 }
 
 // BackfillSnapshot is the rows a backfill sent for one table.
@@ -59,7 +60,7 @@ type Collector struct {
 
 	received, delivered, attempts, duration, replLag, sinkLag, sinkLagSec *prometheus.Desc
 	deadLetters, heartbeat, backlog, backfillRows, backfillsRunning       *prometheus.Desc
-	active                                                                *prometheus.Desc
+	active, filterErrors                                                  *prometheus.Desc
 }
 
 // NewCollector returns the collector of walhook's metrics over src.
@@ -81,6 +82,7 @@ func NewCollector(src Snapshotter) *Collector {
 		backlog:          d("walhook_sink_backlog_bytes", "Bytes in the sink's durable backlog.", "sink"),
 		backfillRows:     d("walhook_backfill_rows_total", "Rows a backfill sent, per sink and table.", "sink", "table"),
 		backfillsRunning: d("walhook_backfills_running", "Backfills running now."),
+		filterErrors:     d("walhook_filter_errors_total", "Messages the sink's filter failed on: left out (filter_errors: skip) or kept in the dead letters (dead_letter).", "sink"),
 		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
 	}
 }
@@ -88,7 +90,7 @@ func NewCollector(src Snapshotter) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.received, c.delivered, c.attempts, c.duration, c.replLag, c.sinkLag,
-		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active} {
+		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.filterErrors} {
 		ch <- d
 	}
 }
@@ -129,6 +131,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.sinkLagSec, prometheus.GaugeValue, k.LagSeconds, k.Name)
 		ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(k.DeadLetters), k.Name)
 		ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(k.BacklogBytes), k.Name)
+		ch <- prometheus.MustNewConstMetric(c.filterErrors, prometheus.CounterValue, float64(k.FilterErrors), k.Name)
 	}
 	for _, b := range s.Backfills {
 		ch <- prometheus.MustNewConstMetric(c.backfillRows, prometheus.CounterValue, float64(b.Rows), b.Sink, b.Table)

@@ -86,6 +86,7 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 			LastError:      secrets.String(d.LastError), // a receiver may echo a credential back
 			BacklogCount:   s.BacklogCount,
 			BacklogBytes:   s.BacklogBytes,
+			FilterErrors:   s.FilterErrors,
 			DeadLetters:    int64(a.deadLetterCount(ctx, s.Name)),
 		}
 		if !s.Acked.IsZero() {
@@ -164,6 +165,7 @@ func (a *admin) Snapshot() server.Snapshot {
 			DurationSum:     d.DurationSum,
 			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
 			BacklogBytes:    k.BacklogBytes,
+			FilterErrors:    k.FilterErrors,
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -257,18 +258,28 @@ func TestReloadWhileASinkHoldsTheStream(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		exec1(t, conn, `INSERT INTO t VALUES ($1)`, i)
 	}
-	waitUntil(t, 30*time.Second, "the held sink to fail", func() bool { _, failures, _, _ := held.Stats(); return failures > 0 })
+	// Five batches of one failing: the window is full, the stream held.
+	waitUntil(t, 30*time.Second, "the held sink's window to fill", func() bool {
+		ids := map[string]bool{}
+		for _, r := range held.Requests() {
+			ids[r.ID] = true
+		}
+		return len(ids) >= 5
+	})
 	withAdded := string(raw) + "  - name: added\n    url: \"" + added.URL + "\"\n    batch_wait: 5ms\n"
 	reloadWith(t, d, cfg, withAdded)
 	waitOutput(t, d, "configuration reloaded", 1, 20*time.Second)
 	exec1(t, conn, `INSERT INTO t VALUES (100)`)
-	if m := added.WaitCount(t, 1, 20*time.Second); rowID(t, m[len(m)-1]) != 100 {
-		t.Errorf("the added sink got row %d last, want 100", rowID(t, m[len(m)-1]))
+	hasRow := func(id int) func([]webhooktest.Message) bool {
+		return func(ms []webhooktest.Message) bool {
+			return slices.ContainsFunc(ms, func(m webhooktest.Message) bool { return rowID(t, m) == id })
+		}
 	}
-	reloadWith(t, d, cfg, strings.Replace(withAdded, "batch_wait: 5ms\n", "batch_wait: 6ms\n", 2))
+	added.WaitFor(t, 20*time.Second, "row 100", hasRow(100))
+	reloadWith(t, d, cfg, strings.Replace(withAdded, "batch_wait: 5ms\n    retry", "batch_wait: 6ms\n    retry", 2))
 	waitOutput(t, d, "configuration reloaded", 2, 20*time.Second)
 	exec1(t, conn, `INSERT INTO t VALUES (101)`)
-	added.WaitCount(t, 2, 20*time.Second)
+	added.WaitFor(t, 20*time.Second, "row 101", hasRow(101))
 	held.SetFaults(webhooktest.Faults{})
 	held.WaitCount(t, 52, 30*time.Second)
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
