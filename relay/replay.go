@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 )
 
 // A replay delivers a sink's dead letters again through its own runner,
@@ -80,28 +82,38 @@ func (r *runner) replayStep(ctx context.Context) {
 			return
 		}
 	}
-	if r.replaying == nil {
-		if len(r.replayQ) == 0 {
-			r.endReplay()
+	for r.replaying == nil || r.replaying.done == nil {
+		if r.replaying == nil {
+			if len(r.replayQ) == 0 {
+				r.endReplay()
+				return
+			}
+			r.replaying = &replayRun{id: r.replayQ[0]}
+			r.replayQ = r.replayQ[1:]
+		}
+		if n, _ := r.tracker.Window(); n > 0 {
+			return // live messages are still on their way
+		}
+		if !r.handReplay(ctx) {
 			return
 		}
-		r.replaying = &replayRun{id: r.replayQ[0]}
-		r.replayQ = r.replayQ[1:]
 	}
-	if r.replaying.done != nil {
-		return // in the engine
-	}
-	if n, _ := r.tracker.Window(); n > 0 {
-		return // live messages are still on their way
-	}
+}
+
+// handReplay hands the dead letter to replay to the engine. It reports
+// false when the runner should stop replaying for now (it is stopping).
+func (r *runner) handReplay(ctx context.Context) bool {
 	id := r.replaying.id
 	d, err := r.deadLetters.Get(ctx, id)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		if !errors.Is(err, state.ErrNotFound) { // not found: replayed meanwhile, or dropped
 			r.log.Warn("dead letter not replayed", "sink", r.Name, "dead_letter", id, "err", err)
 		}
 		r.forgetReplay()
-		return
+		return true
 	}
 	entries := make([]sink.Entry, len(d.Entries))
 	for i, e := range d.Entries {
@@ -110,9 +122,10 @@ func (r *runner) replayStep(ctx context.Context) {
 	done := make(chan struct{})
 	if err := r.Delivery.(replayer).Replay(entries, func() { close(done) }); err != nil {
 		r.forgetReplay() // stopping: the dead letter stays
-		return
+		return false
 	}
 	r.replaying.done, r.replaying.messages = done, len(entries)
+	return true
 }
 
 // replayDone is closed once the dead letter in the engine was delivered;

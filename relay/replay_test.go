@@ -104,3 +104,50 @@ func TestReplayStaysApartFromLiveMessages(t *testing.T) {
 		t.Errorf("delivered %v, want %v", got, want)
 	}
 }
+
+// TestReplaySkipsAGoneDeadLetter: a queued dead letter that is gone when
+// its turn comes (replayed by an earlier request, or dropped) is skipped,
+// and the replay goes on with the next one.
+func TestReplaySkipsAGoneDeadLetter(t *testing.T) {
+	h := newControlHarness(t, Options{})
+	var mu sync.Mutex
+	var got []change.Position
+	var failing atomic.Bool
+	failing.Store(true)
+	s := h.sink("s", true, 10, true)
+	p, err := sink.New(config.Sink{Name: "s", BatchSize: 10, MaxInFlight: 1, Retry: config.Retry{Initial: time.Millisecond, Max: time.Millisecond, MaxAttempts: 1}},
+		destFunc(func(_ context.Context, b *sink.Batch) error {
+			if failing.Load() {
+				return errors.New("down")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range b.Messages {
+				got = append(got, m.Pos)
+			}
+			return nil
+		}), sink.Options{Ack: h.relay.Acker("s"), DeadLetter: h.relay.DeadLetterer("s")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Delivery = p
+	h.relay.Add(s)
+	h.run()
+	<-h.send(1)
+	waitFor(t, "a dead letter", func() bool { return len(h.deadLettered("s")) == 1 })
+	failing.Store(false)
+	list, err := h.store.DeadLetters("s").List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := h.relay.runnerNamed("s")
+	if err := rn.do(context.Background(), func() { rn.queueReplay([]string{"0000000000000999", list[0].ID}) }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead letter after the gone one replayed", func() bool { return len(h.deadLettered("s")) == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []change.Position{pos(0x100, 0)}; !slices.Equal(got, want) {
+		t.Errorf("delivered %v, want %v", got, want)
+	}
+}

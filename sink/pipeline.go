@@ -137,9 +137,10 @@ type submission struct {
 	replay  *replay // set for a dead letter's message being replayed
 }
 
-// replay is one dead letter being delivered again.
+// replay is one dead letter being delivered again. Its messages may go
+// through several lanes, which count them down concurrently.
 type replay struct {
-	remaining int
+	remaining atomic.Int64
 	done      func()
 }
 
@@ -293,7 +294,8 @@ func (p *Pipeline) Replay(entries []Entry, done func()) error {
 		return ErrStopped
 	default:
 	}
-	r := &replay{remaining: len(entries), done: done}
+	r := &replay{done: done}
+	r.remaining.Store(int64(len(entries)))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range entries {
@@ -325,8 +327,7 @@ func (p *Pipeline) acknowledged(batch []submission) {
 	for _, s := range batch {
 		switch {
 		case s.replay != nil:
-			s.replay.remaining--
-			if s.replay.remaining == 0 {
+			if s.replay.remaining.Add(-1) == 0 {
 				done = append(done, s.replay.done)
 			}
 		case p.ack != nil:
