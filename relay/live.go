@@ -82,8 +82,15 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	rn.dispatched = from
 	if rn.Backlog != nil && rn.Backlog.Stats().Count > 0 {
 		// A sink added again starts at the current position: what its
-		// backlog kept from before is past.
+		// backlog kept from before is past, whatever the current position
+		// (after a restart it may lie below what the backlog holds).
 		st := rn.Backlog.Stats()
+		if err := rn.Backlog.Trim(ctx, st.Last); err != nil {
+			r.mu.Lock()
+			delete(r.pending, s.Name)
+			r.mu.Unlock()
+			return fmt.Errorf("sink %q: drop the backlog it left: %w", s.Name, err)
+		}
 		r.log.Warn("sink added again: the backlog it left is dropped, it starts at the current position", "sink", s.Name, "messages", st.Count)
 	}
 	if err := rn.start(ctx); err != nil { // store I/O: before it joins the stream

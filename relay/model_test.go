@@ -231,6 +231,7 @@ type model struct {
 	sinks map[string]*modelSink
 
 	relay *Relay
+	from  pglogrepl.LSN // the slot's confirmed flush when the relay started: where its stream starts
 	done  chan error
 	stop  context.CancelFunc
 	log   *slog.Logger
@@ -265,6 +266,7 @@ func runModel(t *testing.T, seed uint64) {
 
 // start builds a relay over the store with the sinks present, and runs it.
 func (m *model) start() {
+	m.from = m.wal.confirmedFlush()
 	m.relay = New(&modelSource{w: m.wal}, "slot", m.store, Options{PersistInterval: 3 * time.Millisecond, ShutdownTimeout: time.Second, KeepRemoved: time.Hour}, m.log)
 	for _, name := range []string{"a", "b", "c"} {
 		s := m.sinks[name]
@@ -360,6 +362,9 @@ func (m *model) step() string {
 		st, _ := sinkStatus(m.relay, "c")
 		c.mu.Lock()
 		c.required = st.Acked // everything after where it starts
+		if st.Acked.IsZero() {
+			c.required = change.Position{CommitLSN: m.from} // added before the stream sent anything
+		}
 		c.mu.Unlock()
 		return "add c at " + st.Acked.String()
 	case k < 72:
@@ -396,7 +401,13 @@ func (m *model) step() string {
 
 func (m *model) must(err error) {
 	m.t.Helper()
-	if err != nil {
+	if err == nil {
+		return
+	}
+	select {
+	case runErr := <-m.done:
+		m.t.Fatalf("%v; the relay stopped: %v", err, runErr)
+	case <-time.After(100 * time.Millisecond):
 		m.t.Fatal(err)
 	}
 }
