@@ -50,7 +50,7 @@ func (r *runner) queueReplay(ids []string) []string {
 // one first makes its backlog hold what its window has not delivered.
 func (r *runner) startReplay(ctx context.Context) {
 	if r.mode == modeLive && r.Backlog != nil {
-		r.startSpill(ctx)
+		r.startSpill(ctx, "replaying dead letters; the sink's messages from the stream wait in its backlog meanwhile")
 		if r.fatal != nil {
 			return
 		}

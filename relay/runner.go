@@ -384,7 +384,7 @@ func (r *runner) canTake(ctx context.Context) bool {
 			r.recheck = wait
 			return false
 		}
-		r.startSpill(ctx)
+		r.startSpill(ctx, "sink cannot keep up; its messages go to its backlog while the other sinks go on")
 		if r.fatal != nil {
 			return false
 		}
@@ -411,8 +411,8 @@ func boolInt(b bool) int {
 }
 
 // startSpill makes the backlog hold every undelivered message of the
-// window, then takes what comes next into the backlog.
-func (r *runner) startSpill(ctx context.Context) {
+// window, then takes what comes next into the backlog; why is logged.
+func (r *runner) startSpill(ctx context.Context, why string) {
 	acked, _, _ := r.tracker.State()
 	last := r.Backlog.Stats().Last
 	var window []state.Entry
@@ -429,8 +429,7 @@ func (r *runner) startSpill(ctx context.Context) {
 	r.stats.backlogged.Add(uint64(len(window)))
 	// Everything taken so far is delivered or durable now.
 	r.cursors.RaiseFloor(r.Name, r.lastMark)
-	r.log.Info("sink cannot keep up; its messages go to its backlog while the other sinks go on", "sink", r.Name,
-		"window", len(window))
+	r.log.Info(why, "sink", r.Name, "window", len(window))
 }
 
 // handle takes one event.
