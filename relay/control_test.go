@@ -152,11 +152,16 @@ func (h *controlHarness) sink(name string, up bool, window int, backlog bool) Si
 func (h *controlHarness) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
-	go func() { h.done <- h.relay.Run(ctx) }()
+	r, done, ended := h.relay, h.done, make(chan error, 1)
+	go func() {
+		err := r.Run(ctx)
+		ended <- err
+		done <- err
+	}()
 	h.t.Cleanup(func() {
 		cancel()
 		select {
-		case <-h.done:
+		case <-ended:
 		case <-time.After(10 * time.Second):
 			h.t.Error("Run did not return within 10 s of its context ending")
 		}
@@ -345,4 +350,42 @@ func (s *gatedSetup) Setup(ctx context.Context, used bool) (pglogrepl.LSN, error
 		return 0, ctx.Err()
 	}
 	return s.chanSource.Setup(ctx, used)
+}
+
+// TestSinkAddedAgainDropsItsBacklog: a sink that spilled, was removed and
+// is added again after a restart starts at the current position: the
+// backlog it left is dropped, not delivered.
+func TestSinkAddedAgainDropsItsBacklog(t *testing.T) {
+	h := newControlHarness(t, Options{})
+	h.relay.Add(h.sink("a", true, 5, true))
+	h.relay.Add(h.sink("c", false, 2, true))
+	h.run()
+	<-h.send(20)
+	h.waitDelivered("a", 20, 5*time.Second)
+	waitFor(t, "sink c's backlog", func() bool { s, _ := sinkStatus(h.relay, "c"); return s.BacklogCount > 0 })
+	ctx := context.Background()
+	if err := h.relay.RemoveSink(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if err := <-h.done; err != nil {
+		t.Fatal(err)
+	}
+
+	// A new run over the same store; its stream has sent nothing yet.
+	h.src = &chanSource{events: make(chan []replication.Event)}
+	h.relay = New(h.src, "slot", h.store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
+	h.done = make(chan error, 1)
+	h.relay.Add(h.sink("a", true, 5, true))
+	h.run()
+	waitFor(t, "the relay to run", func() bool { return h.relay.Status().Running })
+	if err := h.relay.AddSink(ctx, h.sink("c", true, 2, true)); err != nil {
+		t.Fatal(err)
+	}
+	<-h.send(1) // 0/250
+	h.waitDelivered("c", 1, 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if got := h.dests["c"].delivered(); got != 1 {
+		t.Fatalf("sink c added again delivered %d messages, want only the new one", got)
+	}
 }

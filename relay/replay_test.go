@@ -70,6 +70,7 @@ func TestReplayStaysApartFromLiveMessages(t *testing.T) {
 
 	<-h.send(1) // 0/100
 	waitFor(t, "the first message in the dead letters", func() bool { return slices.Equal(h.deadLettered("s"), []change.Position{pos(0x100, 0)}) })
+	waitFor(t, "the first message acknowledged", func() bool { st, _ := sinkStatus(h.relay, "s"); return st.Acked == pos(0x100, 0) })
 	if err := h.relay.Pause("s", "operator"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,13 @@ func TestReplayStaysApartFromLiveMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []change.Position{pos(0x110, 0), pos(0x100, 0)} // the live one failed first, then the replay
-	waitFor(t, "both messages in dead letters of their own", func() bool { return slices.Equal(h.deadLettered("s"), want) })
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(h.deadLettered("s"), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letters hold %v, want %v; status %+v", h.deadLettered("s"), want, h.relay.Status().Sinks)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	failing.Store(false)
 	var wg sync.WaitGroup
