@@ -85,6 +85,10 @@ type Sink struct {
 	Tables  []Table  // empty means every published table
 	Actions []string // empty means every action
 	Filter  string   // a CEL expression; "" for none
+	// FilterErrors is what becomes of a message the filter fails on:
+	// "skip" (default: it is left out, counted and logged) or
+	// "dead_letter" (it is kept in the sink's dead letters).
+	FilterErrors string
 	// FilterOrigin is where Filter was written, to report a problem
 	// inside the expression at its place in the file.
 	FilterOrigin Origin

@@ -34,7 +34,7 @@ var reservedHeaders = []string{
 }
 
 var sinkKeys = []string{
-	"name", "type", "url", "tables", "actions", "filter", "group_by",
+	"name", "type", "url", "tables", "actions", "filter", "filter_errors", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
 	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill", "max_lag",
 }
@@ -60,29 +60,32 @@ func (d *decoder) sinks(v value, src Source) []Sink {
 
 func (d *decoder) sink(o object, src Source) Sink {
 	s := Sink{
-		Name:        d.sinkName(o.field("name")),
-		Type:        d.string(o.field("type"), defaultSinkType),
-		URL:         d.httpURL(o.field("url")),
-		Tables:      d.tables(o.field("tables"), src.Tables, "source.tables"),
-		Actions:     d.actions(o.field("actions")),
-		Filter:      d.string(o.field("filter"), ""),
-		BatchSize:   d.positiveInt(o.field("batch_size"), defaultBatchSize),
-		BatchWait:   d.duration(o.field("batch_wait"), defaultBatchWait),
-		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
-		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
-		Retry:       d.retry(o.field("retry")),
-		Secrets:     d.secrets(o.field("secret")),
-		Headers:     d.headers(o.field("headers")),
-		Window:      d.window(o.field("window")),
-		Backlog:     d.backlog(o.field("backlog")),
-		Backfill:    d.backfill(o.field("backfill")),
-		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
-		Compression: d.compression(o.field("compression")),
+		Name:         d.sinkName(o.field("name")),
+		Type:         d.string(o.field("type"), defaultSinkType),
+		URL:          d.httpURL(o.field("url")),
+		Tables:       d.tables(o.field("tables"), src.Tables, "source.tables"),
+		Actions:      d.actions(o.field("actions")),
+		Filter:       d.string(o.field("filter"), ""),
+		FilterErrors: d.string(o.field("filter_errors"), "skip"),
+		BatchSize:    d.positiveInt(o.field("batch_size"), defaultBatchSize),
+		BatchWait:    d.duration(o.field("batch_wait"), defaultBatchWait),
+		MaxInFlight:  d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
+		Timeout:      d.positiveDuration(o.field("timeout"), defaultTimeout),
+		Retry:        d.retry(o.field("retry")),
+		Secrets:      d.secrets(o.field("secret")),
+		Headers:      d.headers(o.field("headers")),
+		Window:       d.window(o.field("window")),
+		Backlog:      d.backlog(o.field("backlog")),
+		Backfill:     d.backfill(o.field("backfill")),
+		BatchBytes:   d.size(o.field("batch_bytes"), defaultBatchBytes),
+		Compression:  d.compression(o.field("compression")),
 	}
 	s.TLS = d.tls(o.field("tls"), s.URL)
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
+	d.check(o.field("filter_errors"), s.FilterErrors == "skip" || s.FilterErrors == "dead_letter",
+		"%q is not a filter error policy; use skip (leave the message out, counted and logged) or dead_letter (keep it in the sink's dead letters)", s.FilterErrors)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))
 		s.Columns = d.columns(o.field("columns"), s.Tables, join(o.path, "tables"))

@@ -294,19 +294,26 @@ func (r *Relay) watermark(ctx context.Context, hw *change.Message) {
 		for i, m := range part {
 			batch[i] = replication.Event{Kind: replication.EventChange, Msg: r.opts.SourceColumns.Apply(m)}
 		}
+		p.Last = part[len(part)-1].Pos
+		r.mu.Lock()
+		r.lastDispatched = p.Last
+		r.mu.Unlock()
 		select {
 		case rn.inbox <- batch:
+		case <-rn.exited:
+			e.passed <- backfill.Passed{Err: fmt.Errorf("%w %q: removed while it was backfilled", ErrUnknownSink, e.sink)}
+			return
 		case <-ctx.Done():
 			return // stopping: the chunk is read again after the restart
 		}
-		p.Last = part[len(part)-1].Pos
-		r.lastDispatched = p.Last
 	}
 	e.passed <- p
 }
 
 // dispatchRunner is the dispatcher's runner of the named sink, or nil.
 func (r *Relay) dispatchRunner(sink string) *runner {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	i := slices.IndexFunc(r.dispatchList, func(rn *runner) bool { return rn.Name == sink })
 	if i < 0 {
 		return nil

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/state"
 )
@@ -20,6 +18,9 @@ func (r *Relay) DeadLetterer(name string) func(context.Context, sink.DeadLetter)
 			entries[i] = state.Entry{Msg: m}
 			if i < len(d.Groups) {
 				entries[i].Group = d.Groups[i]
+			}
+			if i < len(d.Barriers) {
+				entries[i].Barrier = d.Barriers[i]
 			}
 		}
 		id, err := r.store.DeadLetters(name).Add(ctx, state.DeadLetter{
@@ -45,29 +46,22 @@ func (r *Relay) DeadLetters(name string) (state.DeadLetters, error) {
 
 // replayer is what a delivery engine offers to deliver dead letters again.
 type replayer interface {
-	Replay(msgs []*change.Message, groups []uint64, done func()) error
-}
-
-// replays tracks the dead letters being replayed, so that one is never
-// queued twice.
-type replays struct {
-	mu     sync.Mutex
-	active map[string]bool // sink + "\x00" + id
-	wg     sync.WaitGroup
+	Replay(entries []sink.Entry, done func()) error
 }
 
 // Replay queues the named sink's dead letters (ids, or every one when ids
-// is empty) for delivery again through the sink's pipeline, one after the
-// other in their original order, and returns the IDs queued. A dead letter
-// is deleted only once all its messages were delivered; if walhook stops
+// is empty) for delivery again and returns the IDs queued; one already
+// queued is not queued twice. The sink's runner delivers them one after
+// the other, in their original order, apart from the stream (see
+// runner.startReplay). A dead letter is deleted only once all its
+// messages were delivered (or became a new dead letter); if walhook stops
 // first it stays, and can be replayed again.
 func (r *Relay) Replay(ctx context.Context, name string, ids []string) ([]string, error) {
 	rn := r.runnerNamed(name)
 	if rn == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownSink, name)
 	}
-	p, ok := rn.Delivery.(replayer)
-	if !ok {
+	if _, ok := rn.Delivery.(replayer); !ok {
 		return nil, fmt.Errorf("sink %q cannot replay dead letters", name)
 	}
 	if !r.running.Load() {
@@ -91,65 +85,14 @@ func (r *Relay) Replay(ctx context.Context, name string, ids []string) ([]string
 		slices.Sort(ids) // IDs sort in creation order
 		ids = slices.Compact(ids)
 	}
-	r.replay.mu.Lock()
-	if r.replay.active == nil {
-		r.replay.active = map[string]bool{}
-	}
 	var queued []string
-	for _, id := range ids {
-		if !r.replay.active[name+"\x00"+id] {
-			r.replay.active[name+"\x00"+id] = true
-			queued = append(queued, id)
-		}
+	if err := rn.do(ctx, func() { queued = rn.queueReplay(ids) }); err != nil {
+		return nil, err
 	}
-	r.replay.mu.Unlock()
-	if len(queued) == 0 {
-		return nil, nil
+	if len(queued) > 0 {
+		r.log.Info("replaying dead letters", "sink", name, "dead_letters", len(queued))
 	}
-	r.replay.wg.Add(1)
-	go func() {
-		defer r.replay.wg.Done()
-		r.replayAll(r.replayCtx(), name, p, dl, queued)
-	}()
-	r.log.Info("replaying dead letters", "sink", name, "dead_letters", len(queued))
 	return queued, nil
-}
-
-// replayAll delivers the dead letters one after the other.
-func (r *Relay) replayAll(ctx context.Context, name string, p replayer, dl state.DeadLetters, ids []string) {
-	defer func() {
-		r.replay.mu.Lock()
-		for _, id := range ids {
-			delete(r.replay.active, name+"\x00"+id)
-		}
-		r.replay.mu.Unlock()
-	}()
-	for _, id := range ids {
-		d, err := dl.Get(ctx, id)
-		if err != nil {
-			r.log.Warn("dead letter not replayed", "sink", name, "dead_letter", id, "err", err)
-			continue
-		}
-		msgs := make([]*change.Message, len(d.Entries))
-		groups := make([]uint64, len(d.Entries))
-		for i, e := range d.Entries {
-			msgs[i], groups[i] = e.Msg, e.Group
-		}
-		done := make(chan struct{})
-		if err := p.Replay(msgs, groups, func() { close(done) }); err != nil {
-			return // stopping
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return // the dead letter stays; it can be replayed after a restart
-		}
-		if err := dl.Delete(context.Background(), id); err != nil {
-			r.log.Error("replayed dead letter not deleted; it may be delivered again", "sink", name, "dead_letter", id, "err", err)
-			continue
-		}
-		r.log.Info("dead letter replayed and deleted", "sink", name, "dead_letter", id, "messages", len(msgs))
-	}
 }
 
 func (r *Relay) runnerNamed(name string) *runner {

@@ -24,93 +24,132 @@ func (r *Relay) runnerList() []*runner {
 	return slices.Clone(r.runners)
 }
 
-// inDispatcher runs f on the dispatcher's goroutine between two batches and
-// waits for it; it fails once the relay no longer dispatches.
-func (r *Relay) inDispatcher(ctx context.Context, f func()) error {
-	r.mu.Lock()
-	live := r.live
-	r.mu.Unlock()
-	if live == nil {
-		return fmt.Errorf("walhook is not streaming yet")
-	}
-	done := make(chan struct{})
-	select {
-	case r.ctl <- func() { f(); close(done) }:
-	case <-live.dispatchCtx.Done():
-		return fmt.Errorf("walhook is stopping")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	<-done
-	return nil
-}
-
-// AddSink adds a sink while the relay runs. It starts at the current
-// position: it gets what the stream sends from now on, not what it sent
-// before, and its cursor starts there. The sink's delivery engine must be
-// built with the relay's Acker and DeadLetterer for its name.
-func (r *Relay) AddSink(ctx context.Context, s Sink) error {
-	if r.runnerNamed(s.Name) != nil {
-		return fmt.Errorf("sink %q already exists", s.Name)
-	}
-	rn := r.runner(s.Name) // the Acker built with the engine refers to this runner
-	rn.Sink = s
-	return r.inDispatcher(ctx, func() {
-		defer func() {
-			r.mu.Lock()
-			delete(r.pending, s.Name)
-			r.runners = append(r.runners, rn)
-			r.mu.Unlock()
-		}()
-		live := r.live
-		rn.tracker = live.cursors.Add(s.Name, r.lastDispatched)
-		rn.cursors = live.cursors
-		rn.dispatched, rn.feedPos = r.lastDispatched, r.lastDispatched
-		rn.blocked, rn.total = &r.blocked, &r.total
-		if r.opts.Budget != nil {
-			rn.taker = r.opts.Budget.Taker()
-		}
-		if rn.Backlog != nil && rn.Backlog.Stats().Count > 0 {
-			// A sink added again starts at the current position: what its
-			// backlog kept from before is past.
-			st := rn.Backlog.Stats()
-			r.log.Warn("sink added again: the backlog it left is dropped, it starts at the current position", "sink", s.Name, "messages", st.Count)
-		}
-		if err := rn.start(live.dispatchCtx); err != nil {
-			live.fatal <- err
-			return
-		}
-		pctx, cancel := context.WithCancel(live.sinkCtx)
-		rn.stopDelivery = cancel
-		live.sinks.Go(func() error { return rn.Delivery.Run(pctx) })
-		live.runners.Go(func() error {
-			if err := rn.run(live.dispatchCtx); err != nil {
-				live.fatal <- err
+// launch starts rn's delivery engine and its runner under the run.
+func (live *liveRun) launch(rn *runner) {
+	pctx, stopDelivery := context.WithCancel(live.sinkCtx)
+	rn.stopDelivery = stopDelivery
+	live.sinks.Go(func() error { return rn.Delivery.Run(pctx) })
+	rctx, stopRun := context.WithCancel(live.dispatchCtx)
+	rn.stopRun = stopRun
+	live.runners.Go(func() error {
+		if err := rn.run(rctx); err != nil {
+			select {
+			case live.fatal <- err:
+			default: // the run already stops for another error
 			}
-			return nil
-		})
-		r.dispatchList = append(r.dispatchList, rn)
-		r.total.Add(1)
-		r.log.Info("sink added; it starts at the current position", "sink", s.Name, "position", r.lastDispatched.String())
+		}
+		return nil
 	})
 }
 
-// RemoveSink stops a sink while the relay runs: it gets nothing more, what
-// it has in flight is abandoned, and it no longer holds the slot. Its
-// cursor and backlog stay in the state store for Options.KeepRemoved, its
-// dead letters until dropped.
+// join gives rn what it shares with the other runners.
+func (r *Relay) join(rn *runner) {
+	rn.blocked, rn.total, rn.wake = &r.blocked, &r.total, &r.wake
+	rn.deadLetters = r.store.DeadLetters(rn.Name)
+	if r.opts.Budget != nil {
+		rn.taker = r.opts.Budget.Taker()
+	}
+}
+
+// AddSink adds a sink. Before Run started, the sink starts with the others.
+// While the relay runs, it starts at the current position: it gets what
+// the stream sends from now on, not what it sent before, and its cursor
+// starts there. The sink's delivery engine must be built with the relay's
+// Acker and DeadLetterer for its name. It never waits for the stream.
+func (r *Relay) AddSink(ctx context.Context, s Sink) error {
+	r.ctlMu.Lock()
+	defer r.ctlMu.Unlock()
+	if rn := r.runnerNamed(s.Name); rn != nil && rn.Delivery != nil {
+		return fmt.Errorf("sink %q already exists", s.Name)
+	}
+	rn := r.runner(s.Name) // the Acker built with the engine refers to this runner
+	r.mu.Lock()
+	started, live := r.started, r.live
+	if !started {
+		rn.Sink = s // Run starts it with the others
+		r.mu.Unlock()
+		return nil
+	}
+	if live == nil || live.dispatchCtx.Err() != nil {
+		delete(r.pending, s.Name)
+		r.mu.Unlock()
+		return fmt.Errorf("sink %q not added: walhook is stopping", s.Name)
+	}
+	from := r.lastDispatched
+	r.mu.Unlock()
+	rn.Sink = s
+	rn.cursors = live.cursors
+	rn.dispatched = from
+	if rn.Backlog != nil && rn.Backlog.Stats().Count > 0 {
+		// A sink added again starts at the current position: what its
+		// backlog kept from before is past, whatever the current position
+		// (after a restart it may lie below what the backlog holds).
+		st := rn.Backlog.Stats()
+		if err := rn.Backlog.Trim(ctx, st.Last); err != nil {
+			r.mu.Lock()
+			delete(r.pending, s.Name)
+			r.mu.Unlock()
+			return fmt.Errorf("sink %q: drop the backlog it left: %w", s.Name, err)
+		}
+		r.log.Warn("sink added again: the backlog it left is dropped, it starts at the current position", "sink", s.Name, "messages", st.Count)
+	}
+	if err := rn.start(ctx); err != nil { // store I/O: before it joins the stream
+		r.mu.Lock()
+		delete(r.pending, s.Name)
+		r.mu.Unlock()
+		return err
+	}
+	r.join(rn)
+	r.mu.Lock()
+	at := r.lastDispatched // the stream went on meanwhile: the sink starts here
+	rn.tracker = live.cursors.Add(s.Name, at)
+	if rn.dispatched.Less(at) {
+		rn.dispatched = at
+	}
+	if rn.mode == modeLive {
+		rn.feedPos = rn.dispatched
+	}
+	delete(r.pending, s.Name)
+	r.runners = append(r.runners, rn)
+	r.dispatchList = append(slices.Clone(r.dispatchList), rn)
+	r.mu.Unlock()
+	r.total.Add(1)
+	r.wake.poke()
+	live.launch(rn)
+	r.log.Info("sink added; it starts at the current position", "sink", s.Name, "position", at.String())
+	return nil
+}
+
+// RemoveSink stops a sink: it gets nothing more, what it has in flight is
+// abandoned, and it no longer holds the slot. Its cursor and backlog stay
+// in the state store for Options.KeepRemoved, its dead letters until
+// dropped. It never waits for the stream: the dispatcher skips a runner
+// that stopped.
 func (r *Relay) RemoveSink(ctx context.Context, name string) error {
+	r.ctlMu.Lock()
+	defer r.ctlMu.Unlock()
 	rn := r.runnerNamed(name)
 	if rn == nil {
 		return fmt.Errorf("%w %q", ErrUnknownSink, name)
 	}
-	err := r.inDispatcher(ctx, func() {
-		r.dispatchList = slices.DeleteFunc(r.dispatchList, func(x *runner) bool { return x == rn })
-		close(rn.inbox) // the runner returns once it has taken what waits
+	r.mu.Lock()
+	started := r.started
+	r.runners = slices.DeleteFunc(slices.Clone(r.runners), func(x *runner) bool { return x == rn })
+	r.dispatchList = slices.DeleteFunc(slices.Clone(r.dispatchList), func(x *runner) bool { return x == rn })
+	cursors := r.cursors
+	r.mu.Unlock()
+	if !started {
+		return nil // Run never starts it; its stored cursor is marked removed when Run starts
+	}
+	if rn.stopRun != nil {
+		rn.stopRun()
+		select {
+		case <-rn.exited: // it no longer counts as blocked
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		r.total.Add(-1)
-	})
-	if err != nil {
-		return err
+		r.wake.poke()
 	}
 	if rn.stopDelivery != nil {
 		rn.stopDelivery()
@@ -118,16 +157,10 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	if r.opts.Budget != nil && rn.taker != nil {
 		r.opts.Budget.Remove(rn.taker)
 	}
-	r.mu.Lock()
-	r.runners = slices.DeleteFunc(r.runners, func(x *runner) bool { return x == rn })
-	cursors := r.cursors
-	r.mu.Unlock()
-	if cursors != nil {
-		cursors.Remove(name)
-	}
 	if cursors == nil {
 		return nil
 	}
+	cursors.Remove(name)
 	return r.retire(ctx) // marks its stored cursor removed
 }
 
@@ -139,16 +172,15 @@ func (r *Relay) UpdateSink(ctx context.Context, name string, f func(*Sink)) erro
 	if rn == nil {
 		return fmt.Errorf("%w %q", ErrUnknownSink, name)
 	}
-	if !r.running.Load() {
-		f(&rn.Sink)
+	r.ctlMu.Lock()
+	r.mu.Lock()
+	started := r.started
+	r.mu.Unlock()
+	if !started {
+		defer r.ctlMu.Unlock()
+		f(&rn.Sink) // Run starts it with these settings
 		return nil
 	}
-	done := make(chan struct{})
-	select {
-	case rn.updates <- func(s *Sink) { f(s); close(done) }:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	<-done
-	return nil
+	r.ctlMu.Unlock()
+	return rn.do(ctx, func() { f(&rn.Sink) })
 }

@@ -67,15 +67,24 @@ type Relay struct {
 	opts    Options
 	log     *slog.Logger
 
+	// ctlMu orders the control operations that change the set of sinks
+	// (AddSink, RemoveSink, UpdateSink before streaming) with Run's start,
+	// which holds it from taking the sinks until they run.
+	ctlMu sync.Mutex
+
 	mu       sync.Mutex
 	cursors  *cursor.Set // set by Run; see cursorSet
 	running  atomic.Bool
 	received atomic.Uint64      // change messages the stream handed on
 	blocked  atomic.Int32       // runners that cannot take their inbox now
 	total    atomic.Int32       // runners running
-	ctl      chan func()        // run by the dispatcher between two batches
-	pending  map[string]*runner // made by Acker while running, not yet added
-	// dispatchList and lastDispatched belong to the dispatcher's goroutine.
+	wake     wakeup             // poked when blocked or total changes
+	started  bool               // Run took the sinks; later ones join through AddSink
+	pending  map[string]*runner // made by Acker once started, not yet added
+	// dispatchList is the runners the dispatcher hands the stream to; it
+	// is replaced, never changed in place, so the dispatcher reads it
+	// under mu once a batch. lastDispatched is the last position handed
+	// to it: a sink added later starts there.
 	dispatchList   []*runner
 	lastDispatched change.Position
 	live           *liveRun      // what sinks added while running need; set by Run
@@ -83,21 +92,6 @@ type Relay struct {
 	killOnce       sync.Once
 
 	chunks chunks // backfill chunks; see backfill.go
-
-	replay   replays
-	replayMu sync.Mutex
-	replayC  context.Context // ends when the sinks stop; see replayCtx
-}
-
-// replayCtx is the context replays run under: it ends when Run stops the
-// sinks.
-func (r *Relay) replayCtx() context.Context {
-	r.replayMu.Lock()
-	defer r.replayMu.Unlock()
-	if r.replayC == nil {
-		return context.Background()
-	}
-	return r.replayC
 }
 
 // ErrKilled is what Run returns after Kill.
@@ -153,7 +147,7 @@ func New(src Source, slot string, store state.Store, opts Options, log *slog.Log
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 16
 	}
-	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log, ctl: make(chan func())}
+	return &Relay{src: src, slot: slot, store: store, opts: opts, log: log}
 }
 
 // Acker returns the function the named sink's delivery engine calls with
@@ -176,7 +170,7 @@ func (r *Relay) Add(s Sink) {
 }
 
 // runner returns the named runner, making it if there is none: among the
-// runners before Run, or, while Run runs, among those waiting for AddSink.
+// runners before Run started, or after, among those waiting for AddSink.
 func (r *Relay) runner(name string) *runner {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -189,7 +183,7 @@ func (r *Relay) runner(name string) *runner {
 		return rn
 	}
 	rn := newRunner(Sink{Name: name}, r.log)
-	if r.live == nil {
+	if !r.started {
 		r.runners = append(r.runners, rn)
 	} else {
 		if r.pending == nil {
@@ -226,11 +220,27 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// From here until the sinks run, sinks are added and removed by
+	// AddSink and RemoveSink, after the start.
+	unlockCtl := sync.OnceFunc(r.ctlMu.Unlock)
+	r.ctlMu.Lock()
+	defer unlockCtl()
+	r.mu.Lock()
+	r.started = true
+	// A runner made by an Acker whose sink is not added yet waits for
+	// AddSink like one made after the start.
+	for _, rn := range r.runners {
+		if rn.Delivery == nil {
+			if r.pending == nil {
+				r.pending = map[string]*runner{}
+			}
+			r.pending[rn.Name] = rn
+		}
+	}
+	r.runners = slices.DeleteFunc(r.runners, func(rn *runner) bool { return rn.Delivery == nil })
+	r.mu.Unlock()
 	names := make([]string, len(r.runners))
 	for i, rn := range r.runners {
-		if rn.Delivery == nil {
-			return fmt.Errorf("sink %q has an acker but was never added", rn.Name)
-		}
 		names[i] = rn.Name
 	}
 	cursors, err := cursor.NewSet(ctx, r.store, names, start)
@@ -241,10 +251,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		rn.tracker = cursors.Tracker(rn.Name)
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
-		rn.blocked, rn.total = &r.blocked, &r.total
-		if r.opts.Budget != nil {
-			rn.taker = r.opts.Budget.Taker()
-		}
+		r.join(rn)
 		if err := rn.start(ctx); err != nil {
 			return err
 		}
@@ -268,19 +275,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelStream()
 	sinkCtx, cancelSinks := context.WithCancel(context.Background())
 	defer cancelSinks()
-	r.replayMu.Lock()
-	r.replayC = sinkCtx
-	r.replayMu.Unlock()
 
 	events := make(chan []replication.Event, r.opts.EventBuffer)
 	var sinks errgroup.Group
-	for _, rn := range r.runners {
-		pctx, cancel := context.WithCancel(sinkCtx)
-		rn.stopDelivery = cancel
-		sinks.Go(func() error { return rn.Delivery.Run(pctx) })
-	}
-
-	fatal := make(chan error, 16+len(r.runners))
+	fatal := make(chan error, 16)
 	streamDone := make(chan struct{})
 	go func() {
 		defer close(streamDone)
@@ -292,18 +290,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	dispatchCtx, cancelDispatch := context.WithCancel(context.Background())
 	defer cancelDispatch()
 	var runners errgroup.Group
+	live := &liveRun{sinkCtx: sinkCtx, dispatchCtx: dispatchCtx, fatal: fatal, sinks: &sinks, runners: &runners, cursors: cursors}
 	for _, rn := range r.runners {
-		runners.Go(func() error {
-			if err := rn.run(dispatchCtx); err != nil {
-				fatal <- err
-			}
-			return nil
-		})
+		live.launch(rn)
 	}
 	r.mu.Lock()
-	r.live = &liveRun{sinkCtx: sinkCtx, dispatchCtx: dispatchCtx, fatal: fatal, sinks: &sinks, runners: &runners, cursors: cursors}
-	r.mu.Unlock()
+	r.live = live
 	r.dispatchList = slices.Clone(r.runners)
+	r.mu.Unlock()
+	unlockCtl()
 	go func() {
 		defer close(dispatchDone)
 		r.dispatch(dispatchCtx, events)
@@ -340,7 +335,6 @@ func (r *Relay) Run(ctx context.Context) error {
 		<-persistDone
 		<-streamDone
 		_ = sinks.Wait()
-		r.replay.wg.Wait()
 		return ErrKilled
 	}
 	if runErr == nil {
@@ -357,7 +351,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	_ = runners.Wait()
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
 	var drains sync.WaitGroup
-	for _, rn := range r.runners {
+	for _, rn := range r.runnerList() {
 		drains.Go(func() {
 			if err := rn.Delivery.Drain(drainCtx); err != nil {
 				r.log.Warn("sink not drained before the shutdown timeout; its undelivered messages are sent again after a restart", "sink", rn.Name, "err", err)
@@ -375,7 +369,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-streamDone
 	cancelSinks()
 	_ = sinks.Wait()
-	r.replay.wg.Wait()
 	for _, st := range r.cursors.Status() {
 		r.log.Info("cursor", "sink", st.Sink, "position", st.Acked.String(), "flush_lsn", st.Safe.String(), "undelivered", st.Pending)
 	}
@@ -413,9 +406,6 @@ func (r *Relay) dispatch(ctx context.Context, events <-chan []replication.Event)
 		select {
 		case <-ctx.Done():
 			return
-		case f := <-r.ctl:
-			f() // add or remove a sink between two batches
-			continue
 		case batch = <-events:
 		}
 		// A watermark splits a batch: what came before it reaches the
@@ -449,15 +439,21 @@ func (r *Relay) fanOut(ctx context.Context, batch []replication.Event) bool {
 			last = ev.Msg.Pos
 		}
 	}
-	for _, rn := range r.dispatchList {
+	// A sink added from here on starts after this batch; one removed
+	// while the batch goes out is skipped.
+	r.mu.Lock()
+	list := r.dispatchList
+	if last != (change.Position{}) {
+		r.lastDispatched = last
+	}
+	r.mu.Unlock()
+	for _, rn := range list {
 		select {
 		case rn.inbox <- batch:
+		case <-rn.exited:
 		case <-ctx.Done():
 			return false
 		}
-	}
-	if last != (change.Position{}) {
-		r.lastDispatched = last
 	}
 	return true
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -40,7 +41,11 @@ type Sink struct {
 	// key excludes; nil keeps all. It applies after the filter, which may
 	// read them.
 	Columns *sink.Columns
-	Window  config.Window
+	// FilterErrors is config.Sink.FilterErrors: "dead_letter" keeps a
+	// message the filter fails on in DeadLetters; anything else leaves
+	// it out.
+	FilterErrors string
+	Window       config.Window
 	// Backlog is where the sink's messages wait, durably, while its window
 	// is full and another sink could go on; nil: the sink holds the stream
 	// back instead.
@@ -76,7 +81,10 @@ type runner struct {
 	next    []replication.Event
 	tracker *cursor.Tracker
 	cursors *cursor.Set
-	taker   *replication.Taker // nil without a budget
+	// deadLetters is the sink's dead-letter store: for messages its
+	// filter fails on, and the dead letters it replays.
+	deadLetters state.DeadLetters
+	taker       *replication.Taker // nil without a budget
 	// dispatched is the last position taken (handed to the engine, or put
 	// in the backlog, or delivered before a restart): anything at or below
 	// it is skipped.
@@ -84,19 +92,24 @@ type runner struct {
 
 	// blocked counts the relay's runners that cannot take their inbox;
 	// total is how many runners there are. A runner spills only while
-	// another one can go on.
+	// another one can go on. wake is poked whenever either changes: a
+	// runner held because nobody else could go on looks again.
 	blocked *atomic.Int32
 	total   *atomic.Int32
+	wake    *wakeup
 	isBlock bool
-	// updates carries live changes of the sink's settings, applied by the
-	// runner's goroutine between two batches.
-	updates chan func(*Sink)
-	// stopDelivery ends the delivery engine's Run (a hard stop), for a
-	// sink removed while walhook runs.
+	// ctl carries control requests (see do), run by the runner's
+	// goroutine between two events; exited is closed when run returns.
+	ctl    chan func()
+	exited chan struct{}
+	// stopDelivery ends the delivery engine's Run (a hard stop), and
+	// stopRun the runner's, for a sink removed while walhook runs.
 	stopDelivery context.CancelFunc
+	stopRun      context.CancelFunc
 
-	// Backlog state, owned by the runner's goroutine.
-	spilling  bool
+	// mode is the runner's state (see runnerMode); the backlog state
+	// below, like mode, is owned by the runner's goroutine.
+	mode      runnerMode
 	buf       []state.Entry   // taken while spilling, not yet appended
 	bufBytes  int             // sizes of buf's messages
 	bufMark   pglogrepl.LSN   // the last mark after buf's entries
@@ -106,6 +119,12 @@ type runner struct {
 	trimmed   change.Position // the backlog is trimmed up to here
 	lastTrim  time.Time
 	fatal     error // a backlog write failed
+
+	// Replay state (see replay.go): the dead letters queued, in order, the
+	// IDs queued or in the engine, and the one in the engine.
+	replayQ   []string
+	replayIDs map[string]bool
+	replaying *replayRun
 
 	fullSince time.Time     // when the window filled, unless it fell below half since
 	recheck   time.Duration // canTake asks to be asked again after this
@@ -148,6 +167,7 @@ func (r *runner) takenThrough() change.Position {
 // runnerStats are what the runner counts, read by Status.
 type runnerStats struct {
 	spilling     atomic.Bool
+	filterErrors atomic.Uint64 // messages the filter failed on
 	backlogged   atomic.Uint64 // messages appended to the backlog
 	deadLettered atomic.Uint64 // messages moved from a full backlog to the dead letters
 }
@@ -169,8 +189,44 @@ const (
 	spillAfter = time.Second
 )
 
+// runnerMode is what a runner does with what it takes.
+type runnerMode uint8
+
+const (
+	// modeLive: messages go straight to the delivery engine, bounded by
+	// the window.
+	modeLive runnerMode = iota
+	// modeSpilling: messages go to the backlog, and the engine is fed
+	// from the backlog in position order until it is fed to its end
+	// (then modeLive again).
+	modeSpilling
+	// modeReplaying: messages go to the backlog (without one, the runner
+	// takes nothing), and the engine gets dead letters only (see
+	// replay.go); then modeSpilling.
+	modeReplaying
+)
+
 func newRunner(s Sink, log *slog.Logger) *runner {
-	return &runner{Sink: s, log: log, inbox: make(chan []replication.Event, inboxSize), updates: make(chan func(*Sink))}
+	return &runner{Sink: s, log: log, inbox: make(chan []replication.Event, inboxSize), ctl: make(chan func()), exited: make(chan struct{})}
+}
+
+// errRunnerStopped answers a request to a runner that no longer runs.
+var errRunnerStopped = errors.New("the sink's runner has stopped")
+
+// do runs f on the runner's goroutine between two events, and waits for
+// it: the runner takes requests whatever it waits for, so this never
+// waits for the stream or for another sink.
+func (r *runner) do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case r.ctl <- func() { f(); close(done) }:
+	case <-r.exited:
+		return fmt.Errorf("sink %q: %w", r.Name, errRunnerStopped)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
 }
 
 // start prepares the runner of a sink whose state is loaded: with a
@@ -195,8 +251,7 @@ func (r *runner) start(ctx context.Context) error {
 	if st.Count == 0 {
 		return nil
 	}
-	r.spilling = true
-	r.stats.spilling.Store(true)
+	r.setMode(modeSpilling)
 	if r.dispatched.Less(st.Last) {
 		r.dispatched = st.Last
 	}
@@ -213,8 +268,16 @@ func (r *runner) run(ctx context.Context) error {
 	flush.Stop()
 	defer flush.Stop()
 	armed := false // flush is set to append what waits in buf
+	defer close(r.exited)
 	defer r.setBlocked(false)
 	for {
+		if r.fatal != nil {
+			return r.fatal
+		}
+		// Taken before canTake looks at the other runners, so that a change
+		// between the look and the wait ends the wait.
+		wake := r.wake.C()
+		r.replayStep(ctx)
 		if r.fatal != nil {
 			return r.fatal
 		}
@@ -234,6 +297,8 @@ func (r *runner) run(ctx context.Context) error {
 			if r.recheck > 0 {
 				recheck = time.After(r.recheck)
 			}
+		} else {
+			wake = nil // only a held runner needs to know
 		}
 		if len(r.buf) > 0 && !armed {
 			flush.Reset(spillWait)
@@ -242,20 +307,26 @@ func (r *runner) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case evs, ok := <-inbox:
-			if !ok {
-				return r.fatal
-			}
+		case evs := <-inbox:
 			r.next = evs
 		case <-r.tracker.Changed():
 		case <-recheck:
-		case f := <-r.updates:
-			f(&r.Sink)
+		case <-wake: // another runner was held or let go, or one was added or removed
+		case f := <-r.ctl:
+			f()
+		case <-r.replayDone():
+			r.finishReplay(ctx)
 		case <-flush.C:
 			armed = false
 			r.flush(ctx)
 		}
 	}
+}
+
+// setMode moves the runner to mode m.
+func (r *runner) setMode(m runnerMode) {
+	r.mode = m
+	r.stats.spilling.Store(m != modeLive)
 }
 
 // takeNext handles the events of the current batch for as long as the
@@ -266,7 +337,7 @@ func (r *runner) takeNext(ctx context.Context) {
 		ev := r.next[0]
 		r.next = r.next[1:]
 		r.handle(ctx, ev)
-		if r.spilling || r.fatal != nil || !r.canTake(ctx) {
+		if r.mode != modeLive || r.fatal != nil || !r.canTake(ctx) {
 			return
 		}
 	}
@@ -283,6 +354,7 @@ func (r *runner) setBlocked(b bool) {
 	} else {
 		r.blocked.Add(-1)
 	}
+	r.wake.poke()
 }
 
 // roomInWindow reports whether the window takes one more message.
@@ -296,7 +368,7 @@ func (r *runner) roomInWindow() bool {
 // could go on, as long as the backlog has room (or its oldest messages can
 // move to the dead letters).
 func (r *runner) canTake(ctx context.Context) bool {
-	if !r.spilling {
+	if r.mode == modeLive {
 		if r.roomInWindow() {
 			if n, _ := r.tracker.Window(); n < r.Window.Messages/2 {
 				r.fullSince = time.Time{}
@@ -316,10 +388,13 @@ func (r *runner) canTake(ctx context.Context) bool {
 			r.recheck = wait
 			return false
 		}
-		r.startSpill(ctx)
+		r.startSpill(ctx, "sink cannot keep up; its messages go to its backlog while the other sinks go on")
 		if r.fatal != nil {
 			return false
 		}
+	}
+	if r.Backlog == nil {
+		return false // replaying without a backlog: hold the stream until done
 	}
 	if r.MaxSize <= 0 || r.Backlog.Stats().Bytes+int64(r.bufBytes) < r.MaxSize {
 		return true
@@ -340,8 +415,8 @@ func boolInt(b bool) int {
 }
 
 // startSpill makes the backlog hold every undelivered message of the
-// window, then takes what comes next into the backlog.
-func (r *runner) startSpill(ctx context.Context) {
+// window, then takes what comes next into the backlog; why is logged.
+func (r *runner) startSpill(ctx context.Context, why string) {
 	acked, _, _ := r.tracker.State()
 	last := r.Backlog.Stats().Last
 	var window []state.Entry
@@ -354,13 +429,11 @@ func (r *runner) startSpill(ctx context.Context) {
 		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
 		return
 	}
-	r.spilling = true
-	r.stats.spilling.Store(true)
+	r.setMode(modeSpilling)
 	r.stats.backlogged.Add(uint64(len(window)))
 	// Everything taken so far is delivered or durable now.
 	r.cursors.RaiseFloor(r.Name, r.lastMark)
-	r.log.Info("sink cannot keep up; its messages go to its backlog while the other sinks go on", "sink", r.Name,
-		"window", len(window))
+	r.log.Info(why, "sink", r.Name, "window", len(window))
 }
 
 // handle takes one event.
@@ -368,7 +441,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	switch ev.Kind {
 	case replication.EventCommit, replication.EventIdle:
 		r.lastMark = ev.LSN
-		if !r.spilling {
+		if r.mode == modeLive {
 			r.tracker.Mark(ev.LSN)
 			return
 		}
@@ -383,19 +456,21 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 		return
 	}
 	m := ev.Msg
-	if r.taker != nil && m.Action != change.Read { // backfilled rows never were in the stream's budget
-		defer r.taker.Took(m.Size())
+	if r.taker != nil && ev.Reserved > 0 {
+		// What the stream reserved, not m.Size(): source.columns may have
+		// made m smaller since. Backfilled rows reserved nothing.
+		defer r.taker.Took(ev.Reserved)
 	}
 	if r.seen.Less(m.Pos) {
 		r.seen = m.Pos
 	}
-	if !r.spilling {
+	if r.mode == modeLive {
 		defer r.setTaken(r.seen)
 	}
 	if m.Action == change.Read {
 		m = r.settleRead(m) // nil: the sink has the row's newer state
 	}
-	if m == nil || !r.dispatched.Less(m.Pos) || !r.match(m) {
+	if m == nil || !r.dispatched.Less(m.Pos) || !r.match(ctx, m) {
 		return
 	}
 	r.took(m)
@@ -403,7 +478,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 	m = r.Columns.Apply(m)
 	r.dispatched = m.Pos
 	e := state.Entry{Msg: m, Group: group, Barrier: barrier}
-	if r.spilling {
+	if r.mode != modeLive {
 		r.buf = append(r.buf, e)
 		r.bufBytes += m.Size()
 		if len(r.buf) >= spillBatch || r.bufBytes >= spillBytes {
@@ -448,7 +523,7 @@ func (r *runner) flush(ctx context.Context) {
 // feed hands backlog messages to the engine while the window has room,
 // and stops spilling once the backlog is fed to its end.
 func (r *runner) feed(ctx context.Context) {
-	for r.spilling && r.fatal == nil && r.roomInWindow() {
+	for r.mode == modeSpilling && r.fatal == nil && r.roomInWindow() {
 		n, _ := r.tracker.Window()
 		want := r.Window.Messages - n
 		if want <= 0 {
@@ -466,8 +541,7 @@ func (r *runner) feed(ctx context.Context) {
 				r.flush(ctx) // the rest is still in memory: make it durable, then feed it
 				continue
 			}
-			r.spilling = false
-			r.stats.spilling.Store(false)
+			r.setMode(modeLive)
 			r.setTaken(r.seen)
 			r.log.Info("sink caught up with its backlog", "sink", r.Name)
 			return
@@ -525,18 +599,50 @@ func (r *runner) moveOldest(ctx context.Context) {
 }
 
 // match applies the sink's filter to m. A filter that fails on a message
-// does not match it; failures are logged at most every 10 s, with the
-// latest error and how many there were, so a filter that fails on every
-// message cannot flood the log.
-func (r *runner) match(m *change.Message) bool {
+// does not match it: the failure is counted, and under filter_errors:
+// dead_letter the message is kept in the sink's dead letters before the
+// runner takes anything after it (so the flush LSN never passes it before
+// it is durable). Failures are logged at most every 10 s, with the latest
+// error and how many there were, so a filter that fails on every message
+// cannot flood the log.
+func (r *runner) match(ctx context.Context, m *change.Message) bool {
 	ok, err := r.Filter.Match(m)
-	if err != nil {
-		r.filterErrors++
-		if now := time.Now(); now.Sub(r.reported) >= 10*time.Second {
-			r.log.Warn("filter failed on a message; it is not delivered to this sink", "sink", r.Name,
-				"position", m.Pos.String(), "err", err, "failures", r.filterErrors)
-			r.filterErrors, r.reported = 0, now
-		}
+	if err == nil {
+		return ok
 	}
-	return ok
+	r.stats.filterErrors.Add(1)
+	r.filterErrors++
+	kept := r.FilterErrors == "dead_letter"
+	if kept {
+		r.deadLetterFiltered(ctx, m, err)
+	}
+	if now := time.Now(); now.Sub(r.reported) >= 10*time.Second {
+		what := "it is not delivered to this sink"
+		if kept {
+			what = "it is kept in the sink's dead letters"
+		}
+		r.log.Warn("filter failed on a message; "+what, "sink", r.Name,
+			"position", m.Pos.String(), "err", err, "failures", r.filterErrors)
+		r.filterErrors, r.reported = 0, now
+	}
+	return false
+}
+
+// deadLetterFiltered keeps m, which the filter failed on, as a dead letter
+// of its own, with the routing and columns the sink would have given it.
+func (r *runner) deadLetterFiltered(ctx context.Context, m *change.Message, ferr error) {
+	group, barrier := r.Router.Route(m)
+	now := time.Now()
+	id, err := r.deadLetters.Add(ctx, state.DeadLetter{
+		Entries:   []state.Entry{{Msg: r.Columns.Apply(m), Group: group, Barrier: barrier}},
+		LastError: "the sink's filter failed: " + ferr.Error(),
+		Reason:    state.ReasonFilterError, Created: now,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fatal = fmt.Errorf("sink %q: keep a message its filter failed on in the dead letters: %w", r.Name, err)
+		}
+		return
+	}
+	r.log.Debug("message the filter failed on moved to the dead letters", "sink", r.Name, "dead_letter", id, "position", m.Pos.String())
 }

@@ -48,6 +48,8 @@ type SinkStatus struct {
 	// letters.
 	Backlogged       uint64
 	DeadLetteredFull uint64
+	// FilterErrors counts the messages the sink's filter failed on.
+	FilterErrors uint64
 }
 
 // Status returns the relay's state now.
@@ -68,6 +70,7 @@ func (r *Relay) Status() Status {
 		}
 		ss.Spilling = rn.stats.spilling.Load()
 		ss.Backlogged, ss.DeadLetteredFull = rn.stats.backlogged.Load(), rn.stats.deadLettered.Load()
+		ss.FilterErrors = rn.stats.filterErrors.Load()
 		if rn.Backlog != nil {
 			b := rn.Backlog.Stats()
 			ss.BacklogCount, ss.BacklogBytes = b.Count, b.Bytes

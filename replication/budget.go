@@ -82,7 +82,7 @@ func (b *Budget) InUse() int64 {
 // release gives back n bytes reserved for messages that were never handed
 // on: the connection they came from ended first.
 func (b *Budget) release(n int) {
-	if b == nil {
+	if b == nil || n == 0 {
 		return
 	}
 	b.decoded.Add(-int64(n))

@@ -52,6 +52,11 @@ type Event struct {
 	Kind EventKind
 	Msg  *change.Message
 	LSN  pglogrepl.LSN
+	// Reserved is what the stream took of its Budget for Msg: its size as
+	// decoded. Every consumer gives back exactly this once it took the
+	// event (Taker.Took), whatever became of Msg since (a projection
+	// makes it smaller); 0 for an event outside the budget.
+	Reserved int
 }
 
 // FinalStatusTimeout bounds the final standby status update Run sends when
@@ -359,14 +364,17 @@ const emitBatch = 64
 // emit adds an event to the pending batch and hands the batch on once it
 // is full or ev ends a transaction (see emitBatch).
 func (r *receiver) emit(ctx context.Context, ev Event) error {
-	if ev.Kind == EventChange && !r.s.Budget.reserve(ev.Msg.Size()) {
-		// What is pending holds budget too: hand it on before waiting for
-		// the consumers to free some.
-		if err := r.handOn(ctx); err != nil {
-			return err
-		}
-		if err := r.waitBudget(ctx, ev.Msg.Size()); err != nil {
-			return err
+	if ev.Kind == EventChange && r.s.Budget != nil {
+		ev.Reserved = ev.Msg.Size()
+		if !r.s.Budget.reserve(ev.Reserved) {
+			// What is pending holds budget too: hand it on before waiting
+			// for the consumers to free some.
+			if err := r.handOn(ctx); err != nil {
+				return err
+			}
+			if err := r.waitBudget(ctx, ev.Reserved); err != nil {
+				return err
+			}
 		}
 	}
 	r.pending = append(r.pending, ev)
@@ -414,9 +422,7 @@ func (r *receiver) handOn(ctx context.Context) error {
 // batch of the budget spent for good.
 func (r *receiver) dropPending() {
 	for _, ev := range r.pending {
-		if ev.Kind == EventChange {
-			r.s.Budget.release(ev.Msg.Size())
-		}
+		r.s.Budget.release(ev.Reserved)
 	}
 	r.pending = nil
 }

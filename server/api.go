@@ -184,6 +184,9 @@ type SinkStatus struct {
 	DeadLetters     int64      `json:"dead_letters"`
 	BacklogCount    int64      `json:"backlog_count"`
 	BacklogBytes    int64      `json:"backlog_bytes"`
+	// FilterErrors counts the messages the sink's filter failed on (see
+	// filter_errors).
+	FilterErrors uint64 `json:"filter_errors"`
 }
 
 // DeadLetter is a batch that failed its last attempt.
@@ -195,7 +198,7 @@ type DeadLetter struct {
 	Last     string `json:"last,omitempty"`  // position of the last message
 	Attempts int    `json:"attempts"`
 	// Reason says why the batch became a dead letter: max_attempts,
-	// max_lag or backlog_full.
+	// max_lag, backlog_full or filter_error.
 	Reason string `json:"reason,omitempty"`
 	// LastStatus is the HTTP status of the last attempt; 0 when it got no
 	// answer (a timeout, a refused connection).

@@ -46,7 +46,8 @@ type SinkSnapshot struct {
 	DeadLetters     int
 	BacklogBytes    int64
 	// Paused: the sink is paused (by the operator, a 410, or pause_after).
-	Paused bool
+	Paused       bool
+	FilterErrors uint64 // messages the sink's filter failed on
 }
 
 // BackfillSnapshot is the rows a backfill sent for one table.
@@ -61,7 +62,7 @@ type Collector struct {
 
 	received, delivered, attempts, duration, replLag, sinkLag, sinkLagSec *prometheus.Desc
 	deadLetters, heartbeat, backlog, backfillRows, backfillsRunning       *prometheus.Desc
-	active, paused                                                        *prometheus.Desc
+	active, paused, filterErrors                                          *prometheus.Desc
 }
 
 // NewCollector returns the collector of walhook's metrics over src.
@@ -83,6 +84,7 @@ func NewCollector(src Snapshotter) *Collector {
 		backlog:          d("walhook_sink_backlog_bytes", "Bytes in the sink's durable backlog.", "sink"),
 		backfillRows:     d("walhook_backfill_rows_total", "Rows a backfill sent, per sink and table.", "sink", "table"),
 		backfillsRunning: d("walhook_backfills_running", "Backfills running now."),
+		filterErrors:     d("walhook_filter_errors_total", "Messages the sink's filter failed on: left out (filter_errors: skip) or kept in the dead letters (dead_letter).", "sink"),
 		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
 		paused:           d("walhook_sink_paused", "1 while the sink is paused (by the operator, a 410 Gone, or pause_after), else 0.", "sink"),
 	}
@@ -91,7 +93,7 @@ func NewCollector(src Snapshotter) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.received, c.delivered, c.attempts, c.duration, c.replLag, c.sinkLag,
-		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.paused} {
+		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.paused, c.filterErrors} {
 		ch <- d
 	}
 }
@@ -137,6 +139,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			paused = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, k.Name)
+		ch <- prometheus.MustNewConstMetric(c.filterErrors, prometheus.CounterValue, float64(k.FilterErrors), k.Name)
 	}
 	for _, b := range s.Backfills {
 		ch <- prometheus.MustNewConstMetric(c.backfillRows, prometheus.CounterValue, float64(b.Rows), b.Sink, b.Table)

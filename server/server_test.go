@@ -285,8 +285,8 @@ func TestEndpoints(t *testing.T) {
 	}{
 		{"GET", "/api/v1/status", "", 200,
 			`{"ready":true,"role":"active","slot":"walhook","connected":false,"lag_bytes":0,"lag_seconds":0,"reconnects":0,"sinks":[` +
-				`{"name":"orders","state":"running","lag_bytes":0,"lag_seconds":0,"queued":0,"in_flight":0,"delivered":0,"delivered_per_sec":0,"failed_attempts":0,"dead_letters":0,"backlog_count":0,"backlog_bytes":0},` +
-				`{"name":"audit.log","state":"running","lag_bytes":0,"lag_seconds":0,"queued":0,"in_flight":0,"delivered":0,"delivered_per_sec":0,"failed_attempts":0,"dead_letters":0,"backlog_count":0,"backlog_bytes":0}]}`,
+				`{"name":"orders","state":"running","lag_bytes":0,"lag_seconds":0,"queued":0,"in_flight":0,"delivered":0,"delivered_per_sec":0,"failed_attempts":0,"dead_letters":0,"backlog_count":0,"backlog_bytes":0,"filter_errors":0},` +
+				`{"name":"audit.log","state":"running","lag_bytes":0,"lag_seconds":0,"queued":0,"in_flight":0,"delivered":0,"delivered_per_sec":0,"failed_attempts":0,"dead_letters":0,"backlog_count":0,"backlog_bytes":0,"filter_errors":0}]}`,
 			[]string{"Status"}},
 		{"POST", "/api/v1/sinks/orders/pause", "", 200, `{"sink":"orders","paused":true}`, []string{"PauseSink orders"}},
 		{"POST", "/api/v1/sinks/audit.log/resume", "", 200, `{"sink":"audit.log","paused":false}`, []string{"ResumeSink audit.log"}},

@@ -224,6 +224,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			d := DeadLetter{
 				Messages:     append([]*change.Message(nil), l.b.Messages...),
 				Groups:       make([]uint64, len(batch)),
+				Barriers:     make([]bool, len(batch)),
 				Attempts:     attempt,
 				LastStatus:   StatusOf(err),
 				LastError:    err.Error(),
@@ -232,7 +233,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 				Reason:       reason,
 			}
 			for i, s := range batch {
-				d.Groups[i] = s.group
+				d.Groups[i], d.Barriers[i] = s.group, s.barrier
 			}
 			dlErr := p.deadLetter(ctx, d)
 			if dlErr == nil {

@@ -52,6 +52,7 @@ type Batch struct {
 type DeadLetter struct {
 	Messages     []*change.Message
 	Groups       []uint64 // each message's ordering group
+	Barriers     []bool   // whether each message is a barrier
 	Attempts     int
 	LastStatus   int    // the last attempt's status code, 0 if none
 	LastError    string // what the last attempt got: a response excerpt or an error
@@ -148,9 +149,10 @@ type submission struct {
 	replay  *replay // set for a dead letter's message being replayed
 }
 
-// replay is one dead letter being delivered again.
+// replay is one dead letter being delivered again. Its messages may go
+// through several lanes, which count them down concurrently.
 type replay struct {
-	remaining int
+	remaining atomic.Int64
 	done      func()
 }
 
@@ -277,12 +279,24 @@ func (p *Pipeline) Submit(m *change.Message, group uint64, barrier bool) error {
 	return nil
 }
 
+// Entry is a message with the routing its sink gave it, as a dead letter
+// keeps it.
+type Entry struct {
+	Msg     *change.Message
+	Group   uint64
+	Barrier bool
+}
+
 // Replay queues a dead letter's messages for delivery again, in order, in
-// their ordering groups, and calls done once all of them were delivered
-// (or became a dead letter again). They are not acknowledged through
-// Options.Ack: they are not part of the stream's cursor.
-func (p *Pipeline) Replay(msgs []*change.Message, groups []uint64, done func()) error {
-	if len(msgs) == 0 {
+// their ordering groups and with their barriers, and calls done once all
+// of them were delivered (or became a dead letter again). They are not
+// acknowledged through Options.Ack: they are not part of the stream's
+// cursor. The caller keeps them apart from submitted messages (nothing
+// submitted is in flight, and nothing is submitted until done), so that a
+// batch never mixes the two and a batch that fails is a dead letter in
+// position order.
+func (p *Pipeline) Replay(entries []Entry, done func()) error {
+	if len(entries) == 0 {
 		done()
 		return nil
 	}
@@ -293,17 +307,14 @@ func (p *Pipeline) Replay(msgs []*change.Message, groups []uint64, done func()) 
 		return ErrStopped
 	default:
 	}
-	r := &replay{remaining: len(msgs), done: done}
+	r := &replay{done: done}
+	r.remaining.Store(int64(len(entries)))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i, m := range msgs {
-		var g uint64
-		if i < len(groups) {
-			g = groups[i]
-		}
+	for _, e := range entries {
 		p.pending++
-		s := submission{m: m, group: g, replay: r}
-		if p.barrier != nil || len(p.gate) > 0 {
+		s := submission{m: e.Msg, group: e.Group, barrier: e.Barrier, replay: r}
+		if p.barrier != nil || len(p.gate) > 0 || (s.barrier && p.outstanding > 0) {
 			p.gate = append(p.gate, s)
 			continue
 		}
@@ -329,8 +340,7 @@ func (p *Pipeline) acknowledged(batch []submission) {
 	for _, s := range batch {
 		switch {
 		case s.replay != nil:
-			s.replay.remaining--
-			if s.replay.remaining == 0 {
+			if s.replay.remaining.Add(-1) == 0 {
 				done = append(done, s.replay.done)
 			}
 		case p.ack != nil:

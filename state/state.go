@@ -128,6 +128,7 @@ const (
 	ReasonMaxAttempts = "max_attempts" // it failed retry.max_attempts times
 	ReasonBacklogFull = "backlog_full" // backlog.when_full: dead_letter moved it out
 	ReasonMaxLag      = "max_lag"      // it failed while older than the sink's max_lag
+	ReasonFilterError = "filter_error" // the sink's filter failed on it, with filter_errors: dead_letter
 )
 
 // MaxErrorLen bounds DeadLetter.LastError; Add cuts a longer one (at a rune
@@ -160,7 +161,7 @@ type DeadLetter struct {
 	// Created is when the dead letter was made; Add sets it to now when it
 	// is zero.
 	Created time.Time
-	Reason  string // ReasonMaxAttempts, ReasonBacklogFull, ReasonMaxLag
+	Reason  string // ReasonMaxAttempts, ReasonBacklogFull, ReasonMaxLag, ReasonFilterError
 }
 
 // DeadLetters is one sink's dead-letter store.

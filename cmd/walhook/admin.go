@@ -129,6 +129,7 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 			LastError:       secrets.String(d.LastError), // a receiver may echo a credential back
 			BacklogCount:    s.BacklogCount,
 			BacklogBytes:    s.BacklogBytes,
+			FilterErrors:    s.FilterErrors,
 			DeadLetters:     int64(a.deadLetterCount(ctx, s.Name)),
 		}
 		if !s.Acked.IsZero() {
@@ -221,6 +222,7 @@ func (a *admin) Snapshot() server.Snapshot {
 			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
 			BacklogBytes:    k.BacklogBytes,
 			Paused:          d.Paused,
+			FilterErrors:    k.FilterErrors,
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)

@@ -191,3 +191,28 @@ func TestColumnListRefused(t *testing.T) {
 		t.Errorf("got %d publications (%v), want none", n, err)
 	}
 }
+
+// TestSourceColumnsKeepTheBudget: when walhook applies source.columns
+// itself (the publication has no column list), the stream's byte budget
+// is given back in full: far more than the budget's 16 MiB of left-out
+// bytes pass, and every row arrives.
+func TestSourceColumnsKeepTheBudget(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE padded (id int PRIMARY KEY, pad_col text)`)
+	exec1(t, conn, `CREATE PUBLICATION c_budget FOR TABLE padded`) // no column list: walhook projects
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "c_budget",
+		"  tables: [padded]\n  columns: {padded: {exclude: [pad_col]}}\n",
+		sinkConf{Name: "one", URL: rcv.URL, Extra: "    batch_size: 1000\n"})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "c_budget", d)
+	// 40,000 rows of about 1 kB each: about 40 MiB left out by walhook.
+	const rows = 40000
+	exec1(t, conn, `INSERT INTO padded SELECT g, repeat('x', 1000) FROM generate_series(1, 40000) g`)
+	msgs := rcv.WaitCount(t, rows, 120*time.Second)
+	if bytes.Contains(msgs[0].Raw, []byte("pad_col")) {
+		t.Errorf("got a column source.columns leaves out: %s", msgs[0].Raw)
+	}
+	d.stop(t, syscall.SIGTERM, 30*time.Second)
+}

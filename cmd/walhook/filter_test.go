@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/webhooktest"
+	"github.com/walhook/walhook/server"
 )
 
 // TestCELFilters: one sink filters on record, one on metadata; each gets
@@ -101,5 +104,66 @@ sinks:
 				t.Errorf("%s: walhook %s exited %d, want 2 and %q in:\n%s", name, cmd, code, filepath.Base(path)+tc.want, out)
 			}
 		}
+	}
+}
+
+// TestFilterErrorsCountedAndKept: a filter that fails on a message (a
+// NULL compared with a number) leaves it out under filter_errors: skip and
+// keeps it as a dead letter with reason filter_error under dead_letter;
+// both count it in status and walhook_filter_errors_total, and neither
+// holds the slot.
+func TestFilterErrorsCountedAndKept(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, n int)`)
+	skip, kept := webhooktest.New(t, ""), webhooktest.New(t, "")
+	filter := "    filter: 'record.n > 0'\n"
+	cfg := writeConfig(t, t.TempDir(), dsn, "f_errors", "  tables: [public.t]\n",
+		sinkConf{Name: "skip", URL: skip.URL, Extra: filter},
+		sinkConf{Name: "kept", URL: kept.URL, Extra: filter + "    filter_errors: dead_letter\n"})
+	addr := withAdmin(t, cfg)
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "f_errors", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1, 1), (2, NULL), (3, 3)`)
+	for name, r := range map[string]*webhooktest.Receiver{"skip": skip, "kept": kept} {
+		got := r.WaitCount(t, 2, 30*time.Second)
+		if ids := []int{rowID(t, got[0]), rowID(t, got[1])}; !slices.Equal(slices.Sorted(slices.Values(ids)), []int{1, 3}) {
+			t.Errorf("sink %s got rows %v, want [1 3]", name, ids)
+		}
+	}
+	target := currentLSN(t, conn)
+	waitUntil(t, 30*time.Second, "the slot past the row the filter failed on", func() bool {
+		return readSlot(t, conn, "f_errors").confirmed >= target
+	})
+	m := metrics(t, addr)
+	for _, name := range []string{"skip", "kept"} {
+		if v := m[`walhook_filter_errors_total{sink="`+name+`"}`]; v != 1 {
+			t.Errorf("walhook_filter_errors_total of %s: got %v, want 1", name, v)
+		}
+	}
+	code, body := adminGet(t, addr, "/api/v1/status", testToken)
+	var st server.StatusReport
+	if code != 200 || json.Unmarshal(body, &st) != nil {
+		t.Fatalf("GET /api/v1/status: %d %s", code, body)
+	}
+	for _, s := range st.Sinks {
+		if s.FilterErrors != 1 {
+			t.Errorf("status of %s: got filter_errors %d, want 1", s.Name, s.FilterErrors)
+		}
+	}
+	code, out := runWalhook(t, "dlq", "list", "--sink", "kept", "--json", "--config", cfg)
+	var list []server.DeadLetter
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Count != 1 || list[0].Reason != "filter_error" {
+		t.Fatalf("dlq list of kept: exit %d, want one dead letter of one message with reason filter_error:\n%s", code, out)
+	}
+	code, out = runWalhook(t, "dlq", "show", list[0].ID, "--sink", "kept", "--config", cfg)
+	if code != 0 || !strings.Contains(out, `"id": 2`) && !strings.Contains(out, `"id":2`) {
+		t.Errorf("dlq show: exit %d, want row 2 in:\n%s", code, out)
+	}
+	if code, out := runWalhook(t, "dlq", "list", "--sink", "skip", "--json", "--config", cfg); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("dlq list of skip: exit %d, want no dead letters:\n%s", code, out)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
 	}
 }

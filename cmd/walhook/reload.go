@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"reflect"
@@ -172,30 +173,26 @@ func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 			added = append(added, change{sc, dest})
 		}
 	}
+	// Apply. The relay answers each request without waiting for the
+	// stream; the bound is for a state store that hangs.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var applied []string
+	// What runs after the reload: the old configuration with every change
+	// that applied, and only those, so that the next reload compares with
+	// what really runs.
+	running := map[string]config.Sink{}
+	for name, sc := range old {
+		running[name] = sc
+	}
 	for _, c := range changed {
-		prevDest, err := rl.pipes[c.sc.Name].Reconfigure(c.sc, c.dest)
-		if err != nil {
-			rl.log.Error("sink not reconfigured", "sink", c.sc.Name, "err", err)
+		if err := rl.change(ctx, c.sc, c.dest, exprs[c.sc.Name]); err != nil {
+			rl.log.Error("sink not reconfigured; it keeps its old settings", "sink", c.sc.Name, "err", secrets.Error(err))
 			c.dest.Close()
 			continue
 		}
-		if prevDest != nil {
-			prevDest.(destination).Close()
-		}
-		rl.dests[c.sc.Name] = c.dest
-		sc, expr := c.sc, exprs[c.sc.Name]
-		err = rl.r.UpdateSink(ctx, sc.Name, func(s *relay.Sink) {
-			s.Filter, s.Columns, s.Window = sink.NewFilter(sc, expr), sink.NewColumns(sc.Columns), sc.Window
-			s.MaxSize, s.WhenFull, s.BatchSize = sc.Backlog.MaxSize, sc.Backlog.WhenFull, sc.BatchSize
-		})
-		if err != nil {
-			rl.log.Error("sink's filter, columns and window not updated", "sink", sc.Name, "err", err)
-			continue
-		}
-		applied = append(applied, "changed "+sc.Name)
+		running[c.sc.Name] = c.sc
+		applied = append(applied, "changed "+c.sc.Name)
 	}
 	for _, c := range added {
 		c.dest.Close() // buildSink makes its own
@@ -217,6 +214,7 @@ func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 			continue
 		}
 		rl.dests[c.sc.Name], rl.pipes[c.sc.Name] = dest, s.Delivery.(*sink.Pipeline)
+		running[c.sc.Name] = c.sc
 		applied = append(applied, "added "+c.sc.Name)
 		if first {
 			onCreate = append(onCreate, c.sc.Name)
@@ -235,11 +233,62 @@ func (rl *reloader) reload(ctx context.Context) (onCreate []string) {
 		}
 		delete(rl.dests, name)
 		delete(rl.pipes, name)
+		delete(running, name)
 		applied = append(applied, "removed "+name)
 	}
-	rl.cur = next
+	rl.cur = recorded(next, running)
 	rl.log.Info("configuration reloaded", "changes", strings.Join(applied, ", "))
 	return onCreate
+}
+
+// change applies a changed sink's settings: the relay's part (filter,
+// columns, window, backlog bounds) first, since its runner may have
+// stopped, then the pipeline's (batching, retry, destination), which only
+// checks what validation already checked. It fails without changing
+// anything.
+func (rl *reloader) change(ctx context.Context, sc config.Sink, dest destination, expr *filter.Expr) error {
+	pipe := rl.pipes[sc.Name]
+	if pipe == nil {
+		return fmt.Errorf("sink %q has no delivery engine to reconfigure", sc.Name)
+	}
+	var before relay.Sink
+	err := rl.r.UpdateSink(ctx, sc.Name, func(s *relay.Sink) {
+		before = *s
+		s.Filter, s.Columns, s.Window = sink.NewFilter(sc, expr), sink.NewColumns(sc.Columns), sc.Window
+		s.MaxSize, s.WhenFull, s.BatchSize = sc.Backlog.MaxSize, sc.Backlog.WhenFull, sc.BatchSize
+		s.FilterErrors = sc.FilterErrors
+	})
+	if err != nil {
+		return err
+	}
+	prevDest, err := pipe.Reconfigure(sc, dest)
+	if err != nil {
+		_ = rl.r.UpdateSink(ctx, sc.Name, func(s *relay.Sink) { *s = before })
+		return err
+	}
+	if prevDest != nil {
+		prevDest.(destination).Close()
+	}
+	rl.dests[sc.Name] = dest
+	return nil
+}
+
+// recorded is next with the sinks that run after a reload, in next's
+// order, then those a reload failed to remove.
+func recorded(next *config.Config, running map[string]config.Sink) *config.Config {
+	out := *next
+	out.Sinks = nil
+	for _, sc := range next.Sinks {
+		if rs, ok := running[sc.Name]; ok {
+			out.Sinks = append(out.Sinks, rs)
+			delete(running, sc.Name)
+		}
+	}
+	names := slices.Sorted(maps.Keys(running))
+	for _, name := range names {
+		out.Sinks = append(out.Sinks, running[name])
+	}
+	return &out
 }
 
 // withOrigin returns sc with prev's filter origin, which says where the

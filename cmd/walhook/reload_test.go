@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,4 +188,101 @@ func startUpdater(t *testing.T, dsn string, rows int) *writer {
 		_, err := conn.Exec(context.Background(), `UPDATE t SET v = v + 1 WHERE id = $1`, id)
 		return id, err
 	})
+}
+
+// reloadWith writes s as the configuration file and sends SIGHUP.
+func reloadWith(t *testing.T, d *daemon, cfg, s string) {
+	t.Helper()
+	if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadBeforeStreaming: a SIGHUP that adds a sink while walhook
+// cannot reach PostgreSQL yet adds it; once PostgreSQL is up both sinks
+// stream, and walhook does not exit.
+func TestReloadBeforeStreaming(t *testing.T) {
+	srv := startServer(t, pgtest.Options{})
+	dsn := srv.DSN("postgres")
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	conn.Close(context.Background())
+	if err := srv.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+	a, b := webhooktest.New(t, ""), webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "rl_early", "", sinkConf{Name: "a", URL: a.URL})
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitOutput(t, d, "cannot reach PostgreSQL; retrying", 1, 30*time.Second)
+	reloadWith(t, d, cfg, string(raw)+"  - name: b\n    url: \""+b.URL+"\"\n    batch_wait: 5ms\n")
+	waitOutput(t, d, "configuration reloaded", 1, 30*time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn = connect(t, dsn)
+	waitActive(t, conn, "rl_early", 0, d, 60*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	a.WaitCount(t, 1, 30*time.Second)
+	b.WaitCount(t, 1, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestReloadWhileASinkHoldsTheStream: with the only sink failing and its
+// window full (it holds the stream), a SIGHUP adds a sink at once: the
+// held sink spills to its backlog and the added one gets the rows
+// committed after the reload; a second SIGHUP editing the added sink
+// applies too.
+func TestReloadWhileASinkHoldsTheStream(t *testing.T) {
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	held, added := webhooktest.New(t, ""), webhooktest.New(t, "")
+	held.SetFaults(webhooktest.Faults{Down: true})
+	cfg := writeConfig(t, t.TempDir(), dsn, "rl_held", "  tables: [public.t]\n",
+		sinkConf{Name: "held", URL: held.URL, Extra: "    window: {messages: 5}\n    batch_size: 1\n"})
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "rl_held", d)
+	for i := 1; i <= 50; i++ {
+		exec1(t, conn, `INSERT INTO t VALUES ($1)`, i)
+	}
+	// Five batches of one failing: the window is full, the stream held.
+	waitUntil(t, 30*time.Second, "the held sink's window to fill", func() bool {
+		ids := map[string]bool{}
+		for _, r := range held.Requests() {
+			ids[r.ID] = true
+		}
+		return len(ids) >= 5
+	})
+	withAdded := string(raw) + "  - name: added\n    url: \"" + added.URL + "\"\n    batch_wait: 5ms\n"
+	reloadWith(t, d, cfg, withAdded)
+	waitOutput(t, d, "configuration reloaded", 1, 20*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (100)`)
+	hasRow := func(id int) func([]webhooktest.Message) bool {
+		return func(ms []webhooktest.Message) bool {
+			return slices.ContainsFunc(ms, func(m webhooktest.Message) bool { return rowID(t, m) == id })
+		}
+	}
+	added.WaitFor(t, 20*time.Second, "row 100", hasRow(100))
+	reloadWith(t, d, cfg, strings.Replace(withAdded, "batch_wait: 5ms\n    retry", "batch_wait: 6ms\n    retry", 2))
+	waitOutput(t, d, "configuration reloaded", 2, 20*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (101)`)
+	added.WaitFor(t, 20*time.Second, "row 101", hasRow(101))
+	held.SetFaults(webhooktest.Faults{})
+	held.WaitCount(t, 52, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
 }
