@@ -11,7 +11,8 @@ import (
 	"strings"
 )
 
-// TLS is how a sink's client speaks TLS to an https:// receiver. The zero
+// TLS is how a sink's client speaks TLS to an https:// receiver or a
+// broker. The zero
 // value trusts the system's CAs and sends no client certificate.
 type TLS struct {
 	// CAFile is a PEM file of the CA certificates to trust instead of the
@@ -78,13 +79,19 @@ func (d *decoder) filePath(v value) string {
 
 // readPEM reads a file for tls, recording a problem when it cannot.
 func (d *decoder) readPEM(v value, path string) ([]byte, bool) {
+	return d.readFile(v, path, "a PEM file")
+}
+
+// readFile reads a file a key names, recording a problem when it cannot;
+// what says what the file should hold.
+func (d *decoder) readFile(v value, path, what string) ([]byte, bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		var perr *fs.PathError
 		if errors.As(err, &perr) {
 			err = perr.Err
 		}
-		d.fail(v, "cannot read %s: %v; write the path of a PEM file (relative paths start at the configuration file's directory)", path, err)
+		d.fail(v, "cannot read %s: %v; write the path of %s (relative paths start at the configuration file's directory)", path, err, what)
 		return nil, false
 	}
 	return data, true
