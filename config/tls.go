@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,8 +13,8 @@ import (
 )
 
 // TLS is how a sink's client speaks TLS to an https:// receiver or a
-// broker. The zero
-// value trusts the system's CAs and sends no client certificate.
+// broker. The zero value trusts the system's CAs and sends no client
+// certificate.
 type TLS struct {
 	// CAFile is a PEM file of the CA certificates to trust instead of the
 	// system's; "" for the system's.
@@ -137,4 +138,37 @@ func (d *decoder) keyPair(certField, keyField value, certPath, keyPath string) {
 		// crypto/tls names what is wrong without quoting the key.
 		d.fail(keyField, "%s and cert_file do not make a client certificate: %v; write the unencrypted PEM private key of cert_file", keyPath, strings.TrimPrefix(err.Error(), "tls: "))
 	}
+}
+
+// ClientConfig builds a client's TLS settings from a sink's tls settings,
+// reading the files now: nil when the sink has none, so the client keeps
+// Go's defaults (the system's CAs). Every type of sink that speaks TLS
+// uses it.
+func (t TLS) ClientConfig() (*tls.Config, error) {
+	if t == (TLS{}) {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		if t.CertFile == "" || t.KeyFile == "" {
+			return nil, errors.New("tls: cert_file and key_file go together; set both, or neither")
+		}
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file and key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

@@ -96,7 +96,7 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		s.gzip = newCompressor(4 * int(max(cfg.BatchBytes, 1<<20)))
 	}
 	if s.client == nil {
-		tlsConfig, err := clientTLS(cfg.Webhook.TLS)
+		tlsConfig, err := cfg.Webhook.TLS.ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("sink %q: %w", cfg.Name, err)
 		}
