@@ -14,6 +14,7 @@ import (
 
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/nats"
 	"github.com/walhook/walhook/sink/webhook"
 )
 
@@ -47,8 +48,20 @@ type kind struct {
 // kinds are the types this walhook delivers to, by config.Sink.Type.
 var kinds = map[string]kind{
 	"webhook": {build: func(sc config.Sink, opts Options) (Destination, error) {
-		return webhook.New(sc, webhook.Options{Version: opts.Version, Logger: opts.Logger})
+		return built(webhook.New(sc, webhook.Options{Version: opts.Version, Logger: opts.Logger}))
 	}},
+	"nats": {build: func(sc config.Sink, opts Options) (Destination, error) {
+		return built(nats.New(sc, nats.Options{Logger: opts.Logger}))
+	}, check: nats.Check},
+}
+
+// built is what a type's constructor returned, as a Destination: nil, not
+// a typed nil, when it failed.
+func built[D Destination](d D, err error) (Destination, error) {
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // UnknownTypeError says a sink's type has no destination in this walhook.
