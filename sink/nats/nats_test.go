@@ -261,4 +261,3 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check with the server down: got %q, want cannot connect", p)
 	}
 }
-
