@@ -15,6 +15,7 @@ import (
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/sink/nats"
+	"github.com/walhook/walhook/sink/redis"
 	"github.com/walhook/walhook/sink/webhook"
 )
 
@@ -53,6 +54,9 @@ var kinds = map[string]kind{
 	"nats": {build: func(sc config.Sink, opts Options) (Destination, error) {
 		return built(nats.New(sc, nats.Options{Logger: opts.Logger}))
 	}, check: nats.Check},
+	"redis": {build: func(sc config.Sink, opts Options) (Destination, error) {
+		return built(redis.New(sc, redis.Options{Logger: opts.Logger}))
+	}, check: redis.Check},
 }
 
 // built is what a type's constructor returned, as a Destination: nil, not
