@@ -337,3 +337,57 @@ func TestBrokerFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestBrokerRefusesThenReplays: walhook check names the missing JetStream
+// stream and its fix; walhook run retries, shows the reason by name in
+// status (last_error), moves the batches to the dead letters after
+// max_attempts, and dlq replay delivers them once the stream exists.
+func TestBrokerRefusesThenReplays(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	b := &brokerUnderTest{kind: "nats", sink: func(name string) string {
+		return fmt.Sprintf("  - name: %s\n    type: nats\n    url: %s\n    subject: \"walhook.{schema}.{table}\"\n", name, srv.URL)
+	}}
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := writeBrokerConfig(t, t.TempDir(), dsn, "broker_dlq", `[public.t]`, b, "    batch_size: 1\n")
+	editConfig(t, cfg, "max_in_flight: 16", "max_in_flight: 1")
+	editConfig(t, cfg, "retry: {initial: 20ms, max: 300ms}", "retry: {initial: 20ms, max: 100ms, max_attempts: 3}")
+
+	code, out := runWalhook(t, "check", "--config", cfg)
+	if code != 1 || !strings.Contains(out, "table public.t maps to subject walhook.public.t, which no JetStream stream takes; create one") {
+		t.Fatalf("check without a stream: exit %d, want 1 naming the missing stream:\n%s", code, out)
+	}
+
+	addr := withAdmin(t, cfg)
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "broker_dlq", d)
+	for i := 1; i <= 3; i++ {
+		exec1(t, conn, `INSERT INTO t VALUES ($1)`, i)
+	}
+	var status string
+	waitUntil(t, 30*time.Second, "last_error to name the missing stream", func() bool {
+		_, status = runWalhook(t, "status", "--json", "--config", cfg)
+		return strings.Contains(status, `no JetStream stream takes subject \"walhook.public.t\"`)
+	})
+	waitUntil(t, 30*time.Second, "3 dead letters", func() bool {
+		return metrics(t, addr)[`walhook_dead_letters{sink="s"}`] == 3
+	})
+	if !strings.Contains(d.out.String(), "level=ERROR msg=\"delivery failed: the destination refuses until an operator acts\"") {
+		t.Errorf("the log does not show the refusal as an error:\n%s", d.out.String())
+	}
+
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	if code, out := runWalhook(t, "check", "--config", cfg); code != 0 || !strings.Contains(out, "taken by stream WALHOOK (duplicate window 2m0s)") {
+		t.Errorf("check with the stream: exit %d, want 0 naming the stream:\n%s", code, out)
+	}
+	if code, out := runWalhook(t, "dlq", "replay", "--sink", "s", "--config", cfg); code != 0 {
+		t.Fatalf("dlq replay: exit %d:\n%s", code, out)
+	}
+	waitUntil(t, 30*time.Second, "the 3 replayed rows in the stream", func() bool {
+		return len(srv.Messages(t, "WALHOOK")) == 3
+	})
+	waitUntil(t, 30*time.Second, "no dead letters left", func() bool {
+		return metrics(t, addr)[`walhook_dead_letters{sink="s"}`] == 0
+	})
+}
