@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -389,5 +390,52 @@ func TestBrokerRefusesThenReplays(t *testing.T) {
 	})
 	waitUntil(t, 30*time.Second, "no dead letters left", func() bool {
 		return metrics(t, addr)[`walhook_dead_letters{sink="s"}`] == 0
+	})
+}
+
+// TestBrokerReload: on SIGHUP a broker sink's subject changes live (the
+// next change goes to the new subject, through a new connection), and a
+// Redis sink added beside it starts receiving.
+func TestBrokerReload(t *testing.T) {
+	nsrv := natstest.Start(t, natstest.Options{})
+	nsrv.AddStream(t, "WALHOOK", []string{"walhook.>", "moved.>"}, 0)
+	rsrv := redistest.Start(t, redistest.Options{})
+	b := &brokerUnderTest{kind: "nats", sink: func(name string) string {
+		return fmt.Sprintf("  - name: %s\n    type: nats\n    url: %s\n    subject: \"walhook.{schema}.{table}\"\n", name, nsrv.URL)
+	}}
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := writeBrokerConfig(t, t.TempDir(), dsn, "broker_reload", `[public.t]`, b, "")
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "broker_reload", d)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	subjects := func() []string {
+		var out []string
+		for _, m := range nsrv.Messages(t, "WALHOOK") {
+			out = append(out, m.Subject)
+		}
+		return out
+	}
+	waitUntil(t, 30*time.Second, "row 1 in the stream", func() bool { return len(subjects()) == 1 })
+
+	editConfig(t, cfg, `subject: "walhook.{schema}.{table}"`, `subject: "moved.{table}.{action}"`)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "  - name: r\n    type: redis\n    url: %s\n    stream: \"walhook:{table}\"\n    batch_wait: 5ms\n", rsrv.URL)
+	f.Close()
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, d, "configuration reloaded", 1, 30*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	waitUntil(t, 30*time.Second, "row 2 in the stream", func() bool { return len(subjects()) == 2 })
+	if got := subjects(); got[1] != "moved.t.insert" {
+		t.Errorf("after the reload: got subjects %q, want the second on moved.t.insert", got)
+	}
+	waitUntil(t, 30*time.Second, "row 2 in the added Redis sink's stream", func() bool {
+		return len(rsrv.Stream(t, "walhook:t")) == 1
 	})
 }
