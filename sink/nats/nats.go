@@ -10,6 +10,7 @@ package nats
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -212,7 +213,14 @@ func (s *Sink) unreachable() error {
 	if last != nil && isAuth(last) {
 		return &Error{msg: fmt.Sprintf("the NATS server at %s refuses walhook's credentials: %v; check creds_file, nkey_file or the user and password in url", s.servers, last), operator: true, err: last}
 	}
-	if last != nil {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(last, &unknownCA):
+		return &Error{msg: fmt.Sprintf("the NATS server at %s shows a certificate walhook does not trust: %v; set tls.ca_file to the CA that signs it", s.servers, last), operator: true, err: last}
+	case errors.As(last, &hostname):
+		return &Error{msg: fmt.Sprintf("the NATS server at %s shows a certificate for another host: %v; use a host the certificate names in url", s.servers, last), operator: true, err: last}
+	case last != nil:
 		return &Error{msg: fmt.Sprintf("the NATS server at %s is unreachable: %v", s.servers, last), err: last}
 	}
 	return &Error{msg: fmt.Sprintf("the NATS server at %s is unreachable (connecting)", s.servers)}

@@ -17,6 +17,7 @@ import (
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/natstest"
+	"github.com/walhook/walhook/internal/tlstest"
 	"github.com/walhook/walhook/sink"
 )
 
@@ -259,5 +260,40 @@ func TestCheck(t *testing.T) {
 	srv.Kill()
 	if p := Check(ctx, &out, cfg, nil); len(p) != 1 || !strings.Contains(p[0], "cannot connect") {
 		t.Errorf("check with the server down: got %q, want cannot connect", p)
+	}
+}
+
+// TestTLS: a server that wants mutual TLS takes the sink's tls settings;
+// without the server's CA the sink never connects, and says so.
+func TestTLS(t *testing.T) {
+	serverCA, clientCA := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca")
+	_, serverCert, serverKey := serverCA.Issue(t, "nats", true)
+	_, clientCert, clientKey := clientCA.Issue(t, "walhook", false)
+	srv := natstest.Start(t, natstest.Options{
+		Config:        fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }", serverCert, serverKey, clientCA.File),
+		ClientOptions: []natsgo.Option{natsgo.RootCAs(serverCA.File), natsgo.ClientCert(clientCert, clientKey)},
+	})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	cfg := testConfig(srv.URL)
+	cfg.NATS.TLS = config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}
+	s := newSink(t, cfg)
+	connected(t, s)
+	if err := deliver(t, s, messages("orders", 3)); err != nil {
+		t.Fatalf("Deliver over mutual TLS: %v", err)
+	}
+	if n := len(srv.Messages(t, "WALHOOK")); n != 3 {
+		t.Errorf("got %d messages, want 3", n)
+	}
+
+	cfg.NATS.TLS = config.TLS{CertFile: clientCert, KeyFile: clientKey} // the system's CAs
+	untrusting := newSink(t, cfg)
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if last = deliver(t, untrusting, messages("orders", 1)); sink.NeedsOperator(last) {
+			break
+		}
+	}
+	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "set tls.ca_file") {
+		t.Errorf("Deliver without the server's CA: got %v, want an operator error naming tls.ca_file", last)
 	}
 }
