@@ -128,7 +128,8 @@ func writeBrokerConfig(t *testing.T, dir, dsn, slot, tables string, b *brokerUnd
 // TestBrokerMixedWorkload: inserts, updates, deletes and a truncate, in a
 // table whose name holds a dot and a space too, arrive through the real
 // binary once per idempotency key, with the documented body, the exact
-// lowercase header names and the mapped subject or stream.
+// lowercase header names and the mapped subject or stream; on Redis a
+// 10 MB row too.
 func TestBrokerMixedWorkload(t *testing.T) {
 	for _, mk := range []func(*testing.T) *brokerUnderTest{natsBroker, redisBroker} {
 		b := mk(t)
@@ -147,9 +148,16 @@ func TestBrokerMixedWorkload(t *testing.T) {
 			exec1(t, conn, `DELETE FROM items WHERE id > 40`)
 			exec1(t, conn, `INSERT INTO "odd.name x" VALUES (1, 'x'), (2, 'y')`)
 			exec1(t, conn, `UPDATE "odd.name x" SET v = 'z' WHERE id = 1`)
+			big := 0
+			if b.kind == "redis" {
+				// A 10 MB row, where the broker takes it (NATS's
+				// max_payload is 1 MB by default).
+				exec1(t, conn, `INSERT INTO "odd.name x" VALUES (3, repeat('x', 10 << 20))`)
+				big = 1
+			}
 			exec1(t, conn, `TRUNCATE items`)
 			exec1(t, conn, `INSERT INTO items VALUES (7, 'after')`)
-			const want = 50 + 20 + 10 + 2 + 1 + 1 + 1
+			want := 50 + 20 + 10 + 2 + 1 + 1 + 1 + big
 
 			names := map[string]string{"items": "walhook.public.items", "odd.name x": "walhook.public.odd_name_x"}
 			if b.kind == "redis" {
@@ -168,7 +176,9 @@ func TestBrokerMixedWorkload(t *testing.T) {
 			}
 			seen := map[string]bool{}
 			actions := map[string]int{}
+			largest := 0
 			for i, m := range msgs {
+				largest = max(largest, len(m.Body))
 				var body brokerBody
 				if err := json.Unmarshal(m.Body, &body); err != nil {
 					t.Fatalf("message %d: body %q: %v", i, m.Body, err)
@@ -203,7 +213,10 @@ func TestBrokerMixedWorkload(t *testing.T) {
 					t.Errorf("message %d: %s with record %s", i, body.Action, body.Record)
 				}
 			}
-			wantActions := map[string]int{"insert": 50 + 2 + 1, "update": 20 + 1, "delete": 10, "truncate": 1}
+			if big > 0 && largest < 10<<20 {
+				t.Errorf("the largest body is %d bytes, want the 10 MB row's", largest)
+			}
+			wantActions := map[string]int{"insert": 50 + 2 + 1 + big, "update": 20 + 1, "delete": 10, "truncate": 1}
 			for a, n := range wantActions {
 				if actions[a] != n {
 					t.Errorf("got %d %s messages, want %d", actions[a], a, n)
