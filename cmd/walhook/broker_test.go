@@ -16,6 +16,7 @@ import (
 	"github.com/walhook/walhook/internal/natstest"
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/redistest"
+	"github.com/walhook/walhook/internal/webhooktest"
 )
 
 // brokerMsg is one message a broker holds, whatever the broker.
@@ -451,4 +452,55 @@ func TestBrokerReload(t *testing.T) {
 	waitUntil(t, 30*time.Second, "row 2 in the added Redis sink's stream", func() bool {
 		return len(rsrv.Stream(t, "walhook:t")) == 1
 	})
+}
+
+// TestBrokerDownWebhookGoesOn: a webhook sink and a NATS sink side by
+// side; with the NATS server down, the webhook gets all 60,000 rows (the
+// NATS sink's backlog takes them); once the server is back, the NATS sink
+// catches up, every row once.
+func TestBrokerDownWebhookGoesOn(t *testing.T) {
+	const rows = 60000
+	nsrv := natstest.Start(t, natstest.Options{})
+	nsrv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	nsrv.Kill()
+	rcv := webhooktest.New(t, "")
+	b := &brokerUnderTest{kind: "nats", sink: func(name string) string {
+		return fmt.Sprintf("  - name: %s\n    type: nats\n    url: %s\n    subject: \"walhook.{schema}.{table}\"\n", name, nsrv.URL)
+	}}
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := writeBrokerConfig(t, t.TempDir(), dsn, "broker_side", `[public.t]`, b,
+		"    batch_size: 500\n  - name: w\n    url: \""+rcv.URL+"\"\n    batch_size: 500\n    batch_wait: 5ms\n")
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "broker_side", d)
+
+	start := time.Now()
+	for lo := 1; lo <= rows; lo += 10000 {
+		exec1(t, conn, `INSERT INTO t SELECT g FROM generate_series($1::int, $2::int) g`, lo, lo+9999)
+	}
+	rcv.WaitCount(t, rows, 90*time.Second)
+	t.Logf("the webhook got %d rows in %v with the NATS server down", rows, time.Since(start).Round(time.Millisecond))
+
+	nsrv.Restart()
+	start = time.Now()
+	waitUntil(t, 60*time.Second, "every row in the stream", func() bool {
+		return streamCount(t, nsrv) >= rows
+	})
+	t.Logf("the NATS sink caught up in %v", time.Since(start).Round(time.Millisecond))
+	if n := streamCount(t, nsrv); n != rows {
+		t.Errorf("got %d messages in the stream, want %d", n, rows)
+	}
+}
+
+// streamCount is how many messages the WALHOOK stream holds.
+func streamCount(t *testing.T, srv *natstest.Server) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := srv.JetStream(t).Stream(ctx, "WALHOOK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(st.CachedInfo().State.Msgs)
 }
