@@ -504,3 +504,47 @@ func streamCount(t *testing.T, srv *natstest.Server) int {
 	}
 	return int(st.CachedInfo().State.Msgs)
 }
+
+// TestBrokerBackfillFilterColumns: a Redis sink's filter and columns act
+// as a webhook's, and walhook backfill sends the table's rows through it
+// as action read.
+func TestBrokerBackfillFilterColumns(t *testing.T) {
+	b := redisBroker(t)
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, secret text, keep bool)`)
+	exec1(t, conn, `INSERT INTO t SELECT g, 'pw', g % 2 = 0 FROM generate_series(1, 100) g`)
+	cfg := writeBrokerConfig(t, t.TempDir(), dsn, "broker_bf", `[public.t]`, b,
+		"    filter: 'record.keep == true'\n    columns: {public.t: {exclude: [secret]}}\n")
+	withAdmin(t, cfg)
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "broker_bf", d)
+	if code, out := runWalhook(t, "backfill", "--sink", "s", "--wait", "--config", cfg); code != 0 {
+		t.Fatalf("backfill: exit %d:\n%s", code, out)
+	}
+	exec1(t, conn, `UPDATE t SET keep = true WHERE id = 1`)
+	var msgs []brokerMsg
+	waitUntil(t, 30*time.Second, "51 entries", func() bool {
+		msgs = b.messages(t, []string{"walhook:public.t"})
+		return len(msgs) >= 51
+	})
+	reads := 0
+	for _, m := range msgs {
+		var body brokerBody
+		if err := json.Unmarshal(m.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(body.Record), "secret") {
+			t.Errorf("a record with the excluded column: %s", body.Record)
+		}
+		if body.Action == "read" {
+			reads++
+		}
+		if m.Headers["walhook-action"] != body.Action {
+			t.Errorf("walhook-action %q, body action %q", m.Headers["walhook-action"], body.Action)
+		}
+	}
+	if reads != 50 || len(msgs) != 51 {
+		t.Errorf("got %d entries, %d of them read; want 51, 50 read (the even rows) and the update", len(msgs), reads)
+	}
+}
