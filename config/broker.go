@@ -73,6 +73,10 @@ func (d *decoder) nats(o object, s *Sink) {
 		NKeyFile:  d.existingFile(o.field("nkey_file"), "an nkey seed file"),
 		TLS:       d.tls(o.field("tls"), ""),
 	}
+	subject := s.NATS.Subject
+	d.check(o.field("subject"), !strings.ContainsAny(subject, "*> \t\r\n") && !strings.HasPrefix(subject, ".") &&
+		!strings.HasSuffix(subject, ".") && !strings.Contains(subject, ".."),
+		"%q is not a subject to publish to: no wildcards (* >), whitespace or empty tokens; write one such as walhook.{schema}.{table}", subject)
 	d.check(o.field("nkey_file"), s.NATS.CredsFile == "" || s.NATS.NKeyFile == "",
 		"set, but creds_file is set too, and it holds the nkey; keep one of them")
 }
