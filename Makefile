@@ -2,7 +2,8 @@
 # the deliveries; `make test` runs the whole suite; `make bench` measures
 # walhook against pg_recvlogical and prints a report. They install what they
 # need (PostgreSQL server binaries from Debian's postgresql package; for the
-# console's browser tests Chromium, and promtool for the alerting rules).
+# console's browser tests Chromium and promtool for the alerting rules; for the
+# broker sinks' tests, nats-server and redis-server from Debian's packages).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -10,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint unit demo bench postgres chromium promtool clean
+.PHONY: all build test lint unit demo bench postgres brokers chromium promtool clean
 
 all: build
 
@@ -44,6 +45,18 @@ promtool:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 
+# Broker servers for the broker sinks' tests, which start their own on free
+# loopback ports (internal/natstest, internal/redistest).
+brokers:
+	@missing=""; \
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -53,7 +66,7 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres chromium promtool lint
+test: postgres brokers chromium promtool lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/

@@ -50,7 +50,15 @@ var (
 	durationType = reflect.TypeFor[time.Duration]()
 	tableType    = reflect.TypeFor[config.Table]()
 	originType   = reflect.TypeFor[config.Origin]()
+	sinkType     = reflect.TypeFor[config.Sink]()
 )
+
+// typeParts are config.Sink's fields that hold one type's keys, by the
+// type: only the sink's own is shown, with its keys as written in YAML
+// (url, not webhook.url).
+var typeParts = map[string]string{
+	"Webhook": "webhook", "NATS": "nats", "Kafka": "kafka", "Redis": "redis", "RabbitMQ": "rabbitmq",
+}
 
 // walkSettings calls emit for every leaf of v under prefix.
 func walkSettings(v reflect.Value, prefix string, emit func(key, value string)) {
@@ -69,6 +77,12 @@ func walkSettings(v reflect.Value, prefix string, emit func(key, value string)) 
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
 			if !f.IsExported() {
+				continue
+			}
+			if typ, ok := typeParts[f.Name]; ok && v.Type() == sinkType {
+				if typ == v.Interface().(config.Sink).Type {
+					walkSettings(v.Field(i), prefix, emit)
+				}
 				continue
 			}
 			walkSettings(v.Field(i), join(prefix, snake(f.Name)), emit)

@@ -10,10 +10,13 @@ import (
 )
 
 func TestSinkSettings(t *testing.T) {
-	sc := config.Sink{Name: "orders", Type: "webhook", URL: "https://user:pa55word-x@hooks.example/in?token=tok-123456",
+	sc := config.Sink{Name: "orders", Type: "webhook",
 		Tables: []config.Table{{Schema: "public", Name: "orders"}}, BatchWait: 50 * time.Millisecond, MaxInFlight: 16,
-		Secrets: []string{"whsec_bmV3LXNlY3JldC12YWx1ZQ==", "whsec_b2xkLXNlY3JldA=="}, Headers: map[string]string{"Authorization": "Bearer hdr-cred-42"},
-		Retry: config.Retry{Initial: time.Second, MaxAttempts: 5}, TLS: config.TLS{CAFile: "/etc/ca.pem"}}
+		Retry: config.Retry{Initial: time.Second, MaxAttempts: 5},
+		Webhook: config.Webhook{URL: "https://user:pa55word-x@hooks.example/in?token=tok-123456",
+			Secrets: []string{"whsec_bmV3LXNlY3JldC12YWx1ZQ==", "whsec_b2xkLXNlY3JldA=="}, Headers: map[string]string{"Authorization": "Bearer hdr-cred-42"},
+			TLS: config.TLS{CAFile: "/etc/ca.pem"}},
+		NATS: config.NATS{Subject: "not.shown"}}
 	cfg := &config.Config{Sinks: []config.Sink{sc}}
 	got := map[string]string{}
 	for _, s := range sinkSettings(sc, redact.ForConfig(cfg)) {
@@ -27,6 +30,9 @@ func TestSinkSettings(t *testing.T) {
 		if got[key] != want {
 			t.Errorf("%s: got %q, want %q", key, got[key], want)
 		}
+	}
+	if _, ok := got["subject"]; ok {
+		t.Errorf("a key of another type (nats' subject) is shown")
 	}
 	if _, ok := got["name"]; ok {
 		t.Errorf("name is shown as a setting")

@@ -1,121 +1,23 @@
 package webhook
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/tlstest"
 )
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	file string // its certificate as PEM
-}
-
-var serial int64
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	ca.file = writePEM(t, name+".pem", "CERTIFICATE", der)
-	return ca
-}
-
-// issue makes a certificate signed by ca: for 127.0.0.1 and localhost when
-// server, for client authentication otherwise. It returns the certificate
-// and the PEM files of it and its key.
-func (ca *testCA) issue(t *testing.T, name string, server bool) (cert tls.Certificate, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = writePEM(t, name+".pem", "CERTIFICATE", der)
-	keyFile = writePEM(t, name+"-key.pem", "PRIVATE KEY", keyDER)
-	cert, err = tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, certFile, keyFile
-}
-
-func writePEM(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // TestTLS delivers to a receiver whose certificate a test CA signed, with
 // and without a client certificate it requires.
 func TestTLS(t *testing.T) {
-	serverCA, clientCA, otherCA := newTestCA(t, "server-ca"), newTestCA(t, "client-ca"), newTestCA(t, "other-ca")
-	serverCert, _, _ := serverCA.issue(t, "receiver", true)
-	_, clientCert, clientKey := clientCA.issue(t, "walhook", false)
-	_, strangerCert, strangerKey := otherCA.issue(t, "stranger", false)
+	serverCA, clientCA, otherCA := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca"), tlstest.NewCA(t, "other-ca")
+	serverCert, _, _ := serverCA.Issue(t, "receiver", true)
+	_, clientCert, clientKey := clientCA.Issue(t, "walhook", false)
+	_, strangerCert, strangerKey := otherCA.Issue(t, "stranger", false)
 
 	// With TLS 1.3 a client learns that the receiver refused its
 	// certificate only when it reads the answer, and may instead find the
@@ -128,26 +30,26 @@ func TestTLS(t *testing.T) {
 		tls     config.TLS // the sink's
 		wantErr []string   // all in the error; none for a delivery
 	}{
-		{name: "custom CA", tls: config.TLS{CAFile: serverCA.file}},
-		{name: "wrong CA", tls: config.TLS{CAFile: otherCA.file},
+		{name: "custom CA", tls: config.TLS{CAFile: serverCA.File}},
+		{name: "wrong CA", tls: config.TLS{CAFile: otherCA.File},
 			wantErr: []string{"not signed by a CA walhook trusts", "unknown authority", "tls.ca_file"}},
 		{name: "system CAs", wantErr: []string{"not signed by a CA walhook trusts", "tls.ca_file"}},
 		{name: "insecure_skip_verify", tls: config.TLS{InsecureSkipVerify: true}},
-		{name: "mutual TLS", mutual: true, tls: config.TLS{CAFile: serverCA.file, CertFile: clientCert, KeyFile: clientKey}},
-		{name: "mutual TLS 1.2", mutual: true, tls12: true, tls: config.TLS{CAFile: serverCA.file, CertFile: clientCert, KeyFile: clientKey}},
-		{name: "mutual TLS without a client certificate", mutual: true, tls12: true, tls: config.TLS{CAFile: serverCA.file},
+		{name: "mutual TLS", mutual: true, tls: config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}},
+		{name: "mutual TLS 1.2", mutual: true, tls12: true, tls: config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}},
+		{name: "mutual TLS without a client certificate", mutual: true, tls12: true, tls: config.TLS{CAFile: serverCA.File},
 			wantErr: []string{"refused the TLS handshake", "tls.cert_file and tls.key_file"}},
 		{name: "mutual TLS with a certificate from another CA", mutual: true, tls12: true,
-			tls:     config.TLS{CAFile: serverCA.file, CertFile: strangerCert, KeyFile: strangerKey},
+			tls:     config.TLS{CAFile: serverCA.File, CertFile: strangerCert, KeyFile: strangerKey},
 			wantErr: []string{"refused the TLS handshake", "tls.cert_file and tls.key_file"}},
-		{name: "mutual TLS 1.3 without a client certificate", mutual: true, tls: config.TLS{CAFile: serverCA.file},
+		{name: "mutual TLS 1.3 without a client certificate", mutual: true, tls: config.TLS{CAFile: serverCA.File},
 			wantErr: []string{"post: "}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			serverTLS := &tls.Config{Certificates: []tls.Certificate{serverCert}}
 			if tc.mutual {
 				serverTLS.ClientAuth = tls.RequireAndVerifyClientCert
-				serverTLS.ClientCAs = clientCA.pool
+				serverTLS.ClientCAs = clientCA.Pool
 			}
 			if tc.tls12 {
 				serverTLS.MaxVersion = tls.VersionTLS12
@@ -161,7 +63,7 @@ func TestTLS(t *testing.T) {
 			}, serverTLS)
 			// Credentials in the URL must not reach the error.
 			cfg := testConfig(strings.Replace(rc.URL, "https://", "https://walhook:hunter2@", 1) + "/hooks")
-			cfg.TLS = tc.tls
+			cfg.Webhook.TLS = tc.tls
 			err := deliverOnce(t, cfg, Options{})
 			if len(tc.wantErr) == 0 {
 				if err != nil {
@@ -199,17 +101,17 @@ func TestTLS(t *testing.T) {
 // TestTLSPipeline: batches over mutual TLS through the pipeline, one lane
 // on one connection.
 func TestTLSPipeline(t *testing.T) {
-	serverCA, clientCA := newTestCA(t, "server-ca"), newTestCA(t, "client-ca")
-	serverCert, _, _ := serverCA.issue(t, "receiver", true)
-	_, clientCert, clientKey := clientCA.issue(t, "walhook", false)
+	serverCA, clientCA := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca")
+	serverCert, _, _ := serverCA.Issue(t, "receiver", true)
+	_, clientCert, clientKey := clientCA.Issue(t, "walhook", false)
 	rc := startReceiver(t, ok, &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCA.pool,
+		ClientCAs:    clientCA.Pool,
 	})
 	cfg := testConfig(rc.URL)
 	cfg.MaxInFlight = 1
-	cfg.TLS = config.TLS{CAFile: serverCA.file, CertFile: clientCert, KeyFile: clientKey}
+	cfg.Webhook.TLS = config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}
 	var a acks
 	s := start(t, cfg, testOpts{Ack: a.add})
 	for i := range 10 {
@@ -222,9 +124,9 @@ func TestTLSPipeline(t *testing.T) {
 }
 
 func TestNewRejectsBadTLSFiles(t *testing.T) {
-	ca := newTestCA(t, "ca")
-	_, certFile, keyFile := ca.issue(t, "walhook", false)
-	_, _, otherKey := ca.issue(t, "other", false)
+	ca := tlstest.NewCA(t, "ca")
+	_, certFile, keyFile := ca.Issue(t, "walhook", false)
+	_, _, otherKey := ca.Issue(t, "other", false)
 	for _, tc := range []struct {
 		name string
 		tls  config.TLS
@@ -237,7 +139,7 @@ func TestNewRejectsBadTLSFiles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig("https://127.0.0.1:1/hooks")
-			cfg.TLS = tc.tls
+			cfg.Webhook.TLS = tc.tls
 			_, err := New(cfg, Options{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error about %s", err, tc.want)

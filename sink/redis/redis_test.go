@@ -1,0 +1,183 @@
+package redis
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/redistest"
+	"github.com/walhook/walhook/sink"
+)
+
+func testConfig(url string) config.Sink {
+	return config.Sink{
+		Name: "orders", Type: "redis", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
+		Retry: config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		Redis: config.Redis{URL: url, Stream: "walhook:{schema}.{table}"},
+	}
+}
+
+func newSink(t *testing.T, cfg config.Sink) *Sink {
+	t.Helper()
+	s, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func messages(table string, from, n int) []*change.Message {
+	msgs := make([]*change.Message, n)
+	for i := range msgs {
+		msgs[i] = &change.Message{
+			Action: change.Insert, Schema: "public", Table: table,
+			Record: fmt.Appendf(nil, `{"id":%d}`, from+i), Pos: change.Position{CommitLSN: pglogrepl.LSN(0x1000), Idx: uint32(from + i)},
+			CommitTime: time.Date(2026, 12, 7, 11, 0, 0, 0, time.UTC), XID: 7,
+		}
+	}
+	return msgs
+}
+
+func deliver(s *Sink, msgs []*change.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
+}
+
+// TestDeliverAppendsEachMessage: one entry per change, on the mapped
+// stream, with data and the documented fields, in order.
+func TestDeliverAppendsEachMessage(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	s := newSink(t, testConfig(srv.URL))
+	msgs := messages("odd.name x", 0, 20)
+	if err := deliver(s, msgs); err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	got := srv.Stream(t, "walhook:public.odd_name x")
+	if len(got) != len(msgs) {
+		t.Fatalf("got %d entries, want %d", len(got), len(msgs))
+	}
+	for i, e := range got {
+		want := msgs[i]
+		fields := map[string]string{
+			"data":                    string(want.AppendJSON(nil, "orders")),
+			"walhook-idempotency-key": want.IdempotencyKey(),
+			"walhook-table":           "public.odd.name x",
+			"walhook-action":          "insert",
+			"walhook-commit-lsn":      "0/1000",
+			"walhook-sink":            "orders",
+		}
+		for k, v := range fields {
+			if e.Values[k] != v {
+				t.Errorf("entry %d: field %s: got %v, want %q", i, k, e.Values[k], v)
+			}
+		}
+		if len(e.Values) != len(fields) {
+			t.Errorf("entry %d: got fields %v, want exactly %v", i, e.Values, fields)
+		}
+	}
+}
+
+// TestMaxLen trims the stream to about max_len entries.
+func TestMaxLen(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := testConfig(srv.URL)
+	cfg.Redis.MaxLen = 10
+	s := newSink(t, cfg)
+	for i := range 50 {
+		if err := deliver(s, messages("orders", i*100, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(srv.Stream(t, "walhook:public.orders"))
+	// MAXLEN ~ trims whole macro nodes (100 entries by default).
+	if n >= 5000 || n < 10 {
+		t.Errorf("got %d entries after 5000 XADDs with max_len 10, want about 10 (at most a node more)", n)
+	}
+}
+
+// TestRestartLosesNothing: with the server down an attempt fails as
+// unreachable; after a kill -9 and a restart (AOF, fsync always) the
+// entries acknowledged before are there, and the batch goes through.
+func TestRestartLosesNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	s := newSink(t, testConfig(srv.URL))
+	if err := deliver(s, messages("orders", 0, 5)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	err := deliver(s, messages("orders", 5, 5))
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("Deliver with the server down: got %v, want unreachable", err)
+	}
+	srv.Restart()
+	if err := deliver(s, messages("orders", 5, 5)); err != nil {
+		t.Fatalf("Deliver after the restart: %v", err)
+	}
+	got := srv.Stream(t, "walhook:public.orders")
+	if len(got) != 10 {
+		t.Fatalf("got %d entries, want 10", len(got))
+	}
+	for i, e := range got {
+		if want := fmt.Sprintf("0/1000:%d", i); e.Values["walhook-idempotency-key"] != want {
+			t.Errorf("entry %d: got key %v, want %s", i, e.Values["walhook-idempotency-key"], want)
+		}
+	}
+}
+
+// TestOperatorErrors: a wrong password and a key that is not a stream are
+// operator matters, named; the password is in no message.
+func TestOperatorErrors(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Password: "s3cret-pw"})
+	bad := newSink(t, testConfig(strings.Replace(srv.URL, "s3cret-pw", "wr0ng-pw", 1)))
+	err := deliver(bad, messages("orders", 0, 1))
+	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
+		t.Errorf("wrong password: got %v, want an operator error about the credentials, without the password", err)
+	}
+	if err := srv.Client(t).Set(context.Background(), "walhook:public.orders", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	good := newSink(t, testConfig(srv.URL))
+	err = deliver(good, messages("orders", 0, 3))
+	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `the key "walhook:public.orders" holds something other than a stream`) {
+		t.Errorf("key of another type: got %v, want an operator error naming the key", err)
+	}
+}
+
+// TestCheck reports each table's stream and what its key holds.
+func TestCheck(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	if err := srv.Client(t).Set(context.Background(), "walhook:public.bad", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(t, testConfig(srv.URL))
+	if err := deliver(s, messages("orders", 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := testConfig(srv.URL)
+	cfg.Actions = []string{"insert"}
+	problems := Check(ctx, &out, cfg, []config.Table{{Schema: "public", Name: "orders"}, {Schema: "public", Name: "odd.name x"}, {Schema: "public", Name: "bad"}})
+	for _, want := range []string{
+		"connected and authenticated",
+		"table public.orders maps to stream walhook:public.orders (2 entries)",
+		"table public.odd.name x maps to stream walhook:public.odd_name x (not there yet",
+		"table public.bad maps to stream walhook:public.bad, but that key holds a string",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if len(problems) != 1 {
+		t.Errorf("got problems %q, want one", problems)
+	}
+}
