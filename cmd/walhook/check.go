@@ -47,10 +47,16 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	var problems []string
 
 	var level, version string
-	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version')").Scan(&level, &version); err != nil {
+	var versionNum int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version'), current_setting('server_version_num')::int").
+		Scan(&level, &version, &versionNum); err != nil {
 		return fmt.Errorf("read settings: %w", err)
 	}
 	fmt.Fprintf(out, "server: PostgreSQL %s\n", version)
+	if versionNum < 150000 {
+		fmt.Fprintf(out, "  note: PostgreSQL before 15 has no publication row filters or column lists: every row and column of a published table "+
+			"leaves PostgreSQL, and walhook applies source.columns and the sinks' filters itself\n")
+	}
 	if level == "logical" {
 		fmt.Fprintf(out, "wal_level: logical (ok)\n")
 	} else {
