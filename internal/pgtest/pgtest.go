@@ -155,25 +155,10 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	o, err := clusterOwner()
+	s, err := newServer(bin)
 	if err != nil {
 		return nil, err
 	}
-	base, err := o.tempBase()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp(base, "pgtest-")
-	if err != nil {
-		return nil, fmt.Errorf("create cluster directory: %w", err)
-	}
-	s := &Server{
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		bin:     bin,
-		owner:   o,
-	}
-	s.logPath = filepath.Join(s.dataDir, logFile)
 	defer func() {
 		if err != nil {
 			if cerr := s.Close(); cerr != nil {
@@ -181,12 +166,6 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 			}
 		}
 	}()
-	if err := o.chown(dir); err != nil {
-		return nil, err
-	}
-	if s.reaper, err = startReaper(o, bin, s.dataDir, dir); err != nil {
-		return nil, err
-	}
 	if err := s.initdb(); err != nil {
 		return nil, err
 	}
@@ -221,6 +200,45 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 	}
 	s.running = true
 	if err := s.waitReady(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer makes the directory of a cluster run by bin's programs, owned
+// by the cluster's owner, with the reaper that removes it should the test
+// process end without closing the server. The data directory is not made.
+func newServer(bin binaries) (_ *Server, err error) {
+	o, err := clusterOwner()
+	if err != nil {
+		return nil, err
+	}
+	base, err := o.tempBase()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(base, "pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("create cluster directory: %w", err)
+	}
+	s := &Server{
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		bin:     bin,
+		owner:   o,
+	}
+	s.logPath = filepath.Join(s.dataDir, logFile)
+	defer func() {
+		if err != nil {
+			if cerr := s.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
+	}()
+	if err := o.chown(dir); err != nil {
+		return nil, err
+	}
+	if s.reaper, err = startReaper(o, bin, s.dataDir, dir); err != nil {
 		return nil, err
 	}
 	return s, nil
