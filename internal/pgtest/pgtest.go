@@ -122,6 +122,7 @@ type Server struct {
 	dir     string // temporary directory; also the Unix socket directory
 	dataDir string
 	logPath string
+	conf    []string // the settings of writeConf, the port aside
 	bin     binaries
 	owner   owner
 	reaper  *reaper
@@ -166,6 +167,7 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 			}
 		}
 	}()
+	s.conf = conf
 	if err := s.initdb(); err != nil {
 		return nil, err
 	}
