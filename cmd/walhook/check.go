@@ -143,6 +143,18 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	for _, p := range groupBy {
 		fmt.Fprintf(out, "error: %s\n", p)
 	}
+	if cfg.Source.Failover {
+		failover, err := replication.CheckFailover(ctx, conn, cfg.Source)
+		if err != nil {
+			return err
+		}
+		if !failover.Supported {
+			err := fmt.Errorf("%w, but the server is %s: remove source.failover, or keep the slot on standbys another way", replication.ErrFailoverUnsupported, failover.Version)
+			fmt.Fprintf(out, "error: %v\n", err)
+			return usageError{err}
+		}
+		printFailover(out, cfg.Source, failover)
+	}
 	problems = append(problems, checkState(ctx, out, cfg)...)
 	if len(problems) > 0 {
 		return fmt.Errorf("the database is not ready: %s", strings.Join(problems, "; "))
@@ -235,4 +247,45 @@ func (w redactingWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// printFailover prints what makes a failover safe with source.failover:
+// the slot, the primary's synchronized_standby_slots and each standby
+// reachable through source.url's other hosts, naming what is missing.
+func printFailover(out io.Writer, src config.Source, rep replication.FailoverReport) {
+	switch {
+	case !rep.SlotExists:
+		fmt.Fprintf(out, "failover: slot %q is missing; walhook run creates it as a failover slot\n", src.Slot)
+	case rep.SlotFailover:
+		fmt.Fprintf(out, "failover: slot %q is a failover slot (ok)\n", src.Slot)
+	default:
+		fmt.Fprintf(out, "failover: slot %q is not a failover slot; walhook run makes it one (ALTER_REPLICATION_SLOT)\n", src.Slot)
+	}
+	if rep.StandbySlots == "" {
+		fmt.Fprintln(out, "  warning: the primary's synchronized_standby_slots is empty: walhook may receive, and deliver, changes a standby "+
+			"has not received, and after a failover to it walhook stops (exit 1) rather than skip; set it to the standbys' primary_slot_name")
+	} else {
+		fmt.Fprintf(out, "  primary: synchronized_standby_slots = '%s'\n", rep.StandbySlots)
+	}
+	for _, sb := range rep.Standbys {
+		fmt.Fprintf(out, "  standby %s: sync_replication_slots %s, hot_standby_feedback %s, primary_slot_name '%s'\n",
+			sb.Host, onOff(sb.SyncReplicationSlots), onOff(sb.HotStandbyFeedback), sb.PrimarySlotName)
+		for _, m := range sb.Missing {
+			fmt.Fprintf(out, "    warning: missing for a safe failover: %s\n", m)
+		}
+	}
+	for _, e := range rep.OtherHostErrs {
+		fmt.Fprintf(out, "  warning: cannot ask host %s\n", e)
+	}
+	if len(rep.Standbys) == 0 {
+		fmt.Fprintln(out, "  warning: no standby among source.url's hosts: list them (postgres://h1,h2/db?target_session_attrs=read-write) "+
+			"so that walhook follows a failover and check can ask them")
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

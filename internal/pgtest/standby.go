@@ -12,7 +12,8 @@ import (
 // StartStandby makes a streaming replica of s and starts it as a hot
 // standby: it stops s (fast), copies its data directory (replication slots
 // included, as they are at that moment), starts s again and starts the copy
-// with primary_conninfo pointing at s over TCP. extraConf lines are added
+// with primary_conninfo pointing at s over TCP (with dbname=postgres, which
+// slot synchronisation needs). extraConf lines are added
 // to the standby's settings (primary_slot_name, hot_standby_feedback,
 // sync_replication_slots, ...). The caller must Close the standby.
 //
@@ -37,7 +38,7 @@ func (s *Server) StartStandby(extraConf ...string) (_ *Server, err error) {
 		return nil, err
 	}
 	sb.conf = append(append([]string{}, s.conf...),
-		"primary_conninfo = "+quoteConf("host=127.0.0.1 port="+strconv.Itoa(s.Port())+" user=postgres application_name=standby"),
+		"primary_conninfo = "+quoteConf("host=127.0.0.1 port="+strconv.Itoa(s.Port())+" user=postgres dbname=postgres application_name=standby"),
 		"hot_standby = on")
 	sb.conf = append(sb.conf, extraConf...)
 	if err := sb.writeFile("standby.signal", ""); err != nil {
