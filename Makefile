@@ -69,8 +69,8 @@ test: postgres pg-versions lint
 # decoding of every type and shape, a kill -9 and a PostgreSQL restart under
 # load, a backfill under writes, the identity and timeline checks. The whole
 # suite runs on 15 (Debian's) above.
-MATRIX_REPLICATION := TestShapes|TestGolden|TestTypes|TestDecode|TestTimeline|TestIdentity
-MATRIX_WALHOOK     := TestFaultKill9|TestFaultPostgresRestart|TestBackfillUnderWrites|TestColumns|TestFailover
+MATRIX_REPLICATION := TestGolden|TestReplicaIdentity|TestUnchangedToast|TestTruncate|TestSchemaChanges|TestPartitionsReportTheirRoot|TestLogicalMessages|TestPublicationColumn|TestLargeTransaction$$
+MATRIX_WALHOOK     := TestFaultKillStorm|TestFaultPostgresUnreachableThenRestarted|TestBackfillConsistentUnderKills|TestColumnSelection|TestDeliversChangesInOrder|TestFailoverBehindCursor|TestFailoverCaughtUp|TestOtherCluster
 test-matrix: postgres pg-versions
 	@for v in $(PG_MATRIX); do \
 		echo "== PostgreSQL $$v: compatibility set"; \
