@@ -121,3 +121,33 @@ func TestFailoverRefusedBefore17(t *testing.T) {
 	}
 	_ = os.Remove(filepath.Join(filepath.Dir(cfg), "walhook.state"))
 }
+
+// TestFailoverAltersSlot: with source.failover, an existing slot that is
+// not a failover slot becomes one (ALTER_REPLICATION_SLOT), and check says
+// it will, and that no standby is listed.
+func TestFailoverAltersSlot(t *testing.T) {
+	srv := startServer(t, pgtest.Options{Version: 17})
+	conn := connect(t, srv.DSN("postgres"))
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	exec1(t, conn, `SELECT pg_create_logical_replication_slot('fo_alter', 'pgoutput')`)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), srv.DSN("postgres"), "fo_alter", "  tables: [public.t]\n  failover: true\n", sinkConf{Name: "s", URL: rcv.URL})
+	code, out := runWalhook(t, "check", "--config", cfg)
+	for _, want := range []string{`slot "fo_alter" is not a failover slot; walhook run makes it one`,
+		"synchronized_standby_slots is empty", "no standby among source.url's hosts"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("check exited %d, want 0 and %q:\n%s", code, want, out)
+		}
+	}
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fo_alter", d)
+	var failover bool
+	if err := conn.QueryRow(context.Background(), `SELECT failover FROM pg_replication_slots WHERE slot_name = 'fo_alter'`).Scan(&failover); err != nil || !failover {
+		t.Errorf("slot failover: got %t (%v), want true", failover, err)
+	}
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	waitIDs(t, rcv, "t", []int{1}, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
