@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,7 +117,6 @@ func TestFailoverRefusedBefore17(t *testing.T) {
 			t.Errorf("walhook %s exited %d, want 2 naming PostgreSQL 17 and the server's version:\n%s", cmd, code, out)
 		}
 	}
-	_ = os.Remove(filepath.Join(filepath.Dir(cfg), "walhook.state"))
 }
 
 // TestFailoverAltersSlot: with source.failover, an existing slot that is
