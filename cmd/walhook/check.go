@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/replication"
@@ -69,6 +72,7 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		return err
 	}
 	printTLS(out, tls)
+	printHosts(out, cfg.Source.URL)
 	privs, err := replication.CheckPrivileges(ctx, conn, cfg.Source)
 	if err != nil {
 		return err
@@ -289,3 +293,44 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+// printHosts says how walhook picks among several hosts in source.url: a
+// failover moves the primary, and walhook follows it only with
+// target_session_attrs=read-write.
+func printHosts(out io.Writer, url string) {
+	pc, err := pgconn.ParseConfig(url)
+	if err != nil || len(pc.Fallbacks) == 0 {
+		return
+	}
+	hosts := map[string]bool{}
+	for _, h := range append([]*pgconn.FallbackConfig{{Host: pc.Host, Port: pc.Port}}, pc.Fallbacks...) {
+		hosts[fmt.Sprintf("%s:%d", h.Host, h.Port)] = true
+	}
+	if len(hosts) < 2 {
+		return
+	}
+	switch attrs := targetSessionAttrs(url); attrs {
+	case "read-write", "primary":
+		fmt.Fprintf(out, "source.url: %d hosts; walhook connects to the one that takes writes (target_session_attrs=%s) and, after a failover, to the new primary\n", len(hosts), attrs)
+	default:
+		fmt.Fprintf(out, "source.url: %d hosts, with target_session_attrs=%s: walhook takes the first that answers, "+
+			"a standby included, where its slot cannot stream; use target_session_attrs=read-write so that it follows the primary\n", len(hosts), attrs)
+	}
+}
+
+// targetSessionAttrs returns the target_session_attrs a connection string
+// asks for: "any" when it does not say.
+func targetSessionAttrs(dsn string) string {
+	if u, err := neturl.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if v := u.Query().Get("target_session_attrs"); v != "" {
+			return v
+		}
+		return "any"
+	}
+	if m := targetSessionAttrsRe.FindStringSubmatch(dsn); m != nil {
+		return strings.Trim(m[1], "'")
+	}
+	return "any"
+}
+
+var targetSessionAttrsRe = regexp.MustCompile(`target_session_attrs\s*=\s*('[^']*'|\S+)`)

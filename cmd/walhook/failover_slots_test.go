@@ -47,6 +47,7 @@ func TestFailoverSlots(t *testing.T) {
 		`failover: slot "fo_slots" is missing; walhook run creates it as a failover slot`,
 		"primary: synchronized_standby_slots = 'sb'",
 		fmt.Sprintf("standby 127.0.0.1:%d: sync_replication_slots on, hot_standby_feedback on, primary_slot_name 'sb'", standby.Port()),
+		"source.url: 2 hosts; walhook connects to the one that takes writes (target_session_attrs=read-write)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check does not say %q:\n%s", want, out)
@@ -146,5 +147,19 @@ func TestFailoverAltersSlot(t *testing.T) {
 	waitIDs(t, rcv, "t", []int{1}, 30*time.Second)
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
+	}
+}
+
+func TestTargetSessionAttrs(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"postgres://h1,h2/db?target_session_attrs=read-write": "read-write",
+		"postgres://h1,h2/db":                                   "any",
+		"host=h1,h2 dbname=db target_session_attrs=primary":     "primary",
+		"host=h1,h2 dbname=db target_session_attrs='read-only'": "read-only",
+		"host=h1 dbname=db":                                     "any",
+	} {
+		if got := targetSessionAttrs(dsn); got != want {
+			t.Errorf("targetSessionAttrs(%q): got %q, want %q", dsn, got, want)
+		}
 	}
 }
