@@ -63,7 +63,7 @@ test: postgres pg-versions lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
-	$(MAKE) --no-print-directory test-matrix
+	$(MAKE) --no-print-directory -j2 test-matrix
 
 # The compatibility set on every other supported version: replication and
 # decoding of every type and shape, a kill -9 and a PostgreSQL restart under
@@ -73,11 +73,13 @@ test: postgres pg-versions lint
 # times faster), both packages of a version at once.
 MATRIX_REPLICATION := TestGolden|TestReplicaIdentity|TestUnchangedToast|TestTruncate|TestSchemaChanges|TestPartitionsReportTheirRoot|TestLogicalMessages|TestPublicationColumn|TestLargeTransaction$$
 MATRIX_WALHOOK     := TestFaultKillStorm|TestFaultPostgresUnreachableThenRestarted|TestBackfillConsistentUnderKills|TestColumnSelection|TestDeliversChangesInOrder|TestFailoverBehindCursor|TestFailoverCaughtUp|TestOtherCluster
-test-matrix: postgres pg-versions
-	@for v in $(PG_MATRIX); do \
-		echo "== PostgreSQL $$v: compatibility set"; \
-		WALHOOK_TEST_PG=$$v $(GO) test -count=1 -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/ || exit 1; \
-	done
+# One target per version, so that `make -j2 test-matrix` runs two at once:
+# the tests mostly wait for servers and processes.
+test-matrix: $(foreach v,$(PG_MATRIX),test-pg-$(v))
+
+test-pg-%: postgres pg-versions
+	@echo "== PostgreSQL $*: compatibility set"
+	WALHOOK_TEST_PG=$* $(GO) test -count=1 -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/
 
 demo: postgres build
 	$(GO) run ./internal/demo
