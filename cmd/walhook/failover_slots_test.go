@@ -8,19 +8,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/webhooktest"
 )
 
-// TestFailoverSlots: on PostgreSQL 17, with source.failover, a standby with
-// sync_replication_slots and the primary's synchronized_standby_slots
-// naming it, walhook follows an immediate stop of the primary and the
-// standby's promotion under a steady writer, resumes from the
-// synchronised slot, and delivers every row the new primary has.
-func TestFailoverSlots(t *testing.T) {
-	primary := startServer(t, pgtest.Options{Version: 17, ExtraConf: []string{"synchronized_standby_slots = 'sb'"}})
-	conn := connect(t, primary.DSN("postgres"))
-	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+// startSyncedPair starts a PostgreSQL 17 primary, with
+// synchronized_standby_slots set to standbySlots, and a standby that
+// synchronises its failover slots (physical slot sb). It returns both, a
+// connection to the primary, and a URL naming both hosts that follows the
+// primary. Table t (id, pad) exists.
+func startSyncedPair(t *testing.T, standbySlots string) (primary, standby *pgtest.Server, conn *pgx.Conn, dsn string) {
+	t.Helper()
+	primary = startServer(t, pgtest.Options{Version: 17, ExtraConf: []string{"synchronized_standby_slots = '" + standbySlots + "'"}})
+	conn = connect(t, primary.DSN("postgres"))
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, pad text)`)
 	exec1(t, conn, `SELECT pg_create_physical_replication_slot('sb', true)`)
 	standby, err := primary.StartStandby("primary_slot_name = 'sb'", "hot_standby_feedback = on", "sync_replication_slots = on",
 		"synchronized_standby_slots = ''")
@@ -36,8 +39,31 @@ func TestFailoverSlots(t *testing.T) {
 		}
 	})
 	conn = connect(t, primary.DSN("postgres")) // making the standby restarted the primary
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/postgres?sslmode=disable&target_session_attrs=read-write",
+	dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/postgres?sslmode=disable&target_session_attrs=read-write",
 		primary.Port(), standby.Port())
+	return primary, standby, conn, dsn
+}
+
+// waitSynced waits until the standby holds a synchronised, persistent copy
+// of the failover slot.
+func waitSynced(t *testing.T, standby *pgtest.Server, slot string) {
+	t.Helper()
+	sc := connect(t, standby.DSN("postgres"))
+	defer sc.Close(context.Background())
+	waitUntil(t, 60*time.Second, "the slot synchronised to the standby", func() bool {
+		var synced bool
+		err := sc.QueryRow(context.Background(), `SELECT synced AND failover AND NOT temporary FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&synced)
+		return err == nil && synced
+	})
+}
+
+// TestFailoverSlots: on PostgreSQL 17, with source.failover, a standby with
+// sync_replication_slots and the primary's synchronized_standby_slots
+// naming it, walhook follows an immediate stop of the primary and the
+// standby's promotion under a steady writer, resumes from the
+// synchronised slot, and delivers every row the new primary has.
+func TestFailoverSlots(t *testing.T) {
+	primary, standby, conn, dsn := startSyncedPair(t, "sb")
 	rcv := webhooktest.New(t, "")
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, dsn, "fo_slots", "  tables: [public.t]\n  failover: true\n", sinkConf{Name: "s", URL: rcv.URL})
@@ -61,13 +87,7 @@ func TestFailoverSlots(t *testing.T) {
 	waitStreaming(t, conn, "fo_slots", d)
 	w := startInserter(t, dsn, "t", 1, 5*time.Millisecond)
 	rcv.WaitCount(t, 100, 60*time.Second)
-	sc := connect(t, standby.DSN("postgres"))
-	waitUntil(t, 60*time.Second, "the slot synchronised to the standby", func() bool {
-		var synced bool
-		err := sc.QueryRow(context.Background(), `SELECT synced AND failover AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'fo_slots'`).Scan(&synced)
-		return err == nil && synced
-	})
-	sc.Close(context.Background())
+	waitSynced(t, standby, "fo_slots")
 	rcv.WaitCount(t, len(rcv.Messages())+50, 60*time.Second)
 	if err := primary.Stop("immediate"); err != nil {
 		t.Fatal(err)
@@ -160,6 +180,72 @@ func TestTargetSessionAttrs(t *testing.T) {
 	} {
 		if got := targetSessionAttrs(dsn); got != want {
 			t.Errorf("targetSessionAttrs(%q): got %q, want %q", dsn, got, want)
+		}
+	}
+}
+
+// TestFailoverSlotsBehindCursor: PostgreSQL 17 failover slots without
+// synchronized_standby_slots. The standby stops receiving, walhook
+// delivers changes only the primary has, the primary dies and the standby
+// is promoted with its synchronised slot behind walhook's cursor: walhook
+// stops with exit 1 naming the branch point and its cursor, and delivers
+// none of the rows committed on the new timeline (which it would skip).
+func TestFailoverSlotsBehindCursor(t *testing.T) {
+	primary, standby, conn, dsn := startSyncedPair(t, "")
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "fo_behind", "  tables: [public.t]\n  failover: true\n", sinkConf{Name: "s", URL: rcv.URL})
+	code, out := runWalhook(t, "check", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "synchronized_standby_slots is empty") ||
+		!strings.Contains(out, `missing for a safe failover: synchronized_standby_slots listing "sb" (on the primary)`) {
+		t.Errorf("check exited %d, want 0 and warnings naming synchronized_standby_slots:\n%s", code, out)
+	}
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "fo_behind", d)
+	insert(t, conn, 1, 20, 10)
+	waitIDs(t, rcv, "t", idRange(1, 20), 60*time.Second)
+	waitSynced(t, standby, "fo_behind")
+
+	if err := standby.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+	insert(t, conn, 21, 420, 1000)
+	delivered := waitIDs(t, rcv, "t", idRange(21, 420), 60*time.Second)
+	var last pglogrepl.LSN
+	for _, m := range rcv.Messages() {
+		if lsn, err := pglogrepl.ParseLSN(m.Metadata.CommitLSN); err == nil {
+			last = max(last, lsn)
+		}
+	}
+	if err := primary.Stop("immediate"); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	sw := switchPoint(t, standby)
+	nc := connect(t, standby.DSN("postgres"))
+	insert(t, nc, 1001, 1020, 10)
+	if lsn := currentLSN(t, nc); sw >= last || lsn >= last {
+		t.Fatalf("switch %s, new rows up to %s, last delivered commit %s: the test does not put the new rows below the cursor", sw, lsn, last)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("walhook ran on after the failover, 60 s; output:\n%s", d.out.String())
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("walhook exited %d, want 1", code)
+	}
+	if want := fmt.Sprintf("branched off timeline 1 at %s, but walhook's cursor is at ", sw); !strings.Contains(d.out.String(), want) {
+		t.Errorf("walhook's output does not contain %q:\n%s", want, d.out.String())
+	}
+	delivered.update(t, rcv.Messages())
+	for id := 1001; id <= 1020; id++ {
+		if delivered.count[id] > 0 {
+			t.Errorf("row %d of the new timeline was delivered; walhook must stop before streaming it", id)
 		}
 	}
 }
