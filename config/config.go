@@ -42,6 +42,10 @@ type Source struct {
 	// removes the same columns from every message. Only allowed when Tables
 	// lists the tables.
 	Columns map[Table]Columns
+	// Failover creates the slot as a failover slot (PostgreSQL 17+), or
+	// makes an existing one so, for standbys with sync_replication_slots
+	// to keep a copy in step.
+	Failover bool
 }
 
 // AllTables reports whether the source captures every table.

@@ -97,6 +97,7 @@ func TestParseFull(t *testing.T) {
 			Tables:         []Table{orders, {Schema: "public", Name: "customers"}, {Schema: "Sales", Name: "Order Items"}},
 			ReceiveTimeout: 45 * time.Second,
 			Heartbeat:      5 * time.Second,
+			Failover:       true,
 			Messages:       []string{"audit", "outbox"},
 			Columns:        map[Table]Columns{{Schema: "public", Name: "customers"}: {Exclude: []string{"password_hash", "ssn"}}},
 		},
@@ -154,9 +155,9 @@ func TestParseFull(t *testing.T) {
 			},
 		},
 	}
-	// The filter is the single-quoted scalar at line 26, column 13.
-	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 26 || col != 14 {
-		t.Errorf("filter starts at %d:%d, want 26:14", line, col)
+	// The filter is the single-quoted scalar at line 27, column 13.
+	if line, col := got.Sinks[0].FilterOrigin.At(1, 1); line != 27 || col != 14 {
+		t.Errorf("filter starts at %d:%d, want 27:14", line, col)
 	}
 	got.Sinks[0].FilterOrigin = Origin{}
 	assertConfig(t, got, want)

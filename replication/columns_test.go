@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/pgtest"
 )
 
 func table(name string) config.Table { return config.Table{Schema: "public", Name: name} }
@@ -46,6 +47,10 @@ func TestPublicationColumnLists(t *testing.T) {
 		table("users"):    {Exclude: []string{"password_hash"}},
 		table("orders"):   {Include: []string{"id", "status"}},
 		table("Keep All"): {Include: []string{"id", "X"}}, // every column: no list needed
+	}
+	if pgtest.Shared().Version() < 15 {
+		noColumnLists(t, db, tables, columns)
+		return
 	}
 	ts := startStream(t, db, streamOpts{tables: tables, columns: columns})
 	if got, want := publishedColumns(t, db, "walhook"), `Keep All *; orders {id,status}; plain *; users {id,email,bio}`; got != want {
@@ -122,11 +127,42 @@ func TestPublicationColumnLists(t *testing.T) {
 	}
 }
 
+// noColumnLists is TestPublicationColumnLists before PostgreSQL 15, which
+// has no column lists: walhook creates the publication without them, and
+// CheckColumnLists says that the server cannot have them. The stream then
+// carries every column; the relay removes what source.columns leaves out
+// (cmd/walhook's TestColumnSelection).
+func noColumnLists(t *testing.T, db *testDB, tables []config.Table, columns map[config.Table]config.Columns) {
+	t.Helper()
+	ts := startStream(t, db, streamOpts{tables: tables, columns: columns})
+	var published string
+	if err := db.conn.QueryRow(t.Context(), `SELECT string_agg(tablename, '; ' ORDER BY tablename) FROM pg_publication_tables
+		WHERE pubname = 'walhook'`).Scan(&published); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Keep All; orders; plain; users"; published != want {
+		t.Errorf("publication: got %s, want %s", published, want)
+	}
+	db.exec(t, `INSERT INTO users VALUES (1, 'a@x', 'hash-1', 'hi')`)
+	wantMessages(t, ts.sync(t),
+		`{"action":"insert","table":"public.users","record":{"id":1,"email":"a@x","password_hash":"hash-1","bio":"hi"},"changes":null}`)
+	rep, err := CheckColumnLists(t.Context(), db.conn, config.Source{Publication: "walhook", Tables: tables, Columns: columns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Supported {
+		t.Errorf("CheckColumnLists on PostgreSQL %d: got Supported, want not", pgtest.Shared().Version())
+	}
+}
+
 // TestPublicationColumnListRefused: a column list PostgreSQL would make
 // every UPDATE or DELETE fail over (it checks at each statement), or one
 // naming a column the table lacks, is refused, and no publication is made.
 func TestPublicationColumnListRefused(t *testing.T) {
 	t.Parallel()
+	if v := pgtest.Shared().Version(); v < 15 {
+		t.Skipf("PostgreSQL %d has no column lists to refuse (TestPublicationColumnLists checks what walhook does there)", v)
+	}
 	db := newTestDB(t)
 	db.exec(t,
 		`CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text)`,

@@ -37,10 +37,19 @@ func Setup(ctx context.Context, src config.Source, usedBefore bool, log *slog.Lo
 	if err := checkWALLevel(ctx, conn); err != nil {
 		return SlotInfo{}, err
 	}
+	if src.Failover {
+		if err := checkFailoverVersion(ctx, conn); err != nil {
+			return SlotInfo{}, err
+		}
+	}
 	if err := ensurePublication(ctx, conn, src, log); err != nil {
 		return SlotInfo{}, err
 	}
-	return ensureSlot(ctx, conn, src.Slot, usedBefore, log)
+	info, err := ensureSlot(ctx, conn, src.Slot, src.Failover, usedBefore, log)
+	if err == nil && src.Failover {
+		err = ensureFailover(ctx, conn, src, log)
+	}
+	return info, err
 }
 
 func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
@@ -129,7 +138,7 @@ func newPublicationTables(ctx context.Context, conn *pgx.Conn, src config.Source
 	return publicationTables(ctx, conn, src)
 }
 
-func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore bool, log *slog.Logger) (SlotInfo, error) {
+func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, failover, usedBefore bool, log *slog.Logger) (SlotInfo, error) {
 	var (
 		plugin, database *string
 		confirmed        *pglogrepl.LSN
@@ -147,11 +156,11 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string, usedBefore boo
 				"(or state.url) forget the slot so that walhook creates a new one, start walhook, then re-sync the receivers (for example with a backfill)", ErrSlotLost, slot)
 		}
 		var lsn pglogrepl.LSN
-		if err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot).Scan(&lsn); err != nil {
+		if err := conn.QueryRow(ctx, createSlotSQL(failover), slot).Scan(&lsn); err != nil {
 			return SlotInfo{}, fmt.Errorf("create replication slot %q: %w", slot,
 				privilegeError(err, "give walhook's role the REPLICATION attribute: ALTER ROLE "+currentRole(ctx, conn)+" WITH REPLICATION"))
 		}
-		log.Info("created replication slot", "slot", slot, "lsn", lsn.String())
+		log.Info("created replication slot", "slot", slot, "lsn", lsn.String(), "failover", failover)
 		return SlotInfo{ConfirmedFlush: lsn}, nil
 	}
 	if err != nil {

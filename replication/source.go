@@ -41,6 +41,11 @@ type Source struct {
 	// when that instance was cut off (the server would keep it until
 	// wal_sender_timeout).
 	TakeOver bool
+	// CheckSystem, when set, is asked on every connection to the slot,
+	// before any change streams, whether the server is still the cluster
+	// and timeline walhook's positions belong to (see CheckOrigin); its
+	// error ends Run. Progress().HandedOn is what this source handed on.
+	CheckSystem func(ctx context.Context, sys System) error
 
 	progress Progress
 }
@@ -106,6 +111,7 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 	stream.Budget = s.Budget
 	stream.SkipSchemas = s.SkipSchemas
 	stream.Progress = &s.progress
+	stream.CheckSystem = s.CheckSystem
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
 	held := backoff.NewExponentialBackOff()

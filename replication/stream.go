@@ -77,6 +77,10 @@ type Stream struct {
 	// SkipSchemas are schemas whose row changes and truncates are dropped
 	// (see Source.SkipSchemas).
 	SkipSchemas []string
+	// CheckSystem, when set, is asked on every connection, before
+	// streaming starts, whether walhook may stream from the server it
+	// reached (see Source.CheckSystem); its error ends Run.
+	CheckSystem func(ctx context.Context, sys System) error
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -103,6 +107,17 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, out chan<- []Eve
 		return err
 	}
 	defer conn.Close(context.Background())
+	if s.CheckSystem != nil {
+		// On this connection: with several hosts in source.url, another
+		// connection may reach another server.
+		sys, err := identifySystem(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if err := s.CheckSystem(ctx, sys); err != nil {
+			return err
+		}
+	}
 	timeout, err := senderTimeout(ctx, conn)
 	if err != nil {
 		return err
@@ -392,6 +407,7 @@ func (r *receiver) handOn(ctx context.Context) error {
 		return nil
 	}
 	batch := r.pending
+	r.s.Progress.handedOn(batch)
 	select {
 	case r.out <- batch:
 		r.pending = nil

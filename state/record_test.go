@@ -528,3 +528,16 @@ func TestBackfillRecord(t *testing.T) {
 		t.Errorf("version 2: got %v", err)
 	}
 }
+
+func TestOriginRecord(t *testing.T) {
+	o := Origin{SystemID: 1<<64 - 1, Timeline: 42}
+	rec := AppendOrigin(nil, o)
+	if got, err := DecodeOrigin(rec); err != nil || got != o {
+		t.Errorf("round trip: got %v, %v, want %v", got, err, o)
+	}
+	for _, bad := range [][]byte{nil, rec[:12], append([]byte{2}, rec[1:]...), append(rec, 0)} {
+		if _, err := DecodeOrigin(bad); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("DecodeOrigin(%x): got %v, want ErrCorrupt", bad, err)
+		}
+	}
+}

@@ -34,6 +34,13 @@ type Store interface {
 	// SetSlot records the slot this state belongs to.
 	SetSlot(ctx context.Context, slot string) error
 
+	// Origin returns the cluster and timeline the state's positions belong
+	// to, or the zero Origin if none was recorded.
+	Origin(ctx context.Context) (Origin, error)
+	// SetOrigin records the cluster and timeline; the zero Origin forgets
+	// them.
+	SetOrigin(ctx context.Context, o Origin) error
+
 	// Cursors returns every sink's saved cursor.
 	Cursors(ctx context.Context) (map[string]Cursor, error)
 	// SaveCursors writes the given sinks' cursors in one durable

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/replication"
@@ -47,10 +50,16 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	var problems []string
 
 	var level, version string
-	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version')").Scan(&level, &version); err != nil {
+	var versionNum int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version'), current_setting('server_version_num')::int").
+		Scan(&level, &version, &versionNum); err != nil {
 		return fmt.Errorf("read settings: %w", err)
 	}
 	fmt.Fprintf(out, "server: PostgreSQL %s\n", version)
+	if versionNum < 150000 {
+		fmt.Fprintf(out, "  note: PostgreSQL before 15 has no publication row filters or column lists: every row and column of a published table "+
+			"leaves PostgreSQL, and walhook applies source.columns and the sinks' filters itself\n")
+	}
 	if level == "logical" {
 		fmt.Fprintf(out, "wal_level: logical (ok)\n")
 	} else {
@@ -63,6 +72,7 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		return err
 	}
 	printTLS(out, tls)
+	printHosts(out, cfg.Source.URL)
 	privs, err := replication.CheckPrivileges(ctx, conn, cfg.Source)
 	if err != nil {
 		return err
@@ -140,6 +150,18 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	}
 	for _, p := range groupBy {
 		fmt.Fprintf(out, "error: %s\n", p)
+	}
+	if cfg.Source.Failover {
+		failover, err := replication.CheckFailover(ctx, conn, cfg.Source)
+		if err != nil {
+			return err
+		}
+		if !failover.Supported {
+			err := fmt.Errorf("%w, but the server is %s: remove source.failover, or keep the slot on standbys another way", replication.ErrFailoverUnsupported, failover.Version)
+			fmt.Fprintf(out, "error: %v\n", err)
+			return usageError{err}
+		}
+		printFailover(out, cfg.Source, failover)
 	}
 	problems = append(problems, checkState(ctx, out, cfg)...)
 	sinkProblems := checkSinks(ctx, out, cfg, ids)
@@ -238,3 +260,85 @@ func (w redactingWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// printFailover prints what makes a failover safe with source.failover:
+// the slot, the primary's synchronized_standby_slots and each standby
+// reachable through source.url's other hosts, naming what is missing.
+func printFailover(out io.Writer, src config.Source, rep replication.FailoverReport) {
+	switch {
+	case !rep.SlotExists:
+		fmt.Fprintf(out, "failover: slot %q is missing; walhook run creates it as a failover slot\n", src.Slot)
+	case rep.SlotFailover:
+		fmt.Fprintf(out, "failover: slot %q is a failover slot (ok)\n", src.Slot)
+	default:
+		fmt.Fprintf(out, "failover: slot %q is not a failover slot; walhook run makes it one (ALTER_REPLICATION_SLOT)\n", src.Slot)
+	}
+	if rep.StandbySlots == "" {
+		fmt.Fprintln(out, "  warning: the primary's synchronized_standby_slots is empty: walhook may receive, and deliver, changes a standby "+
+			"has not received, and after a failover to it walhook stops (exit 1) rather than skip; set it to the standbys' primary_slot_name")
+	} else {
+		fmt.Fprintf(out, "  primary: synchronized_standby_slots = '%s'\n", rep.StandbySlots)
+	}
+	for _, sb := range rep.Standbys {
+		fmt.Fprintf(out, "  standby %s: sync_replication_slots %s, hot_standby_feedback %s, primary_slot_name '%s'\n",
+			sb.Host, onOff(sb.SyncReplicationSlots), onOff(sb.HotStandbyFeedback), sb.PrimarySlotName)
+		for _, m := range sb.Missing {
+			fmt.Fprintf(out, "    warning: missing for a safe failover: %s\n", m)
+		}
+	}
+	for _, e := range rep.OtherHostErrs {
+		fmt.Fprintf(out, "  warning: cannot ask host %s\n", e)
+	}
+	if len(rep.Standbys) == 0 {
+		fmt.Fprintln(out, "  warning: no standby among source.url's hosts: list them (postgres://h1,h2/db?target_session_attrs=read-write) "+
+			"so that walhook follows a failover and check can ask them")
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// printHosts says how walhook picks among several hosts in source.url: a
+// failover moves the primary, and walhook follows it only with
+// target_session_attrs=read-write.
+func printHosts(out io.Writer, url string) {
+	pc, err := pgconn.ParseConfig(url)
+	if err != nil || len(pc.Fallbacks) == 0 {
+		return
+	}
+	hosts := map[string]bool{}
+	for _, h := range append([]*pgconn.FallbackConfig{{Host: pc.Host, Port: pc.Port}}, pc.Fallbacks...) {
+		hosts[fmt.Sprintf("%s:%d", h.Host, h.Port)] = true
+	}
+	if len(hosts) < 2 {
+		return
+	}
+	switch attrs := targetSessionAttrs(url); attrs {
+	case "read-write", "primary":
+		fmt.Fprintf(out, "source.url: %d hosts; walhook connects to the one that takes writes (target_session_attrs=%s) and, after a failover, to the new primary\n", len(hosts), attrs)
+	default:
+		fmt.Fprintf(out, "source.url: %d hosts, with target_session_attrs=%s: walhook takes the first that answers, "+
+			"a standby included, where its slot cannot stream; use target_session_attrs=read-write so that it follows the primary\n", len(hosts), attrs)
+	}
+}
+
+// targetSessionAttrs returns the target_session_attrs a connection string
+// asks for: "any" when it does not say.
+func targetSessionAttrs(dsn string) string {
+	if u, err := neturl.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if v := u.Query().Get("target_session_attrs"); v != "" {
+			return v
+		}
+		return "any"
+	}
+	if m := targetSessionAttrsRe.FindStringSubmatch(dsn); m != nil {
+		return strings.Trim(m[1], "'")
+	}
+	return "any"
+}
+
+var targetSessionAttrsRe = regexp.MustCompile(`target_session_attrs\s*=\s*('[^']*'|\S+)`)

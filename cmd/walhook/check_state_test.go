@@ -13,6 +13,7 @@ import (
 
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/webhooktest"
+	"github.com/walhook/walhook/state/pgstore"
 )
 
 // useStateURL makes the configuration at path keep its state at url.
@@ -74,7 +75,7 @@ func TestCheckStateURL(t *testing.T) {
 	d := startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, admin, "checkstate", d)
 	code, out = runWalhook(t, "check", "--config", cfg)
-	if code != 0 || !strings.Contains(out, "schema walhook at migration 2 (ok)") ||
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("schema walhook at migration %d (ok)", pgstore.SchemaVersion())) ||
 		!strings.Contains(out, fmt.Sprintf("relayed by the walhook with pid %d", d.cmd.Process.Pid)) {
 		t.Fatalf("check with walhook running: exit code %d, want 0 naming the migration and the active pid %d:\n%s", code, d.cmd.Process.Pid, out)
 	}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/replication"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -42,7 +43,8 @@ func exitCode(err error) int {
 	fmt.Fprintln(os.Stderr, "walhook:", secrets.Error(err))
 	var ue usageError
 	var ce *config.Errors
-	if errors.As(err, &ue) || errors.As(err, &ce) {
+	// A setting the server cannot honour is the configuration's fault too.
+	if errors.As(err, &ue) || errors.As(err, &ce) || errors.Is(err, replication.ErrFailoverUnsupported) {
 		return exitUsage
 	}
 	return exitRuntime

@@ -100,6 +100,11 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, a
 		src.TakeOver = true
 	}
 	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
+	// Never stream from another cluster, or from a timeline that lacks
+	// changes walhook delivered (after a failover).
+	src.CheckSystem = func(ctx context.Context, sys replication.System) error {
+		return r.CheckOrigin(ctx, sys, src.Progress().HandedOn)
+	}
 	exprs, err := filter.CompileSinks(cfg)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/lease"
 	"github.com/walhook/walhook/state"
@@ -106,11 +107,37 @@ func dropSlot(ctx context.Context, in io.Reader, out io.Writer, cfg *config.Conf
 		if err := store.SetSlot(ctx, ""); err != nil {
 			return fmt.Errorf("slot drop: slot %q dropped, but the state still names it: %w", slot, err)
 		}
+		if err := forgetPositions(ctx, store); err != nil {
+			return fmt.Errorf("slot drop: slot %q dropped, but %w", slot, err)
+		}
 	}
 	if missing {
 		fmt.Fprintf(out, "slot %q does not exist; the state no longer names it, and walhook run creates a new one\n", slot)
 	} else {
 		fmt.Fprintf(out, "dropped slot %q; walhook run creates a new one\n", slot)
+	}
+	return nil
+}
+
+// forgetPositions makes the state forget the cluster and timeline its
+// positions belong to and sets every sink's cursor back to the start: they
+// are positions of the dropped slot's stream. After a failover to a
+// timeline that branched off below them, the new slot's changes could
+// commit at or below them and be skipped.
+func forgetPositions(ctx context.Context, store state.Store) error {
+	if err := store.SetOrigin(ctx, state.Origin{}); err != nil {
+		return fmt.Errorf("the state still names the cluster and timeline: %w", err)
+	}
+	cursors, err := store.Cursors(ctx)
+	if err != nil {
+		return fmt.Errorf("the sinks' cursors are unchanged: %w", err)
+	}
+	for name, c := range cursors {
+		c.Acked = change.Position{}
+		cursors[name] = c
+	}
+	if err := store.SaveCursors(ctx, cursors); err != nil {
+		return fmt.Errorf("the sinks' cursors are unchanged: %w", err)
 	}
 	return nil
 }

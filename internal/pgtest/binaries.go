@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // debianRoot holds one directory per installed major version on Debian and
@@ -23,11 +22,6 @@ type binaries struct {
 	pgCtl    string
 	postgres string
 }
-
-// findBinaries locates the server programs once per test binary.
-var findBinaries = sync.OnceValues(func() (binaries, error) {
-	return locateBinaries(debianRoot)
-})
 
 // locateBinaries looks for a directory holding initdb, pg_ctl and postgres:
 // the one of initdb on PATH (symbolic links resolved), then the one

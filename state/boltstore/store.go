@@ -3,7 +3,9 @@
 //
 // Buckets:
 //
-//	meta           "slot" → the slot name; "layout" → 1 byte, this file's layout
+//	meta           "slot" → the slot name; "layout" → 1 byte, this file's layout;
+//	               "origin" → origin record (state.AppendOrigin), absent until
+//	               a walhook that records it ran
 //	cursors        sink → cursor record (state.AppendCursor)
 //	backlogs       sink → bucket: position (state.AppendPosition) → entry record
 //	backlog_stats  sink → version 1, entry count and record bytes (uvarints)
@@ -36,6 +38,7 @@ var (
 	bucketBackfills    = []byte("backfills")
 
 	keySlot   = []byte("slot")
+	keyOrigin = []byte("origin")
 	keyLayout = []byte("layout")
 )
 
@@ -167,6 +170,40 @@ func (s *Store) SetSlot(ctx context.Context, slot string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("save the slot: %w", err)
+	}
+	return nil
+}
+
+// Origin returns the cluster and timeline the state's positions belong
+// to, or the zero Origin (also for a file written before walhook recorded
+// it).
+func (s *Store) Origin(ctx context.Context) (state.Origin, error) {
+	var o state.Origin
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		rec := tx.Bucket(bucketMeta).Get(keyOrigin)
+		if rec == nil {
+			return nil
+		}
+		var err error
+		o, err = state.DecodeOrigin(rec)
+		return err
+	})
+	if err != nil {
+		return state.Origin{}, fmt.Errorf("read the origin: %w", err)
+	}
+	return o, nil
+}
+
+// SetOrigin records the cluster and timeline; the zero Origin removes them.
+func (s *Store) SetOrigin(ctx context.Context, o state.Origin) error {
+	err := s.update(ctx, func(tx *bolt.Tx) (func(), error) {
+		if o.IsZero() {
+			return nil, tx.Bucket(bucketMeta).Delete(keyOrigin)
+		}
+		return nil, tx.Bucket(bucketMeta).Put(keyOrigin, state.AppendOrigin(nil, o))
+	})
+	if err != nil {
+		return fmt.Errorf("save the origin: %w", err)
 	}
 	return nil
 }

@@ -125,3 +125,53 @@ func TestWriterDeadline(t *testing.T) {
 		t.Fatalf("SaveCursors still waits 10s after it started: its statement does not carry the writer's deadline of %v", deadline)
 	}
 }
+
+// TestUpgradeToOrigins: a state from before migration 3 keeps its slot and
+// cursors, and reads no origin until walhook records one.
+func TestUpgradeToOrigins(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	s, err := Open(ctx, dsn, "s", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSlot(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]state.Cursor{"a": {Acked: change.Position{CommitLSN: 0x16B3748, Idx: 3}}}
+	if err := s.SaveCursors(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Back to the schema of a walhook before origins.
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DROP TABLE walhook.origins; DELETE FROM walhook.migrations WHERE version = 3`); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(ctx, dsn, "s", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if o, err := s.Origin(ctx); err != nil || !o.IsZero() {
+		t.Errorf("origin after the upgrade: got %v, %v, want none", o, err)
+	}
+	if slot, err := s.Slot(ctx); err != nil || slot != "s" {
+		t.Errorf("slot after the upgrade: got %q, %v, want s", slot, err)
+	}
+	if got, err := s.Cursors(ctx); err != nil || got["a"] != want["a"] {
+		t.Errorf("cursors after the upgrade: got %v, %v, want %v", got, err, want)
+	}
+	o := state.Origin{SystemID: 1, Timeline: 1}
+	if err := s.SetOrigin(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Origin(ctx); err != nil || got != o {
+		t.Errorf("origin recorded after the upgrade: got %v, %v, want %v", got, err, o)
+	}
+}

@@ -6,6 +6,7 @@
 // Tables (migrations/0001_init.sql):
 //
 //	walhook.slots            slot → the slot SetSlot recorded
+//	walhook.origins          slot → origin record (state.AppendOrigin; 0003_origins.sql)
 //	walhook.cursors          slot, sink → cursor record (state.AppendCursor)
 //	walhook.backlog          slot, sink, pos (state.AppendPosition) → size, entry record
 //	walhook.dead_letter_ids  slot, sink → the last dead-letter number given out
@@ -201,6 +202,42 @@ func (s *Store) SetSlot(ctx context.Context, slot string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("save the slot: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) Origin(ctx context.Context) (state.Origin, error) {
+	var o state.Origin
+	err := s.read(ctx, func(ctx context.Context) error {
+		var rec []byte
+		err := s.pool.QueryRow(ctx, `SELECT origin FROM walhook.origins WHERE slot = $1`, s.slot).Scan(&rec)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		o, err = state.DecodeOrigin(rec)
+		return err
+	})
+	if err != nil {
+		return state.Origin{}, fmt.Errorf("read the origin: %w", err)
+	}
+	return o, nil
+}
+
+func (s *Store) SetOrigin(ctx context.Context, o state.Origin) error {
+	err := s.update(ctx, func(ctx context.Context, tx pgx.Tx) (func(), error) {
+		if o.IsZero() {
+			_, err := tx.Exec(ctx, `DELETE FROM walhook.origins WHERE slot = $1`, s.slot)
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO walhook.origins (slot, origin) VALUES ($1, $2)
+			ON CONFLICT (slot) DO UPDATE SET origin = excluded.origin, updated = now()`, s.slot, state.AppendOrigin(nil, o))
+		return nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("save the origin: %w", err)
 	}
 	return nil
 }

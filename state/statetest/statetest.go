@@ -48,6 +48,7 @@ func Run(t *testing.T, h Harness) {
 		return
 	}
 	t.Run("slot", func(t *testing.T) { testSlot(t, h) })
+	t.Run("origin", func(t *testing.T) { testOrigin(t, h) })
 	t.Run("cursors", func(t *testing.T) { testCursors(t, h) })
 	t.Run("backlog append and read", func(t *testing.T) { testBacklogRead(t, h) })
 	t.Run("backlog byte limits", func(t *testing.T) { testBacklogBytes(t, h) })
@@ -108,6 +109,35 @@ func testSlot(t *testing.T, h Harness) {
 	s = reopen(t, h, s, loc)
 	if slot, err := s.Slot(ctx); err != nil || slot != "walhook_1" {
 		t.Fatalf("after reopen: got %q, %v, want walhook_1", slot, err)
+	}
+}
+
+func testOrigin(t *testing.T, h Harness) {
+	ctx := context.Background()
+	s, loc := fresh(t, h)
+	if o, err := s.Origin(ctx); err != nil || !o.IsZero() {
+		t.Fatalf("a new store's origin: got %v, %v, want none", o, err)
+	}
+	want := state.Origin{SystemID: 7581234567890123456, Timeline: 3}
+	if err := s.SetOrigin(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, h, s, loc)
+	if o, err := s.Origin(ctx); err != nil || o != want {
+		t.Fatalf("after reopen: got %v, %v, want %v", o, err, want)
+	}
+	want.Timeline = 4
+	if err := s.SetOrigin(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.Origin(ctx); err != nil || o != want {
+		t.Fatalf("after a new timeline: got %v, %v, want %v", o, err, want)
+	}
+	if err := s.SetOrigin(ctx, state.Origin{}); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.Origin(ctx); err != nil || !o.IsZero() {
+		t.Fatalf("forgotten: got %v, %v, want none", o, err)
 	}
 }
 
@@ -229,6 +259,7 @@ func testClosed(t *testing.T, h Harness) {
 		"Append":       b.Append(ctx, batch("a", 2, 1)),
 		"SaveCursors":  s.SaveCursors(ctx, map[string]state.Cursor{"a": {}}),
 		"SetSlot":      s.SetSlot(ctx, "x"),
+		"SetOrigin":    s.SetOrigin(ctx, state.Origin{SystemID: 1, Timeline: 1}),
 		"Trim":         b.Trim(ctx, pos(5, 0)),
 		"Delete":       d.Delete(ctx, state.FormatID(1)),
 		"SaveBackfill": s.SaveBackfill(ctx, state.Backfill{ID: "bf_1"}),
