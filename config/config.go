@@ -77,11 +77,12 @@ type Log struct {
 	Level  string // debug, info, warn or error
 }
 
-// Sink is one destination.
+// Sink is one destination: the settings every type of sink shares, and
+// the part of its own type (Webhook, NATS, Kafka, Redis or RabbitMQ), of
+// which only the one Type names is set.
 type Sink struct {
 	Name    string
-	Type    string // "webhook"
-	URL     string
+	Type    string   // webhook (default), nats, kafka, redis or rabbitmq
 	Tables  []Table  // empty means every published table
 	Actions []string // empty means every action
 	Filter  string   // a CEL expression; "" for none
@@ -94,8 +95,10 @@ type Sink struct {
 	BatchWait    time.Duration // default 50ms
 	BatchBytes   int64         // default 1MiB
 	MaxInFlight  int           // default 16
-	Timeout      time.Duration // default 30s
-	Retry        Retry
+	// Timeout bounds one attempt at one batch, whatever the type: an HTTP
+	// request and its answer, or a broker's confirmation of every message.
+	Timeout time.Duration // default 30s
+	Retry   Retry
 	// MaxLag: a batch that fails while its oldest message is older than
 	// this (by commit time) goes to the dead letters, whatever
 	// Retry.MaxAttempts says; 0 means no bound.
@@ -105,6 +108,20 @@ type Sink struct {
 	// server's WAL end goes to the dead letters; 0 means no bound. At
 	// most one of MaxLag and MaxLagBytes is set.
 	MaxLagBytes int64
+	Window      Window
+	Backlog     Backlog
+	Backfill    Backfill
+
+	Webhook  Webhook  // type webhook
+	NATS     NATS     // type nats
+	Kafka    Kafka    // type kafka
+	Redis    Redis    // type redis
+	RabbitMQ RabbitMQ // type rabbitmq
+}
+
+// Webhook is where and how a sink of type webhook POSTs its batches.
+type Webhook struct {
+	URL string // http:// or https://
 	// Secrets sign every request, each with its own signature, newest
 	// first; empty for unsigned requests.
 	Secrets []string
@@ -113,9 +130,51 @@ type Sink struct {
 	// "" for none.
 	Compression string
 	TLS         TLS
-	Window      Window
-	Backlog     Backlog
-	Backfill    Backfill
+}
+
+// NATS is the JetStream a sink of type nats publishes to.
+type NATS struct {
+	// URL is one or more nats:// (or tls://) server URLs, comma-separated.
+	URL string
+	// Subject is the subject template: {schema}, {table}, {action} and
+	// {sink} stand for the message's values, mapped to subject tokens.
+	Subject   string
+	CredsFile string // a .creds file (user JWT and nkey seed); "" for none
+	NKeyFile  string // an nkey seed file; "" for none
+	TLS       TLS
+}
+
+// Kafka is the cluster and topic a sink of type kafka produces to.
+type Kafka struct {
+	Brokers []string // host:port seeds
+	Topic   string   // a template, as NATS.Subject
+	SASL    SASL     // zero: no SASL
+	TLS     TLS
+	// TLSSet says tls was written, so the client speaks TLS even with
+	// the zero TLS (the system's CAs).
+	TLSSet bool
+}
+
+// SASL authenticates a Kafka client.
+type SASL struct {
+	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Username  string
+	Password  string
+}
+
+// Redis is the server and stream a sink of type redis appends to.
+type Redis struct {
+	URL    string // redis:// or rediss://
+	Stream string // a template, as NATS.Subject
+	// MaxLen > 0 trims the stream on every XADD with MAXLEN ~ MaxLen.
+	MaxLen int64
+}
+
+// RabbitMQ is the exchange a sink of type rabbitmq publishes to.
+type RabbitMQ struct {
+	URL        string // amqp:// or amqps://
+	Exchange   string
+	RoutingKey string // a template, as NATS.Subject
 }
 
 // Backlog bounds a sink's durable backlog.

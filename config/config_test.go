@@ -107,7 +107,6 @@ func TestParseFull(t *testing.T) {
 			{
 				Name:        "orders",
 				Type:        "webhook",
-				URL:         "http://localhost:8080/hooks",
 				Tables:      []Table{orders},
 				Actions:     []string{"insert", "update", "delete", "truncate", "read"},
 				Filter:      `record.status == "paid"`,
@@ -119,17 +118,19 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 4,
 				Timeout:     10 * time.Second,
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
-				Secrets:     []string{testSecret},
-				Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
-				Compression: "gzip",
-				Window:      Window{Messages: 5000, Bytes: 16 << 20},
-				Backlog:     Backlog{MaxSize: 256 << 20, WhenFull: "dead_letter"},
-				Backfill:    Backfill{OnCreate: true},
+				Webhook: Webhook{
+					URL:         "http://localhost:8080/hooks",
+					Secrets:     []string{testSecret},
+					Headers:     map[string]string{"Authorization": "Bearer hunter2-bearer"},
+					Compression: "gzip",
+				},
+				Window:   Window{Messages: 5000, Bytes: 16 << 20},
+				Backlog:  Backlog{MaxSize: 256 << 20, WhenFull: "dead_letter"},
+				Backfill: Backfill{OnCreate: true},
 			},
 			{
 				Name:        "audit.log",
 				Type:        "webhook",
-				URL:         "https://audit.example.com/in?source=walhook",
 				Actions:     []string{"message"},
 				BatchSize:   100,
 				BatchWait:   50 * time.Millisecond,
@@ -137,11 +138,14 @@ func TestParseFull(t *testing.T) {
 				MaxInFlight: 16,
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
-				Secrets:     []string{"whsec_bmV3ZXIgc2VjcmV0", testSecret},
-				TLS: TLS{
-					CAFile:   filepath.Join("..", "testdata", "config", "tls", "ca.pem"),
-					CertFile: filepath.Join("..", "testdata", "config", "tls", "client.pem"),
-					KeyFile:  filepath.Join("..", "testdata", "config", "tls", "client-key.pem"),
+				Webhook: Webhook{
+					URL:     "https://audit.example.com/in?source=walhook",
+					Secrets: []string{"whsec_bmV3ZXIgc2VjcmV0", testSecret},
+					TLS: TLS{
+						CAFile:   filepath.Join("..", "testdata", "config", "tls", "ca.pem"),
+						CertFile: filepath.Join("..", "testdata", "config", "tls", "client.pem"),
+						KeyFile:  filepath.Join("..", "testdata", "config", "tls", "client-key.pem"),
+					},
 				},
 				Window:  Window{Messages: 10000, Bytes: 64 << 20},
 				Backlog: Backlog{MaxSize: 1 << 30, WhenFull: "block"},
@@ -177,7 +181,7 @@ func TestParseDefaults(t *testing.T) {
 		Sinks: []Sink{{
 			Name:        "all",
 			Type:        "webhook",
-			URL:         "http://localhost:8080/hooks",
+			Webhook:     Webhook{URL: "http://localhost:8080/hooks"},
 			BatchSize:   100,
 			BatchWait:   50 * time.Millisecond,
 			BatchBytes:  1 << 20,
@@ -277,38 +281,38 @@ func TestParseSpecialValues(t *testing.T) {
 		{
 			name:  "one secret",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, secret: '${WEBHOOK_SECRET}'}]\n",
-			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{testSecret} },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.Secrets, []string{testSecret} },
 		},
 		{
 			name: "a list of secrets keeps its order",
 			yaml: "source: {url: postgres://localhost/app}\nsinks:\n- name: a\n  url: http://localhost/\n" +
 				"  secret:\n    - whsec_bmV3ZXN0\n    - ${WEBHOOK_SECRET}\n",
-			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string{"whsec_bmV3ZXN0", testSecret} },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.Secrets, []string{"whsec_bmV3ZXN0", testSecret} },
 		},
 		{
 			name:  "no secret, no signatures",
 			yaml:  base,
-			check: func(c *Config) (any, any) { return c.Sinks[0].Secrets, []string(nil) },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.Secrets, []string(nil) },
 		},
 		{
 			name:  "compression gzip",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: gzip}]\n",
-			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "gzip" },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.Compression, "gzip" },
 		},
 		{
 			name:  "compression none is the default",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, compression: none}]\n",
-			check: func(c *Config) (any, any) { return c.Sinks[0].Compression, "" },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.Compression, "" },
 		},
 		{
 			name:  "no tls",
 			yaml:  base,
-			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{} },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.TLS, TLS{} },
 		},
 		{
 			name:  "tls insecure_skip_verify",
 			yaml:  "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: https://localhost/, tls: {insecure_skip_verify: true}}]\n",
-			check: func(c *Config) (any, any) { return c.Sinks[0].TLS, TLS{InsecureSkipVerify: true} },
+			check: func(c *Config) (any, any) { return c.Sinks[0].Webhook.TLS, TLS{InsecureSkipVerify: true} },
 		},
 		{
 			name:  "batch_wait may be zero",
@@ -362,7 +366,7 @@ func TestTLSPaths(t *testing.T) {
 		CertFile: abs,
 		KeyFile:  filepath.Join(dir, "tls", "client-key.pem"),
 	}
-	if got := c.Sinks[0].TLS; got != want {
+	if got := c.Sinks[0].Webhook.TLS; got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 	// The same file read from another directory finds nothing there.
@@ -388,8 +392,8 @@ sinks:
     retry: *retry
 `)
 	b := c.Sinks[1]
-	if b.Name != "b" || b.URL != "http://localhost/a" || b.Timeout != 5*time.Second {
-		t.Errorf("merged sink: got name %q, url %q, timeout %v; want b, http://localhost/a, 5s", b.Name, b.URL, b.Timeout)
+	if b.Name != "b" || b.Webhook.URL != "http://localhost/a" || b.Timeout != 5*time.Second {
+		t.Errorf("merged sink: got name %q, url %q, timeout %v; want b, http://localhost/a, 5s", b.Name, b.Webhook.URL, b.Timeout)
 	}
 	want := Retry{Initial: 2 * time.Second, Max: time.Minute}
 	for i, s := range c.Sinks {
@@ -419,8 +423,8 @@ sinks:
 		{"name", s.Name, "orders"},
 		{"batch_size", s.BatchSize, 25},
 		{"timeout", s.Timeout, 7 * time.Second},
-		{"header with default", s.Headers["X-Token"], "fallback"},
-		{"empty header", s.Headers["X-Empty"], ""},
+		{"header with default", s.Webhook.Headers["X-Token"], "fallback"},
+		{"empty header", s.Webhook.Headers["X-Empty"], ""},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {

@@ -33,11 +33,43 @@ var reservedHeaders = []string{
 	"webhook-id", "webhook-timestamp", "webhook-signature", "webhook-attempt",
 }
 
+// sinkKeys are the keys every type of sink takes.
 var sinkKeys = []string{
-	"name", "type", "url", "tables", "actions", "filter", "group_by",
-	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
-	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill", "max_lag",
+	"name", "type", "tables", "actions", "filter", "group_by",
+	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry",
+	"window", "batch_bytes", "columns", "backlog", "backfill", "max_lag",
 }
+
+// sinkTypes are the values of a sink's type, each with the keys only it
+// takes (besides sinkKeys), and the function that reads them.
+var sinkTypes = []sinkKind{
+	{"webhook", []string{"url", "secret", "headers", "compression", "tls"}, (*decoder).webhook},
+	{"nats", []string{"url", "subject", "creds_file", "nkey_file", "tls"}, (*decoder).nats},
+	{"kafka", []string{"brokers", "topic", "sasl", "tls"}, (*decoder).kafka},
+	{"redis", []string{"url", "stream", "max_len"}, (*decoder).redis},
+	{"rabbitmq", []string{"url", "exchange", "routing_key"}, (*decoder).rabbitmq},
+}
+
+// sinkKind is one type of sink: its name, the keys only it takes, and how
+// they are read into a Sink.
+type sinkKind struct {
+	name string
+	keys []string
+	read func(d *decoder, o object, s *Sink)
+}
+
+// allSinkKeys are the keys some type of sink takes.
+var allSinkKeys = func() []string {
+	keys := slices.Clone(sinkKeys)
+	for _, t := range sinkTypes {
+		for _, k := range t.keys {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}()
 
 func (d *decoder) sinks(v value, src Source) []Sink {
 	items := d.list(v)
@@ -45,7 +77,7 @@ func (d *decoder) sinks(v value, src Source) []Sink {
 	sinks := make([]Sink, 0, len(items))
 	names := make(map[string]value) // first use of each name
 	for _, item := range items {
-		o := d.object(item, sinkKeys...)
+		o := d.object(item, allSinkKeys...)
 		s := d.sink(o, src)
 		nameField := o.field("name")
 		if first, dup := names[s.Name]; dup {
@@ -62,7 +94,6 @@ func (d *decoder) sink(o object, src Source) Sink {
 	s := Sink{
 		Name:        d.sinkName(o.field("name")),
 		Type:        d.string(o.field("type"), defaultSinkType),
-		URL:         d.httpURL(o.field("url")),
 		Tables:      d.tables(o.field("tables"), src.Tables, "source.tables"),
 		Actions:     d.actions(o.field("actions")),
 		Filter:      d.string(o.field("filter"), ""),
@@ -71,18 +102,14 @@ func (d *decoder) sink(o object, src Source) Sink {
 		MaxInFlight: d.positiveInt(o.field("max_in_flight"), defaultMaxInFlight),
 		Timeout:     d.positiveDuration(o.field("timeout"), defaultTimeout),
 		Retry:       d.retry(o.field("retry")),
-		Secrets:     d.secrets(o.field("secret")),
-		Headers:     d.headers(o.field("headers")),
 		Window:      d.window(o.field("window")),
 		Backlog:     d.backlog(o.field("backlog")),
 		Backfill:    d.backfill(o.field("backfill")),
 		BatchBytes:  d.size(o.field("batch_bytes"), defaultBatchBytes),
-		Compression: d.compression(o.field("compression")),
 	}
-	s.TLS = d.tls(o.field("tls"), s.URL)
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
-	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
+	d.sinkType(o, &s)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))
 		s.Columns = d.columns(o.field("columns"), s.Tables, join(o.path, "tables"))
@@ -92,6 +119,57 @@ func (d *decoder) sink(o object, src Source) Sink {
 	}
 	d.checkGroupByColumns(o.field("group_by"), s, src)
 	return s
+}
+
+// sinkType reads the keys of s's type and refuses those of other types,
+// naming the types that take them. An unknown type is a problem, and the
+// keys are then read as the default type's.
+func (d *decoder) sinkType(o object, s *Sink) {
+	i := slices.IndexFunc(sinkTypes, func(k sinkKind) bool { return k.name == s.Type })
+	if i < 0 {
+		names := make([]string, len(sinkTypes))
+		for j, k := range sinkTypes {
+			names[j] = k.name
+		}
+		d.fail(o.field("type"), "%q is not a sink type; use %s", s.Type, orList(names))
+		// Check the rest as the default type, so one pass still finds
+		// every other problem.
+		i = slices.IndexFunc(sinkTypes, func(k sinkKind) bool { return k.name == defaultSinkType })
+	}
+	own := sinkTypes[i]
+	for _, key := range allSinkKeys {
+		if slices.Contains(sinkKeys, key) || slices.Contains(own.keys, key) || !o.field(key).present() {
+			continue
+		}
+		var takers []string
+		for _, t := range sinkTypes {
+			if slices.Contains(t.keys, key) {
+				takers = append(takers, t.name)
+			}
+		}
+		d.fail(o.field(key), "only sinks of type %s take %s", orList(takers), key)
+	}
+	own.read(d, o, s)
+}
+
+// orList joins words as "a", "a or b", "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// webhook reads a webhook sink's keys.
+func (d *decoder) webhook(o object, s *Sink) {
+	w := Webhook{
+		URL:         d.httpURL(o.field("url")),
+		Secrets:     d.secrets(o.field("secret")),
+		Headers:     d.headers(o.field("headers")),
+		Compression: d.compression(o.field("compression")),
+	}
+	w.TLS = d.tls(o.field("tls"), w.URL)
+	s.Webhook = w
 }
 
 // maxLag returns a sink's max_lag: a duration (15m) or a size of WAL

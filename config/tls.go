@@ -5,14 +5,16 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 )
 
-// TLS is how a sink's client speaks TLS to an https:// receiver. The zero
-// value trusts the system's CAs and sends no client certificate.
+// TLS is how a sink's client speaks TLS to an https:// receiver or a
+// broker. The zero value trusts the system's CAs and sends no client
+// certificate.
 type TLS struct {
 	// CAFile is a PEM file of the CA certificates to trust instead of the
 	// system's; "" for the system's.
@@ -78,13 +80,19 @@ func (d *decoder) filePath(v value) string {
 
 // readPEM reads a file for tls, recording a problem when it cannot.
 func (d *decoder) readPEM(v value, path string) ([]byte, bool) {
+	return d.readFile(v, path, "a PEM file")
+}
+
+// readFile reads a file a key names, recording a problem when it cannot;
+// what says what the file should hold.
+func (d *decoder) readFile(v value, path, what string) ([]byte, bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		var perr *fs.PathError
 		if errors.As(err, &perr) {
 			err = perr.Err
 		}
-		d.fail(v, "cannot read %s: %v; write the path of a PEM file (relative paths start at the configuration file's directory)", path, err)
+		d.fail(v, "cannot read %s: %v; write the path of %s (relative paths start at the configuration file's directory)", path, err, what)
 		return nil, false
 	}
 	return data, true
@@ -130,4 +138,37 @@ func (d *decoder) keyPair(certField, keyField value, certPath, keyPath string) {
 		// crypto/tls names what is wrong without quoting the key.
 		d.fail(keyField, "%s and cert_file do not make a client certificate: %v; write the unencrypted PEM private key of cert_file", keyPath, strings.TrimPrefix(err.Error(), "tls: "))
 	}
+}
+
+// ClientConfig builds a client's TLS settings from a sink's tls settings,
+// reading the files now: nil when the sink has none, so the client keeps
+// Go's defaults (the system's CAs). Every type of sink that speaks TLS
+// uses it.
+func (t TLS) ClientConfig() (*tls.Config, error) {
+	if t == (TLS{}) {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		if t.CertFile == "" || t.KeyFile == "" {
+			return nil, errors.New("tls: cert_file and key_file go together; set both, or neither")
+		}
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file and key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

@@ -251,7 +251,11 @@ func (l *lane) deliver(ctx context.Context) bool {
 		if wait := RetryAfter(err); wait > 0 {
 			next = min(wait, cfg.Retry.Max)
 		}
-		p.log.LogAttrs(ctx, slog.LevelWarn, "delivery failed", append(attrs, slog.Duration("retry_in", next))...)
+		level, msg := slog.LevelWarn, "delivery failed"
+		if NeedsOperator(err) {
+			level, msg = slog.LevelError, "delivery failed: the destination refuses until an operator acts"
+		}
+		p.log.LogAttrs(ctx, level, msg, append(attrs, slog.Duration("retry_in", next))...)
 		if !l.sleep(ctx, next) {
 			return false
 		}
@@ -352,6 +356,15 @@ func RetryAfter(err error) time.Duration {
 func Pauses(err error) bool {
 	var pe interface{ Pause() bool }
 	return errors.As(err, &pe) && pe.Pause()
+}
+
+// NeedsOperator reports whether a failed attempt's error is one that
+// retrying cannot mend until someone acts (no JetStream stream covers the
+// subject, bad credentials, an unknown topic): it is retried all the same,
+// and logged as an error rather than a warning.
+func NeedsOperator(err error) bool {
+	var oe interface{ NeedsOperator() bool }
+	return errors.As(err, &oe) && oe.NeedsOperator()
 }
 
 // StatusOf is a failed attempt's status code, or 0.

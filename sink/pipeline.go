@@ -26,6 +26,11 @@ import (
 //	RetryAfter() time.Duration // the destination asked for this wait
 //	Pause() bool               // stop delivering until Resume (HTTP 410)
 //	Status() int               // a status code, kept in dead letters
+//	NeedsOperator() bool       // retrying cannot mend it (no stream, bad credentials)
+//
+// A destination is one package per type (sink/webhook, sink/nats, ...),
+// built by sink/factory; the error's text is what status shows as
+// last_error, so it names the cause and its fix.
 type Destination interface {
 	Deliver(ctx context.Context, b *Batch) error
 }

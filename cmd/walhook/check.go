@@ -142,8 +142,12 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		fmt.Fprintf(out, "error: %s\n", p)
 	}
 	problems = append(problems, checkState(ctx, out, cfg)...)
+	sinkProblems := checkSinks(ctx, out, cfg, ids)
 	if len(problems) > 0 {
-		return fmt.Errorf("the database is not ready: %s", strings.Join(problems, "; "))
+		return fmt.Errorf("the database is not ready: %s", strings.Join(append(problems, sinkProblems...), "; "))
+	}
+	if len(sinkProblems) > 0 {
+		return fmt.Errorf("a sink's destination is not ready: %s", strings.Join(sinkProblems, "; "))
 	}
 	if len(groupBy) > 0 {
 		return usageError{fmt.Errorf("%s: group_by cannot keep per-row order: %s", cfg.Path, strings.Join(groupBy, "; "))}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"log/slog"
 
 	"github.com/jackc/pglogrepl"
@@ -9,7 +9,7 @@ import (
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/sink"
-	"github.com/walhook/walhook/sink/webhook"
+	"github.com/walhook/walhook/sink/factory"
 	"github.com/walhook/walhook/state"
 )
 
@@ -34,18 +34,15 @@ func buildSink(sc config.Sink, expr *filter.Expr, r *relay.Relay, walEnd func() 
 	}, dest, nil
 }
 
-// destination is a sink's kind-specific part.
-type destination interface {
-	sink.Destination
-	Close() error
-}
+// destination is a sink's type-specific part.
+type destination = factory.Destination
 
 // newDestination builds the destination of a sink by its type.
 func newDestination(sc config.Sink, log *slog.Logger) (destination, error) {
-	switch sc.Type {
-	case "webhook", "":
-		return webhook.New(sc, webhook.Options{Version: version, Logger: log})
-	default:
-		return nil, usageError{fmt.Errorf("sink %q: type %q is not a sink type; use webhook", sc.Name, sc.Type)}
+	d, err := factory.New(sc, factory.Options{Version: version, Logger: log})
+	var unknown *factory.UnknownTypeError
+	if errors.As(err, &unknown) {
+		return nil, usageError{err}
 	}
+	return d, err
 }

@@ -58,22 +58,29 @@ func (r *Redactor) Merge(other *Redactor) {
 }
 
 // ForConfig returns a redactor of every secret cfg holds: the passwords
-// of source.url and state.url, every sink's secret and header values and
-// the password or query of its URL, and server.token.
+// of source.url and state.url, every sink's secret and header values, the
+// password or query of its URL (a webhook's or a broker's) and its Kafka
+// SASL password, and server.token.
 func ForConfig(cfg *config.Config) *Redactor {
 	var s []string
 	s = append(s, urlSecrets(cfg.Source.URL)...)
 	s = append(s, urlSecrets(cfg.State.URL)...)
 	s = append(s, cfg.Server.Token)
 	for _, k := range cfg.Sinks {
-		s = append(s, urlSecrets(k.URL)...)
-		for _, secret := range k.Secrets {
+		s = append(s, urlSecrets(k.Webhook.URL)...)
+		for _, u := range strings.Split(k.NATS.URL, ",") {
+			s = append(s, urlSecrets(strings.TrimSpace(u))...)
+		}
+		s = append(s, urlSecrets(k.Redis.URL)...)
+		s = append(s, urlSecrets(k.RabbitMQ.URL)...)
+		s = append(s, k.Kafka.SASL.Password)
+		for _, secret := range k.Webhook.Secrets {
 			s = append(s, secret)
 			if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
 				s = append(s, rest)
 			}
 		}
-		for _, v := range k.Headers {
+		for _, v := range k.Webhook.Headers {
 			s = append(s, v)
 			if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer xyz": xyz alone too
 				s = append(s, cred)

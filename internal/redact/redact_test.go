@@ -16,13 +16,28 @@ func TestForConfigMasksEverySecret(t *testing.T) {
 		State:  config.State{URL: "postgres://st:st4te-pw@db/state"},
 		Server: config.Server{Token: "admin-t0ken"},
 		Sinks: []config.Sink{{
-			URL:     "https://hooks.example.com/in?token=url-t0ken&x=1",
-			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
-			Headers: map[string]string{"Authorization": "Bearer hdr-t0ken"},
+			Webhook: config.Webhook{
+				URL:     "https://hooks.example.com/in?token=url-t0ken&x=1",
+				Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+				Headers: map[string]string{"Authorization": "Bearer hdr-t0ken"},
+			},
+		}, {
+			Type: "nats",
+			NATS: config.NATS{URL: "nats://n:nats-pw@a:4222,nats://n:nats-pw2@b:4222"},
+		}, {
+			Type:  "kafka",
+			Kafka: config.Kafka{SASL: config.SASL{Mechanism: "PLAIN", Username: "k", Password: "kafka-pw"}},
+		}, {
+			Type:  "redis",
+			Redis: config.Redis{URL: "redis://:redis-pw@r:6379/0"},
+		}, {
+			Type:     "rabbitmq",
+			RabbitMQ: config.RabbitMQ{URL: "amqp://guest:amqp-pw@q:5672/"},
 		}},
 	}
 	r := ForConfig(cfg)
-	for _, secret := range []string{"pa$$word", "pa%24%24word", "st4te-pw", "admin-t0ken", "url-t0ken", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "hdr-t0ken"} {
+	for _, secret := range []string{"pa$$word", "pa%24%24word", "st4te-pw", "admin-t0ken", "url-t0ken", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "hdr-t0ken",
+		"nats-pw", "nats-pw2", "kafka-pw", "redis-pw", "amqp-pw"} {
 		if got := r.String("before " + secret + " after"); strings.Contains(got, secret) || !strings.Contains(got, Mask) {
 			t.Errorf("String with %q: got %q", secret, got)
 		}

@@ -53,8 +53,8 @@ func TestCompression(t *testing.T) {
 		return ok(w, r, n, nil)
 	})
 	cfg := testConfig(rc.URL)
-	cfg.Compression = "gzip"
-	cfg.Secrets = []string{newer, testSecret}
+	cfg.Webhook.Compression = "gzip"
+	cfg.Webhook.Secrets = []string{newer, testSecret}
 	cfg.MaxInFlight = 1
 	cfg.BatchSize = 20
 	var a acks
@@ -96,7 +96,7 @@ func TestCompression(t *testing.T) {
 		if !bytes.Equal(json, want) {
 			t.Errorf("request %d: got JSON\n%s\nwant\n%s", h.n, json, want)
 		}
-		for _, secret := range cfg.Secrets {
+		for _, secret := range cfg.Webhook.Secrets {
 			if err := Verify(secret, h.header, h.body, 0, time.Now()); err != nil {
 				t.Errorf("request %d: Verify of the body as received: %v", h.n, err)
 			}

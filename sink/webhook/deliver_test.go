@@ -159,7 +159,7 @@ func TestSignedRequestsVerify(t *testing.T) {
 				return http.StatusOK
 			})
 			cfg := testConfig(rc.URL)
-			cfg.Secrets = secrets
+			cfg.Webhook.Secrets = secrets
 			cfg.MaxInFlight = 2
 			var a acks
 			s := start(t, cfg, testOpts{Ack: a.add})

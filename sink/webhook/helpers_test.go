@@ -178,13 +178,15 @@ func testConfig(url string) config.Sink {
 	return config.Sink{
 		Name:        "orders",
 		Type:        "webhook",
-		URL:         url,
 		BatchSize:   10,
 		BatchWait:   5 * time.Millisecond,
 		MaxInFlight: 4,
 		Timeout:     2 * time.Second,
 		Retry:       config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Headers:     map[string]string{"X-Static": "yes", "Authorization": "Bearer t0ken"},
+		Webhook: config.Webhook{
+			URL:     url,
+			Headers: map[string]string{"X-Static": "yes", "Authorization": "Bearer t0ken"},
+		},
 	}
 }
 

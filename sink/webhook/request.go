@@ -92,7 +92,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.cfg.URL, nil)
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.cfg.Webhook.URL, nil)
 	if err != nil {
 		return fmt.Errorf("build request: %w", unwrapURLError(err))
 	}

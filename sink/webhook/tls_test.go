@@ -161,7 +161,7 @@ func TestTLS(t *testing.T) {
 			}, serverTLS)
 			// Credentials in the URL must not reach the error.
 			cfg := testConfig(strings.Replace(rc.URL, "https://", "https://walhook:hunter2@", 1) + "/hooks")
-			cfg.TLS = tc.tls
+			cfg.Webhook.TLS = tc.tls
 			err := deliverOnce(t, cfg, Options{})
 			if len(tc.wantErr) == 0 {
 				if err != nil {
@@ -209,7 +209,7 @@ func TestTLSPipeline(t *testing.T) {
 	})
 	cfg := testConfig(rc.URL)
 	cfg.MaxInFlight = 1
-	cfg.TLS = config.TLS{CAFile: serverCA.file, CertFile: clientCert, KeyFile: clientKey}
+	cfg.Webhook.TLS = config.TLS{CAFile: serverCA.file, CertFile: clientCert, KeyFile: clientKey}
 	var a acks
 	s := start(t, cfg, testOpts{Ack: a.add})
 	for i := range 10 {
@@ -237,7 +237,7 @@ func TestNewRejectsBadTLSFiles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig("https://127.0.0.1:1/hooks")
-			cfg.TLS = tc.tls
+			cfg.Webhook.TLS = tc.tls
 			_, err := New(cfg, Options{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error about %s", err, tc.want)

@@ -74,11 +74,11 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	keys := make([][]byte, len(cfg.Secrets))
-	for i, secret := range cfg.Secrets {
+	keys := make([][]byte, len(cfg.Webhook.Secrets))
+	for i, secret := range cfg.Webhook.Secrets {
 		key, err := decodeSecret(secret)
 		if err != nil {
-			return nil, fmt.Errorf("sink %q: secret %d of %d: %w", cfg.Name, i+1, len(cfg.Secrets), err)
+			return nil, fmt.Errorf("sink %q: secret %d of %d: %w", cfg.Name, i+1, len(cfg.Webhook.Secrets), err)
 		}
 		keys[i] = key
 	}
@@ -92,11 +92,11 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 			return sg
 		}
 	}
-	if cfg.Compression == "gzip" {
+	if cfg.Webhook.Compression == "gzip" {
 		s.gzip = newCompressor(4 * int(max(cfg.BatchBytes, 1<<20)))
 	}
 	if s.client == nil {
-		tlsConfig, err := clientTLS(cfg.TLS)
+		tlsConfig, err := cfg.Webhook.TLS.ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("sink %q: %w", cfg.Name, err)
 		}
@@ -114,7 +114,7 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		if tlsConfig != nil {
 			s.transport.TLSClientConfig = tlsConfig
 		}
-		if cfg.TLS.InsecureSkipVerify {
+		if cfg.Webhook.TLS.InsecureSkipVerify {
 			s.log.Warn("tls.insecure_skip_verify is true: the receiver's certificate is not checked, so anyone on the way " +
 				"can pose as the receiver and read every change sent to it; trust its CA with tls.ca_file instead")
 		}
@@ -130,7 +130,7 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		"Content-Type": {"application/json"},
 		"User-Agent":   {"walhook/" + opts.Version},
 	}
-	for name, value := range cfg.Headers {
+	for name, value := range cfg.Webhook.Headers {
 		if http.CanonicalHeaderKey(name) == "Host" {
 			s.host = value
 			continue
@@ -141,9 +141,9 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 }
 
 func validate(cfg config.Sink) error {
-	u, err := url.Parse(cfg.URL)
+	u, err := url.Parse(cfg.Webhook.URL)
 	switch {
-	case cfg.URL == "":
+	case cfg.Webhook.URL == "":
 		return errors.New("url is missing (e.g. https://example.com/hooks)")
 	case err != nil:
 		// The URL may hold credentials: name the problem, not the text.
@@ -158,10 +158,10 @@ func validate(cfg config.Sink) error {
 		return errors.New("url has no host (e.g. https://example.com/hooks)")
 	case cfg.Timeout <= 0:
 		return fmt.Errorf("timeout must be positive, got %s", cfg.Timeout)
-	case cfg.Compression != "" && cfg.Compression != "gzip":
-		return fmt.Errorf("compression %q is not supported; use gzip or none", cfg.Compression)
+	case cfg.Webhook.Compression != "" && cfg.Webhook.Compression != "gzip":
+		return fmt.Errorf("compression %q is not supported; use gzip or none", cfg.Webhook.Compression)
 	}
-	for name, value := range cfg.Headers {
+	for name, value := range cfg.Webhook.Headers {
 		if !validHeaderName(name) {
 			return fmt.Errorf("headers: %q is not a valid header name", name)
 		}

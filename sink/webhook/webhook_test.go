@@ -210,16 +210,16 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		change func(*config.Sink)
 		want   string
 	}{
-		{"no url", func(c *config.Sink) { c.URL = "" }, "url is missing"},
-		{"bad url", func(c *config.Sink) { c.URL = "http://user:pa ss@[::1" }, "not a valid URL"},
-		{"ftp", func(c *config.Sink) { c.URL = "ftp://example.com/x" }, `scheme "ftp"`},
-		{"no host", func(c *config.Sink) { c.URL = "http:///x" }, "no host"},
+		{"no url", func(c *config.Sink) { c.Webhook.URL = "" }, "url is missing"},
+		{"bad url", func(c *config.Sink) { c.Webhook.URL = "http://user:pa ss@[::1" }, "not a valid URL"},
+		{"ftp", func(c *config.Sink) { c.Webhook.URL = "ftp://example.com/x" }, `scheme "ftp"`},
+		{"no host", func(c *config.Sink) { c.Webhook.URL = "http:///x" }, "no host"},
 		{"timeout", func(c *config.Sink) { c.Timeout = 0 }, "timeout"},
-		{"secret", func(c *config.Sink) { c.Secrets = []string{"hunter2"} }, "secret 1 of 1"},
-		{"second secret", func(c *config.Sink) { c.Secrets = []string{testSecret, "whsec_hunter2!"} }, "secret 2 of 2"},
-		{"compression", func(c *config.Sink) { c.Compression = "br" }, `compression "br"`},
-		{"header name", func(c *config.Sink) { c.Headers = map[string]string{"Bad Name": "x"} }, "header name"},
-		{"header value", func(c *config.Sink) { c.Headers = map[string]string{"X-Token": "s3cret\r\nEvil: 1"} }, "line break"},
+		{"secret", func(c *config.Sink) { c.Webhook.Secrets = []string{"hunter2"} }, "secret 1 of 1"},
+		{"second secret", func(c *config.Sink) { c.Webhook.Secrets = []string{testSecret, "whsec_hunter2!"} }, "secret 2 of 2"},
+		{"compression", func(c *config.Sink) { c.Webhook.Compression = "br" }, `compression "br"`},
+		{"header name", func(c *config.Sink) { c.Webhook.Headers = map[string]string{"Bad Name": "x"} }, "header name"},
+		{"header value", func(c *config.Sink) { c.Webhook.Headers = map[string]string{"X-Token": "s3cret\r\nEvil: 1"} }, "line break"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig("http://127.0.0.1:1/hooks")
@@ -284,7 +284,7 @@ func TestReconfigureLive(t *testing.T) {
 
 	next := testConfig(b.URL)
 	next.BatchSize = 3
-	next.Headers = map[string]string{"X-Static": "new"}
+	next.Webhook.Headers = map[string]string{"X-Static": "new"}
 	dest, err := New(next, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,263 @@
+package nats
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/natstest"
+	"github.com/walhook/walhook/sink"
+)
+
+// testConfig is a nats sink to url with short waits.
+func testConfig(url string) config.Sink {
+	return config.Sink{
+		Name: "orders", Type: "nats", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
+		Retry: config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		NATS:  config.NATS{URL: url, Subject: "walhook.{schema}.{table}"},
+	}
+}
+
+// newSink builds a sink and closes it when the test ends.
+func newSink(t *testing.T, cfg config.Sink) *Sink {
+	t.Helper()
+	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// messages are n inserts into table, at positions 0/1000:i.
+func messages(table string, n int) []*change.Message {
+	msgs := make([]*change.Message, n)
+	for i := range msgs {
+		msgs[i] = &change.Message{
+			Action: change.Insert, Schema: "public", Table: table,
+			Record: fmt.Appendf(nil, `{"id":%d}`, i), Pos: change.Position{CommitLSN: pglogrepl.LSN(0x1000), Idx: uint32(i)},
+			CommitTime: time.Date(2026, 12, 7, 11, 0, 0, 0, time.UTC), XID: 7,
+		}
+	}
+	return msgs
+}
+
+// deliverSoon delivers b, retrying until ctx's end what the server is not
+// yet up for.
+func deliver(t *testing.T, s *Sink, msgs []*change.Message) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
+}
+
+// connected waits until s's connection is up.
+func connected(t *testing.T, s *Sink) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected after 10s: %v", s.nc.LastError())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDeliverPublishesEachMessage: one message per change, on the mapped
+// subject, with the documented headers and body; a batch delivered again
+// is deduplicated by Nats-Msg-Id and counts as delivered.
+func TestDeliverPublishesEachMessage(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	s := newSink(t, testConfig(srv.URL))
+	connected(t, s)
+	msgs := messages("odd.name x", 20)
+	for range 2 {
+		if err := deliver(t, s, msgs); err != nil {
+			t.Fatalf("Deliver: %v", err)
+		}
+	}
+	got := srv.Messages(t, "WALHOOK")
+	if len(got) != len(msgs) {
+		t.Fatalf("got %d messages in the stream, want %d (each once)", len(got), len(msgs))
+	}
+	for i, m := range got {
+		want := msgs[i]
+		if m.Subject != "walhook.public.odd_name_x" {
+			t.Errorf("message %d: got subject %q, want walhook.public.odd_name_x", i, m.Subject)
+		}
+		if body := want.AppendJSON(nil, "orders"); !bytes.Equal(m.Data, body) {
+			t.Errorf("message %d: got body %s, want %s", i, m.Data, body)
+		}
+		wantHeaders := map[string]string{
+			"walhook-idempotency-key": want.IdempotencyKey(),
+			"walhook-table":           "public.odd.name x",
+			"walhook-action":          "insert",
+			"walhook-commit-lsn":      "0/1000",
+			"walhook-sink":            "orders",
+			"Nats-Msg-Id":             want.IdempotencyKey(),
+		}
+		for k, v := range wantHeaders {
+			if g := m.Header[k]; len(g) != 1 || g[0] != v {
+				t.Errorf("message %d: header %s: got %q, want [%q]", i, k, g, v)
+			}
+		}
+		if len(m.Header) != len(wantHeaders) {
+			t.Errorf("message %d: got headers %v, want exactly %v", i, m.Header, wantHeaders)
+		}
+	}
+}
+
+// TestNoStreamNeedsOperator: without a stream for the subject an attempt
+// fails naming the subject and the fix, as an operator's matter; once the
+// stream exists the batch goes through.
+func TestNoStreamNeedsOperator(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	s := newSink(t, testConfig(srv.URL))
+	connected(t, s)
+	msgs := messages("orders", 3)
+	err := deliver(t, s, msgs)
+	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `no JetStream stream takes subject "walhook.public.orders"`) {
+		t.Fatalf("Deliver without a stream: got %v, want an operator error naming the subject", err)
+	}
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	if err := deliver(t, s, msgs); err != nil {
+		t.Fatalf("Deliver once the stream exists: %v", err)
+	}
+	if n := len(srv.Messages(t, "WALHOOK")); n != 3 {
+		t.Errorf("got %d messages, want 3", n)
+	}
+}
+
+// TestTooLargeNamesMaxPayload: a change larger than the server's
+// max_payload fails naming max_payload, every time.
+func TestTooLargeNamesMaxPayload(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{Config: "max_payload: 4096"})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	s := newSink(t, testConfig(srv.URL))
+	connected(t, s)
+	msgs := messages("orders", 2)
+	msgs[1].Record = []byte(`{"id":1,"blob":"` + strings.Repeat("x", 8000) + `"}`)
+	err := deliver(t, s, msgs)
+	if err == nil || !strings.Contains(err.Error(), "max_payload (4096 bytes)") {
+		t.Fatalf("Deliver: got %v, want an error naming max_payload", err)
+	}
+}
+
+// TestServerRestart: while the server is down an attempt fails at once
+// as unreachable; after it restarts (same store) the batch goes through,
+// and what had reached the stream before is not stored twice.
+func TestServerRestart(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	s := newSink(t, testConfig(srv.URL))
+	connected(t, s)
+	msgs := messages("orders", 10)
+	if err := deliver(t, s, msgs[:5]); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	err := deliver(t, s, msgs)
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("Deliver with the server down: got %v, want unreachable", err)
+	}
+	srv.Restart()
+	connected(t, s)
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if last = deliver(t, s, msgs); last == nil {
+			break
+		}
+	}
+	if last != nil {
+		t.Fatalf("Deliver after the restart: %v", last)
+	}
+	if n := len(srv.Messages(t, "WALHOOK")); n != 10 {
+		t.Errorf("got %d messages, want 10 (the first 5 once)", n)
+	}
+}
+
+// TestCredentials: a server that wants an nkey takes the sink's nkey_file;
+// with a wrong user and password the attempt is an operator's matter
+// naming the credentials, and the password is in no message.
+func TestCredentials(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t, natstest.Options{
+		Config:        fmt.Sprintf("authorization { users = [ {nkey: %s}, {user: app, password: s3cret-pw} ] }", pub),
+		ClientOptions: []natsgo.Option{natsgo.UserInfo("app", "s3cret-pw")},
+	})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+
+	cfg := testConfig(srv.URL)
+	cfg.NATS.NKeyFile = seedFile
+	s := newSink(t, cfg)
+	connected(t, s)
+	if err := deliver(t, s, messages("orders", 2)); err != nil {
+		t.Fatalf("Deliver with the nkey: %v", err)
+	}
+
+	bad := testConfig(strings.Replace(srv.URL, "nats://", "nats://app:wr0ng-pw@", 1))
+	b := newSink(t, bad)
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		last = deliver(t, b, messages("orders", 1))
+		if sink.NeedsOperator(last) {
+			break
+		}
+	}
+	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "refuses walhook's credentials") || strings.Contains(last.Error(), "wr0ng-pw") {
+		t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", last)
+	}
+}
+
+// TestCheck reports the stream that takes each table's subject, warns of
+// a short duplicate window, and names the fix for a table no stream takes.
+func TestCheck(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	srv.AddStream(t, "ORDERS", []string{"walhook.public.orders"}, 30*time.Second)
+	cfg := testConfig(srv.URL)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	problems := Check(ctx, &out, cfg, []config.Table{{Schema: "public", Name: "orders"}, {Schema: "public", Name: "odd.name x"}})
+	text := out.String()
+	for _, want := range []string{
+		"connected and authenticated",
+		"table public.orders maps to subject walhook.public.orders, taken by stream ORDERS (duplicate window 30s)",
+		"warning: stream ORDERS keeps message ids for 30s only",
+		"table public.odd.name x maps to subject walhook.public.odd_name_x, which no JetStream stream takes",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("check output lacks %q:\n%s", want, text)
+		}
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "walhook.public.odd_name_x") {
+		t.Errorf("got problems %q, want one about walhook.public.odd_name_x", problems)
+	}
+	srv.Kill()
+	if p := Check(ctx, &out, cfg, nil); len(p) != 1 || !strings.Contains(p[0], "cannot connect") {
+		t.Errorf("check with the server down: got %q, want cannot connect", p)
+	}
+}
