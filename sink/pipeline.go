@@ -126,6 +126,7 @@ type Pipeline struct {
 	deadLetter func(context.Context, DeadLetter) error
 	walEnd     func() pglogrepl.LSN // nil: max_lag in bytes does not act
 	allowed    func() error         // nil: every attempt may go
+	limit      *bucket              // rate_limit, shared by the lanes
 	lanes      []*lane
 
 	running  atomic.Bool
@@ -177,6 +178,7 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		draining:   make(chan struct{}),
 		idle:       make(chan struct{}, 1),
 		resumed:    make(chan struct{}),
+		limit:      newBucket(cfg.RateLimit.PerSecond(), cfg.BatchSize, nil),
 	}
 	p.cfg.Store(&cfg)
 	p.dest.Store(&dest)
@@ -196,7 +198,7 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 }
 
 // Reconfigure replaces the pipeline's delivery settings (batch_size,
-// batch_wait, batch_bytes, retry, timeout) and its destination, live: each
+// batch_wait, batch_bytes, retry, timeout, rate_limit) and its destination, live: each
 // lane takes them up with its next batch (a batch being retried keeps
 // retrying under the new retry settings from its next attempt). The number
 // of lanes cannot change live, since that would move ordering groups
@@ -211,6 +213,7 @@ func (p *Pipeline) Reconfigure(cfg config.Sink, dest Destination) (Destination, 
 	}
 	cfg.Name = p.name
 	p.cfg.Store(&cfg)
+	p.limit.set(cfg.RateLimit.PerSecond(), cfg.BatchSize)
 	old := p.dest.Swap(&dest)
 	return *old, nil
 }
