@@ -218,7 +218,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			slog.String("err", err.Error()),
 		}
 		if Pauses(err) {
-			p.Pause("the destination asked to stop (" + err.Error() + "); resume the sink once it is ready")
+			p.pause("the destination asked to stop ("+err.Error()+"); resume the sink once it is ready", PausedGone)
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
 			continue
 		}

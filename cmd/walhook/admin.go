@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
@@ -26,6 +27,7 @@ type admin struct {
 	relay     *relay.Relay
 	src       *replication.Source
 	backfills *backfill.Manager
+	events    *events.Emitter // nil: events off
 }
 
 // Ready: replicating, and no sink paused by its destination. The reason
@@ -149,7 +151,7 @@ func (a *admin) sinkErr(err error) error {
 func (a *admin) Snapshot() server.Snapshot {
 	st := a.relay.Status()
 	p := a.src.Progress()
-	s := server.Snapshot{Received: st.Received, LastHeartbeat: p.LastHeartbeat}
+	s := server.Snapshot{Received: st.Received, LastHeartbeat: p.LastHeartbeat, EventsPending: a.events.Pending()}
 	if p.ServerWALEnd != 0 && st.Running {
 		s.ReplicationLagBytes, s.LagKnown = lag(p.ServerWALEnd, st.FlushLSN), true
 	}

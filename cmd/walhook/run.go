@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
@@ -46,21 +47,28 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		defer store.Close()
-		rr, err := buildRelay(cfg, store, *shutdown, nil, log)
+		em, err := newEmitter(cfg, store, log)
+		if err != nil {
+			return err
+		}
+		stopEvents := runEmitter(cmd.Context(), em)
+		defer stopEvents()
+		watched := events.Watch(store, em)
+		rr, err := buildRelay(cfg, watched, *shutdown, nil, log)
 		if err != nil {
 			return err
 		}
 		r, src := rr.relay, rr.src
-		reloads := watchReloads(cmd.Context(), *path, cfg, rr, store, log)
+		reloads := watchReloads(cmd.Context(), *path, cfg, rr, watched, log)
 		defer reloads.stop()
-		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+		backfills := backfill.NewManager(watched, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink, Ended: em.BackfillEnded}, log)
 		reloads.setOnCreate(func(sinks []string) { startOnCreate(cmd.Context(), backfills, sinks, log) })
-		onCreate, err := firstStarts(cmd.Context(), cfg, store)
+		onCreate, err := firstStarts(cmd.Context(), cfg, watched)
 		if err != nil {
 			return err
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := runWithServer(cmd.Context(), cfg, r, src, backfills, onCreate, log); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, r, src, backfills, em, onCreate, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}
@@ -148,10 +156,10 @@ const streamBudget = 16 << 20
 // runWithServer runs the relay and, unless server.listen is "", the admin
 // server beside it. The server starts first, so that a taken address fails
 // before anything streams, and stops once the relay has shut down.
-func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, onCreate []string, log *slog.Logger) error {
+func runWithServer(ctx context.Context, cfg *config.Config, r *relay.Relay, src *replication.Source, bf *backfill.Manager, em *events.Emitter, onCreate []string, log *slog.Logger) error {
 	stopBackfills := startBackfills(ctx, bf, onCreate, log)
 	defer stopBackfills()
-	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf}
+	a := &admin{cfg: cfg, relay: r, src: src, backfills: bf, events: em}
 	stop, err := startAdminServer(cfg, a, log)
 	if err != nil {
 		return err
