@@ -140,3 +140,68 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("receiver got %d messages, want %d", count, n)
 	}
 }
+
+// pauseLog records what a pipeline tells its PauseNotifier.
+type pauseLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (p *pauseLog) SinkPaused(_ context.Context, sink, reason string) {
+	p.mu.Lock()
+	p.got = append(p.got, "paused "+sink+" "+reason)
+	p.mu.Unlock()
+}
+
+func (p *pauseLog) SinkResumed(_ context.Context, sink string) {
+	p.mu.Lock()
+	p.got = append(p.got, "resumed "+sink)
+	p.mu.Unlock()
+}
+
+func (p *pauseLog) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.got...)
+}
+
+// TestPauseNotifier: a 410 tells Options.Pauses "gone" once, however many
+// lanes see it; the operator's pause says "operator"; each resume is told
+// once, and a resume of a sink that is not paused is not.
+func TestPauseNotifier(t *testing.T) {
+	var gone sync.Once
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) int {
+		status := http.StatusOK
+		gone.Do(func() { status = http.StatusGone })
+		w.WriteHeader(status)
+		return status
+	})
+	var log pauseLog
+	cfg := testConfig(rc.URL)
+	dest, err := New(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dest.Close()
+	var a acks
+	p, err := sink.New(cfg, dest, sink.Options{Logger: testLogger(t), Ack: a.add, Pauses: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testSink{Pipeline: p, dest: dest, route: func(m *change.Message) (uint64, bool) { return sink.HashKey(m.Key), false }}
+	run(t, s)
+	if err := s.Submit(context.Background(), msg(1, "a")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pause", func() bool { paused, _ := s.Paused(); return paused })
+	s.Resume()
+	waitFor(t, "the delivery", func() bool { return a.count() == 1 })
+	s.Resume()
+	s.Pause("operator pause")
+	s.Pause("again")
+	s.Resume()
+	want := []string{"paused orders gone", "resumed orders", "paused orders operator", "resumed orders"}
+	if got := log.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
