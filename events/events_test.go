@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -211,5 +212,31 @@ func TestEventTypes(t *testing.T) {
 	}
 	if e2, err := New(config.Events{}, store, Options{}); e2 != nil || err != nil {
 		t.Errorf("New without a URL: got %v, %v; want nil, nil", e2, err)
+	}
+}
+
+// TestCheck: a reachable endpoint passes, an unreachable one is a warning,
+// a bad secret an error; nothing shows the URL's password.
+func TestCheck(t *testing.T) {
+	rc := newReceiver(t)
+	ctx := context.Background()
+	u := strings.Replace(rc.URL, "http://", "http://user:hunter2@", 1)
+	summary, warning, err := Check(ctx, config.Events{URL: u, Secrets: []string{secret}})
+	if err != nil || warning != "" || !strings.Contains(summary, strings.TrimPrefix(rc.URL, "http://")) || strings.Contains(summary, "hunter2") {
+		t.Errorf("reachable: got %q, %q, %v", summary, warning, err)
+	}
+	if got, _ := rc.lists(); len(got) != 0 {
+		t.Errorf("check sent %d requests, want none", len(got))
+	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	if _, warning, err := Check(ctx, config.Events{URL: closed.URL}); err != nil || !strings.Contains(warning, "does not answer") {
+		t.Errorf("unreachable: got warning %q, error %v; want a warning", warning, err)
+	}
+	if _, _, err := Check(ctx, config.Events{URL: rc.URL, Secrets: []string{"whsec_hunter2!"}}); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("bad secret: got %v, want an error that does not show it", err)
+	}
+	if summary, _, err := Check(ctx, config.Events{}); err != nil || !strings.Contains(summary, "off") {
+		t.Errorf("no events: got %q, %v", summary, err)
 	}
 }

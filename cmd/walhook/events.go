@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/walhook/walhook/config"
@@ -35,4 +37,21 @@ func runEmitter(ctx context.Context, em *events.Emitter) (stop func()) {
 		cancel()
 		<-done
 	}
+}
+
+// checkEvents prints what walhook check finds of the events endpoint and
+// returns the problems that would stop walhook run.
+func checkEvents(ctx context.Context, out io.Writer, cfg *config.Config) []string {
+	cctx, cancel := context.WithTimeout(ctx, checkSinkTimeout)
+	defer cancel()
+	summary, warning, err := events.Check(cctx, cfg.Events)
+	if err != nil {
+		fmt.Fprintf(out, "error: %v\n", err)
+		return []string{err.Error()}
+	}
+	fmt.Fprintln(out, summary)
+	if warning != "" {
+		fmt.Fprintf(out, "  warning: %s\n", warning)
+	}
+	return nil
 }

@@ -100,6 +100,9 @@ func TestOperationalEvents(t *testing.T) {
 	fmt.Fprintf(f, "events:\n  url: %q\n  secret: %q\n", evr.URL, eventsSecret)
 	f.Close()
 	addr := withAdmin(t, cfg)
+	if code, out := runWalhook(t, "check", "--config", cfg); code != 0 || !strings.Contains(out, "events: "+evr.URL+",") {
+		t.Errorf("check: exit %d, want 0 and the events endpoint named:\n%s", code, out)
+	}
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, "events_e2e", d)
 
