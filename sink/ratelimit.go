@@ -7,18 +7,22 @@ import (
 )
 
 // bucket is a token bucket: it holds at most burst tokens and gains rate
-// a second. A take of n tokens reserves them at once, even into debt, and
-// waits until the debt is paid, so that the takers of a bucket (a
-// pipeline's lanes) go in the order they asked and, over any stretch of
-// time T, at most burst + rate·T tokens are taken. A take of more than
-// burst tokens counts as burst: it waits for a full bucket and empties it.
-// The zero rate never waits.
+// a second. A take of n tokens waits until the bucket holds them, then
+// removes them; the bucket never goes below zero, so over any stretch of
+// time T at most burst + rate·T tokens are taken, counted at the moments
+// they were taken (a stall of the process does not let more through after
+// it than the burst). Takers wait their turn, one at a time, in the order
+// they came (a channel's senders queue in order), so a large batch is not
+// starved by small ones. A take of more than burst tokens counts as burst:
+// it waits for a full bucket and empties it. The zero rate never waits.
 type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // tokens a second; 0: no limit
+	turn chan struct{} // held by the taker whose turn it is
+
+	mu     sync.Mutex // guards what follows
+	rate   float64    // tokens a second; 0: no limit
 	burst  float64
-	tokens float64 // may go negative: reserved ahead
-	at     time.Time
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
 	now    func() time.Time
 }
 
@@ -27,7 +31,7 @@ func newBucket(rate float64, burst int, now func() time.Time) *bucket {
 	if now == nil {
 		now = time.Now
 	}
-	b := &bucket{now: now}
+	b := &bucket{turn: make(chan struct{}, 1), now: now}
 	b.set(rate, burst)
 	b.tokens = b.burst
 	return b
@@ -51,35 +55,56 @@ func (b *bucket) refill() {
 	b.at = now
 }
 
-// reserve takes n tokens and returns how long the taker must wait before
-// it uses them.
-func (b *bucket) reserve(n int) time.Duration {
+// minWait keeps a taker that is a rounding error short from spinning.
+const minWait = 100 * time.Microsecond
+
+// tryTake takes n tokens if the bucket holds them and returns 0, or
+// returns how long until it will.
+func (b *bucket) tryTake(n int) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.rate <= 0 {
 		return 0
 	}
 	b.refill()
-	b.tokens -= min(float64(n), b.burst)
-	if b.tokens >= 0 {
+	need := min(float64(n), b.burst)
+	if b.tokens >= need {
+		b.tokens -= need
 		return 0
 	}
-	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+	return max(time.Duration((need-b.tokens)/b.rate*float64(time.Second)), minWait)
 }
 
-// take takes n tokens, waiting as reserve says; it reports false if ctx
-// ended first (the tokens stay taken: the time they stood for passed).
+// limited reports whether the bucket has a rate.
+func (b *bucket) limited() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rate > 0
+}
+
+// take takes n tokens once it is the caller's turn and the bucket holds
+// them; it reports false if ctx ended first (nothing is taken then).
 func (b *bucket) take(ctx context.Context, n int) bool {
-	wait := b.reserve(n)
-	if wait <= 0 {
+	if !b.limited() {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
 	select {
-	case <-t.C:
-		return true
+	case b.turn <- struct{}{}:
 	case <-ctx.Done():
 		return false
+	}
+	defer func() { <-b.turn }()
+	for {
+		wait := b.tryTake(n)
+		if wait == 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
 	}
 }

@@ -2,55 +2,73 @@ package sink
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
 
 // TestBucket checks the token bucket against a fake clock: the burst goes
-// at once, then takes wait for the tokens they need, one taker after the
-// other; a take larger than the burst waits for a full bucket.
+// at once, then a take waits for the tokens it needs and the bucket never
+// goes below zero nor above the burst; a take larger than the burst waits
+// for a full bucket.
 func TestBucket(t *testing.T) {
 	now := time.Unix(1000, 0)
 	b := newBucket(50, 10, func() time.Time { return now })
 	steps := []struct {
 		advance time.Duration
 		take    int
-		want    time.Duration
+		want    time.Duration // 0: taken
 	}{
 		{0, 10, 0},                     // the burst
 		{0, 5, 100 * time.Millisecond}, // 5 tokens at 50/s
-		{0, 5, 200 * time.Millisecond}, // behind the first taker
-		{200 * time.Millisecond, 1, 20 * time.Millisecond},
-		{time.Hour, 10, 0},              // full again, never above burst
+		{60 * time.Millisecond, 5, 40 * time.Millisecond},
+		{40 * time.Millisecond, 5, 0},   // paid: the bucket is empty again
+		{time.Hour, 10, 0},              // full again, never above the burst
 		{0, 30, 200 * time.Millisecond}, // counts as 10: waits for a full bucket
-		{200 * time.Millisecond, 0, 0},  // paid
+		{200 * time.Millisecond, 30, 0},
+		{0, 1, 20 * time.Millisecond},
 	}
 	for i, s := range steps {
 		now = now.Add(s.advance)
-		if got := b.reserve(s.take); got != s.want {
+		if got := b.tryTake(s.take); got != s.want {
 			t.Fatalf("step %d: take %d: got wait %v, want %v", i, s.take, got, s.want)
 		}
 	}
 	b.set(0, 10)
-	if got := b.reserve(1000); got != 0 {
+	if got := b.tryTake(1000); got != 0 {
 		t.Errorf("no rate: got wait %v, want 0", got)
 	}
 }
 
-// TestBucketTakeEndsWithContext: a waiting take gives up when its context
-// ends.
-func TestBucketTakeEndsWithContext(t *testing.T) {
-	b := newBucket(1, 1, nil)
-	if !b.take(context.Background(), 1) {
-		t.Fatal("first take: got false, want true")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
+// TestBucketTakes: concurrent takers on the real clock get, over the time
+// they took, no more than burst + rate·T tokens; a waiting take gives up
+// when its context ends.
+func TestBucketTakes(t *testing.T) {
+	const rate, burst = 200.0, 10
+	b := newBucket(rate, burst, nil)
 	start := time.Now()
-	if b.take(ctx, 1) {
-		t.Fatal("take past the context: got true, want false")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5 {
+				if !b.take(context.Background(), 5) {
+					t.Error("take: got false, want true")
+				}
+			}
+		})
 	}
-	if d := time.Since(start); d > 900*time.Millisecond {
-		t.Errorf("take waited %v after its context ended", d)
+	wg.Wait()
+	// 200 tokens: 10 at once, 190 at 200/s.
+	if took, least := time.Since(start), 950*time.Millisecond; took < least {
+		t.Errorf("200 tokens took %v, want at least %v", took, least)
+	}
+	slow := newBucket(1, 1, nil)
+	if !slow.take(context.Background(), 1) {
+		t.Fatal("the burst: got false, want true")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if slow.take(ctx, 1) {
+		t.Fatal("take past the context: got true, want false")
 	}
 }

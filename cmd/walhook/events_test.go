@@ -78,7 +78,7 @@ func (r *eventsReceiver) ofType(typ string) []receivedEvent {
 // events endpoint is down, the slot moves on all the same (the other sink
 // delivers, the dead letters are made) and the events arrive once it is
 // back. An operator's pause and resume bring sink.paused (reason
-// operator) and sink.resumed.
+// operator) and sink.resumed; a backfill brings backfill.completed.
 func TestOperationalEvents(t *testing.T) {
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
@@ -159,6 +159,17 @@ func TestOperationalEvents(t *testing.T) {
 	p, r := evr.ofType("sink.paused")[0], evr.ofType("sink.resumed")[0]
 	if p.Data["sink"] != "good" || p.Data["reason"] != "operator" || p.verifyErr != nil || r.Data["sink"] != "good" || r.verifyErr != nil {
 		t.Errorf("got sink.paused %v (%v), sink.resumed %v (%v)", p.Data, p.verifyErr, r.Data, r.verifyErr)
+	}
+	// A backfill of the good sink: backfill.completed with its id, table
+	// and rows.
+	if code, out := runWalhook(t, "backfill", "--sink", "good", "--wait", "--config", cfg); code != 0 {
+		t.Fatalf("backfill: exit %d:\n%s", code, out)
+	}
+	waitUntil(t, 30*time.Second, "backfill.completed", func() bool { return len(evr.ofType("backfill.completed")) == 1 })
+	b := evr.ofType("backfill.completed")[0]
+	if id, _ := b.Data["backfill_id"].(string); id == "" || b.Data["sink"] != "good" || b.Data["rows"] != 3.0 ||
+		fmt.Sprint(b.Data["tables"]) != `["public"."t"]` || b.verifyErr != nil {
+		t.Errorf("backfill.completed: got %v (%v)", b.Data, b.verifyErr)
 	}
 	if strings.Contains(d.out.String(), eventsSecret) {
 		t.Error("the log shows events.secret")

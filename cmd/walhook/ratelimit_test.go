@@ -52,8 +52,7 @@ func TestRateLimitEndToEnd(t *testing.T) {
 		}
 	}
 	// Every 1 s window from a request after the first burst (batch_size
-	// messages, sent at once). A window holding the burst may see one
-	// request more, as arrival times jitter by the scheduling of lanes.
+	// messages, sent at once).
 	burst, first := 0, 0
 	for first < len(reqs) && burst < batch {
 		burst += reqs[first].Messages
