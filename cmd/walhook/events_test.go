@@ -175,3 +175,31 @@ func TestOperationalEvents(t *testing.T) {
 		t.Error("the log shows events.secret")
 	}
 }
+
+// TestEventsAcrossTakeover: with state.url the event queue is the slot's,
+// in the state database. An event queued by an active that is killed
+// (SIGKILL) while the events endpoint is down is sent by the standby that
+// takes over, once the endpoint is back.
+func TestEventsAcrossTakeover(t *testing.T) {
+	dsn, slot := haSetup(t)
+	rcv := newHAReceiver(t)
+	evr := newEventsReceiver(t)
+	evr.down.Store(true)
+	events := fmt.Sprintf("events:\n  url: %q\n  secret: %q\n", evr.URL, eventsSecret)
+	a := startHA(t, "a", dsn, dsn, slot, rcv.url, events)
+	a.waitRole(t, "active", 30*time.Second)
+	b := startHA(t, "b", dsn, dsn, slot, rcv.url, events)
+	b.waitRole(t, "standby", 30*time.Second)
+	if code, body := a.do(t, "POST", "/api/v1/sinks/s/pause", "{}"); code != 200 {
+		t.Fatalf("pause: %d %s", code, body)
+	}
+	waitUntil(t, 30*time.Second, "a refused event", func() bool { return evr.refused.Load() > 0 })
+	a.d.kill(t)
+	b.waitRole(t, "active", 30*time.Second)
+	evr.down.Store(false)
+	waitUntil(t, 60*time.Second, "sink.paused", func() bool { return len(evr.ofType("sink.paused")) > 0 })
+	p := evr.ofType("sink.paused")
+	if len(p) != 1 || p[0].Data["sink"] != "s" || p[0].Data["reason"] != "operator" || p[0].verifyErr != nil {
+		t.Errorf("got sink.paused events %v (%v), want one about sink s, reason operator, signed", p[0].Data, p[0].verifyErr)
+	}
+}
