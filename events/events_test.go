@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink/webhook"
 	"github.com/walhook/walhook/state"
@@ -238,5 +240,57 @@ func TestCheck(t *testing.T) {
 	}
 	if summary, _, err := Check(ctx, config.Events{}); err != nil || !strings.Contains(summary, "off") {
 		t.Errorf("no events: got %q, %v", summary, err)
+	}
+}
+
+// TestWatch: a store wrapped by Watch emits dead_letter.created for a dead
+// letter added and for a full backlog's batch moved to the dead letters,
+// with the stored ID, reason and count; Of finds the emitter.
+func TestWatch(t *testing.T) {
+	raw := openStore(t, filepath.Join(t.TempDir(), "state"))
+	defer raw.Close()
+	e, err := New(config.Events{URL: "http://127.0.0.1:1/events"}, raw, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := Watch(raw, e)
+	if Of(store) != e || Of(raw) != nil || Watch(raw, nil) != state.Store(raw) {
+		t.Fatal("Watch/Of: the emitter is not found, or a nil emitter wraps")
+	}
+	ctx := context.Background()
+	entry := func(i int) state.Entry {
+		return state.Entry{Msg: &change.Message{Action: change.Insert, Schema: "public", Table: "t", Record: []byte(`{"id":1}`),
+			Pos: change.Position{CommitLSN: 0x100, Idx: uint32(i)}}}
+	}
+	id, err := store.DeadLetters("a").Add(ctx, state.DeadLetter{Entries: []state.Entry{entry(1), entry(2)}, Attempts: 2, Reason: state.ReasonMaxAttempts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Backlog("b").Append(ctx, []state.Entry{entry(1), entry(2), entry(3)}); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := store.Backlog("b").MoveToDeadLetters(ctx, 2, 0, state.DeadLetter{Reason: state.ReasonBacklogFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := raw.Events(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf(`{"dead_letter_id":%q,"messages":2,"reason":"max_attempts","sink":"a"}`, id),
+		fmt.Sprintf(`{"dead_letter_id":%q,"messages":2,"reason":"backlog_full","sink":"b"}`, moved.ID),
+	}
+	if len(queued) != len(want) {
+		t.Fatalf("got %d events, want %d", len(queued), len(want))
+	}
+	for i, q := range queued {
+		var ev struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(q.Body, &ev); err != nil || ev.Type != DeadLetterCreated || string(ev.Data) != want[i] {
+			t.Errorf("event %d: got %s, want data %s", i, q.Body, want[i])
+		}
 	}
 }
