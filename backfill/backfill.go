@@ -75,6 +75,10 @@ type Options struct {
 	// MaxRows and MaxBytes bound a chunk; default 2,000 rows and 4 MiB of
 	// records.
 	MaxRows, MaxBytes int
+	// Ended, when set, is told of a backfill that completed, failed or
+	// was cancelled, once its end is saved (walhook's operational events:
+	// events.Emitter.BackfillEnded).
+	Ended func(ctx context.Context, b state.Backfill)
 }
 
 // ErrUnknownSink is wrapped by Start for a sink the configuration lacks.
@@ -392,6 +396,9 @@ func (m *Manager) finish(r *run, err error) {
 	b.Updated = time.Now().UTC().Truncate(time.Microsecond)
 	if err := m.store.SaveBackfill(context.Background(), b); err != nil {
 		m.log.Error("could not save the backfill's end", "backfill", b.ID, "err", err)
+	}
+	if m.opts.Ended != nil {
+		m.opts.Ended(context.Background(), b)
 	}
 	switch b.State {
 	case state.BackfillFailed:

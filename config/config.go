@@ -14,6 +14,7 @@ package config
 
 import (
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -26,6 +27,29 @@ type Config struct {
 	Server Server
 	Log    Log
 	Sinks  []Sink
+	// Events is where walhook sends its own operational events; its URL
+	// is "" when events are off.
+	Events Events
+}
+
+// Events is the endpoint that receives walhook's operational events
+// (sink.paused, dead_letter.created, ...) as signed webhooks.
+type Events struct {
+	URL string // http:// or https://; "" when events are off
+	// Secrets sign every event, each with its own signature, newest
+	// first; empty for unsigned events.
+	Secrets []string
+	// Types are the event types sent; every type when empty.
+	Types []string
+}
+
+// EventTypes are the types of operational events, in the order the
+// documentation lists them.
+var EventTypes = []string{"sink.paused", "sink.resumed", "dead_letter.created", "backfill.completed", "backfill.failed"}
+
+// Wants reports whether events of type typ are to be sent.
+func (e Events) Wants(typ string) bool {
+	return e.URL != "" && (len(e.Types) == 0 || slices.Contains(e.Types, typ))
 }
 
 // Source is the PostgreSQL database walhook reads.
@@ -107,6 +131,8 @@ type Sink struct {
 	// request and its answer, or a broker's confirmation of every message.
 	Timeout time.Duration // default 30s
 	Retry   Retry
+	// RateLimit bounds the messages sent a second; zero for no bound.
+	RateLimit Rate
 	// MaxLag: a batch that fails while its oldest message is older than
 	// this (by commit time) goes to the dead letters, whatever
 	// Retry.MaxAttempts says; 0 means no bound.
@@ -225,4 +251,34 @@ type Retry struct {
 	Initial     time.Duration // default 1s
 	Max         time.Duration // default 5m
 	MaxAttempts int           // 0 means forever
+	// Schedule, when not empty, replaces the exponential backoff: wait i
+	// follows failed attempt i+1. MaxAttempts is then len(Schedule)+1,
+	// and Initial and Max keep their defaults, unused.
+	Schedule []time.Duration
+}
+
+// Rate is a number of messages per period: 200/s is {200, time.Second}.
+// The zero Rate is no bound.
+type Rate struct {
+	Count int
+	Per   time.Duration
+}
+
+// PerSecond is the rate in messages a second; 0 for no bound.
+func (r Rate) PerSecond() float64 {
+	if r.Count <= 0 || r.Per <= 0 {
+		return 0
+	}
+	return float64(r.Count) / r.Per.Seconds()
+}
+
+// String is the rate as written: 200/s, 10/m; "" for no bound.
+func (r Rate) String() string {
+	switch {
+	case r.Count <= 0 || r.Per <= 0:
+		return ""
+	case r.Per == time.Minute:
+		return strconv.Itoa(r.Count) + "/m"
+	}
+	return strconv.Itoa(r.Count) + "/s"
 }

@@ -401,7 +401,7 @@ sinks:
 	}
 	want := Retry{Initial: 2 * time.Second, Max: time.Minute}
 	for i, s := range c.Sinks {
-		if s.Retry != want {
+		if !reflect.DeepEqual(s.Retry, want) {
 			t.Errorf("sinks[%d].Retry: got %+v, want %+v", i, s.Retry, want)
 		}
 	}

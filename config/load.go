@@ -55,13 +55,14 @@ func Parse(path string, data []byte, env func(string) (string, bool)) (*Config, 
 	if root != nil {
 		doc.line = root.line
 	}
-	top := d.object(doc, "source", "state", "server", "log", "sinks")
+	top := d.object(doc, "source", "state", "server", "log", "sinks", "events")
 	c := &Config{Path: path}
 	c.Source = d.source(top.field("source"))
 	c.State = d.state(top.field("state"))
 	c.Server = d.server(top.field("server"))
 	c.Log = d.log(top.field("log"))
 	c.Sinks = d.sinks(top.field("sinks"), c.Source)
+	c.Events = d.events(top.field("events"))
 	if err := d.err(); err != nil {
 		return nil, err
 	}

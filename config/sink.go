@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +39,7 @@ var sinkKeys = []string{
 	"name", "type", "tables", "actions", "filter", "filter_errors", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry",
 	"window", "batch_bytes", "columns", "backlog", "backfill", "max_lag",
+	"rate_limit",
 }
 
 // sinkTypes are the values of a sink's type, each with the keys only it
@@ -107,6 +109,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Backlog:      d.backlog(o.field("backlog")),
 		Backfill:     d.backfill(o.field("backfill")),
 		BatchBytes:   d.size(o.field("batch_bytes"), defaultBatchBytes),
+		RateLimit:    d.rate(o.field("rate_limit")),
 	}
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
@@ -288,7 +291,7 @@ func (d *decoder) window(v value) Window {
 }
 
 func (d *decoder) retry(v value) Retry {
-	o := d.object(v, "initial", "max", "max_attempts")
+	o := d.object(v, "initial", "max", "max_attempts", "schedule")
 	r := Retry{
 		Initial:     d.positiveDuration(o.field("initial"), defaultRetryInitial),
 		Max:         d.positiveDuration(o.field("max"), defaultRetryMax),
@@ -298,7 +301,52 @@ func (d *decoder) retry(v value) Retry {
 		"%s is longer than max (%s); make initial at most max", shortDuration(r.Initial), shortDuration(r.Max))
 	d.check(o.field("max_attempts"), r.MaxAttempts >= 0,
 		"%d is negative; use 0 to retry forever, or a limit such as 10", r.MaxAttempts)
+	sched := o.field("schedule")
+	if !sched.present() {
+		return r
+	}
+	// A schedule is the whole policy: the exponential settings and the
+	// number of attempts would contradict it, so they are refused with it.
+	for _, key := range []string{"initial", "max", "max_attempts"} {
+		d.check(o.field(key), !o.field(key).present(),
+			"cannot be set with retry.schedule, which fixes every wait and the number of attempts (one more than its waits); remove %s or remove schedule", key)
+	}
+	items := d.list(sched)
+	d.check(sched, sched.node.kind != listKind || len(items) > 0,
+		"empty list; list the waits between attempts, such as [5s, 5m, 30m, 2h, 5h, 10h, 10h], or remove schedule")
+	for _, item := range items {
+		s, ok := d.text(item)
+		if !ok {
+			continue
+		}
+		w, err := time.ParseDuration(s)
+		if err != nil || w <= 0 {
+			d.fail(item, "%q is not a positive duration; write a wait such as 5m", s)
+			continue
+		}
+		r.Schedule = append(r.Schedule, w)
+	}
+	if len(r.Schedule) > 0 {
+		r.MaxAttempts = len(r.Schedule) + 1
+	}
 	return r
+}
+
+// rate returns a rate limit written as N/s or N/m (messages a second or
+// a minute); the zero Rate when absent.
+func (d *decoder) rate(v value) Rate {
+	s, ok := d.text(v)
+	if !ok {
+		return Rate{}
+	}
+	num, unit, found := strings.Cut(strings.TrimSpace(s), "/")
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute}[strings.TrimSpace(unit)]
+	if !found || err != nil || n <= 0 || per == 0 {
+		d.fail(v, "%q is not a rate; write messages per second or per minute as a whole number above 0, such as 200/s or 10/m", s)
+		return Rate{}
+	}
+	return Rate{Count: n, Per: per}
 }
 
 // secrets returns a sink's signing secrets, newest first: one secret, or a

@@ -27,6 +27,9 @@ type Snapshot struct {
 	// Standby: this instance stands by in an active/passive group
 	// (state.url) and relays nothing.
 	Standby bool
+	// EventsPending counts operational events queued and not yet taken
+	// by the events endpoint.
+	EventsPending int
 }
 
 // SinkSnapshot is one sink's numbers.
@@ -62,7 +65,7 @@ type Collector struct {
 
 	received, delivered, attempts, duration, replLag, sinkLag, sinkLagSec *prometheus.Desc
 	deadLetters, heartbeat, backlog, backfillRows, backfillsRunning       *prometheus.Desc
-	active, paused, filterErrors                                          *prometheus.Desc
+	active, paused, filterErrors, eventsPending                           *prometheus.Desc
 }
 
 // NewCollector returns the collector of walhook's metrics over src.
@@ -85,6 +88,7 @@ func NewCollector(src Snapshotter) *Collector {
 		backfillRows:     d("walhook_backfill_rows_total", "Rows a backfill sent, per sink and table.", "sink", "table"),
 		backfillsRunning: d("walhook_backfills_running", "Backfills running now."),
 		filterErrors:     d("walhook_filter_errors_total", "Messages the sink's filter failed on: left out (filter_errors: skip) or kept in the dead letters (dead_letter).", "sink"),
+		eventsPending:    d("walhook_events_pending", "Operational events queued and not yet taken by the events endpoint; 0 without events."),
 		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
 		paused:           d("walhook_sink_paused", "1 while the sink is paused (by the operator, a 410 Gone, or pause_after), else 0.", "sink"),
 	}
@@ -93,7 +97,7 @@ func NewCollector(src Snapshotter) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.received, c.delivered, c.attempts, c.duration, c.replLag, c.sinkLag,
-		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.paused, c.filterErrors} {
+		c.sinkLagSec, c.deadLetters, c.heartbeat, c.backlog, c.backfillRows, c.backfillsRunning, c.active, c.paused, c.filterErrors, c.eventsPending} {
 		ch <- d
 	}
 }
@@ -145,4 +149,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.backfillRows, prometheus.CounterValue, float64(b.Rows), b.Sink, b.Table)
 	}
 	ch <- prometheus.MustNewConstMetric(c.backfillsRunning, prometheus.GaugeValue, float64(s.BackfillsRunning))
+	ch <- prometheus.MustNewConstMetric(c.eventsPending, prometheus.GaugeValue, float64(s.EventsPending))
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -183,7 +185,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 
 	var firstAttempt time.Time
 	for attempt := 1; ; attempt++ {
-		if !p.waitResumed(ctx) || !l.waitAllowed(ctx) {
+		if !p.waitResumed(ctx) || !l.waitAllowed(ctx) || !p.limit.take(ctx, len(batch)) {
 			return false
 		}
 		l.b.Attempt = attempt
@@ -216,7 +218,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			slog.String("err", err.Error()),
 		}
 		if Pauses(err) {
-			p.Pause("the destination asked to stop (" + err.Error() + "); resume the sink once it is ready")
+			p.pause("the destination asked to stop ("+err.Error()+"); resume the sink once it is ready", PausedGone)
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
 			continue
 		}
@@ -248,10 +250,7 @@ func (l *lane) deliver(ctx context.Context) bool {
 			p.log.LogAttrs(ctx, slog.LevelError, "dead-letter store failed: delivery goes on",
 				append(attrs, slog.String("dead_letter_error", dlErr.Error()))...)
 		}
-		next := min(l.backoff.NextBackOff(), cfg.Retry.Max)
-		if wait := RetryAfter(err); wait > 0 {
-			next = min(wait, cfg.Retry.Max)
-		}
+		next := l.retryWait(cfg, attempt, err)
 		level, msg := slog.LevelWarn, "delivery failed"
 		if NeedsOperator(err) {
 			level, msg = slog.LevelError, "delivery failed: the destination refuses until an operator acts"
@@ -319,6 +318,30 @@ func maxLagText(cfg *config.Sink) string {
 		return cfg.MaxLag.String()
 	}
 	return ""
+}
+
+// retryWait is how long to wait after failed attempt number attempt,
+// which got err. Without retry.schedule it is the exponential backoff
+// (with jitter) up to retry.max, or what Retry-After asked for up to
+// retry.max. With a schedule it is the schedule's wait for that attempt
+// (its last wait past its end, when there is no dead-letter store to end
+// the retries) varied by up to 10%, or Retry-After's wait when that is
+// longer, up to the schedule's longest wait.
+func (l *lane) retryWait(cfg *config.Sink, attempt int, err error) time.Duration {
+	sched := cfg.Retry.Schedule
+	if len(sched) == 0 {
+		next := min(l.backoff.NextBackOff(), cfg.Retry.Max)
+		if wait := RetryAfter(err); wait > 0 {
+			next = min(wait, cfg.Retry.Max)
+		}
+		return next
+	}
+	base := sched[min(attempt, len(sched))-1]
+	next := time.Duration(float64(base) * (0.9 + 0.2*rand.Float64()))
+	if wait := RetryAfter(err); wait > next {
+		next = max(next, min(wait, slices.Max(sched)))
+	}
+	return next
 }
 
 // resetBackoff starts the retry schedule of a batch under cfg.

@@ -97,7 +97,25 @@ type Options struct {
 	// asks its lease, so that an instance frozen past the lease's validity
 	// and resumed sends nothing.
 	Allowed func() error
+	// Pauses, when set, hears of every pause and resumption of the sink
+	// (walhook's operational events, package events).
+	Pauses PauseNotifier
 }
+
+// PauseNotifier hears that a sink was paused, with the reason (PausedGone,
+// PausedOperator; a pause of another origin brings its own word), or
+// resumed. It is called after the change, outside the pipeline's locks,
+// once per change; it must not block for long.
+type PauseNotifier interface {
+	SinkPaused(ctx context.Context, sink, reason string)
+	SinkResumed(ctx context.Context, sink string)
+}
+
+// Why a sink is paused, as status and events say it.
+const (
+	PausedOperator = "operator" // walhook pause, or the admin API
+	PausedGone     = "gone"     // the destination answered 410 Gone
+)
 
 // RefusedWait is how long a lane waits after Options.Allowed refused an
 // attempt before it asks again.
@@ -127,6 +145,8 @@ type Pipeline struct {
 	deadLetter func(context.Context, DeadLetter) error
 	walEnd     func() pglogrepl.LSN // nil: max_lag in bytes does not act
 	allowed    func() error         // nil: every attempt may go
+	pauses     PauseNotifier        // nil: nobody listens
+	limit      *bucket              // rate_limit, shared by the lanes
 	lanes      []*lane
 
 	running  atomic.Bool
@@ -175,10 +195,12 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		deadLetter: opts.DeadLetter,
 		walEnd:     opts.WALEnd,
 		allowed:    opts.Allowed,
+		pauses:     opts.Pauses,
 		stopped:    make(chan struct{}),
 		draining:   make(chan struct{}),
 		idle:       make(chan struct{}, 1),
 		resumed:    make(chan struct{}),
+		limit:      newBucket(cfg.RateLimit.PerSecond(), cfg.BatchSize, nil),
 	}
 	p.cfg.Store(&cfg)
 	p.dest.Store(&dest)
@@ -198,7 +220,7 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 }
 
 // Reconfigure replaces the pipeline's delivery settings (batch_size,
-// batch_wait, batch_bytes, retry, timeout) and its destination, live: each
+// batch_wait, batch_bytes, retry, timeout, rate_limit) and its destination, live: each
 // lane takes them up with its next batch (a batch being retried keeps
 // retrying under the new retry settings from its next attempt). The number
 // of lanes cannot change live, since that would move ordering groups
@@ -213,6 +235,7 @@ func (p *Pipeline) Reconfigure(cfg config.Sink, dest Destination) (Destination, 
 	}
 	cfg.Name = p.name
 	p.cfg.Store(&cfg)
+	p.limit.set(cfg.RateLimit.PerSecond(), cfg.BatchSize)
 	old := p.dest.Swap(&dest)
 	return *old, nil
 }
@@ -426,23 +449,38 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 }
 
 // Pause stops the lanes from starting attempts until Resume; attempts in
-// flight finish. reason is what Paused reports.
+// flight finish. reason is what Paused reports. It is the operator's
+// pause: Options.Pauses hears PausedOperator.
 func (p *Pipeline) Pause(reason string) {
+	p.pause(reason, PausedOperator)
+}
+
+// pause pauses the pipeline, unless it is paused already, and tells
+// Options.Pauses why in one word.
+func (p *Pipeline) pause(reason, word string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.paused {
+	changed := !p.paused
+	if changed {
 		p.paused, p.pauseReason = true, reason
+	}
+	p.mu.Unlock()
+	if changed && p.pauses != nil {
+		p.pauses.SinkPaused(context.Background(), p.name, word)
 	}
 }
 
 // Resume lets a paused pipeline deliver again, where it stopped.
 func (p *Pipeline) Resume() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.paused {
+	changed := p.paused
+	if changed {
 		p.paused, p.pauseReason = false, ""
 		close(p.resumed)
 		p.resumed = make(chan struct{})
+	}
+	p.mu.Unlock()
+	if changed && p.pauses != nil {
+		p.pauses.SinkResumed(context.Background(), p.name)
 	}
 }
 

@@ -66,6 +66,9 @@ type Store interface {
 	// ErrNotFound.
 	DeleteBackfill(ctx context.Context, id string) error
 
+	// Events is the queue of operational events to send.
+	Events
+
 	// Close releases the store (and its lock). Later calls return nil;
 	// other methods called after Close return ErrClosed.
 	Close() error

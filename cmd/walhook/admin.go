@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/server"
@@ -29,12 +30,13 @@ type admin struct {
 	backfills *backfill.Manager
 	// sinks returns a sink's configuration as it runs now (reloads
 	// included).
-	sinks func(name string) (config.Sink, bool)
-	rates *deliveryRates
+	sinks  func(name string) (config.Sink, bool)
+	rates  *deliveryRates
+	events *events.Emitter // nil: events off
 }
 
-func newAdmin(cfg *config.Config, rr *relayRun, bf *backfill.Manager, sinks func(string) (config.Sink, bool)) *admin {
-	return &admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: bf, sinks: sinks, rates: newDeliveryRates()}
+func newAdmin(cfg *config.Config, rr *relayRun, bf *backfill.Manager, sinks func(string) (config.Sink, bool), em *events.Emitter) *admin {
+	return &admin{cfg: cfg, relay: rr.relay, src: rr.src, backfills: bf, sinks: sinks, rates: newDeliveryRates(), events: em}
 }
 
 // sampleRates samples the sinks' delivered counters until ctx ends, so
@@ -203,7 +205,7 @@ func (a *admin) sinkErr(err error) error {
 func (a *admin) Snapshot() server.Snapshot {
 	st := a.relay.Status()
 	p := a.src.Progress()
-	s := server.Snapshot{Received: st.Received, LastHeartbeat: p.LastHeartbeat}
+	s := server.Snapshot{Received: st.Received, LastHeartbeat: p.LastHeartbeat, EventsPending: a.events.Pending()}
 	if p.ServerWALEnd != 0 && st.Running {
 		s.ReplicationLagBytes, s.LagKnown = lag(p.ServerWALEnd, st.FlushLSN), true
 	}

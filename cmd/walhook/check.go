@@ -165,6 +165,7 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 	}
 	problems = append(problems, checkState(ctx, out, cfg)...)
 	sinkProblems := checkSinks(ctx, out, cfg, ids)
+	problems = append(problems, checkEvents(ctx, out, cfg)...)
 	if len(problems) > 0 {
 		return fmt.Errorf("the database is not ready: %s", strings.Join(append(problems, sinkProblems...), "; "))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/lease"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
@@ -164,26 +165,35 @@ func runActive(ctx context.Context, cfg *config.Config, path string, shutdown ti
 		return err
 	}
 	defer store.Close()
-	// Every delivery attempt first asks whether the lease still holds by
-	// the clock: a process frozen past its validity and resumed sends
-	// nothing, even before the lease's timer has counted it lost.
-	rr, err := buildRelay(cfg, store, shutdown, l.Valid, log)
+	// Only the active sends events: the queue is the slot's, in the state
+	// database, and a takeover sends what the last active left.
+	em, err := newEmitter(cfg, store, log)
 	if err != nil {
 		return err
 	}
-	reloads := watchReloads(ctx, path, cfg, rr, store, log)
+	stopEvents := runEmitter(ctx, em)
+	defer stopEvents()
+	watched := events.Watch(store, em)
+	// Every delivery attempt first asks whether the lease still holds by
+	// the clock: a process frozen past its validity and resumed sends
+	// nothing, even before the lease's timer has counted it lost.
+	rr, err := buildRelay(cfg, watched, shutdown, l.Valid, log)
+	if err != nil {
+		return err
+	}
+	reloads := watchReloads(ctx, path, cfg, rr, watched, log)
 	defer reloads.stop()
 	// Backfills resume where the last active left them: their progress is
 	// in the state database, written through the lease like the cursors.
-	backfills := backfill.NewManager(store, rr.relay, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+	backfills := backfill.NewManager(watched, rr.relay, backfill.Options{Source: cfg.Source, Sink: reloads.sink, Ended: em.BackfillEnded}, log)
 	reloads.setOnCreate(func(sinks []string) { startOnCreate(ctx, backfills, sinks, log) })
-	onCreate, err := firstStarts(ctx, cfg, store)
+	onCreate, err := firstStarts(ctx, cfg, watched)
 	if err != nil {
 		return err
 	}
 	stopBackfills := startBackfills(ctx, backfills, onCreate, log)
 	defer stopBackfills()
-	a := newAdmin(cfg, rr, backfills, reloads.sink)
+	a := newAdmin(cfg, rr, backfills, reloads.sink, em)
 	rateCtx, stopRates := context.WithCancel(ctx)
 	defer stopRates()
 	go a.sampleRates(rateCtx)

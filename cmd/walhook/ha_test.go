@@ -82,8 +82,9 @@ type haInstance struct {
 }
 
 // startHA starts a walhook of the group: source at dsn, state at stateURL,
-// its requests marked with X-Instance: name.
-func startHA(t *testing.T, name, dsn, stateURL, slot, receiver string) *haInstance {
+// its requests marked with X-Instance: name; extra is more YAML at the
+// top level.
+func startHA(t *testing.T, name, dsn, stateURL, slot, receiver string, extra ...string) *haInstance {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -109,7 +110,7 @@ sinks:
     batch_wait: 5ms
     retry: {initial: 20ms, max: 200ms}
     headers: {X-Instance: %s}
-`, dsn, slot, slot, stateURL, addr, receiver, name)
+`, dsn, slot, slot, stateURL, addr, receiver, name) + strings.Join(extra, "")
 	path := filepath.Join(dir, "walhook.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/walhook/walhook/backfill"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/replication"
@@ -46,21 +47,28 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		defer store.Close()
-		rr, err := buildRelay(cfg, store, *shutdown, nil, log)
+		em, err := newEmitter(cfg, store, log)
+		if err != nil {
+			return err
+		}
+		stopEvents := runEmitter(cmd.Context(), em)
+		defer stopEvents()
+		watched := events.Watch(store, em)
+		rr, err := buildRelay(cfg, watched, *shutdown, nil, log)
 		if err != nil {
 			return err
 		}
 		r := rr.relay
-		reloads := watchReloads(cmd.Context(), *path, cfg, rr, store, log)
+		reloads := watchReloads(cmd.Context(), *path, cfg, rr, watched, log)
 		defer reloads.stop()
-		backfills := backfill.NewManager(store, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink}, log)
+		backfills := backfill.NewManager(watched, r, backfill.Options{Source: cfg.Source, Sink: reloads.sink, Ended: em.BackfillEnded}, log)
 		reloads.setOnCreate(func(sinks []string) { startOnCreate(cmd.Context(), backfills, sinks, log) })
-		onCreate, err := firstStarts(cmd.Context(), cfg, store)
+		onCreate, err := firstStarts(cmd.Context(), cfg, watched)
 		if err != nil {
 			return err
 		}
 		log.Info("starting walhook", "version", version, "slot", cfg.Source.Slot, "sinks", len(cfg.Sinks))
-		if err := runWithServer(cmd.Context(), cfg, newAdmin(cfg, rr, backfills, reloads.sink), onCreate, log); err != nil {
+		if err := runWithServer(cmd.Context(), cfg, newAdmin(cfg, rr, backfills, reloads.sink, em), onCreate, log); err != nil {
 			if errors.Is(err, replication.ErrSlotLost) {
 				return fmt.Errorf("%w (the state file is %s)", err, cfg.State.Path)
 			}

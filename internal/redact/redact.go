@@ -60,12 +60,17 @@ func (r *Redactor) Merge(other *Redactor) {
 // ForConfig returns a redactor of every secret cfg holds: the passwords
 // of source.url and state.url, every sink's secret and header values, the
 // password or query of its URL (a webhook's or a broker's) and its Kafka
-// SASL password, and server.token.
+// SASL password, server.token, and the events endpoint's secrets and
+// URL password.
 func ForConfig(cfg *config.Config) *Redactor {
 	var s []string
 	s = append(s, urlSecrets(cfg.Source.URL)...)
 	s = append(s, urlSecrets(cfg.State.URL)...)
 	s = append(s, cfg.Server.Token)
+	s = append(s, urlSecrets(cfg.Events.URL)...)
+	for _, secret := range cfg.Events.Secrets {
+		s = append(s, secret, strings.TrimPrefix(secret, "whsec_"))
+	}
 	for _, k := range cfg.Sinks {
 		s = append(s, urlSecrets(k.Webhook.URL)...)
 		for _, u := range strings.Split(k.NATS.URL, ",") {

@@ -126,7 +126,7 @@ func TestWriterDeadline(t *testing.T) {
 	}
 }
 
-// TestUpgradeToOrigins: a state from before migration 3 keeps its slot and
+// TestUpgradeToOrigins: a state from before migration 3 (and 4) keeps its slot and
 // cursors, and reads no origin until walhook records one.
 func TestUpgradeToOrigins(t *testing.T) {
 	ctx := context.Background()
@@ -149,7 +149,7 @@ func TestUpgradeToOrigins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `DROP TABLE walhook.origins; DELETE FROM walhook.migrations WHERE version = 3`); err != nil {
+	if _, err := conn.Exec(ctx, `DROP TABLE walhook.origins; DROP TABLE walhook.events; DELETE FROM walhook.migrations WHERE version >= 3`); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,0 +1,213 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink"
+)
+
+// TestRetrySchedule: with retry.schedule [100ms, 200ms] a failing batch
+// gets three attempts, the waits between them are the schedule's within
+// 10%, and then it is a dead letter with 3 attempts.
+func TestRetrySchedule(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) int {
+		w.WriteHeader(http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	})
+	cfg := testConfig(rc.URL)
+	sched := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
+	cfg.Retry = config.Retry{Initial: time.Second, Max: time.Minute, Schedule: sched, MaxAttempts: len(sched) + 1}
+	var a acks
+	dead := make(chan sink.DeadLetter, 1)
+	s := start(t, cfg, testOpts{Ack: a.add, DeadLetter: func(_ context.Context, d sink.DeadLetter) error {
+		dead <- d
+		return nil
+	}})
+	submit(t, s, msg(1, "k"))
+	var d sink.DeadLetter
+	select {
+	case d = <-dead:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no dead letter after 5s; the receiver got %d requests", rc.count())
+	}
+	drain(t, s)
+	hits := rc.list()
+	if len(hits) != 3 || d.Attempts != 3 {
+		t.Fatalf("got %d requests and a dead letter of %d attempts, want 3 and 3", len(hits), d.Attempts)
+	}
+	for i, h := range hits {
+		if got, want := h.header.Get("Webhook-Attempt"), strconv.Itoa(i+1); got != want {
+			t.Errorf("request %d: webhook-attempt %s, want %s", i+1, got, want)
+		}
+	}
+	for i, want := range sched {
+		got := hits[i+1].at.Sub(hits[i].at)
+		// The wait is at least 90% of the schedule's; above 110% only by
+		// the time the attempt itself took (loopback: well under 50ms).
+		if got < want*9/10 || got > want*11/10+50*time.Millisecond {
+			t.Errorf("wait after attempt %d: got %v, want %v ± 10%%", i+1, got, want)
+		}
+	}
+	wantAcks(t, &a, msg(1, "k"))
+}
+
+// TestRateLimit: with rate_limit 50/s and batch_size 10, a sink handed
+// 400 messages at once sends the first burst at once and then, over every
+// 1 s window, at most 50 + batch_size messages; every message arrives, and
+// each key's messages in order. A sink without a limit beside it is not
+// slowed.
+func TestRateLimit(t *testing.T) {
+	type seen struct {
+		at  time.Time
+		ids []int
+	}
+	var mu sync.Mutex
+	var got []seen
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) int {
+		w.WriteHeader(http.StatusOK)
+		return http.StatusOK
+	})
+	free := newReceiver(t, ok)
+	cfg := testConfig(rc.URL)
+	cfg.RateLimit = config.Rate{Count: 50, Per: time.Second}
+	var a acks
+	s := start(t, cfg, testOpts{Ack: a.add})
+	fcfg := testConfig(free.URL)
+	var fa acks
+	fs := start(t, fcfg, testOpts{Ack: fa.add})
+
+	const n = 200
+	msgs := make([]*change.Message, 0, n)
+	for i := range n {
+		msgs = append(msgs, msg(i+1, fmt.Sprintf("k%d", i%7)))
+	}
+	start := time.Now()
+	submit(t, s, msgs...)
+	submit(t, fs, msgs...)
+	waitFor(t, "the unlimited sink", func() bool { return fa.count() == n })
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the unlimited sink took %v for %d messages", d, n)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for a.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("limited sink: %d of %d acknowledged after 15s", a.count(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	// 200 messages at 50/s with a burst of 10: at least (200-10)/50 s.
+	if min := 3500 * time.Millisecond; elapsed < min {
+		t.Errorf("limited sink took %v for %d messages, want at least %v", elapsed, n, min)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, h := range rc.list() {
+		got = append(got, seen{at: h.at, ids: h.ids(t)})
+	}
+	// Over every 1 s window starting at a request after the first burst
+	// (batch_size messages): at most 50 + batch_size.
+	burst, first := 0, 0
+	for first < len(got) && burst < cfg.BatchSize {
+		burst += len(got[first].ids)
+		first++
+	}
+	for i := first; i < len(got); i++ {
+		sum := 0
+		for j := i; j < len(got) && got[j].at.Sub(got[i].at) < time.Second; j++ {
+			sum += len(got[j].ids)
+		}
+		if sum > 50+cfg.BatchSize {
+			t.Errorf("1 s from request %d: %d messages, want at most %d", i+1, sum, 50+cfg.BatchSize)
+		}
+	}
+	// Nothing lost, per-key order kept.
+	last := map[int]int{}
+	count := 0
+	for _, g := range got {
+		for _, id := range g.ids {
+			k := (id - 1) % 7
+			if id <= last[k] {
+				t.Errorf("key k%d: id %d after %d", k, id, last[k])
+			}
+			last[k] = id
+			count++
+		}
+	}
+	if count != n {
+		t.Errorf("receiver got %d messages, want %d", count, n)
+	}
+}
+
+// pauseLog records what a pipeline tells its PauseNotifier.
+type pauseLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (p *pauseLog) SinkPaused(_ context.Context, sink, reason string) {
+	p.mu.Lock()
+	p.got = append(p.got, "paused "+sink+" "+reason)
+	p.mu.Unlock()
+}
+
+func (p *pauseLog) SinkResumed(_ context.Context, sink string) {
+	p.mu.Lock()
+	p.got = append(p.got, "resumed "+sink)
+	p.mu.Unlock()
+}
+
+func (p *pauseLog) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.got...)
+}
+
+// TestPauseNotifier: a 410 tells Options.Pauses "gone" once, however many
+// lanes see it; the operator's pause says "operator"; each resume is told
+// once, and a resume of a sink that is not paused is not.
+func TestPauseNotifier(t *testing.T) {
+	var gone sync.Once
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int, _ []byte) int {
+		status := http.StatusOK
+		gone.Do(func() { status = http.StatusGone })
+		w.WriteHeader(status)
+		return status
+	})
+	var log pauseLog
+	cfg := testConfig(rc.URL)
+	dest, err := New(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dest.Close()
+	var a acks
+	p, err := sink.New(cfg, dest, sink.Options{Logger: testLogger(t), Ack: a.add, Pauses: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testSink{Pipeline: p, dest: dest, route: func(m *change.Message) (uint64, bool) { return sink.HashKey(m.Key), false }}
+	run(t, s)
+	if err := s.Submit(context.Background(), msg(1, "a")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pause", func() bool { paused, _ := s.Paused(); return paused })
+	s.Resume()
+	waitFor(t, "the delivery", func() bool { return a.count() == 1 })
+	s.Resume()
+	s.Pause("operator pause")
+	s.Pause("again")
+	s.Resume()
+	want := []string{"paused orders gone", "resumed orders", "paused orders operator", "resumed orders"}
+	if got := log.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
