@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -163,11 +164,43 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 			mu.Unlock()
 		})
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-actx.Done():
+		// kgo holds records while it has no broker to send them to, past
+		// their context: the attempt ends here all the same. What it still
+		// holds goes out before the retried batch, in order, or fails.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return s.timedOut(ctx)
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	if first != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return first
+}
+
+// timedOut is the error of an attempt that was not acknowledged in time:
+// why, as far as a ping of the cluster tells (refused credentials, no
+// broker reachable).
+func (s *Sink) timedOut(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := s.client.Ping(pctx)
+	switch {
+	case err != nil && (isAuth(err) || s.cfg.Kafka.SASL.Mechanism != "" && errors.Is(err, io.EOF)):
+		// A broker that refuses SASL answers SaslAuthenticationFailed;
+		// some close the connection instead.
+		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), operator: true, err: err}
+	case err != nil:
+		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): unreachable: %v", s.brokers, s.cfg.Timeout, err), err: err}
+	}
+	return &Error{msg: fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): a partition's leader or in-sync replicas are missing?", s.brokers, s.cfg.Timeout), err: context.DeadlineExceeded}
 }
 
 // record is m's Kafka record for sink.
