@@ -160,13 +160,18 @@ func (s *Server) start() error {
 	cmd.Dir = s.Dir
 	cmd.Env = s.env()
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Stdin = nil
+	// The node's Erlang shell reads stdin and halts at its end: a pipe
+	// kept open while the node should run, closed when this process dies.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", program, err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { err := cmd.Wait(); stdin.Close(); exited <- err }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {

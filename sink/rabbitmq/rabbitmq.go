@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"sync"
 	"time"
+	"unicode"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -61,10 +62,15 @@ type channel struct {
 // waits for a confirm; the attempt reads returns while it waits.
 const returnsBuffer = 256
 
+// Forbidden is what a routing key's word may not hold besides the
+// separator: a topic exchange's wildcards * and #, which a binding cannot
+// match literally, and whitespace, as in NATS subjects.
+func Forbidden(r rune) bool { return r == '*' || r == '#' || unicode.IsSpace(r) }
+
 // New builds a destination for cfg. It does not connect: the first
 // attempt does, so a broker that is down fails attempts, not the start.
 func New(cfg config.Sink, opts Options) (*Sink, error) {
-	key, err := broker.Parse(cfg.RabbitMQ.RoutingKey, nil)
+	key, err := broker.Parse(cfg.RabbitMQ.RoutingKey, Forbidden)
 	if err != nil {
 		return nil, fmt.Errorf("sink %q: routing_key: %w", cfg.Name, err)
 	}
@@ -123,11 +129,18 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 		confirms[i] = dc
 		s.readReturns(c, returned)
 	}
-	for i, dc := range confirms {
+	returns := c.returns // nil once closed with the channel
+	for i := 0; i < len(confirms); {
+		dc := confirms[i]
 		select {
 		case <-dc.Done():
-		case r := <-c.returns:
-			returned[r.MessageId] = r
+			i++
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+			} else {
+				returned[r.MessageId] = r
+			}
 			continue
 		case <-ctx.Done():
 			return &Error{msg: fmt.Sprintf("RabbitMQ at %s did not confirm every message within the sink's timeout (%s); the batch is published again", s.server, s.cfg.Timeout), err: ctx.Err()}
@@ -136,7 +149,7 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 			if err := s.closeError(c); err != nil {
 				return err
 			}
-			return &Error{msg: fmt.Sprintf("RabbitMQ at %s refused (nack) the change %s to exchange %q: the broker could not take it (a queue's limit, an internal error); it is published again", s.server, b.Messages[i].IdempotencyKey(), s.cfg.RabbitMQ.Exchange)}
+			return &Error{msg: fmt.Sprintf("RabbitMQ at %s refused (nack) the change %s to exchange %q: the broker could not take it (a queue's limit, an internal error); it is published again", s.server, b.Messages[i-1].IdempotencyKey(), s.cfg.RabbitMQ.Exchange)}
 		}
 	}
 	// A return comes before its message's confirm: every return of the
@@ -154,7 +167,10 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 func (s *Sink) readReturns(c *channel, returned map[string]amqp.Return) {
 	for {
 		select {
-		case r := <-c.returns:
+		case r, ok := <-c.returns:
+			if !ok {
+				return
+			}
 			returned[r.MessageId] = r
 		default:
 			return
