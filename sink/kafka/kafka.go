@@ -62,11 +62,11 @@ func Forbidden(r rune) bool {
 // New builds a destination for cfg. It does not wait for the cluster,
 // which may be down: Deliver fails until it is up.
 func New(cfg config.Sink, opts Options) (*Sink, error) {
-	topic, err := broker.Parse(cfg.Kafka.Topic, Forbidden)
+	topic, err := parseTopic(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sink %q: topic: %w", cfg.Name, err)
+		return nil, fmt.Errorf("sink %q: %w", cfg.Name, err)
 	}
-	s := &Sink{cfg: cfg, log: opts.Logger, topic: topic, keys: newKeyer(cfg), brokers: strings.Join(cfg.Kafka.Brokers, ",")}
+	s := &Sink{cfg: cfg, log: opts.Logger, topic: topic, keys: newKeyer(cfg), brokers: joinBrokers(cfg.Kafka.Brokers)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -91,6 +91,18 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 	}
 	return s, nil
 }
+
+// parseTopic parses cfg's topic template.
+func parseTopic(cfg config.Sink) (*broker.Template, error) {
+	t, err := broker.Parse(cfg.Kafka.Topic, Forbidden)
+	if err != nil {
+		return nil, fmt.Errorf("topic: %w", err)
+	}
+	return t, nil
+}
+
+// joinBrokers is the seed brokers, for messages.
+func joinBrokers(brokers []string) string { return strings.Join(brokers, ",") }
 
 // clientOptions are the options of every client of cfg's: its brokers,
 // SASL, TLS and dial timeout.

@@ -285,3 +285,28 @@ func TestClusterDown(t *testing.T) {
 	}
 	t.Logf("cluster down: %v", err)
 }
+
+// TestCheck: check says the cluster took the credentials and whether each
+// table's topic exists, naming the fix for one that does not.
+func TestCheck(t *testing.T) {
+	c := cluster(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "walhook", "s3cret-pw"), kfake.SeedTopics(3, "walhook.public.orders"))
+	cfg := testConfig(c.ListenAddrs())
+	cfg.Kafka.SASL = config.SASL{Mechanism: "PLAIN", Username: "walhook", Password: "s3cret-pw"}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var out strings.Builder
+	p := Check(ctx, &out, cfg, []config.Table{{Schema: "public", Name: "orders"}, {Schema: "public", Name: "odd.name x"}})
+	for _, want := range []string{"connected and authenticated", "table public.orders maps to topic walhook.public.orders (3 partitions)",
+		"table public.odd.name x maps to topic walhook.public.odd_name_x, which does not exist: unknown topic; create it"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if len(p) != 1 || !strings.Contains(p[0], "walhook.public.odd_name_x") {
+		t.Errorf("got problems %q, want one about walhook.public.odd_name_x", p)
+	}
+	cfg.Kafka.SASL.Password = "wr0ng-pw"
+	if p := Check(ctx, &out, cfg, nil); len(p) != 1 || !strings.Contains(p[0], "check sasl") || strings.Contains(p[0], "wr0ng-pw") {
+		t.Errorf("check with a wrong password: got %q, want one problem naming sasl, without the password", p)
+	}
+}

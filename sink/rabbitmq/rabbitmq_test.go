@@ -191,3 +191,32 @@ func TestBrokerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck: check says the broker took the credentials, whether the
+// exchange exists (creating nothing) and each table's routing key.
+func TestCheck(t *testing.T) {
+	srv := rabbittest.Shared(t)
+	srv.Declare(t, "ex-check", "topic", "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tables := []config.Table{{Schema: "public", Name: "orders"}, {Schema: "public", Name: "odd.name x"}}
+	var out strings.Builder
+	cfg := testConfig(srv.URL, "ex-check")
+	cfg.Actions = []string{"insert"}
+	if p := Check(ctx, &out, cfg, tables); len(p) != 0 {
+		t.Errorf("check: got problems %q, want none", p)
+	}
+	for _, want := range []string{"connected and authenticated", `exchange "ex-check" exists`,
+		"table public.odd.name x maps to routing key public.odd_name_x.insert", "cannot be checked without publishing"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if p := Check(ctx, &out, testConfig(srv.URL, "ex-check-missing"), tables); len(p) != 1 || !strings.Contains(p[0], `exchange "ex-check-missing" does not exist; declare it`) {
+		t.Errorf("check of a missing exchange: got %q, want one problem naming it and the fix", p)
+	}
+	bad := testConfig(strings.Replace(srv.URL, "guest:guest@", "guest:wr0ng-pw@", 1), "ex-check")
+	if p := Check(ctx, &out, bad, tables); len(p) != 1 || !strings.Contains(p[0], "refuses walhook's credentials") || strings.Contains(p[0], "wr0ng-pw") {
+		t.Errorf("check with a wrong password: got %q, want one problem about the credentials, without the password", p)
+	}
+}
