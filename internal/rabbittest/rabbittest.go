@@ -283,3 +283,19 @@ func (s *Server) Get(t testing.TB, queue string) []amqp.Delivery {
 		got = append(got, d)
 	}
 }
+
+// New starts a node of t's own, killed when t ends: for a test package
+// that cannot give its TestMain to Main (one that runs PostgreSQL too). It
+// skips the test when rabbitmq-server is not installed.
+func New(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(program); err != nil {
+		t.Skipf("%s is not installed (make test installs it)", program)
+	}
+	s, err := Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
