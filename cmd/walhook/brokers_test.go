@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/rabbittest"
+	"github.com/walhook/walhook/internal/webhooktest"
 )
 
 // Acceptance of the Kafka and RabbitMQ sinks through the real binary and a
@@ -418,4 +420,44 @@ func TestRabbitMQUnroutable(t *testing.T) {
 	if got := srv.Get(t, "all"); len(got) != 1 || got[0].RoutingKey != "public.items.insert" {
 		t.Errorf("got %d messages after the replay, want the one insert", len(got))
 	}
+}
+
+// TestRabbitMQWrongPassword: a broker that refuses walhook's password
+// holds only its own sink: a webhook sink beside it gets every row, while
+// status shows the refusal by name (and not the password); once the
+// password is right (a reload), the held rows arrive.
+func TestRabbitMQWrongPassword(t *testing.T) {
+	srv := rabbittest.New(t)
+	srv.Declare(t, "walhook", "topic", "all", "#")
+	rcv := webhooktest.New(t, "")
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	brokerTables(t, conn)
+	bad := strings.Replace(srv.URL, "guest:guest@", "guest:wr0ng-pw@", 1)
+	cfg, addr := writeBrokerConfig(t, dsn, "rabbit_auth", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 200ms}\n    timeout: 5s\n"+
+		"  - name: w\n    url: %q\n    batch_wait: 5ms\n    retry: {initial: 50ms, max: 200ms}\n", bad, rcv.URL))
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
+	waitStreaming(t, conn, "rabbit_auth", d)
+	for i := range 20 {
+		exec1(t, conn, `INSERT INTO items VALUES ('eu', $1, 0)`, i)
+	}
+	rcv.WaitFor(t, 30*time.Second, "the webhook sink's 20 rows", func(m []webhooktest.Message) bool { return len(m) >= 20 })
+	var lastError string
+	waitUntil(t, 30*time.Second, "the refusal in status", func() bool {
+		lastError = sinkStatus(t, addr, "r").LastError
+		return strings.Contains(lastError, "refuses walhook's credentials")
+	})
+	if strings.Contains(lastError, "wr0ng-pw") {
+		t.Errorf("status last_error shows the password: %q", lastError)
+	}
+	if n := len(srv.Get(t, "all")); n != 0 {
+		t.Fatalf("got %d messages with a wrong password, want 0", n)
+	}
+	editConfig(t, cfg, bad, srv.URL)
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	got := 0
+	waitUntil(t, 30*time.Second, "the 20 held rows on RabbitMQ", func() bool {
+		got += len(srv.Get(t, "all"))
+		return got >= 20
+	})
 }
