@@ -461,3 +461,37 @@ func TestRabbitMQWrongPassword(t *testing.T) {
 		return got >= 20
 	})
 }
+
+// TestCheckBrokerSinks: walhook check names, per broker sink, each table's
+// topic or routing key, a missing topic and its fix (exit 1), and a
+// missing exchange and its fix.
+func TestCheckBrokerSinks(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "walhook.public.items"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := rabbittest.New(t)
+	srv.Declare(t, "walhook", "topic", "all", "#")
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	brokerTables(t, conn)
+	cfg, _ := writeBrokerConfig(t, dsn, "broker_check", "k", fmt.Sprintf("    type: kafka\n    brokers: [%q]\n    topic: \"walhook.{schema}.{table}\"\n"+
+		"  - name: r\n    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n"+
+		"  - name: r2\n    type: rabbitmq\n    url: %q\n    exchange: nowhere\n    routing_key: \"{schema}.{table}\"\n", c.ListenAddrs()[0], srv.URL, srv.URL))
+	code, out := runWalhook(t, "check", "--config", cfg)
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	for _, want := range []string{
+		"table public.items maps to topic walhook.public.items (2 partitions)",
+		"table public.odd.name x maps to topic walhook.public.odd_name_x, which does not exist: unknown topic; create it",
+		"table public.odd.name x maps to routing key public.odd_name_x.delete",
+		`exchange "walhook" exists`,
+		`exchange "nowhere" does not exist; declare it`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
