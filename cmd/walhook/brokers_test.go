@@ -159,11 +159,12 @@ func keyLess(a, b string) bool {
 	return ai < bi
 }
 
-// runWorkloadWithKills runs the workload in rounds while walhook runs,
-// killing walhook with kill -9 after each round but the last and starting
-// it again; between rounds, between may restart the broker. It returns
-// the number of changes, the truncate included.
-func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, between func(round int)) int {
+// runWorkloadWithKills runs the workload in three rounds while walhook
+// runs, killing walhook with kill -9 during each round but the last and
+// starting it again. During the last round, while walhook streams, it
+// calls restart (when not nil) to restart the broker. It returns the
+// number of changes, the truncate included.
+func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, restart func() error) int {
 	t.Helper()
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, slot, d)
@@ -171,21 +172,30 @@ func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, b
 	const rounds, per = 3, 60
 	for r := range rounds {
 		var wg sync.WaitGroup
-		if r < rounds-1 {
+		var restartErr error
+		switch {
+		case r < rounds-1:
 			wg.Add(1)
 			go func(d *daemon) { // kill while the round is being written and delivered
 				defer wg.Done()
 				time.Sleep(300 * time.Millisecond)
 				_ = d.cmd.Process.Kill()
 			}(d)
+		case restart != nil:
+			wg.Add(1)
+			go func() { // restart the broker while walhook streams
+				defer wg.Done()
+				time.Sleep(200 * time.Millisecond)
+				restartErr = restart()
+			}()
 		}
 		changes += brokerWorkload(t, dsn, r*per, per)
 		wg.Wait()
+		if restartErr != nil {
+			t.Fatalf("restart the broker: %v", restartErr)
+		}
 		if r < rounds-1 {
 			d.wait(t, 10*time.Second)
-		}
-		if between != nil {
-			between(r)
 		}
 		if r < rounds-1 {
 			d = startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
@@ -339,8 +349,8 @@ func createKafkaTopic(t *testing.T, brokers []string, topic string) {
 }
 
 // TestRabbitMQAcceptance: a mixed workload through walhook to RabbitMQ,
-// walhook killed with kill -9 twice under load and RabbitMQ restarted
-// between rounds, arrives once per idempotency key with the documented
+// walhook killed with kill -9 twice under load and RabbitMQ killed and
+// restarted while walhook streams, arrives once per idempotency key with the documented
 // routing key, properties, headers and body, in order per row.
 func TestRabbitMQAcceptance(t *testing.T) {
 	srv := rabbittest.New(t)
@@ -349,13 +359,9 @@ func TestRabbitMQAcceptance(t *testing.T) {
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	cfg, _ := writeBrokerConfig(t, dsn, "rabbit_acc", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", srv.URL))
-	want := runWorkloadWithKills(t, dsn, cfg, "rabbit_acc", conn, func(round int) {
-		if round == 0 {
-			srv.Kill()
-			if err := srv.Restart(); err != nil {
-				t.Fatal(err)
-			}
-		}
+	want := runWorkloadWithKills(t, dsn, cfg, "rabbit_acc", conn, func() error {
+		srv.Kill()
+		return srv.Restart()
 	})
 	var got []brokerMsg
 	keys := map[string]bool{}
