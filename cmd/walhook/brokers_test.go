@@ -70,7 +70,7 @@ func writeBrokerConfig(t *testing.T, dsn, slot, name, sinkYAML string) (string, 
 func brokerTables(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
 	exec1(t, conn, `CREATE TABLE items (region text, id int, v int, PRIMARY KEY (region, id))`)
-	exec1(t, conn, `CREATE TABLE "odd.name x" (id int PRIMARY KEY, v int)`)
+	exec1(t, conn, `CREATE TABLE "odd.name x" (id int PRIMARY KEY, v int, pad text)`)
 }
 
 // brokerWorkload runs a mixed workload of n rounds in its own transactions
@@ -164,7 +164,7 @@ func keyLess(a, b string) bool {
 // starting it again. During the last round, while walhook streams, it
 // calls restart (when not nil) to restart the broker. It returns the
 // number of changes, the truncate included.
-func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, restart func() error) int {
+func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, restart func() error, bigRow bool) int {
 	t.Helper()
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, slot, d)
@@ -202,6 +202,10 @@ func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, r
 			waitStreaming(t, conn, slot, d)
 		}
 	}
+	if bigRow { // a 10 MB row, where the broker's limit allows it
+		exec1(t, conn, `INSERT INTO "odd.name x" VALUES (1000000, 0, repeat('x', 10 << 20))`)
+		changes++
+	}
 	exec1(t, conn, `TRUNCATE "odd.name x"`)
 	return changes + 1
 }
@@ -219,7 +223,7 @@ func TestKafkaAcceptance(t *testing.T) {
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	cfg, _ := writeBrokerConfig(t, dsn, "kafka_acc", "k", fmt.Sprintf("    type: kafka\n    brokers: [%q]\n    topic: \"walhook.{schema}.{table}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", c.ListenAddrs()[0]))
-	want := runWorkloadWithKills(t, dsn, cfg, "kafka_acc", conn, nil)
+	want := runWorkloadWithKills(t, dsn, cfg, "kafka_acc", conn, nil, false) // Kafka's default max.message.bytes is 1 MiB
 
 	var got []brokerMsg
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("walhook.public.items", "walhook.public.odd_name_x"),
@@ -362,7 +366,7 @@ func TestRabbitMQAcceptance(t *testing.T) {
 	want := runWorkloadWithKills(t, dsn, cfg, "rabbit_acc", conn, func() error {
 		srv.Kill()
 		return srv.Restart()
-	})
+	}, true)
 	var got []brokerMsg
 	keys := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
