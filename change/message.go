@@ -165,6 +165,10 @@ type Relation struct {
 	// key), 'i' an index, 'f' full, 'n' nothing.
 	Identity byte
 	Columns  []Column
+	// Key are the columns whose values group the table's rows in order
+	// (the identity columns, or the primary key under identity full), as
+	// indexes into Columns; empty when the whole table is one group.
+	Key []int
 }
 
 // Column is one column of a Relation.

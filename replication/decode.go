@@ -308,7 +308,7 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 			return fmt.Errorf("partitions of %s: %w", rel.table, err)
 		}
 	}
-	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols))}
+	rel.desc = &change.Relation{Schema: rel.schema, Name: rel.name, Table: rel.table, Identity: rel.identity, Columns: make([]change.Column, len(rel.cols)), Key: rel.keyCols}
 	for i, c := range rel.cols {
 		rel.desc.Columns[i] = change.Column{Name: c.name, Identity: c.identity}
 	}

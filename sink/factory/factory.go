@@ -14,7 +14,9 @@ import (
 
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/kafka"
 	"github.com/walhook/walhook/sink/nats"
+	"github.com/walhook/walhook/sink/rabbitmq"
 	"github.com/walhook/walhook/sink/redis"
 	"github.com/walhook/walhook/sink/webhook"
 )
@@ -57,6 +59,12 @@ var kinds = map[string]kind{
 	"redis": {build: func(sc config.Sink, opts Options) (Destination, error) {
 		return built(redis.New(sc, redis.Options{Logger: opts.Logger}))
 	}, check: redis.Check},
+	"kafka": {build: func(sc config.Sink, opts Options) (Destination, error) {
+		return built(kafka.New(sc, kafka.Options{Logger: opts.Logger}))
+	}, check: kafka.Check},
+	"rabbitmq": {build: func(sc config.Sink, opts Options) (Destination, error) {
+		return built(rabbitmq.New(sc, rabbitmq.Options{Logger: opts.Logger}))
+	}, check: rabbitmq.Check},
 }
 
 // built is what a type's constructor returned, as a Destination: nil, not

@@ -27,3 +27,18 @@ func TestNewByType(t *testing.T) {
 		t.Errorf("New carrier-pigeon: got %v, want an *UnknownTypeError", err)
 	}
 }
+
+func TestNewBrokerTypes(t *testing.T) {
+	base := config.Sink{Name: "s", Timeout: time.Second, MaxInFlight: 1}
+	k := base
+	k.Type, k.Kafka = "kafka", config.Kafka{Brokers: []string{"127.0.0.1:1"}, Topic: "walhook.{table}"}
+	r := base
+	r.Type, r.RabbitMQ = "rabbitmq", config.RabbitMQ{URL: "amqp://127.0.0.1:1/", Exchange: "x", RoutingKey: "{table}"}
+	for _, sc := range []config.Sink{k, r} {
+		d, err := New(sc, Options{})
+		if err != nil {
+			t.Fatalf("New %s: %v", sc.Type, err)
+		}
+		d.Close()
+	}
+}
