@@ -238,7 +238,8 @@ func (s *Sink) classify(err error, subject string) error {
 		return &Error{msg: fmt.Sprintf("the stream taking %q refuses a message as larger than its max_msg_size: %v; raise the stream's max_msg_size", subject, err), err: err}
 	case errors.Is(err, natsgo.ErrPermissionViolation), isPermission(s.nc.LastError()):
 		return &Error{msg: fmt.Sprintf("the NATS server does not let walhook publish to %q: %v; allow the user to publish to the subject (and to $JS.API.> for check)", subject, err), operator: true, err: err}
-	case isAuth(err), errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrReconnectBufExceeded), errors.Is(err, natsgo.ErrConnectionReconnecting):
+	case isAuth(err), errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrDisconnected),
+		errors.Is(err, natsgo.ErrReconnectBufExceeded), errors.Is(err, natsgo.ErrConnectionReconnecting):
 		return s.unreachable()
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		return &Error{msg: fmt.Sprintf("JetStream did not confirm a message to %q within the sink's timeout (%s)", subject, s.cfg.Timeout), err: err}
