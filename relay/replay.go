@@ -51,8 +51,8 @@ func (r *runner) queueReplay(ids []string) []string {
 func (r *runner) startReplay(ctx context.Context) {
 	if r.mode == modeLive && r.Backlog != nil {
 		r.startSpill(ctx, "replaying dead letters; the sink's messages from the stream wait in its backlog meanwhile")
-		if r.fatal != nil {
-			return
+		if r.fatal != nil || r.mode != modeSpilling {
+			return // failed, or stopping
 		}
 	}
 	r.setMode(modeReplaying)

@@ -389,8 +389,8 @@ func (r *runner) canTake(ctx context.Context) bool {
 			return false
 		}
 		r.startSpill(ctx, "sink cannot keep up; its messages go to its backlog while the other sinks go on")
-		if r.fatal != nil {
-			return false
+		if r.fatal != nil || r.mode != modeSpilling {
+			return false // failed, or stopping before the backlog had the window
 		}
 	}
 	if r.Backlog == nil {
@@ -426,7 +426,9 @@ func (r *runner) startSpill(ctx context.Context, why string) {
 		}
 	}
 	if err := r.Backlog.Append(ctx, window); err != nil {
-		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		if ctx.Err() == nil { // else stopping: the window stays undelivered, nothing is lost
+			r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		}
 		return
 	}
 	r.setMode(modeSpilling)
@@ -508,7 +510,9 @@ func (r *runner) flush(ctx context.Context) {
 		return
 	}
 	if err := r.Backlog.Append(ctx, r.buf); err != nil {
-		r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		if ctx.Err() == nil { // else stopping: buf stays, its floor is not raised
+			r.fatal = fmt.Errorf("sink %q: append to the backlog: %w", r.Name, err)
+		}
 		return
 	}
 	r.stats.backlogged.Add(uint64(len(r.buf)))
