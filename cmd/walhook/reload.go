@@ -307,18 +307,16 @@ func liveRefusals(cur, next *config.Config) []string {
 			out = append(out, name)
 		}
 	}
-	cs, ns := cur.Source, next.Source
-	diff("source.url", cs.URL, ns.URL)
-	diff("source.slot", cs.Slot, ns.Slot)
-	diff("source.publication", cs.Publication, ns.Publication)
-	diff("source.tables", cs.Tables, ns.Tables)
-	diff("source.columns", cs.Columns, ns.Columns)
-	diff("source.receive_timeout", cs.ReceiveTimeout, ns.ReceiveTimeout)
-	diff("source.heartbeat", cs.Heartbeat, ns.Heartbeat)
-	diff("source.messages", cs.Messages, ns.Messages)
+	// Every source key, walked by reflection so that a key added later
+	// cannot be forgotten here.
+	cs, ns := reflect.ValueOf(cur.Source), reflect.ValueOf(next.Source)
+	for i := range cs.NumField() {
+		diff("source."+snake(cs.Type().Field(i).Name), cs.Field(i).Interface(), ns.Field(i).Interface())
+	}
 	diff("state", cur.State, next.State)
 	diff("server", cur.Server, next.Server)
 	diff("log", cur.Log, next.Log)
+	diff("events", cur.Events, next.Events)
 	old := map[string]config.Sink{}
 	for _, sc := range cur.Sinks {
 		old[sc.Name] = sc
