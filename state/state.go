@@ -59,6 +59,9 @@ type Store interface {
 	// ErrNotFound.
 	DeleteBackfill(ctx context.Context, id string) error
 
+	// Pauses keeps the sinks' pauses (pause.go).
+	Pauses
+
 	// Close releases the store (and its lock). Later calls return nil;
 	// other methods called after Close return ErrClosed.
 	Close() error

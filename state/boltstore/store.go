@@ -9,6 +9,7 @@
 //	backlog_stats  sink → version 1, entry count and record bytes (uvarints)
 //	dead_letters   sink → bucket: sequence (8 bytes, big-endian) → dead-letter record
 //	backfills      backfill ID → backfill record (state.AppendBackfill)
+//	pauses         sink → pause record (state.AppendPause), while it is paused
 //
 // A file written by cursor.Store (meta and cursors only) opens as it is and
 // keeps its cursors; the other buckets are created.
@@ -34,6 +35,7 @@ var (
 	bucketBacklogStats = []byte("backlog_stats")
 	bucketDeadLetters  = []byte("dead_letters")
 	bucketBackfills    = []byte("backfills")
+	bucketPauses       = []byte("pauses")
 
 	keySlot   = []byte("slot")
 	keyLayout = []byte("layout")
@@ -93,7 +95,7 @@ func Open(path string) (*Store, error) {
 // backlog's stats and each sink's number of dead letters.
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters, bucketBackfills} {
+		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters, bucketBackfills, bucketPauses} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

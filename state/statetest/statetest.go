@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("dead letters across reopen", func(t *testing.T) { testDeadLettersReopen(t, h) })
 	t.Run("dead letter not found", func(t *testing.T) { testDeadLetterNotFound(t, h) })
 	t.Run("backfills", func(t *testing.T) { testBackfills(t, h) })
+	t.Run("pauses", func(t *testing.T) { testPauses(t, h) })
 	t.Run("context", func(t *testing.T) { testContext(t, h) })
 	t.Run("closed", func(t *testing.T) { testClosed(t, h) })
 	t.Run("concurrent writers", func(t *testing.T) { testConcurrent(t, h) })
