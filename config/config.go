@@ -109,6 +109,10 @@ type Sink struct {
 	// server's WAL end goes to the dead letters; 0 means no bound. At
 	// most one of MaxLag and MaxLagBytes is set.
 	MaxLagBytes int64
+	// PauseAfter: a sink whose attempts fail for this long, from the
+	// first failed attempt after its last success, is paused (reason
+	// pause_after) until the operator resumes it; 0 means never.
+	PauseAfter time.Duration
 	// Secrets sign every request, each with its own signature, newest
 	// first; empty for unsigned requests.
 	Secrets []string

@@ -37,6 +37,7 @@ var sinkKeys = []string{
 	"name", "type", "url", "tables", "actions", "filter", "filter_errors", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry", "secret", "headers",
 	"window", "batch_bytes", "columns", "compression", "tls", "backlog", "backfill", "max_lag",
+	"pause_after",
 }
 
 func (d *decoder) sinks(v value, src Source) []Sink {
@@ -82,6 +83,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 	}
 	s.TLS = d.tls(o.field("tls"), s.URL)
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
+	s.PauseAfter = d.pauseAfter(o.field("pause_after"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("type"), s.Type == defaultSinkType, "%q is not a sink type; use webhook", s.Type)
 	d.check(o.field("filter_errors"), s.FilterErrors == "skip" || s.FilterErrors == "dead_letter",
@@ -331,4 +333,19 @@ func parentPath(path string) string {
 		return path[:i]
 	}
 	return path
+}
+
+// pauseAfter returns a sink's pause_after: how long the sink may fail
+// without one success before it is paused; 0 (the default) never.
+func (d *decoder) pauseAfter(v value) time.Duration {
+	s, ok := d.text(v)
+	if !ok || s == "0" {
+		return 0
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil || dur < 0 {
+		d.fail(v, "%q is not a duration; give how long the sink may fail without one success before it is paused (such as 1h), or 0 for never", s)
+		return 0
+	}
+	return dur
 }
