@@ -138,6 +138,8 @@ type Pipeline struct {
 	paused      bool
 	pauseReason string
 	resumed     chan struct{} // closed and replaced on Resume
+	// onPause is told when the pipeline pauses itself (see SetPauseHook).
+	onPause func(reason, detail string)
 
 	stats stats
 }
@@ -430,8 +432,42 @@ func (p *Pipeline) Pause(reason string) {
 	}
 }
 
+// The reasons the pipeline pauses itself for (the same words as
+// state.PausedGone and state.PausedPauseAfter).
+const (
+	PausedGone       = "gone"        // the destination answered 410 Gone
+	PausedPauseAfter = "pause_after" // attempts failed for pause_after without one success
+)
+
+// SetPauseHook makes f be called whenever the pipeline pauses itself: the
+// reason (PausedGone or PausedPauseAfter) and a detail without secrets.
+// The pipeline is paused already when f runs; f must not block. The
+// relay sets it so that the sink's runner records the pause.
+func (p *Pipeline) SetPauseHook(f func(reason, detail string)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onPause = f
+}
+
+// pauseItself pauses the pipeline for reason and tells the hook.
+func (p *Pipeline) pauseItself(reason, detail string) {
+	p.mu.Lock()
+	already, hook := p.paused, p.onPause
+	if !p.paused {
+		p.paused, p.pauseReason = true, reason
+	}
+	p.mu.Unlock()
+	if !already && hook != nil {
+		hook(reason, detail)
+	}
+}
+
 // Resume lets a paused pipeline deliver again, where it stopped.
+// pause_after counts again from the next failed attempt.
 func (p *Pipeline) Resume() {
+	p.stats.mu.Lock()
+	p.stats.failingSince = time.Time{}
+	p.stats.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.paused {
