@@ -463,11 +463,7 @@ func (p *Pipeline) pauseItself(reason, detail string) {
 }
 
 // Resume lets a paused pipeline deliver again, where it stopped.
-// pause_after counts again from the next failed attempt.
 func (p *Pipeline) Resume() {
-	p.stats.mu.Lock()
-	p.stats.failingSince = time.Time{}
-	p.stats.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.paused {

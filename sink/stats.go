@@ -43,8 +43,8 @@ type stats struct {
 	durationSum float64
 	lastError   string
 	lastErrorAt time.Time
-	// failingSince is the first failed attempt after the last success
-	// (or resume); zero while attempts succeed. pause_after counts from
+	// failingSince is the first failed attempt after the last success;
+	// zero while attempts succeed. pause_after counts from
 	// it.
 	failingSince time.Time
 }
