@@ -142,9 +142,13 @@ type Sink struct {
 	// server's WAL end goes to the dead letters; 0 means no bound. At
 	// most one of MaxLag and MaxLagBytes is set.
 	MaxLagBytes int64
-	Window      Window
-	Backlog     Backlog
-	Backfill    Backfill
+	// PauseAfter: a sink whose attempts fail for this long, from the
+	// first failed attempt after its last success, is paused (reason
+	// pause_after) until the operator resumes it; 0 means never.
+	PauseAfter time.Duration
+	Window     Window
+	Backlog    Backlog
+	Backfill   Backfill
 
 	Webhook  Webhook  // type webhook
 	NATS     NATS     // type nats

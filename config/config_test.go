@@ -233,6 +233,13 @@ func TestParseSpecialValues(t *testing.T) {
 			},
 		},
 		{
+			name: "pause_after is a duration, never by default",
+			yaml: "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, pause_after: 3s}, {name: b, url: http://localhost/}, {name: c, url: http://localhost/, pause_after: 0}]\n",
+			check: func(c *Config) (any, any) {
+				return [3]time.Duration{c.Sinks[0].PauseAfter, c.Sinks[1].PauseAfter, c.Sinks[2].PauseAfter}, [3]time.Duration{3 * time.Second, 0, 0}
+			},
+		},
+		{
 			name:  "empty listen turns the server off",
 			yaml:  base + "server: {listen: ''}\n",
 			check: func(c *Config) (any, any) { return c.Server.Listen, "" },

@@ -39,7 +39,7 @@ var sinkKeys = []string{
 	"name", "type", "tables", "actions", "filter", "filter_errors", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry",
 	"window", "batch_bytes", "columns", "backlog", "backfill", "max_lag",
-	"rate_limit",
+	"rate_limit", "pause_after",
 }
 
 // sinkTypes are the values of a sink's type, each with the keys only it
@@ -112,6 +112,7 @@ func (d *decoder) sink(o object, src Source) Sink {
 		RateLimit:    d.rate(o.field("rate_limit")),
 	}
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
+	s.PauseAfter = d.pauseAfter(o.field("pause_after"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("filter_errors"), s.FilterErrors == "skip" || s.FilterErrors == "dead_letter",
 		"%q is not a filter error policy; use skip (leave the message out, counted and logged) or dead_letter (keep it in the sink's dead letters)", s.FilterErrors)
@@ -457,4 +458,19 @@ func parentPath(path string) string {
 		return path[:i]
 	}
 	return path
+}
+
+// pauseAfter returns a sink's pause_after: how long the sink may fail
+// without one success before it is paused; 0 (the default) never.
+func (d *decoder) pauseAfter(v value) time.Duration {
+	s, ok := d.text(v)
+	if !ok || s == "0" {
+		return 0
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil || dur < 0 {
+		d.fail(v, "%q is not a duration; give how long the sink may fail without one success before it is paused (such as 1h), or 0 for never", s)
+		return 0
+	}
+	return dur
 }

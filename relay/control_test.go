@@ -249,7 +249,7 @@ func TestTwoPausedSinksOneResumed(t *testing.T) {
 		h.relay.Add(s)
 	}
 	for _, name := range []string{"a", "b"} {
-		if err := h.relay.Pause(name, "operator"); err != nil {
+		if err := h.relay.Pause(context.Background(), name); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,12 +259,12 @@ func TestTwoPausedSinksOneResumed(t *testing.T) {
 	h.waitFull("a", 10)
 	h.waitFull("b", 10)
 	time.Sleep(3 * spillAfter / 2)
-	if err := h.relay.Resume("b"); err != nil {
+	if err := h.relay.Resume(context.Background(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitDelivered("b", n, 5*time.Second)
 	<-sent
-	if err := h.relay.Resume("a"); err != nil {
+	if err := h.relay.Resume(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitDelivered("a", n, 10*time.Second)

@@ -46,6 +46,8 @@ func (live *liveRun) launch(rn *runner) {
 func (r *Relay) join(rn *runner) {
 	rn.blocked, rn.total, rn.wake = &r.blocked, &r.total, &r.wake
 	rn.deadLetters = r.store.DeadLetters(rn.Name)
+	rn.pauses, rn.onPause = r.store, r.opts.OnPause
+	rn.hookPause()
 	if r.opts.Budget != nil {
 		rn.taker = r.opts.Budget.Taker()
 	}
@@ -93,6 +95,7 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		}
 		r.log.Warn("sink added again: the backlog it left is dropped, it starts at the current position", "sink", s.Name, "messages", st.Count)
 	}
+	rn.pauses = r.store
 	if err := rn.start(ctx); err != nil { // store I/O: before it joins the stream
 		r.mu.Lock()
 		delete(r.pending, s.Name)
@@ -138,6 +141,11 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	r.dispatchList = slices.DeleteFunc(slices.Clone(r.dispatchList), func(x *runner) bool { return x == rn })
 	cursors := r.cursors
 	r.mu.Unlock()
+	// A removed sink is not paused: one added again under its name starts
+	// unpaused.
+	if err := r.store.DeletePause(ctx, name); err != nil {
+		return fmt.Errorf("sink %q: %w", name, err)
+	}
 	if !started {
 		return nil // Run never starts it; its stored cursor is marked removed when Run starts
 	}

@@ -202,6 +202,10 @@ type modelSink struct {
 	required  change.Position          // every message above it must arrive
 	present   bool
 	paused    bool
+	// pausedAtStart: the sink was paused when the relay (re)started, and
+	// not resumed since; it must deliver nothing.
+	pausedAtStart bool
+	violations    []string
 }
 
 type modelDelivery struct {
@@ -216,6 +220,9 @@ func (s *modelSink) Deliver(_ context.Context, b *sink.Batch) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pausedAtStart {
+		s.violations = append(s.violations, fmt.Sprintf("epoch %d: delivered %d messages from %s while paused since the restart", s.epoch, len(b.Messages), b.Messages[0].Pos))
+	}
 	for _, m := range b.Messages {
 		s.delivered = append(s.delivered, modelDelivery{epoch: s.epoch, pos: m.Pos, key: m.Key})
 	}
@@ -275,7 +282,7 @@ func (m *model) start() {
 		}
 		s.mu.Lock()
 		s.epoch++
-		s.paused = false
+		s.pausedAtStart = s.paused // a pause outlasts the restart
 		s.mu.Unlock()
 		m.relay.Add(m.newSink(s))
 	}
@@ -289,6 +296,18 @@ func (m *model) start() {
 			m.t.Fatal("the relay did not run within 10 s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+	for _, s := range m.sinks {
+		st, ok := sinkStatus(m.relay, s.name)
+		s.mu.Lock()
+		paused := s.paused && s.present
+		s.mu.Unlock()
+		if ok && paused && (st.Pause == nil || st.Pause.Reason != state.PausedOperator) {
+			m.t.Fatalf("sink %s was paused before the restart; after it its pause is %+v", s.name, st.Pause)
+		}
+		if ok && !paused && st.Pause != nil {
+			m.t.Fatalf("sink %s was not paused before the restart; after it its pause is %+v", s.name, st.Pause)
+		}
 	}
 }
 
@@ -338,11 +357,12 @@ func (m *model) step() string {
 		s.mu.Lock()
 		paused := !s.paused
 		s.paused = paused
+		s.pausedAtStart = false
 		s.mu.Unlock()
 		if paused {
-			m.must(m.relay.Pause(s.name, "operator"))
+			m.must(m.relay.Pause(context.Background(), s.name))
 		} else {
-			m.must(m.relay.Resume(s.name))
+			m.must(m.relay.Resume(context.Background(), s.name))
 		}
 		return fmt.Sprintf("%s paused=%v", s.name, paused)
 	case k < 60:
@@ -356,7 +376,7 @@ func (m *model) step() string {
 		}
 		c.mu.Lock()
 		c.epoch++
-		c.present, c.paused = true, false
+		c.present, c.paused, c.pausedAtStart = true, false, false
 		c.mu.Unlock()
 		m.must(m.relay.AddSink(ctx, m.newSink(c)))
 		st, _ := sinkStatus(m.relay, "c")
@@ -440,7 +460,13 @@ func (m *model) settle(did []string) {
 		if !s.present {
 			continue
 		}
-		m.must(m.relay.Resume(s.name))
+		s.mu.Lock()
+		s.paused, s.pausedAtStart = false, false
+		if len(s.violations) > 0 {
+			m.t.Fatalf("sink %s: %s\nsteps: %s", s.name, strings.Join(s.violations, "; "), strings.Join(did, "; "))
+		}
+		s.mu.Unlock()
+		m.must(m.relay.Resume(context.Background(), s.name))
 		m.must(m.relay.UpdateSink(ctx, s.name, func(rs *Sink) { rs.Window.Messages, rs.MaxSize = 1000, 1<<30 }))
 	}
 	msgs := m.wal.messages()

@@ -42,6 +42,11 @@ type Options struct {
 	// each message from it, so what waits between the stream and the
 	// sinks is bounded in bytes, not only in events.
 	Budget *replication.Budget
+	// OnPause, when set, is told on the sink's runner goroutine each time
+	// a sink is paused or resumed (after the pause is stored or deleted):
+	// where operational events (sink.paused, sink.resumed) hook in. It
+	// must not block.
+	OnPause func(PauseNotice)
 }
 
 // Source is what the relay needs of the database: replication.Source, or a

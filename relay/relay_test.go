@@ -294,7 +294,7 @@ func TestWindowHoldsTheSink(t *testing.T) {
 
 func TestPauseUnknownSink(t *testing.T) {
 	h := startRelay(t, &fakeSource{start: 0x10}, openStore(t, filepath.Join(t.TempDir(), "state")), map[string]config.Sink{"s": {}})
-	if err := h.relay.Pause("nope", "test"); !errors.Is(err, ErrUnknownSink) {
+	if err := h.relay.Pause(context.Background(), "nope"); !errors.Is(err, ErrUnknownSink) {
 		t.Fatalf("Pause of an unknown sink: got %v, want ErrUnknownSink", err)
 	}
 }

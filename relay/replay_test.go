@@ -71,7 +71,7 @@ func TestReplayStaysApartFromLiveMessages(t *testing.T) {
 	<-h.send(1) // 0/100
 	waitFor(t, "the first message in the dead letters", func() bool { return slices.Equal(h.deadLettered("s"), []change.Position{pos(0x100, 0)}) })
 	waitFor(t, "the first message acknowledged", func() bool { st, _ := sinkStatus(h.relay, "s"); return st.Acked == pos(0x100, 0) })
-	if err := h.relay.Pause("s", "operator"); err != nil {
+	if err := h.relay.Pause(context.Background(), "s"); err != nil {
 		t.Fatal(err)
 	}
 	<-h.send(1) // 0/110, waits in the paused sink
@@ -80,7 +80,7 @@ func TestReplayStaysApartFromLiveMessages(t *testing.T) {
 	if _, err := h.relay.Replay(ctx, "s", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.relay.Resume("s"); err != nil {
+	if err := h.relay.Resume(context.Background(), "s"); err != nil {
 		t.Fatal(err)
 	}
 	want := []change.Position{pos(0x110, 0), pos(0x100, 0)} // the live one failed first, then the replay

@@ -134,6 +134,13 @@ type runner struct {
 
 	stats runnerStats
 
+	// pause is the sink's pause, nil while it is not paused: a state
+	// beside the mode, owned by the runner's goroutine (see pause.go).
+	// pauses is where it is stored; onPause is Options.OnPause.
+	pause   *state.Pause
+	pauses  state.Pauses
+	onPause func(PauseNotice)
+
 	// chunks are the backfill chunks between their watermarks for this
 	// sink (relay/backfill.go).
 	chunks sinkChunks
@@ -170,6 +177,7 @@ type runnerStats struct {
 	filterErrors atomic.Uint64 // messages the filter failed on
 	backlogged   atomic.Uint64 // messages appended to the backlog
 	deadLettered atomic.Uint64 // messages moved from a full backlog to the dead letters
+	pause        atomic.Pointer[state.Pause]
 }
 
 // inboxSize is how many batches of events may wait for a runner: the
@@ -234,6 +242,9 @@ func (r *runner) do(ctx context.Context, f func()) error {
 // holds and feeds the engine from its start.
 func (r *runner) start(ctx context.Context) error {
 	r.feedPos = r.dispatched
+	if err := r.loadPause(ctx); err != nil {
+		return err
+	}
 	if r.Backlog == nil {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/state"
 )
 
 // Status is a synchronised snapshot of the relay, for the admin API and
@@ -50,6 +51,9 @@ type SinkStatus struct {
 	DeadLetteredFull uint64
 	// FilterErrors counts the messages the sink's filter failed on.
 	FilterErrors uint64
+	// Pause is the sink's pause (see pause.go), nil while it is not
+	// paused.
+	Pause *state.Pause
 }
 
 // Status returns the relay's state now.
@@ -71,6 +75,7 @@ func (r *Relay) Status() Status {
 		ss.Spilling = rn.stats.spilling.Load()
 		ss.Backlogged, ss.DeadLetteredFull = rn.stats.backlogged.Load(), rn.stats.deadLettered.Load()
 		ss.FilterErrors = rn.stats.filterErrors.Load()
+		ss.Pause = rn.stats.pause.Load()
 		if rn.Backlog != nil {
 			b := rn.Backlog.Stats()
 			ss.BacklogCount, ss.BacklogBytes = b.Count, b.Bytes
@@ -80,47 +85,5 @@ func (r *Relay) Status() Status {
 	return st
 }
 
-// pausable is what a delivery engine offers to be paused.
-type pausable interface {
-	Pause(reason string)
-	Resume()
-}
-
-// Pause stops the named sink from delivering; it keeps its cursor, and
-// what it takes meanwhile waits in its window. It returns ErrUnknownSink
-// for a sink the relay does not have.
-func (r *Relay) Pause(name, reason string) error {
-	p, err := r.pausable(name)
-	if err != nil {
-		return err
-	}
-	p.Pause(reason)
-	r.log.Info("sink paused", "sink", name, "reason", reason)
-	return nil
-}
-
-// Resume lets a paused sink deliver again, where it stopped.
-func (r *Relay) Resume(name string) error {
-	p, err := r.pausable(name)
-	if err != nil {
-		return err
-	}
-	p.Resume()
-	r.log.Info("sink resumed", "sink", name)
-	return nil
-}
-
 // ErrUnknownSink is returned for a sink name the relay does not have.
 var ErrUnknownSink = fmt.Errorf("no such sink")
-
-func (r *Relay) pausable(name string) (pausable, error) {
-	for _, rn := range r.runnerList() {
-		if rn.Name == name {
-			if p, ok := rn.Delivery.(pausable); ok {
-				return p, nil
-			}
-			return nil, fmt.Errorf("sink %q cannot be paused", name)
-		}
-	}
-	return nil, fmt.Errorf("%w %q", ErrUnknownSink, name)
-}

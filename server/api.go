@@ -161,9 +161,12 @@ type SinkStatus struct {
 	// see PausedReason), "failing" (the last attempt failed) or
 	// "backlogged" (messages wait in the sink's backlog on disk).
 	State string `json:"state"`
-	// PausedReason says who or what paused the sink: the operator, or an
-	// error such as a 410 Gone; empty while running.
-	PausedReason string `json:"paused_reason,omitempty"`
+	// PausedReason says who or what paused the sink: "operator", "gone"
+	// (the destination answered 410) or "pause_after" (it failed for its
+	// pause_after without one success); empty while not paused. PausedAt
+	// is when it was paused. LastError carries any detail.
+	PausedReason string     `json:"paused_reason,omitempty"`
+	PausedAt     *time.Time `json:"paused_at,omitempty"`
 
 	Acked   string `json:"acked,omitempty"`    // highest contiguously acknowledged position
 	SafeLSN string `json:"safe_lsn,omitempty"` // the sink's part of the flush LSN

@@ -48,8 +48,10 @@ type SinkSnapshot struct {
 	LagSeconds      float64
 	DeadLetters     int
 	BacklogBytes    int64
-	// Paused: the sink is paused (by the operator, a 410, or pause_after).
+	// Paused: the sink is paused, by the operator, a 410, or pause_after:
+	// PausedReason says which ("operator", "gone", "pause_after").
 	Paused       bool
+	PausedReason string
 	FilterErrors uint64 // messages the sink's filter failed on
 }
 
@@ -90,7 +92,7 @@ func NewCollector(src Snapshotter) *Collector {
 		filterErrors:     d("walhook_filter_errors_total", "Messages the sink's filter failed on: left out (filter_errors: skip) or kept in the dead letters (dead_letter).", "sink"),
 		eventsPending:    d("walhook_events_pending", "Operational events queued and not yet taken by the events endpoint; 0 without events."),
 		active:           d("walhook_active", "1 while this instance relays the slot, 0 while it stands by (state.url): the sum over a group is 1."),
-		paused:           d("walhook_sink_paused", "1 while the sink is paused (by the operator, a 410 Gone, or pause_after), else 0.", "sink"),
+		paused:           d("walhook_sink_paused", "1 while the sink is paused, else 0; reason is operator, gone (a 410 Gone) or pause_after, empty while not paused.", "sink", "reason"),
 	}
 }
 
@@ -142,7 +144,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if k.Paused {
 			paused = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, k.Name)
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, k.Name, k.PausedReason)
 		ch <- prometheus.MustNewConstMetric(c.filterErrors, prometheus.CounterValue, float64(k.FilterErrors), k.Name)
 	}
 	for _, b := range s.Backfills {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -218,8 +219,14 @@ func (l *lane) deliver(ctx context.Context) bool {
 			slog.String("err", err.Error()),
 		}
 		if Pauses(err) {
-			p.pause("the destination asked to stop ("+err.Error()+"); resume the sink once it is ready", PausedGone)
+			p.pauseItself(PausedGone, fmt.Sprintf("the destination answered HTTP %d", StatusOf(err)))
 			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: the destination is gone; nothing is dropped, resume the sink to go on", attrs...)
+			continue
+		}
+		if p.pauseAfterDue(cfg) == 0 {
+			p.pauseItself(PausedPauseAfter, "no attempt succeeded for pause_after ("+cfg.PauseAfter.String()+")")
+			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: it failed for its pause_after without one success; nothing is dropped, resume the sink to go on",
+				append(attrs, slog.Duration("pause_after", cfg.PauseAfter))...)
 			continue
 		}
 		if reason := giveUp(cfg, attempt, batch[0].m, start, p.walEndNow()); p.deadLetter != nil && reason != "" {
@@ -256,6 +263,16 @@ func (l *lane) deliver(ctx context.Context) bool {
 			level, msg = slog.LevelError, "delivery failed: the destination refuses until an operator acts"
 		}
 		p.log.LogAttrs(ctx, level, msg, append(attrs, slog.Duration("retry_in", next))...)
+		if due := p.pauseAfterDue(cfg); due > 0 && due < next {
+			// pause_after ends before the next attempt: pause on time.
+			if !l.sleep(ctx, due) {
+				return false
+			}
+			p.pauseItself(PausedPauseAfter, "no attempt succeeded for pause_after ("+cfg.PauseAfter.String()+")")
+			p.log.LogAttrs(ctx, slog.LevelError, "sink paused: it failed for its pause_after without one success; nothing is dropped, resume the sink to go on",
+				append(attrs, slog.Duration("pause_after", cfg.PauseAfter))...)
+			continue
+		}
 		if !l.sleep(ctx, next) {
 			return false
 		}
@@ -299,6 +316,19 @@ func giveUp(cfg *config.Sink, attempt int, oldest *change.Message, now time.Time
 		return ReasonMaxLag
 	}
 	return ""
+}
+
+// pauseAfterDue is how long until the sink's pause_after is reached: 0
+// once it is, -1 without pause_after or while attempts succeed.
+func (p *Pipeline) pauseAfterDue(cfg *config.Sink) time.Duration {
+	if cfg.PauseAfter <= 0 {
+		return -1
+	}
+	f := p.stats.failingFor()
+	if f == 0 {
+		return -1
+	}
+	return max(cfg.PauseAfter-f, 0)
 }
 
 // walEndNow is the server's WAL end as last seen, 0 if unknown.

@@ -97,25 +97,7 @@ type Options struct {
 	// asks its lease, so that an instance frozen past the lease's validity
 	// and resumed sends nothing.
 	Allowed func() error
-	// Pauses, when set, hears of every pause and resumption of the sink
-	// (walhook's operational events, package events).
-	Pauses PauseNotifier
 }
-
-// PauseNotifier hears that a sink was paused, with the reason (PausedGone,
-// PausedOperator; a pause of another origin brings its own word), or
-// resumed. It is called after the change, outside the pipeline's locks,
-// once per change; it must not block for long.
-type PauseNotifier interface {
-	SinkPaused(ctx context.Context, sink, reason string)
-	SinkResumed(ctx context.Context, sink string)
-}
-
-// Why a sink is paused, as status and events say it.
-const (
-	PausedOperator = "operator" // walhook pause, or the admin API
-	PausedGone     = "gone"     // the destination answered 410 Gone
-)
 
 // RefusedWait is how long a lane waits after Options.Allowed refused an
 // attempt before it asks again.
@@ -145,7 +127,6 @@ type Pipeline struct {
 	deadLetter func(context.Context, DeadLetter) error
 	walEnd     func() pglogrepl.LSN // nil: max_lag in bytes does not act
 	allowed    func() error         // nil: every attempt may go
-	pauses     PauseNotifier        // nil: nobody listens
 	limit      *bucket              // rate_limit, shared by the lanes
 	lanes      []*lane
 
@@ -163,6 +144,8 @@ type Pipeline struct {
 	paused      bool
 	pauseReason string
 	resumed     chan struct{} // closed and replaced on Resume
+	// onPause is told when the pipeline pauses itself (see SetPauseHook).
+	onPause func(reason, detail string)
 
 	stats stats
 }
@@ -195,7 +178,6 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		deadLetter: opts.DeadLetter,
 		walEnd:     opts.WALEnd,
 		allowed:    opts.Allowed,
-		pauses:     opts.Pauses,
 		stopped:    make(chan struct{}),
 		draining:   make(chan struct{}),
 		idle:       make(chan struct{}, 1),
@@ -449,38 +431,53 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 }
 
 // Pause stops the lanes from starting attempts until Resume; attempts in
-// flight finish. reason is what Paused reports. It is the operator's
-// pause: Options.Pauses hears PausedOperator.
+// flight finish. reason is what Paused reports.
 func (p *Pipeline) Pause(reason string) {
-	p.pause(reason, PausedOperator)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.paused {
+		p.paused, p.pauseReason = true, reason
+	}
 }
 
-// pause pauses the pipeline, unless it is paused already, and tells
-// Options.Pauses why in one word.
-func (p *Pipeline) pause(reason, word string) {
+// The reasons the pipeline pauses itself for (the same words as
+// state.PausedGone and state.PausedPauseAfter).
+const (
+	PausedGone       = "gone"        // the destination answered 410 Gone
+	PausedPauseAfter = "pause_after" // attempts failed for pause_after without one success
+)
+
+// SetPauseHook makes f be called whenever the pipeline pauses itself: the
+// reason (PausedGone or PausedPauseAfter) and a detail without secrets.
+// The pipeline is paused already when f runs; f must not block. The
+// relay sets it so that the sink's runner records the pause.
+func (p *Pipeline) SetPauseHook(f func(reason, detail string)) {
 	p.mu.Lock()
-	changed := !p.paused
-	if changed {
+	defer p.mu.Unlock()
+	p.onPause = f
+}
+
+// pauseItself pauses the pipeline for reason and tells the hook.
+func (p *Pipeline) pauseItself(reason, detail string) {
+	p.mu.Lock()
+	already, hook := p.paused, p.onPause
+	if !p.paused {
 		p.paused, p.pauseReason = true, reason
 	}
 	p.mu.Unlock()
-	if changed && p.pauses != nil {
-		p.pauses.SinkPaused(context.Background(), p.name, word)
+	if !already && hook != nil {
+		hook(reason, detail)
 	}
 }
 
 // Resume lets a paused pipeline deliver again, where it stopped.
 func (p *Pipeline) Resume() {
 	p.mu.Lock()
-	changed := p.paused
-	if changed {
+	defer p.mu.Unlock()
+	if p.paused {
 		p.paused, p.pauseReason = false, ""
 		close(p.resumed)
 		p.resumed = make(chan struct{})
-	}
-	p.mu.Unlock()
-	if changed && p.pauses != nil {
-		p.pauses.SinkResumed(context.Background(), p.name)
 	}
 }
 

@@ -43,6 +43,21 @@ type stats struct {
 	durationSum float64
 	lastError   string
 	lastErrorAt time.Time
+	// failingSince is the first failed attempt after the last success;
+	// zero while attempts succeed. pause_after counts from
+	// it.
+	failingSince time.Time
+}
+
+// failingFor is how long attempts have failed without one success, 0 if
+// the last one succeeded.
+func (s *stats) failingFor() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failingSince.IsZero() {
+		return 0
+	}
+	return time.Since(s.failingSince)
 }
 
 func (s *stats) attempt(d time.Duration, err error) {
@@ -61,8 +76,11 @@ func (s *stats) attempt(d time.Duration, err error) {
 	s.durationSum += secs
 	if err != nil {
 		s.lastError, s.lastErrorAt = err.Error(), time.Now()
+		if s.failingSince.IsZero() {
+			s.failingSince = s.lastErrorAt.Add(-d) // when the attempt started
+		}
 	} else {
-		s.lastError = ""
+		s.lastError, s.failingSince = "", time.Time{}
 	}
 	s.mu.Unlock()
 }

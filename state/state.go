@@ -68,6 +68,8 @@ type Store interface {
 
 	// Events is the queue of operational events to send.
 	Events
+	// Pauses keeps the sinks' pauses (pause.go).
+	Pauses
 
 	// Close releases the store (and its lock). Later calls return nil;
 	// other methods called after Close return ErrClosed.

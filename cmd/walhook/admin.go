@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -81,15 +80,12 @@ func (a *admin) Ready() (bool, string, string) {
 		return false, "the replication connection is down; walhook is reconnecting", "active"
 	}
 	for _, s := range st.Sinks {
-		if s.Delivery.Paused && !strings.HasPrefix(s.Delivery.PauseReason, pausedByOperator) {
-			return false, fmt.Sprintf("sink %q is paused: its destination asked to stop; walhook status shows its answer, and walhook resume --sink %s restarts the sink", s.Name, s.Name), "active"
+		if s.Pause != nil && s.Pause.Reason != state.PausedOperator {
+			return false, fmt.Sprintf("sink %q is paused (%s); walhook status shows its last error, and walhook resume --sink %s restarts the sink", s.Name, s.Pause.Reason, s.Name), "active"
 		}
 	}
 	return true, "", "active"
 }
-
-// pausedByOperator starts the reason of a pause asked for through the API.
-const pausedByOperator = "paused by the operator"
 
 func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 	st := a.relay.Status()
@@ -148,8 +144,11 @@ func (a *admin) Status(ctx context.Context) (server.StatusReport, error) {
 			ss.LastErrorAt = &t
 		}
 		switch {
-		case d.Paused:
-			ss.State, ss.PausedReason = "paused", secrets.String(d.PauseReason) // it may quote the receiver's answer
+		case s.Pause != nil:
+			at := s.Pause.At.UTC()
+			ss.State, ss.PausedReason, ss.PausedAt = "paused", s.Pause.Reason, &at
+		case d.Paused: // paused by its engine, not recorded yet
+			ss.State, ss.PausedReason = "paused", d.PauseReason
 		case d.LastError != "":
 			ss.State = "failing"
 		case s.Spilling || s.BacklogCount > 0:
@@ -186,12 +185,12 @@ func lag(end, lsn pglogrepl.LSN) int64 {
 	return int64(end - lsn)
 }
 
-func (a *admin) PauseSink(_ context.Context, name string) error {
-	return a.sinkErr(a.relay.Pause(name, pausedByOperator+" through the admin API"))
+func (a *admin) PauseSink(ctx context.Context, name string) error {
+	return a.sinkErr(a.relay.Pause(ctx, name))
 }
 
-func (a *admin) ResumeSink(_ context.Context, name string) error {
-	return a.sinkErr(a.relay.Resume(name))
+func (a *admin) ResumeSink(ctx context.Context, name string) error {
+	return a.sinkErr(a.relay.Resume(ctx, name))
 }
 
 func (a *admin) sinkErr(err error) error {
@@ -223,8 +222,14 @@ func (a *admin) Snapshot() server.Snapshot {
 			DurationSum:     d.DurationSum,
 			DeadLetters:     a.deadLetterCount(context.Background(), k.Name),
 			BacklogBytes:    k.BacklogBytes,
-			Paused:          d.Paused,
+			Paused:          k.Pause != nil || d.Paused,
 			FilterErrors:    k.FilterErrors,
+		}
+		switch {
+		case k.Pause != nil:
+			ks.PausedReason = k.Pause.Reason
+		case d.Paused:
+			ks.PausedReason = d.PauseReason
 		}
 		if p.ServerWALEnd != 0 {
 			ks.LagBytes = lag(p.ServerWALEnd, k.SafeLSN)

@@ -120,7 +120,11 @@ func printStatus(w io.Writer, st server.StatusReport) {
 	}
 	for _, s := range st.Sinks {
 		if s.PausedReason != "" {
-			fmt.Fprintf(w, "%s: %s\n", s.Name, s.PausedReason)
+			at := ""
+			if s.PausedAt != nil {
+				at = " at " + s.PausedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s: paused (%s)%s\n", s.Name, s.PausedReason, at)
 		}
 		if s.LastError != "" {
 			at := ""

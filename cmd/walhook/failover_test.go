@@ -93,6 +93,7 @@ func insert(t *testing.T, conn *pgx.Conn, first, last, pad int) {
 	}
 }
 
+// idRange is first..last.
 func idRange(first, last int) []int {
 	var ids []int
 	for id := first; id <= last; id++ {

@@ -107,7 +107,8 @@ func buildRelay(cfg *config.Config, store state.Store, shutdown time.Duration, a
 		// still streams from the slot is a previous active, cut off.
 		src.TakeOver = true
 	}
-	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget, SourceColumns: sink.NewColumns(cfg.Source.Columns)}, log)
+	r := relay.New(src, cfg.Source.Slot, store, relay.Options{ShutdownTimeout: shutdown, Budget: src.Budget,
+		SourceColumns: sink.NewColumns(cfg.Source.Columns), OnPause: pauseEvents(events.Of(store))}, log)
 	// Never stream from another cluster, or from a timeline that lacks
 	// changes walhook delivered (after a failover).
 	src.CheckSystem = func(ctx context.Context, sys replication.System) error {
@@ -284,6 +285,20 @@ func startOnCreate(ctx context.Context, bf *backfill.Manager, sinks []string, lo
 	for _, name := range sinks {
 		if _, err := bf.StartOnCreate(ctx, name); err != nil && ctx.Err() == nil {
 			log.Error("backfill.on_create: the sink's backfill could not be recorded", "sink", name, "err", secrets.Error(err))
+		}
+	}
+}
+
+// pauseEvents turns the relay's stored pauses and resumptions into
+// operational events (sink.paused with the pause's reason, sink.resumed).
+// The relay calls it once a pause is stored or deleted, so an event
+// never tells of a pause a restart would not keep; em may be nil.
+func pauseEvents(em *events.Emitter) func(relay.PauseNotice) {
+	return func(n relay.PauseNotice) {
+		if n.Pause != nil {
+			em.SinkPaused(context.Background(), n.Sink, n.Pause.Reason)
+		} else {
+			em.SinkResumed(context.Background(), n.Sink)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/config"
-	"github.com/walhook/walhook/events"
 	"github.com/walhook/walhook/filter"
 	"github.com/walhook/walhook/relay"
 	"github.com/walhook/walhook/sink"
@@ -17,14 +16,13 @@ import (
 // buildSink builds what the relay drives for one configured sink: its
 // destination, its pipeline and the relay's parts before it. walEnd is
 // the server's WAL end as last seen, for max_lag in bytes; allowed, when
-// not nil, is asked before every attempt (see sink.Options.Allowed). A
-// store from events.Watch brings the emitter that hears of pauses.
+// not nil, is asked before every attempt (see sink.Options.Allowed).
 func buildSink(sc config.Sink, expr *filter.Expr, r *relay.Relay, walEnd func() pglogrepl.LSN, allowed func() error, store state.Store, log *slog.Logger) (relay.Sink, destination, error) {
 	dest, err := newDestination(sc, log)
 	if err != nil {
 		return relay.Sink{}, nil, err
 	}
-	p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name), DeadLetter: r.DeadLetterer(sc.Name), WALEnd: walEnd, Allowed: allowed, Pauses: events.Of(store)})
+	p, err := sink.New(sc, dest, sink.Options{Logger: log, Ack: r.Acker(sc.Name), DeadLetter: r.DeadLetterer(sc.Name), WALEnd: walEnd, Allowed: allowed})
 	if err != nil {
 		dest.Close()
 		return relay.Sink{}, nil, err

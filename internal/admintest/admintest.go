@@ -115,7 +115,7 @@ func (f *Fake) Status(context.Context) (server.StatusReport, error) {
 	r.Sinks = slices.Clone(r.Sinks)
 	for i := range r.Sinks {
 		if f.paused[r.Sinks[i].Name] {
-			r.Sinks[i].State, r.Sinks[i].PausedReason = "paused", "paused by the operator"
+			r.Sinks[i].State, r.Sinks[i].PausedReason = "paused", "operator"
 		}
 	}
 	return r, nil

@@ -44,8 +44,8 @@ func TestGonePausesUntilResume(t *testing.T) {
 
 	submit(t, s, msg(1, "a"), msg(2, "a"), msg(3, "a"), msg(4, "a"))
 	waitFor(t, "the sink to pause", func() bool { paused, _ := s.Paused(); return paused })
-	if _, reason := s.Paused(); !strings.Contains(reason, "410 Gone") {
-		t.Errorf("Paused: got reason %q, want one naming the 410 Gone", reason)
+	if _, reason := s.Paused(); reason != sink.PausedGone {
+		t.Errorf("Paused: got reason %q, want %q", reason, sink.PausedGone)
 	}
 	// Lane 0 sent nothing after its 410 and lane 1 had nothing to send, so
 	// no request is in flight. More for the paused lane, and some for the

@@ -12,6 +12,7 @@
 //	dead_letters   sink → bucket: sequence (8 bytes, big-endian) → dead-letter record
 //	backfills      backfill ID → backfill record (state.AppendBackfill)
 //	events         sequence (8 bytes, big-endian) → event record (state.AppendEvent)
+//	pauses         sink → pause record (state.AppendPause), while it is paused
 //
 // A file written by cursor.Store (meta and cursors only) opens as it is and
 // keeps its cursors; the other buckets are created.
@@ -38,6 +39,7 @@ var (
 	bucketDeadLetters  = []byte("dead_letters")
 	bucketBackfills    = []byte("backfills")
 	bucketEvents       = []byte("events")
+	bucketPauses       = []byte("pauses")
 
 	keySlot   = []byte("slot")
 	keyOrigin = []byte("origin")
@@ -98,7 +100,7 @@ func Open(path string) (*Store, error) {
 // backlog's stats and each sink's number of dead letters.
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters, bucketBackfills, bucketEvents} {
+		for _, name := range [][]byte{bucketMeta, bucketCursors, bucketBacklogs, bucketBacklogStats, bucketDeadLetters, bucketBackfills, bucketEvents, bucketPauses} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

@@ -149,7 +149,7 @@ func TestUpgradeToOrigins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `DROP TABLE walhook.origins; DROP TABLE walhook.events; DELETE FROM walhook.migrations WHERE version >= 3`); err != nil {
+	if _, err := conn.Exec(ctx, `DROP TABLE walhook.origins; DROP TABLE walhook.events; DROP TABLE walhook.pauses; DELETE FROM walhook.migrations WHERE version >= 3`); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,6 +12,7 @@
 //	walhook.dead_letter_ids  slot, sink → the last dead-letter number given out
 //	walhook.dead_letters     slot, sink, id → head_len, dead-letter record
 //	walhook.backfills        slot, id → backfill record (state.AppendBackfill)
+//	walhook.pauses           slot, sink → pause record (state.AppendPause), while paused
 //	walhook.leaders          slot → the active instance (written by package lease)
 //
 // Writes are group-committed as in the bbolt store (commit.go): one

@@ -63,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("dead letter not found", func(t *testing.T) { testDeadLetterNotFound(t, h) })
 	t.Run("backfills", func(t *testing.T) { testBackfills(t, h) })
 	t.Run("events", func(t *testing.T) { testEvents(t, h) })
+	t.Run("pauses", func(t *testing.T) { testPauses(t, h) })
 	t.Run("context", func(t *testing.T) { testContext(t, h) })
 	t.Run("closed", func(t *testing.T) { testClosed(t, h) })
 	t.Run("concurrent writers", func(t *testing.T) { testConcurrent(t, h) })
