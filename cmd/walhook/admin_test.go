@@ -35,20 +35,40 @@ func freeAddr(t *testing.T) string {
 // adminGet does a GET on the admin server, with the token unless it is "".
 func adminGet(t *testing.T, addr, path, token string) (int, []byte) {
 	t.Helper()
+	code, body, err := tryAdminGet(addr, path, token)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return code, body
+}
+
+// tryAdminGet is adminGet for a server that may not listen yet.
+func tryAdminGet(addr, path, token string) (int, []byte, error) {
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, body
+	return resp.StatusCode, body, nil
+}
+
+// waitAdminUp waits until a (re)started walhook's admin server answers:
+// after a kill -9 the slot may still look streaming to the old process for
+// a moment, before the new one listens.
+func waitAdminUp(t *testing.T, addr string) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, "the admin server at "+addr, func() bool {
+		_, _, err := tryAdminGet(addr, "/healthz", "")
+		return err == nil
+	})
 }
 
 // metrics scrapes /metrics into "name{labels}" -> value.

@@ -68,6 +68,7 @@ func TestPauseSurvivesKill(t *testing.T) {
 	addr := withAdmin(t, cfg)
 	d := startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_kill", d)
+	waitAdminUp(t, addr)
 	exec1(t, conn, `INSERT INTO t SELECT i FROM generate_series(1, 5) i`)
 	waitIDs(t, rcv, "t", idRange(1, 5), 30*time.Second)
 
@@ -81,6 +82,7 @@ func TestPauseSurvivesKill(t *testing.T) {
 
 	d = startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_kill", d)
+	waitAdminUp(t, addr)
 	waitUntil(t, 30*time.Second, "the restarted walhook holds the 20 rows again", func() bool {
 		code, body := adminGet(t, addr, "/api/v1/status", testToken)
 		return code == http.StatusOK && strings.Contains(string(body), `"queued":20`)
@@ -114,6 +116,7 @@ func TestPauseSurvivesKill(t *testing.T) {
 	d.kill(t)
 	d = startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_kill", d)
+	waitAdminUp(t, addr)
 	exec1(t, conn, `INSERT INTO t VALUES (26)`)
 	waitIDs(t, rcv, "t", idRange(1, 26), 30*time.Second)
 }
@@ -131,6 +134,7 @@ func TestPauseAfter(t *testing.T) {
 	addr := withAdmin(t, cfg)
 	d := startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_after", d)
+	waitAdminUp(t, addr)
 	rcv.SetFaults(webhooktest.Faults{FailRatio: 1})
 	exec1(t, conn, `INSERT INTO t SELECT i FROM generate_series(1, 5) i`)
 	waitUntil(t, 30*time.Second, "a failed attempt", func() bool { return len(rcv.Requests()) > 0 })
@@ -154,6 +158,7 @@ func TestPauseAfter(t *testing.T) {
 	rcv.SetFaults(webhooktest.Faults{})
 	d = startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_after", d)
+	waitAdminUp(t, addr)
 	waitUntil(t, 30*time.Second, "the restarted walhook reports the sink", func() bool {
 		code, body := adminGet(t, addr, "/api/v1/status", testToken)
 		return code == http.StatusOK && strings.Contains(string(body), `"name":"s"`)
@@ -176,6 +181,7 @@ func TestGonePausePersists(t *testing.T) {
 	addr := withAdmin(t, cfg)
 	d := startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_gone", d)
+	waitAdminUp(t, addr)
 	rcv.SetFaults(webhooktest.Faults{Reject: func([]webhooktest.Message) int { return http.StatusGone }})
 	exec1(t, conn, `INSERT INTO t SELECT i FROM generate_series(1, 5) i`)
 	waitUntil(t, 30*time.Second, "the sink's pause recorded", func() bool { return sinkStatus(t, addr, "s").PausedAt != nil })
@@ -184,6 +190,7 @@ func TestGonePausePersists(t *testing.T) {
 	rcv.SetFaults(webhooktest.Faults{})
 	d = startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "pause_gone", d)
+	waitAdminUp(t, addr)
 	waitUntil(t, 30*time.Second, "the restarted walhook reports the sink", func() bool {
 		code, body := adminGet(t, addr, "/api/v1/status", testToken)
 		return code == http.StatusOK && strings.Contains(string(body), `"name":"s"`)
