@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"github.com/walhook/walhook/internal/proctest"
 )
 
 // broker is a nats-server (JetStream) or a redis-server the benchmark
@@ -43,9 +44,13 @@ const (
 // RDB snapshots (see docs/design.md, Benchmarks). It waits until the
 // broker answers; each drain creates its stream (empty).
 func startBroker(ctx context.Context, name, dir string) (*broker, error) {
-	port, err := freePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return nil, err
+	}
+	program, err := lookPath(name + "-server")
+	if err != nil {
+		return nil, fmt.Errorf("%s-server: %w (make bench installs it: the brokers target)", name, err)
 	}
 	data := filepath.Join(dir, name)
 	if err := os.MkdirAll(data, 0o700); err != nil {
@@ -56,11 +61,11 @@ func startBroker(ctx context.Context, name, dir string) (*broker, error) {
 	switch name {
 	case "nats":
 		b.url = "nats://" + addr
-		b.cmd = command(context.Background(), "nats-server", "-a", "127.0.0.1", "-p", strconv.Itoa(port),
+		b.cmd = command(context.Background(), program, "-a", "127.0.0.1", "-p", strconv.Itoa(port),
 			"-js", "-sd", data)
 	case "redis":
 		b.url = "redis://" + addr + "/0"
-		b.cmd = command(context.Background(), "redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+		b.cmd = command(context.Background(), program, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
 			"--dir", data, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
 			"--auto-aof-rewrite-percentage", "0", "--protected-mode", "no")
 	default:
@@ -74,7 +79,7 @@ func startBroker(ctx context.Context, name, dir string) (*broker, error) {
 	defer logFile.Close()
 	b.cmd.Stdout, b.cmd.Stderr = logFile, logFile
 	if err := b.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w (make bench installs it: the brokers target)", b.cmd.Path, err)
+		return nil, fmt.Errorf("start %s: %w", program, err)
 	}
 	if err := b.connect(ctx); err != nil {
 		_ = b.close()
@@ -203,14 +208,19 @@ func (b *broker) close() error {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// lookPath finds a broker program on PATH, then where Debian installs it
+// (nats-server is in /usr/sbin, which a user's PATH may lack).
+func lookPath(program string) (string, error) {
+	if path, err := exec.LookPath(program); err == nil {
+		return path, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
+		path := filepath.Join(dir, program)
+		if st, err := os.Stat(path); err == nil && !st.IsDir() {
+			return path, nil
+		}
+	}
+	return "", errors.New("not on PATH nor in /usr/sbin, /usr/bin or /usr/local/bin")
 }
 
 // brokerResult is one drain through a broker.
