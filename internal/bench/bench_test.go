@@ -31,6 +31,10 @@ func BenchmarkQuick(b *testing.B) {
 		b.ReportMetric(rep.Drain.Walhook.Median, "walhook-rows/s")
 		b.ReportMetric(rep.Drain.Ratio, "ratio")
 		b.ReportMetric(rep.Drain.CountingRatio, "counting-ratio")
+		for _, d := range rep.Drain.Brokers {
+			b.ReportMetric(d.Ratio, d.Broker+"-ratio")
+			b.ReportMetric(d.BrokerCPU.Median, d.Broker+"-cpu-s/1M")
+		}
 		b.ReportMetric(rep.Latency.P99ms, "p99-ms")
 		b.ReportMetric(rep.Memory.PeakRSSMB, "peak-RSS-MB")
 	}
