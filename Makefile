@@ -132,7 +132,7 @@ demo: postgres build
 # BENCH_FLAGS='-json bench.json' also writes the report as JSON
 # (`go run ./internal/bench -h` lists the flags).
 BENCH_FLAGS ?=
-bench: postgres build
+bench: postgres brokers build
 	$(GO) run ./internal/bench -walhook bin/walhook $(BENCH_FLAGS)
 
 clean:

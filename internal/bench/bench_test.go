@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // BenchmarkQuick runs the quick suite (what `make bench BENCH_FLAGS=-quick`
@@ -29,6 +31,10 @@ func BenchmarkQuick(b *testing.B) {
 		b.ReportMetric(rep.Drain.Walhook.Median, "walhook-rows/s")
 		b.ReportMetric(rep.Drain.Ratio, "ratio")
 		b.ReportMetric(rep.Drain.CountingRatio, "counting-ratio")
+		for _, d := range rep.Drain.Brokers {
+			b.ReportMetric(d.Ratio, d.Broker+"-ratio")
+			b.ReportMetric(d.BrokerCPU.Median, d.Broker+"-cpu-s/1M")
+		}
 		b.ReportMetric(rep.Latency.P99ms, "p99-ms")
 		b.ReportMetric(rep.Memory.PeakRSSMB, "peak-RSS-MB")
 	}
@@ -99,6 +105,56 @@ func TestParseFlags(t *testing.T) {
 	for _, args := range [][]string{{"-fanout", "0"}, {"-sink", "batch_size"}, {"-runs", "0"}, {"extra"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q: got no error", args)
+		}
+	}
+}
+
+// TestBrokerEmptyForgetsMessageIDs drains twice through one nats-server, as
+// the runs of the drain do: the second drain's messages carry the same
+// Nats-Msg-Id as the first's, and must land in the emptied stream, not be
+// dropped as duplicates of messages gone from it.
+func TestBrokerEmptyForgetsMessageIDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	br, err := startBroker(ctx, "nats", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.close()
+	for run := 1; run <= 2; run++ {
+		if err := br.empty(ctx); err != nil {
+			t.Fatal(err)
+		}
+		msg := &nats.Msg{Subject: natsSubject, Data: []byte(`{}`), Header: nats.Header{}}
+		msg.Header.Set(nats.MsgIdHdr, "0/16B3748:0")
+		if _, err := br.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("run %d: publish: %v", run, err)
+		}
+		held, err := br.held(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held != 1 {
+			t.Errorf("run %d: the stream holds %d messages, want 1", run, held)
+		}
+	}
+}
+
+func TestParseBrokers(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"nats,redis", []string{"nats", "redis"}, false},
+		{" redis ", []string{"redis"}, false},
+		{"", nil, false},
+		{"kafka", nil, true},
+		{"nats,nats", nil, true},
+	} {
+		got, err := parseBrokers(tc.in)
+		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+			t.Errorf("parseBrokers(%q): got %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,6 +76,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Int64Var(&o.BigRows, "big-rows", o.BigRows, "rows of the one transaction the memory measurement streams; 0 skips it")
 	sink := fs.String("sink", "", "extra sink settings for the drain, fan-out and memory measurements, e.g. `batch_size=500,max_in_flight=8`")
 	latencySink := fs.String("latency-sink", "", "sink settings for the latency measurement, which otherwise runs with the defaults, e.g. `batch_wait=20ms`")
+	brokers := fs.String("brokers", "nats,redis", "brokers the drain also runs through, comma-separated (nats, redis); \"\" skips them")
 	fs.BoolVar(&o.StateURL, "state-url", false, "also drain with the state in PostgreSQL (state.url: schema walhook of the benchmark's database), beside each drain with the state file")
 	fs.BoolVar(&o.Keep, "keep", false, "keep walhook's configurations, state files and logs, and print where")
 	fs.StringVar(&o.Receiver, "receiver", o.Receiver, "what the receivers of the drain, fan-out and memory measurements do with a body: parse (unmarshal every message) or count (only scan for the ids, to see walhook with a receiver that costs next to nothing)")
@@ -105,6 +107,9 @@ func parseFlags(args []string) (options, error) {
 	if o.Fanout, err = parseCounts(*fanout); err != nil {
 		return o, fmt.Errorf("-fanout %q: %w", *fanout, err)
 	}
+	if o.Brokers, err = parseBrokers(*brokers); err != nil {
+		return o, fmt.Errorf("-brokers %q: %w", *brokers, err)
+	}
 	if o.Settings, err = parseSettings(*sink); err != nil {
 		return o, fmt.Errorf("-sink %q: %w", *sink, err)
 	}
@@ -131,7 +136,8 @@ type options struct {
 	JSON            string
 	Timeout         time.Duration
 	Keep            bool
-	StateURL        bool // drain with state.url too
+	StateURL        bool     // drain with state.url too
+	Brokers         []string // nats, redis: drains through a broker
 }
 
 func defaultOptions() options {
@@ -141,6 +147,7 @@ func defaultOptions() options {
 		TxnRows:     1_000,
 		Runs:        3,
 		Fanout:      []int{1, 2, 4},
+		Brokers:     []string{"nats", "redis"},
 		LatencyRate: 2_000,
 		LatencyFor:  15 * time.Second,
 		BigRows:     1_000_000,
@@ -193,6 +200,24 @@ func parseCounts(s string) ([]int, error) {
 		counts = append(counts, n)
 	}
 	return counts, nil
+}
+
+// parseBrokers parses "nats,redis".
+func parseBrokers(s string) ([]string, error) {
+	var names []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if f != "nats" && f != "redis" {
+			return nil, fmt.Errorf("%q is not a broker the benchmark runs (nats or redis)", f)
+		}
+		if slices.Contains(names, f) {
+			return nil, fmt.Errorf("%q is named twice", f)
+		}
+		names = append(names, f)
+	}
+	return names, nil
 }
 
 // parseSettings turns "batch_size=500,max_in_flight=8" into YAML lines.
@@ -251,7 +276,7 @@ func run(ctx context.Context, o options, log io.Writer) (_ *Report, err error) {
 			extra++
 		}
 	}
-	slots := 2*o.Runs + extra*o.Runs + 2
+	slots := (4+len(o.Brokers))*o.Runs + extra*o.Runs + 2
 	p.printf("starting PostgreSQL")
 	db, err := startDatabase(ctx, slots)
 	if err != nil {

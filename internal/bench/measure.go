@@ -42,6 +42,9 @@ func (b *bench) drains(ctx context.Context) error {
 				slots = append(slots, fmt.Sprintf("fanout%d_%d", k, i))
 			}
 		}
+		for _, name := range o.Brokers {
+			slots = append(slots, fmt.Sprintf("drain_%s_%d", name, i))
+		}
 		for _, s := range slots {
 			if err := b.db.createSlot(ctx, s); err != nil {
 				return err
@@ -78,6 +81,16 @@ func (b *bench) drains(ctx context.Context) error {
 		}
 		defer counter.close()
 	}
+
+	brokers := make([]*broker, len(o.Brokers))
+	for i, name := range o.Brokers {
+		b.p.printf("starting %s", name)
+		if brokers[i], err = startBroker(ctx, name, b.dir); err != nil {
+			return err
+		}
+		defer brokers[i].close()
+	}
+	throughBroker := make([][]brokerResult, len(brokers))
 
 	var recvRate, recvCPU, recvWalsender, recvRest, ratios []float64
 	var single, withURL, counted []walhookResult
@@ -119,6 +132,15 @@ func (b *bench) drains(ctx context.Context) error {
 			countRatios = append(countRatios, r.Seconds/c.Seconds)
 		}
 
+		for j, br := range brokers {
+			res, err := b.drainBroker(ctx, br, fmt.Sprintf("drain_%s_%d", br.Name, i),
+				fmt.Sprintf("drain %d/%d: walhook to %s", i, o.Runs, br.Name))
+			if err != nil {
+				return err
+			}
+			throughBroker[j] = append(throughBroker[j], res)
+		}
+
 		recvRate = append(recvRate, float64(bl.Rows)/r.Seconds)
 		recvCPU = append(recvCPU, r.CPUSeconds/(float64(bl.Rows)/1e6))
 		recvWalsender = append(recvWalsender, r.WalsenderCPU/(float64(bl.Rows)/1e6))
@@ -154,6 +176,9 @@ func (b *bench) drains(ctx context.Context) error {
 	if len(withURL) > 0 {
 		b.rep.Drain.WalhookStateURL = newSeries(rates(bl.Rows, withURL))
 		b.rep.Drain.WalhookStateURLCPU = perMillionRows(bl.Rows, withURL, walhookCPU)
+	}
+	for j, br := range brokers {
+		b.rep.Drain.Brokers = append(b.rep.Drain.Brokers, brokerDrain(br.Name, bl.Rows, recvRate, throughBroker[j]))
 	}
 	var bytes, delivered int64
 	for _, w := range single {
@@ -192,6 +217,45 @@ func (b *bench) drainSlot(ctx context.Context, run walhookRun, rcvs []*receiver,
 	}
 	b.p.printf("%s %s rows/s", what, count(int64(float64(bl.Rows)/w.Seconds)))
 	return w, nil
+}
+
+// drainBroker has walhook drain the backlog from slot into br, then drops
+// the slot and prints the rate after what.
+func (b *bench) drainBroker(ctx context.Context, br *broker, slot, what string) (brokerResult, error) {
+	bl := b.rep.Backlog
+	res, err := b.walhook(slot, b.o.Settings).runBroker(ctx, br, bl.Rows)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := b.db.dropSlot(ctx, slot); err != nil {
+		return res, err
+	}
+	b.p.printf("%s %s rows/s", what, count(int64(float64(bl.Rows)/res.Seconds)))
+	return res, nil
+}
+
+// brokerDrain summarizes the drains through one broker; recvRate holds
+// pg_recvlogical's rate in the same runs.
+func brokerDrain(name string, rows int64, recvRate []float64, runs []brokerResult) BrokerDrain {
+	var rate, ratios, cpu, brokerCPU, walsender, busy []float64
+	var duplicates int64
+	m := float64(rows) / 1e6
+	for i, r := range runs {
+		rate = append(rate, float64(rows)/r.Seconds)
+		ratios = append(ratios, float64(rows)/r.Seconds/recvRate[i])
+		cpu = append(cpu, r.CPUSeconds/m)
+		brokerCPU = append(brokerCPU, r.BrokerCPU/m)
+		walsender = append(walsender, r.WalsenderCPU/m)
+		busy = append(busy, r.Rest)
+		duplicates += r.Held - rows
+	}
+	d := BrokerDrain{
+		Broker: name, RowsPerSec: newSeries(rate), RatioRuns: newSeries(ratios),
+		WalhookCPU: newSeries(cpu), BrokerCPU: newSeries(brokerCPU), WalsenderCPU: newSeries(walsender),
+		Rest: newSeries(busy), Duplicates: duplicates,
+	}
+	d.Ratio = d.RowsPerSec.Median / newSeries(recvRate).Median
+	return d
 }
 
 // perMillionRows returns cpu of each run per million of its rows.

@@ -189,7 +189,7 @@ type walhookResult struct {
 // walhook runs (to write rows while it streams).
 func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64, latency bool, started func(context.Context) error) (walhookResult, error) {
 	var res walhookResult
-	cfgPath, logPath, err := w.writeConfig(rcvs)
+	cfgPath, logPath, err := w.writeConfig(rcvs, nil)
 	if err != nil {
 		return res, err
 	}
@@ -315,8 +315,9 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 }
 
 // writeConfig writes walhook's configuration: the source, a fresh state
-// file, no admin server, and one sink per receiver with w.Settings.
-func (w walhookRun) writeConfig(rcvs []*receiver) (cfgPath, logPath string, err error) {
+// file, no admin server, and one sink per receiver, or one to br, with
+// w.Settings.
+func (w walhookRun) writeConfig(rcvs []*receiver, br *broker) (cfgPath, logPath string, err error) {
 	dir, err := os.MkdirTemp(w.Dir, w.Slot+"-")
 	if err != nil {
 		return "", "", err
@@ -331,6 +332,12 @@ func (w walhookRun) writeConfig(rcvs []*receiver) (cfgPath, logPath string, err 
 	b.WriteString("server:\n  listen: \"\"\nlog:\n  format: json\nsinks:\n")
 	for i, r := range rcvs {
 		fmt.Fprintf(&b, "  - name: s%d\n    url: %q\n", i+1, r.URL)
+		for _, s := range w.Settings {
+			fmt.Fprintf(&b, "    %s\n", s)
+		}
+	}
+	if br != nil {
+		fmt.Fprintf(&b, "  - name: %s\n%s", br.Name, br.sinkYAML())
 		for _, s := range w.Settings {
 			fmt.Fprintf(&b, "    %s\n", s)
 		}

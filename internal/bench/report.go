@@ -72,6 +72,36 @@ type Drain struct {
 	// walhook's CPU seconds per million rows.
 	WalhookStateURL    Series `json:"walhook_state_url_rows_per_s,omitzero"`
 	WalhookStateURLCPU Series `json:"walhook_state_url_cpu_s_per_million,omitzero"`
+
+	// Brokers are the same drain through each broker (-brokers).
+	Brokers []BrokerDrain `json:"brokers,omitempty"`
+}
+
+// BrokerDrain is the drain of the backlog through a broker: walhook
+// delivering to a sink of that type, until the broker's stream holds every
+// row.
+type BrokerDrain struct {
+	Broker     string `json:"broker"` // nats or redis
+	RowsPerSec Series `json:"rows_per_s"`
+	// Ratio is the median over pg_recvlogical's median; RatioRuns the
+	// ratio of each run to pg_recvlogical's run just before it.
+	Ratio     float64 `json:"ratio"`
+	RatioRuns Series  `json:"ratio_runs"`
+	// CPU seconds per million rows: walhook's, the broker process's and
+	// the walsender's.
+	WalhookCPU   Series `json:"walhook_cpu_s_per_million"`
+	BrokerCPU    Series `json:"broker_cpu_s_per_million"`
+	WalsenderCPU Series `json:"walsender_cpu_s_per_million"`
+	Rest         Series `json:"rest_cores"`
+	// Duplicates are messages in the stream beyond the rows, over every
+	// run (NATS drops them by Nats-Msg-Id; Redis keeps them).
+	Duplicates int64 `json:"duplicates"`
+}
+
+// bound returns the cores that the walsender and the broker would need, at
+// their measured cost per row, to carry share times rate rows a second.
+func (d BrokerDrain) bound(share, rate float64) float64 {
+	return share * rate * (d.WalsenderCPU.Median + d.BrokerCPU.Median) / 1e6
 }
 
 // bound returns the cores that the walsender and the receiver would need,
@@ -218,6 +248,24 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(w, "  CPU budget: at 0.9 x pg_recvlogical's rate, the walsender and the parsing receiver alone would need %.2f of the %d cores\n", need, r.CPUs)
 	}
 
+	if len(d.Brokers) > 0 {
+		fmt.Fprintf(w, "\nDrain through a broker, %d runs each: rows/s until the broker's stream holds every row, and CPU s per 1M rows (median)\n", len(d.Brokers[0].RowsPerSec.Runs))
+		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(t, "\trows/s\tmin\tmax\tspread\t/ pg_recvlogical\tmin\tmax\tCPU: walsender\twalhook\tbroker\tduplicates\trest (cores)\t")
+		for _, b := range d.Brokers {
+			s := b.RowsPerSec
+			fmt.Fprintf(t, "walhook to %s\t%s\t%s\t%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.2f\t\n", brokerName(b.Broker),
+				count(int64(s.Median)), count(int64(s.Min)), count(int64(s.Max)), s.spread(), b.Ratio, b.RatioRuns.Min, b.RatioRuns.Max,
+				b.WalsenderCPU.Median, b.WalhookCPU.Median, b.BrokerCPU.Median, b.Duplicates, b.Rest.Median)
+		}
+		_ = t.Flush()
+		for _, b := range d.Brokers {
+			if need := b.bound(0.9, d.Recvlogical.Median); need > 0 {
+				fmt.Fprintf(w, "  CPU budget, %s: at 0.9 x pg_recvlogical's rate, the walsender and the broker alone would need %.2f of the %d cores\n", brokerName(b.Broker), need, r.CPUs)
+			}
+		}
+	}
+
 	if len(r.Fanout) > 0 {
 		fmt.Fprintf(w, "\nFan-out: the same backlog to N sinks, each its own receiver (median of %d runs)\n", len(r.Fanout[0].RowsPerSec.Runs))
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -246,6 +294,17 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s; rest %.2f cores)\n",
 			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)), m.Rest)
 	}
+}
+
+// brokerName is how the report names a broker.
+func brokerName(name string) string {
+	switch name {
+	case "nats":
+		return "NATS JetStream"
+	case "redis":
+		return "Redis Streams"
+	}
+	return name
 }
 
 // count writes n with thousands separators: 1,234,567.
