@@ -102,7 +102,7 @@ lint: $(TOOLS)/staticcheck
 	$(GO) mod tidy -diff
 
 test: postgres pg-versions brokers rabbitmq chromium promtool lint
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
 	# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
 	$(MAKE) --no-print-directory -j2 test-matrix
