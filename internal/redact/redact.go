@@ -64,6 +64,7 @@ func (r *Redactor) Merge(other *Redactor) {
 func ForConfig(cfg *config.Config) *Redactor {
 	var s []string
 	s = append(s, urlSecrets(cfg.Source.URL)...)
+	s = append(s, urlSecrets(cfg.Source.PrimaryURL)...)
 	s = append(s, urlSecrets(cfg.State.URL)...)
 	s = append(s, cfg.Server.Token)
 	for _, k := range cfg.Sinks {
