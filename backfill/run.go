@@ -98,7 +98,7 @@ type executor struct {
 	r           *run
 	b           state.Backfill
 	read, marks *pgx.Conn
-	standby     bool // read is a hot standby; marks its primary
+	standby     bool   // read is a hot standby; marks its primary
 	prefix      string // of chunk IDs: the backfill and this run
 	seq         int
 	pending     []sent
