@@ -28,6 +28,7 @@ import (
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/pgvalue"
+	"github.com/walhook/walhook/replication"
 	"github.com/walhook/walhook/state"
 )
 
@@ -168,7 +169,13 @@ func (m *Manager) Start(ctx context.Context, sinkName string, tables []config.Ta
 		return state.Backfill{}, errors.New("walhook is not running its backfills yet; try again in a moment")
 	}
 	b := state.Backfill{ID: newID(), Sink: sinkName, Where: where, State: state.BackfillRunning}
-	var err error
+	role, err := replication.ConnectRole(ctx, m.opts.Source)
+	if err != nil {
+		return state.Backfill{}, err
+	}
+	if role.WriteURL == "" {
+		return state.Backfill{}, fmt.Errorf("%w: source.url is a hot standby and source.primary_url is not set, so walhook cannot write the backfill's watermarks; set source.primary_url to the primary's postgres:// URL", ErrInvalid)
+	}
 	if b.Tables, err = m.plan(ctx, sinkName, tables, where); err != nil {
 		return state.Backfill{}, err
 	}
@@ -502,10 +509,7 @@ func (m *Manager) connectAs(ctx context.Context, readOnly bool) (*pgx.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("source.url: %w", err)
 	}
-	for k, v := range pgvalue.SessionSettings {
-		cfg.RuntimeParams[k] = v
-	}
-	cfg.RuntimeParams["application_name"] = "walhook backfill"
+	session(cfg)
 	if readOnly {
 		cfg.RuntimeParams["default_transaction_read_only"] = "on"
 	}
@@ -514,6 +518,14 @@ func (m *Manager) connectAs(ctx context.Context, readOnly bool) (*pgx.Conn, erro
 		return nil, fmt.Errorf("backfill: connect to source: %w", err)
 	}
 	return conn, nil
+}
+
+// session applies the backfill's session settings to cfg.
+func session(cfg *pgx.ConnConfig) {
+	for k, v := range pgvalue.SessionSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.RuntimeParams["application_name"] = "walhook backfill"
 }
 
 // newID is "bf_" and 16 random hex digits.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
@@ -59,15 +60,19 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 		return err
 	}
 	defer read.Close(context.Background())
-	marks, err := m.connectAs(ctx, false)
-	if err != nil {
+	var role replication.Role
+	if role, err = replication.DetectRole(ctx, read, m.opts.Source); err != nil {
 		return err
+	}
+	marks, err := replication.ConnectWriter(ctx, role, session)
+	if err != nil {
+		return fmt.Errorf("backfill: connect to write watermarks: %w", err)
 	}
 	defer marks.Close(context.Background())
 	types := pgvalue.NewTypes(pgvalue.QueryCatalog(read))
 	nonce := make([]byte, 4)
 	_, _ = rand.Read(nonce)
-	e := &executor{m: m, r: r, b: b, read: read, marks: marks, prefix: b.ID + "/" + hex.EncodeToString(nonce)}
+	e := &executor{m: m, r: r, b: b, read: read, marks: marks, standby: role.Standby, prefix: b.ID + "/" + hex.EncodeToString(nonce)}
 	for i := range b.Tables {
 		if e.b.Tables[i].Done {
 			continue
@@ -93,6 +98,7 @@ type executor struct {
 	r           *run
 	b           state.Backfill
 	read, marks *pgx.Conn
+	standby     bool   // read is a hot standby; marks its primary
 	prefix      string // of chunk IDs: the backfill and this run
 	seq         int
 	pending     []sent
@@ -192,7 +198,37 @@ func (e *executor) mark(ctx context.Context, id string, high bool) error {
 	if _, err := e.marks.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", replication.WatermarkPrefix, watermark(id, high)); err != nil {
 		return fmt.Errorf("write a backfill watermark: %w", err)
 	}
+	if e.standby && !high {
+		return e.awaitReplay(ctx)
+	}
 	return nil
+}
+
+// awaitReplay waits until the standby the chunks are read from has
+// replayed the primary's WAL up to its end after the low watermark: a
+// chunk read before would miss changes the stream passes before the
+// window opens, and the window would overwrite them with older rows.
+func (e *executor) awaitReplay(ctx context.Context) error {
+	var end pglogrepl.LSN
+	if err := e.marks.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
+		return fmt.Errorf("read the primary's WAL position after a watermark: %w", err)
+	}
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var done bool
+		if err := e.read.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", end.String()).Scan(&done); err != nil {
+			return fmt.Errorf("read the standby's replay position: %w", err)
+		}
+		if done {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 }
 
 // settle saves the progress of the chunks the sink has delivered, oldest

@@ -70,6 +70,10 @@ type Source struct {
 	// makes an existing one so, for standbys with sync_replication_slots
 	// to keep a copy in step.
 	Failover bool
+	// PrimaryURL is the primary of a hot standby that URL names: what
+	// walhook writes (heartbeats, backfill watermarks) goes there, and
+	// arrives through replication. Empty on a primary.
+	PrimaryURL string
 }
 
 // AllTables reports whether the source captures every table.

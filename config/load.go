@@ -70,7 +70,7 @@ func Parse(path string, data []byte, env func(string) (string, bool)) (*Config, 
 }
 
 func (d *decoder) source(v value) Source {
-	o := d.object(v, "url", "slot", "publication", "tables", "receive_timeout", "heartbeat", "messages", "columns", "failover")
+	o := d.object(v, "url", "slot", "publication", "tables", "receive_timeout", "heartbeat", "messages", "columns", "failover", "primary_url")
 	s := Source{
 		URL:            d.postgresURL(o.field("url")),
 		Slot:           d.string(o.field("slot"), defaultSlot),
@@ -79,6 +79,9 @@ func (d *decoder) source(v value) Source {
 		ReceiveTimeout: d.positiveDuration(o.field("receive_timeout"), defaultReceiveTimeout),
 		Heartbeat:      d.positiveDuration(o.field("heartbeat"), defaultHeartbeat),
 		Failover:       d.bool(o.field("failover"), false),
+	}
+	if v := o.field("primary_url"); v.present() {
+		s.PrimaryURL = d.postgresURL(v)
 	}
 	s.Columns = d.sourceColumns(o.field("columns"), s.Tables)
 	// Slot names are restricted by PostgreSQL; the publication is held to

@@ -14,6 +14,7 @@ import (
 // SlotInfo is what Setup found of the replication slot.
 type SlotInfo struct {
 	ConfirmedFlush pglogrepl.LSN
+	Role           Role
 }
 
 // ErrWALLevel means the server is not configured for logical decoding.
@@ -42,10 +43,20 @@ func Setup(ctx context.Context, src config.Source, usedBefore bool, log *slog.Lo
 			return SlotInfo{}, err
 		}
 	}
-	if err := ensurePublication(ctx, conn, src, log); err != nil {
+	role, err := DetectRole(ctx, conn, src)
+	if err != nil {
+		return SlotInfo{}, err
+	}
+	if role.Standby {
+		err = requirePublication(ctx, conn, src)
+	} else {
+		err = ensurePublication(ctx, conn, src, log)
+	}
+	if err != nil {
 		return SlotInfo{}, err
 	}
 	info, err := ensureSlot(ctx, conn, src.Slot, src.Failover, usedBefore, log)
+	info.Role = role
 	if err == nil && src.Failover {
 		err = ensureFailover(ctx, conn, src, log)
 	}

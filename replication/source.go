@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -48,6 +49,17 @@ type Source struct {
 	CheckSystem func(ctx context.Context, sys System) error
 
 	progress Progress
+	role     atomic.Pointer[Role]
+}
+
+// Role is what Setup found source.url to be (primary or hot standby) and
+// where walhook writes; the zero Role (a primary at source.url) before
+// Setup ran.
+func (s *Source) Role() Role {
+	if r := s.role.Load(); r != nil {
+		return *r
+	}
+	return Role{WriteURL: s.cfg.URL}
 }
 
 // Progress reports what the source's streams saw: connection, positions,
@@ -69,12 +81,31 @@ func (s *Source) Setup(ctx context.Context, usedBefore bool) (pglogrepl.LSN, err
 	err := s.retryConn(ctx, "set up the source", func() error {
 		var err error
 		info, err = Setup(ctx, s.cfg, usedBefore, s.log)
+		if err == nil {
+			s.setRole(info.Role)
+		}
 		if err == nil && s.Preflight != nil {
 			err = s.Preflight(ctx)
 		}
 		return err
 	})
 	return info.ConfirmedFlush, err
+}
+
+// setRole keeps the role Setup found, and says once what it means.
+func (s *Source) setRole(r Role) {
+	old := s.role.Swap(&r)
+	if old != nil && *old == r {
+		return
+	}
+	switch {
+	case r.Standby && r.WriteURL == "" && s.cfg.Heartbeat > 0:
+		s.log.Warn("source.url is a hot standby and source.primary_url is not set: heartbeats are off, and backfills are refused; set source.primary_url to the primary's URL")
+	case r.Standby:
+		s.log.Info("source.url is a hot standby; heartbeats and backfill watermarks go to source.primary_url")
+	case s.cfg.PrimaryURL != "":
+		s.log.Warn("source.url is not a standby; source.primary_url is not used")
+	}
 }
 
 // retryConn calls fn until it succeeds, retrying with backoff while the
@@ -112,6 +143,7 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 	stream.SkipSchemas = s.SkipSchemas
 	stream.Progress = &s.progress
 	stream.CheckSystem = s.CheckSystem
+	stream.Role = s.Role
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
 	held := backoff.NewExponentialBackOff()
@@ -120,7 +152,10 @@ func (s *Source) Run(ctx context.Context, stop <-chan struct{}, flushed func() p
 	ended := 0  // the PID TakeOver last ended
 	for first := true; ; first = false {
 		if !first {
-			_, err := Setup(ctx, s.cfg, true, s.log)
+			info, err := Setup(ctx, s.cfg, true, s.log)
+			if err == nil {
+				s.setRole(info.Role)
+			}
 			if err != nil && !IsConnLost(err) {
 				if ctx.Err() != nil {
 					return nil

@@ -81,6 +81,9 @@ type Stream struct {
 	// streaming starts, whether walhook may stream from the server it
 	// reached (see Source.CheckSystem); its error ends Run.
 	CheckSystem func(ctx context.Context, sys System) error
+	// Role, when set, tells where heartbeats go (Role.WriteURL; none when
+	// it is empty); unset, they go to source.url.
+	Role func() Role
 }
 
 // New returns a stream of src's slot. flushed gives the LSN that is safe to
@@ -484,7 +487,13 @@ func (s *Stream) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 		if conn == nil {
-			c, err := pgx.Connect(ctx, s.src.URL)
+			url := s.src.URL
+			if s.Role != nil {
+				if url = s.Role().WriteURL; url == "" {
+					continue // a standby without source.primary_url
+				}
+			}
+			c, err := pgx.Connect(ctx, url)
 			if err != nil {
 				s.log.Debug("heartbeat: connect", "err", err)
 				continue

@@ -99,9 +99,18 @@ func checkDatabase(ctx context.Context, out io.Writer, cfg *config.Config) error
 		}
 	}
 
+	role, err := replication.DetectRole(ctx, conn, cfg.Source)
+	if err != nil {
+		return err
+	}
+	problems = append(problems, printRole(out, cfg.Source, role)...)
+
 	var allTables bool
 	err = conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", cfg.Source.Publication).Scan(&allTables)
 	switch {
+	case errors.Is(err, pgx.ErrNoRows) && role.Standby:
+		fmt.Fprintf(out, "publication %q: missing; it cannot be created on a standby: create it on the primary (CREATE PUBLICATION %s ...)\n", cfg.Source.Publication, pgx.Identifier{cfg.Source.Publication}.Sanitize())
+		problems = append(problems, fmt.Sprintf("publication %q is missing on a standby; create it on the primary", cfg.Source.Publication))
 	case errors.Is(err, pgx.ErrNoRows) && privs.CannotCreatePublication:
 		fmt.Fprintf(out, "publication %q: missing, and this role cannot create it (see above)\n", cfg.Source.Publication)
 	case errors.Is(err, pgx.ErrNoRows):
@@ -343,3 +352,20 @@ func targetSessionAttrs(dsn string) string {
 }
 
 var targetSessionAttrsRe = regexp.MustCompile(`target_session_attrs\s*=\s*('[^']*'|\S+)`)
+
+// printRole prints which mode walhook reads in: from a primary, or from a
+// hot standby with or without source.primary_url. It returns the problems.
+func printRole(out io.Writer, src config.Source, role replication.Role) []string {
+	switch role.Mode() {
+	case "primary":
+		fmt.Fprintln(out, "mode: primary (source.url takes writes; heartbeats and backfill watermarks go there)")
+		if src.PrimaryURL != "" {
+			fmt.Fprintln(out, "  warning: source.primary_url is set but source.url is not a standby; it is not used")
+		}
+	case "standby with primary_url":
+		fmt.Fprintln(out, "mode: standby with primary_url (logical decoding on a hot standby, PostgreSQL 16+; heartbeats and backfill watermarks go to source.primary_url)")
+	default:
+		fmt.Fprintln(out, "mode: standby without primary_url (heartbeats are off and backfills are refused; set source.primary_url to the primary's URL)")
+	}
+	return nil
+}

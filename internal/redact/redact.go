@@ -65,6 +65,7 @@ func (r *Redactor) Merge(other *Redactor) {
 func ForConfig(cfg *config.Config) *Redactor {
 	var s []string
 	s = append(s, urlSecrets(cfg.Source.URL)...)
+	s = append(s, urlSecrets(cfg.Source.PrimaryURL)...)
 	s = append(s, urlSecrets(cfg.State.URL)...)
 	s = append(s, cfg.Server.Token)
 	s = append(s, urlSecrets(cfg.Events.URL)...)
