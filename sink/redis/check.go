@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink/broker"
 )
 
 // Check tells whether cfg's server is reachable and takes walhook's
@@ -34,10 +33,7 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 	var problems []string
 	seen := map[string]bool{}
 	for _, t := range tables {
-		for _, a := range change.Actions {
-			if a == change.Emitted || len(cfg.Actions) > 0 && !slices.Contains(cfg.Actions, string(a)) {
-				continue
-			}
+		for _, a := range broker.Actions(cfg) {
 			name := s.stream.For(t.Schema, t.Name, a, cfg.Name)
 			if seen[name] {
 				continue
