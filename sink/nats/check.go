@@ -53,16 +53,8 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 		return []string{msg}
 	}
 	var problems []string
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, a := range broker.Actions(cfg) {
-			name := subject.For(t.Schema, t.Name, a, cfg.Name)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			problems = append(problems, checkSubject(ctx, out, js, prefix, t, name, cfg.NATS.Subject)...)
-		}
+	for _, n := range broker.Names(subject, cfg, tables) {
+		problems = append(problems, checkSubject(ctx, out, js, prefix, n.Table, n.Name, cfg.NATS.Subject)...)
 	}
 	return problems
 }

@@ -55,16 +55,8 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 		return []string{msg}
 	}
 	fmt.Fprintf(out, "%s: exchange %q exists\n", prefix, exchange)
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, a := range broker.Actions(cfg) {
-			name := key.For(t.Schema, t.Name, a, cfg.Name)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			fmt.Fprintf(out, "%s: table %s maps to routing key %s\n", prefix, t, name)
-		}
+	for _, n := range broker.Names(key, cfg, tables) {
+		fmt.Fprintf(out, "%s: table %s maps to routing key %s\n", prefix, n.Table, n.Name)
 	}
 	fmt.Fprintf(out, "  note: whether exchange %q routes these keys to a queue cannot be checked without publishing; a message nothing takes comes back, and status last_error then names its routing key\n", exchange)
 	return nil
