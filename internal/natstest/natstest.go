@@ -9,10 +9,8 @@
 package natstest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,13 +60,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 // ready returns nil once the server greets a client with INFO.
 func ready(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := proctest.Line(addr, "")
 	if err != nil {
 		return err
 	}

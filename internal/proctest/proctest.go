@@ -3,10 +3,11 @@
 // killed with SIGKILL when the test ends (and, on Linux, when the test
 // process dies). A test may kill it and start it again on the same port
 // and directory, as a broker restart. internal/natstest and
-// internal/redistest build on it.
+// internal/redistest build on it; Line is the question their Ready asks.
 package proctest
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -166,4 +167,22 @@ func lookPath(program string) (string, error) {
 		}
 	}
 	return "", errors.New("not on PATH nor in /usr/sbin, /usr/bin or /usr/local/bin")
+}
+
+// Line dials addr, writes send (if any) and returns the first line the
+// server writes back, all within a second: the question a Spec's Ready
+// asks of a line-based protocol.
+func Line(addr, send string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if send != "" {
+		if _, err := c.Write([]byte(send)); err != nil {
+			return "", err
+		}
+	}
+	return bufio.NewReader(c).ReadString('\n')
 }

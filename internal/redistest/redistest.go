@@ -9,10 +9,8 @@
 package redistest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,16 +64,7 @@ func Start(t testing.TB, opts Options) *Server {
 // ready returns nil once the server answers PING (or asks for a
 // password), and is not loading its data.
 func ready(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := proctest.Line(addr, "PING\r\n")
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,9 @@
 // Package broker holds what every broker destination (sink/nats,
 // sink/redis, ...) shares, so that none of them copies it: the name
 // template of subjects, streams, topics and routing keys with its mapping
-// of names to tokens, and the headers and body of one broker message. It
-// knows no broker by name: a destination passes what its broker forbids.
+// of names to tokens, the headers and body of one broker message, the
+// error of a failed attempt, and the actions and names a check looks at.
+// It knows no broker by name: a destination passes what its broker forbids.
 package broker
 
 import (

@@ -11,8 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink/broker"
 )
 
 // Check tells whether cfg's cluster is reachable and takes walhook's
@@ -47,7 +47,7 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 	topicsOf := map[string][]config.Table{}
 	var topics []string
 	for _, t := range tables {
-		for _, a := range actions(cfg) {
+		for _, a := range broker.Actions(cfg) {
 			name := tmpl.For(t.Schema, t.Name, a, cfg.Name)
 			if !slices.Contains(topicsOf[name], t) {
 				topicsOf[name] = append(topicsOf[name], t)
@@ -99,18 +99,4 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 		}
 	}
 	return problems
-}
-
-// actions are the actions cfg sends a table's changes with.
-func actions(cfg config.Sink) []change.Action {
-	var out []change.Action
-	for _, a := range change.Actions {
-		if a == change.Emitted {
-			continue
-		}
-		if len(cfg.Actions) == 0 || slices.Contains(cfg.Actions, string(a)) {
-			out = append(out, a)
-		}
-	}
-	return out
 }

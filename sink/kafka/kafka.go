@@ -208,11 +208,11 @@ func (s *Sink) timedOut(ctx context.Context) error {
 	case err != nil && (isAuth(err) || s.cfg.Kafka.SASL.Mechanism != "" && errors.Is(err, io.EOF)):
 		// A broker that refuses SASL answers SaslAuthenticationFailed;
 		// some close the connection instead.
-		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), err)
 	case err != nil:
-		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): unreachable: %v", s.brokers, s.cfg.Timeout, err), err: err}
+		return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): unreachable: %v", s.brokers, s.cfg.Timeout, err), err)
 	}
-	return &Error{msg: fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): a partition's leader or in-sync replicas are missing?", s.brokers, s.cfg.Timeout), err: context.DeadlineExceeded}
+	return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): a partition's leader or in-sync replicas are missing?", s.brokers, s.cfg.Timeout), context.DeadlineExceeded)
 }
 
 // record is m's Kafka record for sink.
@@ -230,43 +230,31 @@ func (s *Sink) record(m *change.Message, sinkName string) *kgo.Record {
 	}
 }
 
-// Error is a failed attempt at a batch, with what to do about it.
-type Error struct {
-	msg      string
-	operator bool
-	err      error
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// Unwrap is the Kafka error underneath.
-func (e *Error) Unwrap() error { return e.err }
-
-// NeedsOperator reports whether retrying cannot mend the error until
-// someone acts: the topic does not exist, the cluster refuses the
+// Error is a failed attempt at a batch, with what to do about it. It
+// needs an operator when the topic does not exist, the cluster refuses the
 // credentials or the permission to write.
-func (e *Error) NeedsOperator() bool { return e.operator }
+type Error = broker.Error
 
 // classify turns the error of r, the record of m, into an Error that says
 // what it means.
 func (s *Sink) classify(err error, r *kgo.Record, m *change.Message) error {
 	switch {
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
-		return &Error{msg: fmt.Sprintf("unknown topic %q: the Kafka cluster at %s has no such topic; create it (e.g. kafka-topics.sh --create --topic %s); walhook never creates topics", r.Topic, s.brokers, r.Topic), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("unknown topic %q: the Kafka cluster at %s has no such topic; create it (e.g. kafka-topics.sh --create --topic %s); walhook never creates topics", r.Topic, s.brokers, r.Topic), err)
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
 		size := len(r.Key) + len(r.Value)
 		for _, h := range r.Headers {
 			size += len(h.Key) + len(h.Value)
 		}
-		return &Error{msg: fmt.Sprintf("the change %s is %d bytes with its key and headers, too large for topic %q: message too large; Kafka accepts a record up to the topic's max.message.bytes (walhook's producer sends at most %d bytes); leave the large columns out with columns", m.IdempotencyKey(), size, r.Topic, maxRecordBytes), err: err}
+		return broker.Retry(fmt.Sprintf("the change %s is %d bytes with its key and headers, too large for topic %q: message too large; Kafka accepts a record up to the topic's max.message.bytes (walhook's producer sends at most %d bytes); leave the large columns out with columns", m.IdempotencyKey(), size, r.Topic, maxRecordBytes), err)
 	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
-		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s does not let walhook write to topic %q: %v; allow the user to write (and, for the idempotent producer, IdempotentWrite on the cluster)", s.brokers, r.Topic, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Kafka cluster at %s does not let walhook write to topic %q: %v; allow the user to write (and, for the idempotent producer, IdempotentWrite on the cluster)", s.brokers, r.Topic, err), err)
 	case isAuth(err):
-		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), err)
 	case errors.Is(err, kgo.ErrRecordTimeout), errors.Is(err, context.DeadlineExceeded):
-		return &Error{msg: fmt.Sprintf("the Kafka cluster at %s did not acknowledge a record to %q within the sink's timeout (%s): unreachable, or no in-sync replicas: %v", s.brokers, r.Topic, s.cfg.Timeout, err), err: err}
+		return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge a record to %q within the sink's timeout (%s): unreachable, or no in-sync replicas: %v", s.brokers, r.Topic, s.cfg.Timeout, err), err)
 	}
-	return &Error{msg: fmt.Sprintf("produce to %q at %s: %v", r.Topic, s.brokers, err), err: err}
+	return broker.Retry(fmt.Sprintf("produce to %q at %s: %v", r.Topic, s.brokers, err), err)
 }
 
 // isAuth reports whether err is a refused SASL authentication.

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink/broker"
 )
@@ -55,16 +53,8 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 		return []string{msg}
 	}
 	var problems []string
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, a := range actions(cfg) {
-			name := subject.For(t.Schema, t.Name, a, cfg.Name)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			problems = append(problems, checkSubject(ctx, out, js, prefix, t, name, cfg.NATS.Subject)...)
-		}
+	for _, n := range broker.Names(subject, cfg, tables) {
+		problems = append(problems, checkSubject(ctx, out, js, prefix, n.Table, n.Name, cfg.NATS.Subject)...)
 	}
 	return problems
 }
@@ -96,18 +86,4 @@ func checkSubject(ctx context.Context, out io.Writer, js jetstream.JetStream, pr
 			"raise it to at least %s (nats stream edit %s --dupe-window %s)\n", stream, dup, minDuplicates, stream, minDuplicates)
 	}
 	return nil
-}
-
-// actions are the actions cfg sends a table's changes with.
-func actions(cfg config.Sink) []change.Action {
-	var out []change.Action
-	for _, a := range change.Actions {
-		if a == change.Emitted {
-			continue
-		}
-		if len(cfg.Actions) == 0 || slices.Contains(cfg.Actions, string(a)) {
-			out = append(out, a)
-		}
-	}
-	return out
 }

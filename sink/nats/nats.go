@@ -139,8 +139,8 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	for _, m := range b.Messages {
 		msg := s.message(m, b.Sink)
 		if size := int64(len(msg.Data) + headerSize(msg.Header)); maxPayload > 0 && size > maxPayload {
-			return &Error{msg: fmt.Sprintf("the change %s is %d bytes with its headers, more than the NATS server's max_payload (%d bytes); "+
-				"raise max_payload in the server's configuration (and the stream's max_msg_size), or leave the columns out with columns", m.IdempotencyKey(), size, maxPayload)}
+			return broker.Retry(fmt.Sprintf("the change %s is %d bytes with its headers, more than the NATS server's max_payload (%d bytes); "+
+				"raise max_payload in the server's configuration (and the stream's max_msg_size), or leave the columns out with columns", m.IdempotencyKey(), size, maxPayload), nil)
 		}
 		wait := time.Second
 		if d, ok := actx.Deadline(); ok {
@@ -163,7 +163,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return &Error{msg: fmt.Sprintf("JetStream did not confirm every message within the sink's timeout (%s); the batch is published again, and the stream drops what it already has", s.cfg.Timeout)}
+			return broker.Retry(fmt.Sprintf("JetStream did not confirm every message within the sink's timeout (%s); the batch is published again, and the stream drops what it already has", s.cfg.Timeout), nil)
 		}
 	}
 	return nil
@@ -190,40 +190,28 @@ func headerSize(h natsgo.Header) int {
 	return n
 }
 
-// Error is a failed attempt at a batch, with what to do about it.
-type Error struct {
-	msg      string
-	operator bool
-	err      error
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// Unwrap is the NATS error underneath, if any.
-func (e *Error) Unwrap() error { return e.err }
-
-// NeedsOperator reports whether retrying cannot mend the error until
-// someone acts: no stream takes the subject, the server refuses the
-// credentials or the permission to publish.
-func (e *Error) NeedsOperator() bool { return e.operator }
+// Error is a failed attempt at a batch, with what to do about it. It
+// needs an operator when no stream takes the subject, the server refuses
+// the credentials or the permission to publish.
+type Error = broker.Error
 
 // unreachable is the error of an attempt while the connection is down.
 func (s *Sink) unreachable() error {
 	last := s.nc.LastError()
 	if last != nil && isAuth(last) {
-		return &Error{msg: fmt.Sprintf("the NATS server at %s refuses walhook's credentials: %v; check creds_file, nkey_file or the user and password in url", s.servers, last), operator: true, err: last}
+		return broker.Operator(fmt.Sprintf("the NATS server at %s refuses walhook's credentials: %v; check creds_file, nkey_file or the user and password in url", s.servers, last), last)
 	}
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	switch {
 	case errors.As(last, &unknownCA):
-		return &Error{msg: fmt.Sprintf("the NATS server at %s shows a certificate walhook does not trust: %v; set tls.ca_file to the CA that signs it", s.servers, last), operator: true, err: last}
+		return broker.Operator(fmt.Sprintf("the NATS server at %s shows a certificate walhook does not trust: %v; set tls.ca_file to the CA that signs it", s.servers, last), last)
 	case errors.As(last, &hostname):
-		return &Error{msg: fmt.Sprintf("the NATS server at %s shows a certificate for another host: %v; use a host the certificate names in url", s.servers, last), operator: true, err: last}
+		return broker.Operator(fmt.Sprintf("the NATS server at %s shows a certificate for another host: %v; use a host the certificate names in url", s.servers, last), last)
 	case last != nil:
-		return &Error{msg: fmt.Sprintf("the NATS server at %s is unreachable: %v", s.servers, last), err: last}
+		return broker.Retry(fmt.Sprintf("the NATS server at %s is unreachable: %v", s.servers, last), last)
 	}
-	return &Error{msg: fmt.Sprintf("the NATS server at %s is unreachable (connecting)", s.servers)}
+	return broker.Retry(fmt.Sprintf("the NATS server at %s is unreachable (connecting)", s.servers), nil)
 }
 
 // classify turns a publish error into an Error that says what it means.
@@ -231,20 +219,20 @@ func (s *Sink) classify(err error, subject string) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, natsgo.ErrNoResponders):
-		return &Error{msg: fmt.Sprintf("no JetStream stream takes subject %q: create a stream whose subjects cover it (e.g. nats stream add WALHOOK --subjects %q); walhook never creates streams", subject, wildcardOf(s.cfg.NATS.Subject)), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("no JetStream stream takes subject %q: create a stream whose subjects cover it (e.g. nats stream add WALHOOK --subjects %q); walhook never creates streams", subject, wildcardOf(s.cfg.NATS.Subject)), err)
 	case errors.Is(err, natsgo.ErrMaxPayload):
-		return &Error{msg: fmt.Sprintf("a message to %q is larger than the NATS server's max_payload (%d bytes); raise max_payload in the server's configuration", subject, s.nc.MaxPayload()), err: err}
+		return broker.Retry(fmt.Sprintf("a message to %q is larger than the NATS server's max_payload (%d bytes); raise max_payload in the server's configuration", subject, s.nc.MaxPayload()), err)
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
-		return &Error{msg: fmt.Sprintf("the stream taking %q refuses a message as larger than its max_msg_size: %v; raise the stream's max_msg_size", subject, err), err: err}
+		return broker.Retry(fmt.Sprintf("the stream taking %q refuses a message as larger than its max_msg_size: %v; raise the stream's max_msg_size", subject, err), err)
 	case errors.Is(err, natsgo.ErrPermissionViolation), isPermission(s.nc.LastError()):
-		return &Error{msg: fmt.Sprintf("the NATS server does not let walhook publish to %q: %v; allow the user to publish to the subject (and to $JS.API.> for check)", subject, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the NATS server does not let walhook publish to %q: %v; allow the user to publish to the subject (and to $JS.API.> for check)", subject, err), err)
 	case isAuth(err), errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrDisconnected),
 		errors.Is(err, natsgo.ErrReconnectBufExceeded), errors.Is(err, natsgo.ErrConnectionReconnecting):
 		return s.unreachable()
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
-		return &Error{msg: fmt.Sprintf("JetStream did not confirm a message to %q within the sink's timeout (%s)", subject, s.cfg.Timeout), err: err}
+		return broker.Retry(fmt.Sprintf("JetStream did not confirm a message to %q within the sink's timeout (%s)", subject, s.cfg.Timeout), err)
 	}
-	return &Error{msg: fmt.Sprintf("publish to %q: %v", subject, err), err: err}
+	return broker.Retry(fmt.Sprintf("publish to %q: %v", subject, err), err)
 }
 
 func isAuth(err error) bool {

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/sink"
 	"github.com/walhook/walhook/sink/broker"
@@ -57,31 +55,9 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 		return []string{msg}
 	}
 	fmt.Fprintf(out, "%s: exchange %q exists\n", prefix, exchange)
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, a := range actions(cfg) {
-			name := key.For(t.Schema, t.Name, a, cfg.Name)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			fmt.Fprintf(out, "%s: table %s maps to routing key %s\n", prefix, t, name)
-		}
+	for _, n := range broker.Names(key, cfg, tables) {
+		fmt.Fprintf(out, "%s: table %s maps to routing key %s\n", prefix, n.Table, n.Name)
 	}
 	fmt.Fprintf(out, "  note: whether exchange %q routes these keys to a queue cannot be checked without publishing; a message nothing takes comes back, and status last_error then names its routing key\n", exchange)
 	return nil
-}
-
-// actions are the actions cfg sends a table's changes with.
-func actions(cfg config.Sink) []change.Action {
-	var out []change.Action
-	for _, a := range change.Actions {
-		if a == change.Emitted {
-			continue
-		}
-		if len(cfg.Actions) == 0 || slices.Contains(cfg.Actions, string(a)) {
-			out = append(out, a)
-		}
-	}
-	return out
 }

@@ -143,13 +143,13 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 			}
 			continue
 		case <-ctx.Done():
-			return &Error{msg: fmt.Sprintf("RabbitMQ at %s did not confirm every message within the sink's timeout (%s); the batch is published again", s.server, s.cfg.Timeout), err: ctx.Err()}
+			return broker.Retry(fmt.Sprintf("RabbitMQ at %s did not confirm every message within the sink's timeout (%s); the batch is published again", s.server, s.cfg.Timeout), ctx.Err())
 		}
 		if !dc.Acked() {
 			if err := s.closeError(c); err != nil {
 				return err
 			}
-			return &Error{msg: fmt.Sprintf("RabbitMQ at %s refused (nack) the change %s to exchange %q: the broker could not take it (a queue's limit, an internal error); it is published again", s.server, b.Messages[i-1].IdempotencyKey(), s.cfg.RabbitMQ.Exchange)}
+			return broker.Retry(fmt.Sprintf("RabbitMQ at %s refused (nack) the change %s to exchange %q: the broker could not take it (a queue's limit, an internal error); it is published again", s.server, b.Messages[i-1].IdempotencyKey(), s.cfg.RabbitMQ.Exchange), nil)
 		}
 	}
 	// A return comes before its message's confirm: every return of the
@@ -157,7 +157,7 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 	s.readReturns(c, returned)
 	for _, m := range b.Messages {
 		if r, ok := returned[m.IdempotencyKey()]; ok {
-			return &Error{msg: fmt.Sprintf("unroutable: exchange %q routes nothing for routing key %q (%d %s); bind a queue that matches it (walhook never creates queues or bindings)", r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText), operator: true}
+			return broker.Operator(fmt.Sprintf("unroutable: exchange %q routes nothing for routing key %q (%d %s); bind a queue that matches it (walhook never creates queues or bindings)", r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText), nil)
 		}
 	}
 	return nil
@@ -199,7 +199,7 @@ func (s *Sink) take(ctx context.Context) (*channel, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, &Error{msg: "the sink is closed"}
+		return nil, broker.Retry("the sink is closed", nil)
 	}
 	for len(s.idle) > 0 {
 		c := s.idle[len(s.idle)-1]
@@ -268,37 +268,25 @@ func dialConfig(cfg config.Sink) amqp.Config {
 	}
 }
 
-// Error is a failed attempt at a batch, with what to do about it.
-type Error struct {
-	msg      string
-	operator bool
-	err      error
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// Unwrap is the AMQP error underneath, if any.
-func (e *Error) Unwrap() error { return e.err }
-
-// NeedsOperator reports whether retrying cannot mend the error until
-// someone acts: the exchange does not exist or routes nowhere, the broker
-// refuses the credentials or the permission to publish.
-func (e *Error) NeedsOperator() bool { return e.operator }
+// Error is a failed attempt at a batch, with what to do about it. It
+// needs an operator when the exchange does not exist or routes nowhere, the
+// broker refuses the credentials or the permission to publish.
+type Error = broker.Error
 
 // connError is the error of a connection that could not be opened, or a
 // channel that could not be.
 func (s *Sink) connError(err error) error {
 	var ae *amqp.Error
 	if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s refuses walhook's credentials: %s; check the user and password in url (and the user's access to the vhost)", s.server, ae.Reason), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("RabbitMQ at %s refuses walhook's credentials: %s; check the user and password in url (and the user's access to the vhost)", s.server, ae.Reason), err)
 	}
 	if errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrSASL) {
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s refuses walhook's credentials: %v; check the user and password in url", s.server, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("RabbitMQ at %s refuses walhook's credentials: %v; check the user and password in url", s.server, err), err)
 	}
 	if errors.As(err, &ae) && ae.Code == amqp.NotAllowed {
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s does not let walhook in: %s; check the vhost in url and the user's access to it", s.server, ae.Reason), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("RabbitMQ at %s does not let walhook in: %s; check the vhost in url and the user's access to it", s.server, ae.Reason), err)
 	}
-	return &Error{msg: fmt.Sprintf("RabbitMQ at %s is unreachable: %v", s.server, err), err: err}
+	return broker.Retry(fmt.Sprintf("RabbitMQ at %s is unreachable: %v", s.server, err), err)
 }
 
 // channelError is the error of a publish on c that failed.
@@ -307,9 +295,9 @@ func (s *Sink) channelError(c *channel, err error) error {
 		return e
 	}
 	if errors.Is(err, amqp.ErrClosed) {
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s closed the connection (a restart?); the next attempt connects again", s.server), err: err}
+		return broker.Retry(fmt.Sprintf("RabbitMQ at %s closed the connection (a restart?); the next attempt connects again", s.server), err)
 	}
-	return &Error{msg: fmt.Sprintf("publish to exchange %q at %s: %v", s.cfg.RabbitMQ.Exchange, s.server, err), err: err}
+	return broker.Retry(fmt.Sprintf("publish to exchange %q at %s: %v", s.cfg.RabbitMQ.Exchange, s.server, err), err)
 }
 
 // closeError says why the broker closed c, or nil if it did not.
@@ -323,17 +311,17 @@ func (s *Sink) closeError(c *channel) error {
 		}
 	}
 	if e == nil {
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s closed the connection (a restart?); the next attempt connects again", s.server), err: amqp.ErrClosed}
+		return broker.Retry(fmt.Sprintf("RabbitMQ at %s closed the connection (a restart?); the next attempt connects again", s.server), amqp.ErrClosed)
 	}
 	switch e.Code {
 	case amqp.NotFound:
-		return &Error{msg: fmt.Sprintf("exchange %q does not exist on RabbitMQ at %s (%s); declare it (e.g. rabbitmqadmin declare exchange name=%s type=topic durable=true); walhook never creates exchanges", s.cfg.RabbitMQ.Exchange, s.server, e.Reason, s.cfg.RabbitMQ.Exchange), operator: true, err: e}
+		return broker.Operator(fmt.Sprintf("exchange %q does not exist on RabbitMQ at %s (%s); declare it (e.g. rabbitmqadmin declare exchange name=%s type=topic durable=true); walhook never creates exchanges", s.cfg.RabbitMQ.Exchange, s.server, e.Reason, s.cfg.RabbitMQ.Exchange), e)
 	case amqp.AccessRefused:
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s does not let walhook publish to exchange %q (%s); grant the user write permission on it", s.server, s.cfg.RabbitMQ.Exchange, e.Reason), operator: true, err: e}
+		return broker.Operator(fmt.Sprintf("RabbitMQ at %s does not let walhook publish to exchange %q (%s); grant the user write permission on it", s.server, s.cfg.RabbitMQ.Exchange, e.Reason), e)
 	case amqp.ConnectionForced:
-		return &Error{msg: fmt.Sprintf("RabbitMQ at %s closed the connection (%s; a restart?); the next attempt connects again", s.server, e.Reason), err: e}
+		return broker.Retry(fmt.Sprintf("RabbitMQ at %s closed the connection (%s; a restart?); the next attempt connects again", s.server, e.Reason), e)
 	}
-	return &Error{msg: fmt.Sprintf("RabbitMQ at %s closed the channel: %d %s", s.server, e.Code, e.Reason), err: e}
+	return broker.Retry(fmt.Sprintf("RabbitMQ at %s closed the channel: %d %s", s.server, e.Code, e.Reason), e)
 }
 
 // redactURL is an AMQP URL without its credentials.

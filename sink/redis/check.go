@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/sink/broker"
 )
 
 // Check tells whether cfg's server is reachable and takes walhook's
@@ -32,20 +31,9 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 	}
 	fmt.Fprintf(out, "%s: connected and authenticated (Redis %s)\n", prefix, version)
 	var problems []string
-	seen := map[string]bool{}
-	for _, t := range tables {
-		for _, a := range change.Actions {
-			if a == change.Emitted || len(cfg.Actions) > 0 && !slices.Contains(cfg.Actions, string(a)) {
-				continue
-			}
-			name := s.stream.For(t.Schema, t.Name, a, cfg.Name)
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			if p := checkStream(ctx, out, s.client, prefix, t, name); p != "" {
-				problems = append(problems, p)
-			}
+	for _, n := range broker.Names(s.stream, cfg, tables) {
+		if p := checkStream(ctx, out, s.client, prefix, n.Table, n.Name); p != "" {
+			problems = append(problems, p)
 		}
 	}
 	return problems

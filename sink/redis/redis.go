@@ -119,22 +119,10 @@ func (s *Sink) args(m *change.Message, sinkName string) *goredis.XAddArgs {
 	return a
 }
 
-// Error is a failed attempt at a batch, with what to do about it.
-type Error struct {
-	msg      string
-	operator bool
-	err      error
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// Unwrap is the Redis error underneath.
-func (e *Error) Unwrap() error { return e.err }
-
-// NeedsOperator reports whether retrying cannot mend the error until
-// someone acts: bad credentials, a missing permission, a key that is not
-// a stream, a read-only replica.
-func (e *Error) NeedsOperator() bool { return e.operator }
+// Error is a failed attempt at a batch, with what to do about it. It
+// needs an operator on bad credentials, a missing permission, a key that
+// is not a stream, or a read-only replica.
+type Error = broker.Error
 
 // classify turns an error of Redis into an Error that says what it means.
 func (s *Sink) classify(err error, stream string) error {
@@ -142,17 +130,17 @@ func (s *Sink) classify(err error, stream string) error {
 	var ne net.Error
 	switch {
 	case strings.HasPrefix(text, "NOAUTH"), strings.HasPrefix(text, "WRONGPASS"):
-		return &Error{msg: fmt.Sprintf("the Redis server at %s refuses walhook's credentials: %v; set the user and password in url", s.server, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Redis server at %s refuses walhook's credentials: %v; set the user and password in url", s.server, err), err)
 	case strings.HasPrefix(text, "NOPERM"):
-		return &Error{msg: fmt.Sprintf("the Redis user may not XADD to %q: %v; grant it +xadd on the stream's keys", stream, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Redis user may not XADD to %q: %v; grant it +xadd on the stream's keys", stream, err), err)
 	case strings.HasPrefix(text, "WRONGTYPE"):
-		return &Error{msg: fmt.Sprintf("the key %q holds something other than a stream: %v; delete or rename it, or change stream", stream, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the key %q holds something other than a stream: %v; delete or rename it, or change stream", stream, err), err)
 	case strings.HasPrefix(text, "READONLY"):
-		return &Error{msg: fmt.Sprintf("the Redis server at %s is a read-only replica: %v; point url at the primary", s.server, err), operator: true, err: err}
+		return broker.Operator(fmt.Sprintf("the Redis server at %s is a read-only replica: %v; point url at the primary", s.server, err), err)
 	case strings.HasPrefix(text, "OOM"), strings.HasPrefix(text, "EXECABORT"):
-		return &Error{msg: fmt.Sprintf("the Redis server at %s refuses writes: %v; give it memory (maxmemory) or set max_len", s.server, err), err: err}
+		return broker.Retry(fmt.Sprintf("the Redis server at %s refuses writes: %v; give it memory (maxmemory) or set max_len", s.server, err), err)
 	case errors.As(err, &ne), errors.Is(err, net.ErrClosed), strings.Contains(text, "connection refused"), strings.Contains(text, "EOF"):
-		return &Error{msg: fmt.Sprintf("the Redis server at %s is unreachable: %v", s.server, err), err: err}
+		return broker.Retry(fmt.Sprintf("the Redis server at %s is unreachable: %v", s.server, err), err)
 	}
-	return &Error{msg: fmt.Sprintf("XADD to %q: %v", stream, err), err: err}
+	return broker.Retry(fmt.Sprintf("XADD to %q: %v", stream, err), err)
 }
