@@ -130,17 +130,19 @@ func TestUnroutableNeedsOperator(t *testing.T) {
 // exists.
 func TestNoExchangeNeedsOperator(t *testing.T) {
 	srv := rabbittest.Shared(t)
-	s := newSink(t, testConfig(srv.URL, "ex-missing"))
+	// Names of their own: the shared node outlives a run (-count).
+	ex, q := fmt.Sprintf("ex-missing-%d", time.Now().UnixNano()), fmt.Sprintf("q-missing-%d", time.Now().UnixNano())
+	s := newSink(t, testConfig(srv.URL, ex))
 	msgs := messages("orders", 3)
 	err := deliver(t, s, msgs)
-	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `exchange "ex-missing" does not exist`) {
+	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), fmt.Sprintf(`exchange %q does not exist`, ex)) {
 		t.Fatalf("Deliver to a missing exchange: got %v, want an operator error naming the exchange", err)
 	}
-	srv.Declare(t, "ex-missing", "topic", "q-missing", "#")
+	srv.Declare(t, ex, "topic", q, "#")
 	if err := deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver once the exchange exists: %v", err)
 	}
-	if n := len(srv.Get(t, "q-missing")); n != 3 {
+	if n := len(srv.Get(t, q)); n != 3 {
 		t.Errorf("got %d messages, want 3", n)
 	}
 }
