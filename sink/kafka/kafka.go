@@ -194,6 +194,11 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if first != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if errors.Is(first, kgo.ErrRecordTimeout) || errors.Is(first, context.DeadlineExceeded) {
+		// The records ran out of time before the attempt did (both are
+		// the sink's timeout): say why, as for an attempt that timed out.
+		return s.timedOut(ctx)
+	}
 	return first
 }
 
