@@ -355,6 +355,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-dispatchDone
 	_ = runners.Wait()
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
+	// A Kill during the drain (the lease was lost meanwhile) ends it: what
+	// is in flight can no longer be delivered by this instance.
+	go func() {
+		select {
+		case <-r.killed():
+			cancelDrain()
+		case <-drainCtx.Done():
+		}
+	}()
 	var drains sync.WaitGroup
 	for _, rn := range r.runnerList() {
 		drains.Go(func() {
