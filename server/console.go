@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"embed"
-	"errors"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -208,21 +207,9 @@ func (s *Server) consoleError(w http.ResponseWriter, r *http.Request, status int
 // consoleFail answers an error an interface method returned, by kind as
 // the API does.
 func (s *Server) consoleFail(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, ErrNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, ErrConflict):
-		status = http.StatusConflict
-	case errors.Is(err, ErrInvalid):
-		status = http.StatusBadRequest
-	case errors.Is(err, ErrUnavailable):
-		status = http.StatusServiceUnavailable
-	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+	status, ok := s.failStatus(r, err, "console request failed")
+	if !ok {
 		return
-	}
-	if status == http.StatusInternalServerError {
-		s.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	s.consoleError(w, r, status, err.Error())
 }

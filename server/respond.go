@@ -38,22 +38,9 @@ func (s *Server) writeError(w http.ResponseWriter, status int, format string, ar
 // fail answers an error an interface method returned, with the status its
 // kind calls for.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, ErrNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, ErrConflict):
-		status = http.StatusConflict
-	case errors.Is(err, ErrInvalid):
-		status = http.StatusBadRequest
-	case errors.Is(err, ErrUnavailable):
-		status = http.StatusServiceUnavailable
-	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
-		// The client went away; nobody reads the answer.
+	status, ok := s.failStatus(r, err, "admin request failed")
+	if !ok {
 		return
-	}
-	if status == http.StatusInternalServerError {
-		s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	s.writeError(w, status, "%s", err.Error())
 }
@@ -140,4 +127,27 @@ func jsonKind(kind string) string {
 		return "a boolean"
 	}
 	return "a number"
+}
+
+// failStatus is the status an error an interface method returned calls
+// for, by its kind; an unexpected one is logged with what. It reports
+// false when the client went away and nobody reads the answer.
+func (s *Server) failStatus(r *http.Request, err error, what string) (int, bool) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		status = http.StatusConflict
+	case errors.Is(err, ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, ErrUnavailable):
+		status = http.StatusServiceUnavailable
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		return 0, false
+	}
+	if status == http.StatusInternalServerError {
+		s.log.Error(what, "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	return status, true
 }
