@@ -10,32 +10,7 @@ import (
 
 // Pauses returns every paused sink's pause.
 func (s *Store) Pauses(ctx context.Context) (map[string]state.Pause, error) {
-	var out map[string]state.Pause
-	err := s.read(ctx, func(ctx context.Context) error {
-		out = map[string]state.Pause{}
-		rows, err := s.pool.Query(ctx, `SELECT sink, record FROM walhook.pauses WHERE slot = $1`, s.slot)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var sink string
-			var rec []byte
-			if err := rows.Scan(&sink, &rec); err != nil {
-				return err
-			}
-			p, err := state.DecodePause(rec)
-			if err != nil {
-				return fmt.Errorf("pause of sink %q: %w", sink, err)
-			}
-			out[sink] = p
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load pauses: %w", err)
-	}
-	return out, nil
+	return readBySink(ctx, s, `SELECT sink, record FROM walhook.pauses WHERE slot = $1`, "pause", state.DecodePause)
 }
 
 // SavePause records the sink's pause.

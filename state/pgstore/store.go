@@ -244,9 +244,17 @@ func (s *Store) SetOrigin(ctx context.Context, o state.Origin) error {
 }
 
 func (s *Store) Cursors(ctx context.Context) (map[string]state.Cursor, error) {
-	out := map[string]state.Cursor{}
+	return readBySink(ctx, s, `SELECT sink, cursor FROM walhook.cursors WHERE slot = $1`, "cursor", state.DecodeCursor)
+}
+
+// readBySink reads query's (sink, record) rows of the store's slot into a
+// map by sink, each record decoded by decode; what names the record in
+// errors ("cursor" of sink "a").
+func readBySink[T any](ctx context.Context, s *Store, query, what string, decode func([]byte) (T, error)) (map[string]T, error) {
+	var out map[string]T
 	err := s.read(ctx, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, `SELECT sink, cursor FROM walhook.cursors WHERE slot = $1`, s.slot)
+		out = map[string]T{}
+		rows, err := s.pool.Query(ctx, query, s.slot)
 		if err != nil {
 			return err
 		}
@@ -257,16 +265,16 @@ func (s *Store) Cursors(ctx context.Context) (map[string]state.Cursor, error) {
 			if err := rows.Scan(&sink, &rec); err != nil {
 				return err
 			}
-			c, err := state.DecodeCursor(rec)
+			v, err := decode(rec)
 			if err != nil {
-				return fmt.Errorf("cursor of sink %q: %w", sink, err)
+				return fmt.Errorf("%s of sink %q: %w", what, sink, err)
 			}
-			out[sink] = c
+			out[sink] = v
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load cursors: %w", err)
+		return nil, fmt.Errorf("load %ss: %w", what, err)
 	}
 	return out, nil
 }
