@@ -309,6 +309,15 @@ func (s *Sink) closeError(c *channel) error {
 		if !c.ch.IsClosed() {
 			return nil
 		}
+		// The library marks a channel closed before it hands out why
+		// (it closes c.closes after that): wait for the reason, or a
+		// publish to a missing exchange reads as a restart.
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case e = <-c.closes:
+		case <-t.C:
+		}
 	}
 	if e == nil {
 		return broker.Retry(fmt.Sprintf("RabbitMQ at %s closed the connection (a restart?); the next attempt connects again", s.server), amqp.ErrClosed)

@@ -108,18 +108,20 @@ func TestDeliverPublishesEachMessage(t *testing.T) {
 // operator's matter; once a queue is bound the batch goes through.
 func TestUnroutableNeedsOperator(t *testing.T) {
 	srv := rabbittest.Shared(t)
-	srv.Declare(t, "ex-unroutable", "topic", "", "")
-	s := newSink(t, testConfig(srv.URL, "ex-unroutable"))
+	// Names of their own: the shared node outlives a run (-count).
+	ex, q := fmt.Sprintf("ex-unroutable-%d", time.Now().UnixNano()), fmt.Sprintf("q-unroutable-%d", time.Now().UnixNano())
+	srv.Declare(t, ex, "topic", "", "")
+	s := newSink(t, testConfig(srv.URL, ex))
 	msgs := messages("orders", 3)
 	err := deliver(t, s, msgs)
-	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `unroutable: exchange "ex-unroutable" routes nothing for routing key "public.orders.insert"`) {
+	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), fmt.Sprintf(`unroutable: exchange %q routes nothing for routing key "public.orders.insert"`, ex)) {
 		t.Fatalf("Deliver to an exchange without a queue: got %v, want an operator error naming the routing key", err)
 	}
-	srv.Declare(t, "ex-unroutable", "topic", "q-unroutable", "public.#")
+	srv.Declare(t, ex, "topic", q, "public.#")
 	if err := deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver once a queue is bound: %v", err)
 	}
-	if n := len(srv.Get(t, "q-unroutable")); n != 3 {
+	if n := len(srv.Get(t, q)); n != 3 {
 		t.Errorf("got %d messages, want 3", n)
 	}
 }
