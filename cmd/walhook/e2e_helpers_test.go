@@ -65,10 +65,11 @@ func (b *syncBuffer) String() string {
 
 // daemon is a running walhook process.
 type daemon struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{}
+	err     error
+	started time.Time // just before the process started
 }
 
 // startWalhook runs the binary with args; the process is killed when the
@@ -79,6 +80,7 @@ func startWalhook(t *testing.T, args ...string) *daemon {
 	d.cmd = exec.Command(walhookBin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	d.cmd.Env = append(os.Environ(), "WALHOOK_CONFIG=")
+	d.started = time.Now()
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		// The race detector sleeps 1 s at exit by default, which tests
 		// of shutdown deadlines would count; it still reports races.
@@ -204,7 +206,10 @@ func waitStreaming(t *testing.T, conn *pgx.Conn, slot string, d *daemon) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if pid := readSlot(t, conn, slot).activePID; pid != 0 && isWalsender(t, conn, pid) {
+		// A walsender that began before d did is a killed predecessor's
+		// that PostgreSQL has not noticed yet: d is not streaming (and may
+		// not have set up its signal handlers yet).
+		if pid := readSlot(t, conn, slot).activePID; pid != 0 && walsenderSince(t, conn, pid, d.started) {
 			return
 		}
 		select {

@@ -529,6 +529,17 @@ func editConfig(t *testing.T, path, old, new string) {
 	}
 }
 
+// walsenderSince reports whether pid is a walsender whose backend started
+// after since.
+func walsenderSince(t *testing.T, conn *pgx.Conn, pid int, since time.Time) bool {
+	t.Helper()
+	var ok bool
+	if err := conn.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE pid = $1 AND backend_start > $2)", pid, since).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
 // isWalsender reports whether pid is a walsender: the backend that creates
 // a slot holds it for a moment too, before any walsender streams from it.
 func isWalsender(t *testing.T, conn *pgx.Conn, pid int) bool {
