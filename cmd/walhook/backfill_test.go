@@ -127,6 +127,7 @@ func withBackfillID(msgs []webhooktest.Message) []readMsg {
 // as a read with the backfill's ID and a key of its own, and exits 0; the
 // status shows it done; the metrics count its rows.
 func TestBackfillCLI(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_cli", `CREATE TABLE t (id int PRIMARY KEY, v text, n numeric, at timestamptz, j jsonb);
 		INSERT INTO t SELECT i, 'v' || i, i / 3.0, '2026-01-01'::timestamptz + i * interval '1 s', jsonb_build_object('i', i) FROM generate_series(1, 3000) i;
 		ANALYZE t`, "  tables: [public.t]\n", "")
@@ -337,6 +338,7 @@ func backfillRows() int {
 // key in order rebuilds the table exactly, every row never changed
 // arrives as a read, and the backfill finishes.
 func TestBackfillConsistentUnderKills(t *testing.T) {
+	t.Parallel()
 	n := backfillRows()
 	e := startBackfillEnv(t, "bf_kill", fmt.Sprintf(`CREATE TABLE t (id int PRIMARY KEY, v int, pad text);
 		INSERT INTO t SELECT i, 0, repeat('x', 100) FROM generate_series(1, %d) i; ANALYZE t`, n),
@@ -395,6 +397,7 @@ func TestBackfillConsistentUnderKills(t *testing.T) {
 // with a composite primary key, with a condition: exactly the rows that
 // meet it arrive, each once.
 func TestBackfillCompositeWhereTwoTables(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_comp", `CREATE TABLE a (k1 int, k2 text, v int, PRIMARY KEY (k1, k2));
 		INSERT INTO a SELECT i / 10, 'k' || (i % 10), i FROM generate_series(0, 2999) i;
 		CREATE TABLE "B x" (id bigint PRIMARY KEY, v int);
@@ -450,6 +453,7 @@ func TestBackfillCompositeWhereTwoTables(t *testing.T) {
 // TestBackfillCancel: a backfill that cannot deliver is cancelled; it
 // stops, says so, and a second cancel is a conflict.
 func TestBackfillCancel(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_cancel", `CREATE TABLE t (id int PRIMARY KEY, v int);
 		INSERT INTO t SELECT i, 0 FROM generate_series(1, 5000) i`, "  tables: [public.t]\n", "")
 	e.rcv.SetFaults(webhooktest.Faults{Down: true})
@@ -483,6 +487,7 @@ func TestBackfillCancel(t *testing.T) {
 // TestBackfillOnCreate: a sink with backfill.on_create gets its tables'
 // rows on its first start, and not again on the next.
 func TestBackfillOnCreate(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_create", `CREATE TABLE t (id int PRIMARY KEY, v int);
 		INSERT INTO t SELECT i, 0 FROM generate_series(1, 500) i`, "  tables: [public.t]\n", "    backfill: {on_create: true}\n")
 	e.rcv.WaitCount(t, 500, 30*time.Second)
@@ -517,6 +522,7 @@ func TestBackfillOnCreate(t *testing.T) {
 // name, exit 2 from the CLI and 400 (404 for an unknown sink) from the
 // API, and nothing starts.
 func TestBackfillBadInput(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_bad", `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1), (2, 2), (3, 3);
 		CREATE TABLE nopk (v int); CREATE TABLE elsewhere (id int PRIMARY KEY)`,
 		"  tables: [public.t, public.nopk, public.elsewhere]\n", "    tables: [public.t, public.nopk]\n")
@@ -571,6 +577,7 @@ func TestBackfillBadInput(t *testing.T) {
 // same table, and the stream's latency for changes committed while it
 // runs. It logs the figures.
 func TestBackfillRate(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("WALHOOK_BACKFILL_BENCH") == "" {
 		t.Skip("set WALHOOK_BACKFILL_BENCH=1 to measure")
 	}
@@ -660,6 +667,7 @@ func TestBackfillRate(t *testing.T) {
 // shutdown) in the middle of a backfill; walhook reconnects, the backfill
 // goes on from its last delivered chunk and every row arrives.
 func TestBackfillSurvivesPostgresRestart(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{})
 	e := startBackfillEnvOn(t, srv, "bf_restart", `CREATE TABLE t (id int PRIMARY KEY, v int);
 		INSERT INTO t SELECT i, 0 FROM generate_series(1, 20000) i`, "  tables: [public.t]\n", "")
@@ -690,6 +698,7 @@ func TestBackfillSurvivesPostgresRestart(t *testing.T) {
 // would: neither password_hash nor the private rows; then the sink's
 // columns apply, as to the stream.
 func TestBackfillPublicationFilters(t *testing.T) {
+	t.Parallel()
 	e := startBackfillEnv(t, "bf_pub", `CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text, private bool);
 		INSERT INTO users SELECT i, 'u' || i || '@x', 'hash' || i, i % 3 = 0 FROM generate_series(1, 300) i;
 		CREATE PUBLICATION bf_pub FOR TABLE users (id, email) WHERE (NOT private)`, "  tables: [public.users]\n", "")
@@ -740,6 +749,7 @@ func TestBackfillPublicationFilters(t *testing.T) {
 // kill -9 while PostgreSQL is still down, and runs once PostgreSQL
 // answers: every row arrives, from one backfill.
 func TestBackfillOnCreateSourceDown(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{})
 	dsn := pgtest.NewDatabase(t, srv)
 	conn := connect(t, dsn)

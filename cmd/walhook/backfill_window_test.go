@@ -296,6 +296,7 @@ func diffRows(got, want map[int]string) string {
 // until its snapshot sees the commit, and replaying the receiver gives
 // the table.
 func TestBackfillInvisibleCommit(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{ExtraConf: ghostConf})
 	e := startBackfillEnvOn(t, srv, "bf_invisible", `CREATE TABLE t (id int PRIMARY KEY, v int);
 		INSERT INTO t SELECT i, 0 FROM generate_series(1, 50) i`, "  tables: [public.t]\n", "")
@@ -345,6 +346,7 @@ func waitReplay(t *testing.T, rcv *webhooktest.Receiver, what string, want map[i
 //     their values are the read's or the last insert's, which the table
 //     no longer shows after an update.
 func TestBackfillExactPerSink(t *testing.T) {
+	t.Parallel()
 	const rows = 1000
 	srv := startServer(t, pgtest.Options{ExtraConf: ghostConf})
 	dsn := pgtest.NewDatabase(t, srv)

@@ -45,6 +45,7 @@ func withAdmin(t *testing.T, cfg string) string {
 // moves on; walhook is killed meanwhile; once the receiver is back, the
 // down sink catches up from its backlog, every row in order per key.
 func TestOneSinkDownOthersGoOn(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int, pad text)`)
@@ -128,6 +129,7 @@ func TestOneSinkDownOthersGoOn(t *testing.T) {
 // when_full: block, walhook stops reading the slot: the slot stops moving
 // and the healthy sink waits too; nothing is lost once the sink is back.
 func TestBacklogFullBlocks(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, pad text)`)

@@ -112,6 +112,7 @@ func redisBroker(t *testing.T) *brokerUnderTest {
 // broker's.
 func writeBrokerConfig(t *testing.T, dir, dsn, slot, tables string, b *brokerUnderTest, extra string) string {
 	t.Helper()
+	claimSlot(t, dsn, slot)
 	var y strings.Builder
 	fmt.Fprintf(&y, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n  tables: %s\n", dsn, slot, slot, tables)
 	fmt.Fprintf(&y, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
@@ -132,6 +133,7 @@ func writeBrokerConfig(t *testing.T, dir, dsn, slot, tables string, b *brokerUnd
 // lowercase header names and the mapped subject or stream; on Redis a
 // 10 MB row too.
 func TestBrokerMixedWorkload(t *testing.T) {
+	t.Parallel()
 	for _, mk := range []func(*testing.T) *brokerUnderTest{natsBroker, redisBroker} {
 		b := mk(t)
 		t.Run(b.kind, func(t *testing.T) {
@@ -245,6 +247,7 @@ func mapsEqual(a, b map[string]string) bool {
 // versions in commit order (counting first arrivals), and on NATS no
 // idempotency key reaches the stream twice.
 func TestBrokerFaults(t *testing.T) {
+	t.Parallel()
 	for _, mk := range []func(*testing.T) *brokerUnderTest{natsBroker, redisBroker} {
 		b := mk(t)
 		t.Run(b.kind, func(t *testing.T) {
@@ -358,6 +361,7 @@ func TestBrokerFaults(t *testing.T) {
 // status (last_error), moves the batches to the dead letters after
 // max_attempts, and dlq replay delivers them once the stream exists.
 func TestBrokerRefusesThenReplays(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	b := &brokerUnderTest{kind: "nats", sink: func(name string) string {
 		return fmt.Sprintf("  - name: %s\n    type: nats\n    url: %s\n    subject: \"walhook.{schema}.{table}\"\n", name, srv.URL)
@@ -411,6 +415,7 @@ func TestBrokerRefusesThenReplays(t *testing.T) {
 // next change goes to the new subject, through a new connection), and a
 // Redis sink added beside it starts receiving.
 func TestBrokerReload(t *testing.T) {
+	t.Parallel()
 	nsrv := natstest.Start(t, natstest.Options{})
 	nsrv.AddStream(t, "WALHOOK", []string{"walhook.>", "moved.>"}, 0)
 	rsrv := redistest.Start(t, redistest.Options{})
@@ -459,6 +464,7 @@ func TestBrokerReload(t *testing.T) {
 // NATS sink's backlog takes them); once the server is back, the NATS sink
 // catches up, every row once.
 func TestBrokerDownWebhookGoesOn(t *testing.T) {
+	t.Parallel()
 	const rows = 60000
 	nsrv := natstest.Start(t, natstest.Options{})
 	nsrv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
@@ -509,6 +515,7 @@ func streamCount(t *testing.T, srv *natstest.Server) int {
 // as a webhook's, and walhook backfill sends the table's rows through it
 // as action read.
 func TestBrokerBackfillFilterColumns(t *testing.T) {
+	t.Parallel()
 	b := redisBroker(t)
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)

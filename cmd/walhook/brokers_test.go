@@ -53,6 +53,7 @@ type body struct {
 // the admin server on; it returns the path and the admin address.
 func writeAdminBrokerConfig(t *testing.T, dsn, slot, name, sinkYAML string) (string, string) {
 	t.Helper()
+	claimSlot(t, dsn, slot)
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	text := fmt.Sprintf("source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n  tables: [public.items, 'public.\"odd.name x\"']\n"+
@@ -214,6 +215,7 @@ func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, r
 // killed with kill -9 twice under load, arrives once per idempotency key,
 // with the documented topic, key, headers and body, in order per row.
 func TestKafkaAcceptance(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "walhook.public.items", "walhook.public.odd_name_x"))
 	if err != nil {
 		t.Fatal(err)
@@ -282,6 +284,7 @@ func TestKafkaAcceptance(t *testing.T) {
 // max_attempts the batches become dead letters, and once the topic exists
 // dlq replay delivers them.
 func TestKafkaUnknownTopic(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "walhook.public.odd_name_x"))
 	if err != nil {
 		t.Fatal(err)
@@ -357,6 +360,7 @@ func createKafkaTopic(t *testing.T, brokers []string, topic string) {
 // restarted while walhook streams, arrives once per idempotency key with the documented
 // routing key, properties, headers and body, in order per row.
 func TestRabbitMQAcceptance(t *testing.T) {
+	t.Parallel()
 	srv := rabbittest.New(t)
 	srv.Declare(t, "walhook", "topic", "all", "#")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
@@ -402,6 +406,7 @@ func TestRabbitMQAcceptance(t *testing.T) {
 // with max_attempts the batches become dead letters, and once a queue is
 // bound dlq replay delivers them.
 func TestRabbitMQUnroutable(t *testing.T) {
+	t.Parallel()
 	srv := rabbittest.New(t)
 	srv.Declare(t, "walhook", "topic", "", "")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
@@ -437,6 +442,7 @@ func TestRabbitMQUnroutable(t *testing.T) {
 // status shows the refusal by name (and not the password); once the
 // password is right (a reload), the held rows arrive.
 func TestRabbitMQWrongPassword(t *testing.T) {
+	t.Parallel()
 	srv := rabbittest.New(t)
 	srv.Declare(t, "walhook", "topic", "all", "#")
 	rcv := webhooktest.New(t, "")
@@ -476,6 +482,7 @@ func TestRabbitMQWrongPassword(t *testing.T) {
 // topic or routing key, a missing topic and its fix (exit 1), and a
 // missing exchange and its fix.
 func TestCheckBrokerSinks(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "walhook.public.items"))
 	if err != nil {
 		t.Fatal(err)

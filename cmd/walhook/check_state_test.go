@@ -37,6 +37,7 @@ func useStateURL(t *testing.T, path, url string) {
 // keeps walhook from keeping its state there, with the statement that
 // fixes it.
 func TestCheckStateURL(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	admin := connect(t, dsn)
 	exec1(t, admin, `CREATE TABLE t (id int PRIMARY KEY)`)

@@ -20,6 +20,7 @@ import (
 // becomes the column list of the publication walhook creates, and check
 // names the fix when the list is lost.
 func TestColumnSelection(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	for _, sql := range []string{
@@ -183,6 +184,7 @@ func jsonKeys(t *testing.T, raw json.RawMessage) string {
 // reject the table's updates is refused by run and check, naming the fix,
 // and no publication is created.
 func TestColumnListRefused(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE people (id int PRIMARY KEY, hush_col text)`)
@@ -206,6 +208,7 @@ func TestColumnListRefused(t *testing.T) {
 // is given back in full: far more than the budget's 16 MiB of left-out
 // bytes pass, and every row arrives.
 func TestSourceColumnsKeepTheBudget(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE padded (id int PRIMARY KEY, pad_col text)`)

@@ -111,6 +111,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // backfill and watch it reach done. A form posted by a page of another
 // origin, and a page under a rebound name, change nothing.
 func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
 	ctx := newBrowser(t, "evil.test")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)

@@ -61,6 +61,7 @@ func sinkState(t *testing.T, addr string) string {
 // nothing, while every CLI command that goes through the API still works:
 // healthcheck, pause, resume, dlq list, show, replay and drop, backfill.
 func TestAdminCLIUnderCrossSiteRules(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -182,6 +183,7 @@ func TestAdminCLIUnderCrossSiteRules(t *testing.T) {
 // without the body, and the status (behind the token) masks the
 // credential. Resumed, the sink delivers the row.
 func TestReadyzHidesTheReceiversAnswer(t *testing.T) {
+	t.Parallel()
 	const (
 		credential = "hdr-cr3dential-410"
 		rowData    = "ssn 078-05-1120"

@@ -18,6 +18,7 @@ import (
 // report it; a replay cut short by kill -9 keeps it; a replay to a
 // receiver that answers delivers it and removes it.
 func TestDeadLettersAndReplay(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -130,9 +131,12 @@ func TestDeadLettersAndReplay(t *testing.T) {
 // down, the slot holds the failing row until the server's WAL has moved
 // more than that past it (writes to a table walhook does not capture);
 // then the row becomes a dead letter with reason max_lag and the slot
-// moves on, and a later row is delivered once the receiver is back.
+// moves on, and a later row is delivered once the receiver is back. The
+// server is the test's own: the WAL is the cluster's, and other tests'
+// writes would move it past max_lag early.
 func TestMaxLagBytes(t *testing.T) {
-	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	t.Parallel()
+	dsn := startServer(t, pgtest.Options{}).DSN("postgres")
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE other (id int, pad text)`)
 	rcv := webhooktest.New(t, "")

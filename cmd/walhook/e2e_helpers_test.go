@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walhook/walhook/internal/pgtest"
 	"github.com/walhook/walhook/internal/webhooktest"
 )
@@ -97,6 +98,15 @@ func startWalhook(t *testing.T, args ...string) *daemon {
 		select {
 		case <-d.done:
 		default:
+			if t.Failed() {
+				// Where every goroutine waits (the runtime's dump on
+				// SIGQUIT): what shows a wedge.
+				_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-d.done:
+				case <-time.After(5 * time.Second):
+				}
+			}
 			_ = d.cmd.Process.Kill()
 			<-d.done
 		}
@@ -144,10 +154,30 @@ type sinkConf struct {
 	Extra             string // more YAML lines for the sink, indented by four spaces
 }
 
+// slotOwners maps the slots of the shared server to the test that named
+// them: slots are per cluster, and the tests run in parallel.
+var slotOwners sync.Map
+
+// claimSlot fails the test if another test already named slot on the
+// shared server, where parallel tests would take each other's slot (a
+// server of the test's own is free to reuse names).
+func claimSlot(t testing.TB, dsn, slot string) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil || pgtest.Shared() == nil || int(cfg.Port) != pgtest.Shared().Port() {
+		return
+	}
+	test, _, _ := strings.Cut(t.Name(), "/") // subtests run one after another
+	if owner, _ := slotOwners.LoadOrStore(slot, test); owner != test {
+		t.Fatalf("slot %q is already %s's on the shared server: slots are per cluster and the tests run in parallel; name one of this test's own", slot, owner)
+	}
+}
+
 // writeConfig writes a configuration for dsn with the given sinks into the
 // test's temp dir and returns its path.
 func writeConfig(t testing.TB, dir, dsn, slot string, source string, sinks ...sinkConf) string {
 	t.Helper()
+	claimSlot(t, dsn, slot)
 	var b strings.Builder
 	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n%s", dsn, slot, slot, source)
 	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))

@@ -21,6 +21,7 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // tables and checks what a signed receiver gets: every change, in commit
 // order per row, in the documented JSON.
 func TestDeliversChangesInOrder(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE orders (id int PRIMARY KEY, status text, amount numeric(10,2), tags text[], meta jsonb, paid_at timestamptz)`)
@@ -198,6 +199,7 @@ func parsePos(t *testing.T, s string) testPos {
 // nothing is lost and the slot never confirms past the undelivered
 // transaction, and that it catches up once the receiver answers 2xx.
 func TestFailingReceiverHoldsSlot(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
@@ -221,6 +223,7 @@ func TestFailingReceiverHoldsSlot(t *testing.T) {
 // TestRestartLosesNothingAndRedeliversNothing stops walhook with SIGTERM,
 // writes while it is down, and starts it again.
 func TestRestartLosesNothingAndRedeliversNothing(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
@@ -268,6 +271,7 @@ func TestRestartLosesNothingAndRedeliversNothing(t *testing.T) {
 // TestWALLevelReplica checks that walhook names the fix and exits non-zero
 // against a server that cannot decode logically.
 func TestWALLevelReplica(t *testing.T) {
+	t.Parallel()
 	srv, err := pgtest.Start(pgtest.Options{WALLevel: "replica"})
 	if err != nil {
 		t.Fatal(err)
@@ -288,6 +292,7 @@ func TestWALLevelReplica(t *testing.T) {
 // TestCheckRejectsBadConfigs runs `walhook check` on bad files: each exits
 // 2 with a message that names the file and line.
 func TestCheckRejectsBadConfigs(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("../../testdata/config/bad/*.yaml")
 	if err != nil || len(files) < 5 {
 		t.Fatalf("want at least 5 bad configs in testdata/config/bad, got %d (%v)", len(files), err)
@@ -307,6 +312,7 @@ func TestCheckRejectsBadConfigs(t *testing.T) {
 
 // TestCheckReportsDatabase runs `walhook check` on a good config.
 func TestCheckReportsDatabase(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -327,6 +333,7 @@ func TestCheckReportsDatabase(t *testing.T) {
 // TestExistingPublicationIsLeftAlone checks that walhook uses a publication
 // it did not create as it is, and warns when it lacks a configured table.
 func TestExistingPublicationIsLeftAlone(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE a (id int PRIMARY KEY)`)
@@ -364,6 +371,7 @@ func TestExistingPublicationIsLeftAlone(t *testing.T) {
 // message emitted just before a COMMIT must not hide the transaction's
 // first change (they used to share a position).
 func TestLogicalMessageBeforeCommit(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -392,6 +400,7 @@ func TestLogicalMessageBeforeCommit(t *testing.T) {
 // keeps its own cursor, so after a restart the sink that had everything is
 // not sent it again while the other catches up.
 func TestTwoSinksOneDown(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -439,6 +448,7 @@ func TestTwoSinksOneDown(t *testing.T) {
 
 // TestExitCodes checks the contract's exit codes for usage mistakes.
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		args []string
 		code int

@@ -80,6 +80,7 @@ func (r *eventsReceiver) ofType(typ string) []receivedEvent {
 // back. An operator's pause and resume bring sink.paused (reason
 // operator) and sink.resumed; a backfill brings backfill.completed.
 func TestOperationalEvents(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -181,6 +182,7 @@ func TestOperationalEvents(t *testing.T) {
 // (SIGKILL) while the events endpoint is down is sent by the standby that
 // takes over, once the endpoint is back.
 func TestEventsAcrossTakeover(t *testing.T) {
+	t.Parallel()
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	evr := newEventsReceiver(t)

@@ -63,6 +63,7 @@ func waitSynced(t *testing.T, standby *pgtest.Server, slot string) {
 // standby's promotion under a steady writer, resumes from the
 // synchronised slot, and delivers every row the new primary has.
 func TestFailoverSlots(t *testing.T) {
+	t.Parallel()
 	primary, standby, conn, dsn := startSyncedPair(t, "sb")
 	rcv := webhooktest.New(t, "")
 	dir := t.TempDir()
@@ -126,6 +127,7 @@ func TestFailoverSlots(t *testing.T) {
 // TestFailoverRefusedBefore17: source.failover on PostgreSQL 16 is a
 // configuration error for check and run (exit 2), naming PostgreSQL 17.
 func TestFailoverRefusedBefore17(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Shared()
 	if srv.Version() >= 17 {
 		srv = startServer(t, pgtest.Options{Version: 16})
@@ -144,6 +146,7 @@ func TestFailoverRefusedBefore17(t *testing.T) {
 // not a failover slot becomes one (ALTER_REPLICATION_SLOT), and check says
 // it will, and that no standby is listed.
 func TestFailoverAltersSlot(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{Version: 17})
 	conn := connect(t, srv.DSN("postgres"))
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -171,6 +174,7 @@ func TestFailoverAltersSlot(t *testing.T) {
 }
 
 func TestTargetSessionAttrs(t *testing.T) {
+	t.Parallel()
 	for dsn, want := range map[string]string{
 		"postgres://h1,h2/db?target_session_attrs=read-write": "read-write",
 		"postgres://h1,h2/db":                                   "any",
@@ -191,6 +195,7 @@ func TestTargetSessionAttrs(t *testing.T) {
 // stops with exit 1 naming the branch point and its cursor, and delivers
 // none of the rows committed on the new timeline (which it would skip).
 func TestFailoverSlotsBehindCursor(t *testing.T) {
+	t.Parallel()
 	primary, standby, conn, dsn := startSyncedPair(t, "")
 	rcv := webhooktest.New(t, "")
 	cfg := writeConfig(t, t.TempDir(), dsn, "fo_behind", "  tables: [public.t]\n  failover: true\n", sinkConf{Name: "s", URL: rcv.URL})

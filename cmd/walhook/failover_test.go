@@ -133,6 +133,7 @@ func switchPoint(t *testing.T, srv *pgtest.Server) pglogrepl.LSN {
 // exit 1 naming the branch point and its cursor, not skip them (issue 18:
 // before, it ran on and never delivered them).
 func TestFailoverBehindCursor(t *testing.T) {
+	t.Parallel()
 	e := startFailoverEnv(t)
 	d := startWalhook(t, "run", "--config", e.cfg)
 	insert(t, e.conn, 1, 20, 10)
@@ -213,6 +214,7 @@ func TestFailoverBehindCursor(t *testing.T) {
 // its WAL) goes on: walhook follows the new primary through the multi-host
 // URL, from its copy of the slot, and delivers every row of both timelines.
 func TestFailoverCaughtUp(t *testing.T) {
+	t.Parallel()
 	e := startFailoverEnv(t)
 	d := startWalhook(t, "run", "--config", e.cfg)
 	insert(t, e.conn, 1, 50, 100)
@@ -239,6 +241,7 @@ func TestFailoverCaughtUp(t *testing.T) {
 // TestOtherCluster: a state that belongs to one cluster refuses another,
 // even with a slot of the same name there, naming both system identifiers.
 func TestOtherCluster(t *testing.T) {
+	t.Parallel()
 	e := startFailoverEnv(t)
 	d := startWalhook(t, "run", "--config", e.cfg)
 	insert(t, e.conn, 1, 5, 10)

@@ -29,6 +29,7 @@ import (
 // first deliveries of each key in commit order, with fewer than 3
 // deliveries per change on average.
 func TestFaultKillStorm(t *testing.T) {
+	t.Parallel()
 	const (
 		keys     = 250
 		versions = 20
@@ -156,6 +157,7 @@ func TestFaultKillStorm(t *testing.T) {
 // committed row. walhook reaches PostgreSQL through a proxy, which sees
 // each of its tries.
 func TestFaultPostgresUnreachableThenRestarted(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{})
 	dsn := srv.DSN("postgres")
 	conn := connect(t, dsn)
@@ -220,6 +222,7 @@ func TestFaultPostgresUnreachableThenRestarted(t *testing.T) {
 // wal_sender_timeout while blocked, and deliver everything once the
 // receiver is back.
 func TestFaultReceiverOutage(t *testing.T) {
+	t.Parallel()
 	const (
 		backlogRows = 40000
 		rowBytes    = 1500
@@ -344,6 +347,7 @@ func TestFaultReceiverOutage(t *testing.T) {
 // stops, A commits while it is down, then C commits. After the restart A, B
 // and C must all arrive, each whole.
 func TestFaultInterleavedTransactionsAcrossRestart(t *testing.T) {
+	t.Parallel()
 	for _, stop := range []string{"SIGTERM", "SIGKILL"} {
 		t.Run(stop, func(t *testing.T) {
 			ctx := context.Background()
@@ -423,6 +427,7 @@ func TestFaultInterleavedTransactionsAcrossRestart(t *testing.T) {
 // must stop at that transaction, never pass it, and catch up once it is
 // delivered.
 func TestFaultIdleAndFilteredTraffic(t *testing.T) {
+	t.Parallel()
 	const heartbeat = 200 * time.Millisecond // writeConfig's source.heartbeat
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
@@ -482,6 +487,7 @@ func TestFaultIdleAndFilteredTraffic(t *testing.T) {
 // naming the slot, what happened and how to recover, and must not create a
 // new slot, then or on the next start.
 func TestFaultSlotDropped(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -519,6 +525,7 @@ func TestFaultSlotDropped(t *testing.T) {
 // naming the slot, what happened and how to recover, and leave the slot as
 // it is; the next start refuses too.
 func TestFaultSlotInvalidated(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{ExtraConf: []string{"max_slot_wal_keep_size = 1MB", "wal_keep_size = 0"}})
 	dsn := srv.DSN("postgres")
 	conn := connect(t, dsn)
@@ -572,6 +579,7 @@ func TestFaultSlotInvalidated(t *testing.T) {
 // exits 1 again saying so and how to skip it; done as it says, walhook
 // goes on from there.
 func TestFaultPublicationDropped(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -617,6 +625,7 @@ func TestFaultPublicationDropped(t *testing.T) {
 // committed meanwhile. walhook reaches PostgreSQL through a proxy, which
 // sees each of its tries at the slot (a replication connection).
 func TestFaultSlotInUse(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv := pgtest.Shared()
 	dsn := pgtest.NewDatabase(t, srv)
@@ -676,6 +685,7 @@ func TestFaultSlotInUse(t *testing.T) {
 // deadline. Both times walhook must exit 0 within --shutdown-timeout, and
 // after a restart every committed row must have arrived.
 func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
 	const deadline = 2 * time.Second
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
@@ -748,6 +758,7 @@ func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
 // was committed meanwhile arrives. The server's wal_sender_timeout frees
 // the slot from the dead walsender; walhook waits for that.
 func TestFaultSilentConnection(t *testing.T) {
+	t.Parallel()
 	const receiveTimeout = 5 * time.Second // writeConfig's source.receive_timeout
 	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
 	conn := connect(t, srv.DSN("postgres"))

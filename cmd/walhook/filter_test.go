@@ -20,6 +20,7 @@ import (
 // TestCELFilters: one sink filters on record, one on metadata; each gets
 // exactly its messages, and what they filter out does not hold the slot.
 func TestCELFilters(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE a (id int PRIMARY KEY, status text, amount numeric)`)
@@ -76,6 +77,7 @@ func TestCELFilters(t *testing.T) {
 // TestCELFilterErrors: a filter that does not compile, or is not boolean,
 // is refused by check and run with exit 2 at its file:line:col.
 func TestCELFilterErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for name, tc := range map[string]struct{ filter, want string }{
 		"syntax":   {`'record.status == '`, ":11:31: sinks[0].filter: "},
@@ -113,6 +115,7 @@ sinks:
 // both count it in status and walhook_filter_errors_total, and neither
 // holds the slot.
 func TestFilterErrorsCountedAndKept(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, n int)`)

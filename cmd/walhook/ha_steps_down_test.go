@@ -40,6 +40,7 @@ func cutActiveMidWrite(t *testing.T) (a, b *haInstance, rcv *haReceiver, proxy *
 // again (it does not hang); the standby takes over within 10 s; after the
 // partition heals the old active stays a standby.
 func TestHAPartitionMidWrite(t *testing.T) {
+	t.Parallel()
 	a, b, rcv, proxy, w, dsn := cutActiveMidWrite(t)
 	cut := proxy.CutAt()
 	a.waitRole(t, "standby", 15*time.Second)
@@ -73,6 +74,7 @@ func TestHAPartitionMidWrite(t *testing.T) {
 // TestHASIGTERMInPartition: SIGTERM to an active whose state connection
 // went silent in the middle of a write ends the process within 10 s.
 func TestHASIGTERMInPartition(t *testing.T) {
+	t.Parallel()
 	a, _, _, _, _, _ := cutActiveMidWrite(t)
 	sent := time.Now()
 	if err := a.d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -92,6 +94,7 @@ func TestHASIGTERMInPartition(t *testing.T) {
 // active after the new one's first: before each attempt a lane asks the
 // lease, which counts its validity by the clock.
 func TestHAFrozenActive(t *testing.T) {
+	t.Parallel()
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
@@ -135,6 +138,7 @@ func TestHAFrozenActive(t *testing.T) {
 // up (itself after receive_timeout), the active releases the lease and the
 // standby, whose source works, takes over; nothing is lost.
 func TestHASourceLost(t *testing.T) {
+	t.Parallel()
 	dsn, slot := haSetup(t)
 	proxy := startPartition(t, fmt.Sprintf("127.0.0.1:%d", pgtest.Shared().Port()))
 	rcv := newHAReceiver(t)

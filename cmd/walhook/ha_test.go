@@ -86,6 +86,7 @@ type haInstance struct {
 // top level.
 func startHA(t *testing.T, name, dsn, stateURL, slot, receiver string, extra ...string) *haInstance {
 	t.Helper()
+	claimSlot(t, dsn, slot)
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -201,12 +202,14 @@ func haSetup(t *testing.T) (dsn, slot string) {
 	dsn = pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, "CREATE TABLE t (id int PRIMARY KEY)")
-	return dsn, "ha"
+	// A slot of the test's own: the HA tests share the server.
+	return dsn, "ha_" + strings.ToLower(strings.TrimPrefix(t.Name(), "TestHA"))
 }
 
 // TestHAKill: the active dies (SIGKILL); the standby takes over within
 // 10 s from the shared cursor: every row arrives, few twice.
 func TestHAKill(t *testing.T) {
+	t.Parallel()
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
@@ -427,12 +430,18 @@ func (p *partition) close() {
 // the source or the receiver). It stops delivering before the standby can
 // take the lock; the standby takes over, nothing is lost, and no request of
 // the cut-off instance reaches the receiver after the standby's first.
-func TestHAPartition(t *testing.T) { testPartition(t, false) }
+func TestHAPartition(t *testing.T) {
+	t.Parallel()
+	testPartition(t, false)
+}
 
 // TestHAIsolated: the same with the active cut off from PostgreSQL
 // altogether, its replication connection too, whose walsender the server
 // would keep for wal_sender_timeout (a minute): the new active ends it.
-func TestHAIsolated(t *testing.T) { testPartition(t, true) }
+func TestHAIsolated(t *testing.T) {
+	t.Parallel()
+	testPartition(t, true)
+}
 
 func testPartition(t *testing.T, sourceToo bool) {
 	dsn, slot := haSetup(t)
@@ -496,6 +505,7 @@ func replaceHost(t *testing.T, dsn, hostport string) string {
 // saves its cursor and releases the lock; the standby resumes from there at
 // once, with no duplicates beyond what was in flight.
 func TestHAHandover(t *testing.T) {
+	t.Parallel()
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
@@ -526,6 +536,7 @@ func TestHAHandover(t *testing.T) {
 // finishes it; every row arrives as a read. A standby answers the
 // backfill API with 503, pointing at the active.
 func TestHABackfill(t *testing.T) {
+	t.Parallel()
 	const n = 5000
 	dsn, slot := haSetup(t)
 	exec1(t, connect(t, dsn), fmt.Sprintf("INSERT INTO t SELECT generate_series(1, %d)", n))

@@ -17,6 +17,7 @@ import (
 // running, when the admin server is off and when the configuration is
 // missing.
 func TestHealthcheck(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)

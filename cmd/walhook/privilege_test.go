@@ -35,6 +35,7 @@ func checkFails(t *testing.T, cfg string, wants ...string) {
 // privileges away one at a time, and `walhook check` must name each and
 // the statement that gives it back.
 func TestLeastPrivilege(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	admin := connect(t, dsn)
 	// Roles belong to the whole server, which other tests share.

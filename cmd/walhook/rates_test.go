@@ -7,6 +7,7 @@ import (
 )
 
 func TestDeliveryRates(t *testing.T) {
+	t.Parallel()
 	d := newDeliveryRates()
 	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }

@@ -15,6 +15,7 @@ import (
 )
 
 func TestReceiveVerifiesAndPrints(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	srv := httptest.NewServer(&receiver{out: &out, secret: testSecret})
 	defer srv.Close()

@@ -20,6 +20,7 @@ import (
 // output, in a bad configuration's errors or in the API's answers, even
 // when the receiver fails and echoes the credential it got.
 func TestNoSecretInOutput(t *testing.T) {
+	t.Parallel()
 	const (
 		password = "pg-pa55word-xyz"
 		secret   = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -12,6 +12,7 @@ import (
 // refused by name, source keys added after the list was written (failover)
 // and the events endpoint included; what can change is not.
 func TestLiveRefusals(t *testing.T) {
+	t.Parallel()
 	base := func() *config.Config {
 		return &config.Config{
 			Source: config.Source{URL: "postgres://a", Slot: "walhook", Publication: "walhook", Heartbeat: 10 * time.Second},

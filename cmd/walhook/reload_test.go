@@ -22,6 +22,7 @@ import (
 // removed stops; a change that cannot apply live, and a file that does
 // not validate, are refused and the old configuration keeps delivering.
 func TestReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -111,6 +112,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 // idempotency key in arrival order, and every sink's first deliveries of
 // a row are in commit order.
 func TestReloadUnderLoad(t *testing.T) {
+	t.Parallel()
 	// Few rows, each changed every few milliseconds, and receivers that
 	// take 5 ms a request: every lane is busy, and a row's next change is
 	// often queued while the one before is in flight.
@@ -205,6 +207,7 @@ func reloadWith(t *testing.T, d *daemon, cfg, s string) {
 // cannot reach PostgreSQL yet adds it; once PostgreSQL is up both sinks
 // stream, and walhook does not exit.
 func TestReloadBeforeStreaming(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, pgtest.Options{})
 	dsn := srv.DSN("postgres")
 	conn := connect(t, dsn)
@@ -242,6 +245,7 @@ func TestReloadBeforeStreaming(t *testing.T) {
 // committed after the reload; a second SIGHUP editing the added sink
 // applies too.
 func TestReloadWhileASinkHoldsTheStream(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestSinkSettings(t *testing.T) {
+	t.Parallel()
 	sc := config.Sink{Name: "orders", Type: "webhook",
 		Tables: []config.Table{{Schema: "public", Name: "orders"}}, BatchWait: 50 * time.Millisecond, MaxInFlight: 16,
 		Retry: config.Retry{Initial: time.Second, MaxAttempts: 5},

@@ -50,6 +50,7 @@ func slotExists(t *testing.T, dsn, slot string) bool {
 // while a walhook streams from the slot, drops it, and the state forgets
 // it: the next run makes a new slot and relays again.
 func TestSlotDrop(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	admin := connect(t, dsn)
 	exec1(t, admin, "CREATE TABLE t (id int PRIMARY KEY)")
@@ -98,6 +99,7 @@ func TestSlotDrop(t *testing.T) {
 // TestSlotDropLease: with state.url, slot drop refuses while another
 // walhook holds the slot's lease, naming it.
 func TestSlotDropLease(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	admin := connect(t, dsn)
 	exec1(t, admin, "CREATE TABLE t (id int PRIMARY KEY)")

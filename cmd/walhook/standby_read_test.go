@@ -64,6 +64,7 @@ sinks:
 // backfill under concurrent updates on the primary ends with every row's
 // last message equal to the row on the primary.
 func TestStandbyRead(t *testing.T) {
+	t.Parallel()
 	primary := startServer(t, pgtest.Options{Version: 16})
 	conn := connect(t, primary.DSN("postgres"))
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)`)

@@ -61,6 +61,7 @@ func walsender(t *testing.T, dsn, slot string) (ssl bool, role string) {
 // refuse, saying the certificate is not trusted, without printing the
 // URL's password.
 func TestTLSToPostgres(t *testing.T) {
+	t.Parallel()
 	const role = "walhook_cert"
 	srv := startServer(t, pgtest.Options{TLS: true, CertUsers: []string{role}})
 	files, _ := srv.TLS()

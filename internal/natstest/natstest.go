@@ -120,7 +120,11 @@ func (s *Server) Messages(t testing.TB, stream string) []*nats.Msg {
 	}
 	var msgs []*nats.Msg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := st.GetMsg(ctx, seq)
+		// A deadline per message: the stream may hold thousands, and a
+		// loaded machine serves each slowly.
+		mctx, mcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		raw, err := st.GetMsg(mctx, seq)
+		mcancel()
 		if err != nil {
 			t.Fatalf("stream %s message %d: %v", stream, seq, err)
 		}

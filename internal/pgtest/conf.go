@@ -15,7 +15,7 @@ func (opts Options) settings() ([]string, error) {
 	if level == "" {
 		level = "logical"
 	}
-	senders := "20"
+	senders := "40"
 	switch level {
 	case "logical", "replica":
 	case "minimal":
@@ -28,14 +28,14 @@ func (opts Options) settings() ([]string, error) {
 	}
 	conf := []string{
 		"wal_level = " + level,
-		"max_replication_slots = 20",
+		"max_replication_slots = 40",
 		"max_wal_senders = " + senders,
 		"listen_addresses = '127.0.0.1'",
 		"fsync = off",
 		"synchronous_commit = on",
 		"full_page_writes = off",
 		"shared_buffers = 32MB",
-		"max_connections = 100",
+		"max_connections = 200",
 		"logging_collector = off",
 	}
 	for _, u := range opts.CertUsers {
