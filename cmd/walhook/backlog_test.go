@@ -45,6 +45,7 @@ func withAdmin(t *testing.T, cfg string) string {
 // moves on; walhook is killed meanwhile; once the receiver is back, the
 // down sink catches up from its backlog, every row in order per key.
 func TestOneSinkDownOthersGoOn(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)

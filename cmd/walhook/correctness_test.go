@@ -218,6 +218,7 @@ func TestGroupByNeedsIdentity(t *testing.T) {
 // taking more once that many lie between the cursor and the newest message,
 // so memory stays bounded and a restart redelivers at most the window.
 func TestStuckHeadWindow(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)

@@ -46,6 +46,15 @@ func runTests(m *testing.M) int {
 	return pgtest.Run(m)
 }
 
+// soak skips a long-running test under -short, for a developer's quick
+// run; make test and CI run everything.
+func soak(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a soak of half a minute or more: skipped under -short")
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a process's output and a test.
 type syncBuffer struct {
 	mu  sync.Mutex

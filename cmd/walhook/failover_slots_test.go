@@ -63,6 +63,7 @@ func waitSynced(t *testing.T, standby *pgtest.Server, slot string) {
 // standby's promotion under a steady writer, resumes from the
 // synchronised slot, and delivers every row the new primary has.
 func TestFailoverSlots(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	primary, standby, conn, dsn := startSyncedPair(t, "sb")
 	rcv := webhooktest.New(t, "")
@@ -195,6 +196,7 @@ func TestTargetSessionAttrs(t *testing.T) {
 // stops with exit 1 naming the branch point and its cursor, and delivers
 // none of the rows committed on the new timeline (which it would skip).
 func TestFailoverSlotsBehindCursor(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	primary, standby, conn, dsn := startSyncedPair(t, "")
 	rcv := webhooktest.New(t, "")

@@ -222,6 +222,7 @@ func TestFaultPostgresUnreachableThenRestarted(t *testing.T) {
 // wal_sender_timeout while blocked, and deliver everything once the
 // receiver is back.
 func TestFaultReceiverOutage(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	const (
 		backlogRows = 40000

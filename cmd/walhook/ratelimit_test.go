@@ -16,6 +16,8 @@ import (
 // fills and spills to its backlog like a slow sink's; nothing is lost and
 // each row's changes keep their order.
 func TestRateLimitEndToEnd(t *testing.T) {
+	soak(t)
+	t.Parallel()
 	const rows, rate, batch = 2000, 50, 10
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)

@@ -17,6 +17,7 @@ import (
 // keep its replication connection: the walsender stays the same for longer
 // than several timeouts, and every row arrives once the receiver is back.
 func TestFaultShortSenderTimeout(t *testing.T) {
+	soak(t)
 	t.Parallel()
 	const (
 		slot = "fault_sender_timeout"

@@ -68,8 +68,8 @@ func TestSharedServer(t *testing.T) {
 		t.Errorf("wal_level: got %q, want %q", got, "logical")
 	}
 	if srv.Restartable() {
-		if got := queryString(t, conn, "SHOW max_replication_slots"); got != "20" {
-			t.Errorf("max_replication_slots: got %q, want %q", got, "20")
+		if got := queryString(t, conn, "SHOW max_replication_slots"); got != "40" {
+			t.Errorf("max_replication_slots: got %q, want %q", got, "40")
 		}
 		if got := queryString(t, conn, "SHOW fsync"); got != "off" {
 			t.Errorf("fsync: got %q, want %q", got, "off")
