@@ -11,6 +11,7 @@ import (
 // TestStandby: a standby streams the primary's changes, keeps the slots
 // the primary had when it was made, and takes writes once promoted.
 func TestStandby(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	primary, err := Start(Options{})
 	if err != nil {

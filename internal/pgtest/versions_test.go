@@ -59,8 +59,10 @@ func TestMajorVersion(t *testing.T) {
 // the binaries `make pg-versions` installs must run as the cluster's
 // owner.
 func TestEveryVersion(t *testing.T) {
+	t.Parallel()
 	for _, v := range Versions {
 		t.Run(strconv.Itoa(v), func(t *testing.T) {
+			t.Parallel()
 			srv, err := Start(Options{Version: v})
 			if err != nil {
 				t.Fatal(err)
