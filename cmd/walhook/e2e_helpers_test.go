@@ -243,6 +243,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // waitStreaming waits until walhook holds the slot.
 func waitStreaming(t *testing.T, conn *pgx.Conn, slot string, d *daemon) {
 	t.Helper()
+	logSlotOnFailure(t, conn.Config().ConnString(), slot)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// A walsender that began before d did is a killed predecessor's
@@ -303,5 +304,34 @@ func checkSlotHeld(t *testing.T, conn *pgx.Conn, rcv *webhooktest.Receiver, slot
 	target := currentLSN(t, conn)
 	waitUntil(t, 30*time.Second, "the slot catches up to "+target.String(), func() bool {
 		return readSlot(t, conn, slot).confirmed >= target
+	})
+}
+
+// logSlotOnFailure logs, if the test fails, where the slot and its
+// walsender stand against the server's WAL, while the walhook processes
+// the test started still run (cleanups run last first): it tells a
+// walsender still reading the WAL after a restart from changes lost.
+func logSlotOnFailure(t *testing.T, dsn, slot string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Logf("slot %s: %v", slot, err)
+			return
+		}
+		defer conn.Close(ctx)
+		var row string
+		err = conn.QueryRow(ctx, `SELECT format('wal %s; slot restart %s, confirmed %s, active pid %s; walsender sent %s, flush %s, state %s',
+			pg_current_wal_lsn(), s.restart_lsn, s.confirmed_flush_lsn, s.active_pid, r.sent_lsn, r.flush_lsn, r.state)
+			FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1`, slot).Scan(&row)
+		if err != nil {
+			t.Logf("slot %s: %v", slot, err)
+			return
+		}
+		t.Logf("slot %s at the failure: %s", slot, row)
 	})
 }
