@@ -64,7 +64,7 @@ sinks:
 // backfill under concurrent updates on the primary ends with every row's
 // last message equal to the row on the primary.
 func TestStandbyRead(t *testing.T) {
-	primary := startServer(t, pgtest.Options{Version: 16})
+	primary := startServer(t, pgtest.Options{Version: 17})
 	conn := connect(t, primary.DSN("postgres"))
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)`)
 	exec1(t, conn, `INSERT INTO t SELECT i, 0 FROM generate_series(1, 2000) i`)
