@@ -3,7 +3,9 @@ package kafka
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/tlstest"
 	"github.com/walhook/walhook/sink"
 )
 
@@ -246,21 +249,57 @@ func TestTooLargeNamesMaxMessageBytes(t *testing.T) {
 	}
 }
 
-// TestSASL: a cluster that wants SCRAM-SHA-512 takes the sink's
-// credentials; a wrong password is an operator's matter naming the
-// credentials, and the password is in no message.
+// TestSASL: a cluster that wants PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+// takes the sink's credentials with that mechanism; a wrong password is an
+// operator's matter naming the credentials, and the password is in no
+// message.
 func TestSASL(t *testing.T) {
-	c := cluster(t, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "walhook", "s3cret-pw"),
-		kfake.SeedTopics(1, "walhook.public.odd_name_x"))
-	cfg := testConfig(c.ListenAddrs())
-	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-512", Username: "walhook", Password: "s3cret-pw"}
-	if err := deliver(t, newSink(t, cfg), messages(2, 2)); err != nil {
-		t.Fatalf("Deliver with the right password: %v", err)
+	for _, mechanism := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mechanism, func(t *testing.T) {
+			t.Parallel()
+			c := cluster(t, kfake.EnableSASL(), kfake.Superuser(mechanism, "walhook", "s3cret-pw"),
+				kfake.SeedTopics(1, "walhook.public.odd_name_x"))
+			cfg := testConfig(c.ListenAddrs())
+			cfg.Kafka.SASL = config.SASL{Mechanism: mechanism, Username: "walhook", Password: "s3cret-pw"}
+			if err := deliver(t, newSink(t, cfg), messages(2, 2)); err != nil {
+				t.Fatalf("Deliver with the right password: %v", err)
+			}
+			cfg.Kafka.SASL.Password = "wr0ng-pw"
+			cfg.Timeout = 2 * time.Second // the refusal shows when the attempt times out
+			err := deliver(t, newSink(t, cfg), messages(2, 2))
+			if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
+				t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", err)
+			}
+		})
 	}
-	cfg.Kafka.SASL.Password = "wr0ng-pw"
-	err := deliver(t, newSink(t, cfg), messages(2, 2))
-	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
-		t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", err)
+}
+
+// TestTLS: a cluster that wants mutual TLS (and SCRAM-SHA-256 over it)
+// takes the sink's tls settings; without the cluster's CA the attempt is
+// an operator's matter naming tls.ca_file, and check names it too.
+func TestTLS(t *testing.T) {
+	serverCA, clientCA := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca")
+	serverCert, _, _ := serverCA.Issue(t, "kafka", true)
+	_, clientCert, clientKey := clientCA.Issue(t, "walhook", false)
+	c := cluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: clientCA.Pool, ClientAuth: tls.RequireAndVerifyClientCert}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "walhook", "s3cret-pw"), kfake.SeedTopics(1, "walhook.public.odd_name_x"))
+	cfg := testConfig(c.ListenAddrs())
+	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-256", Username: "walhook", Password: "s3cret-pw"}
+	cfg.Kafka.TLS = config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}
+	if err := deliver(t, newSink(t, cfg), messages(3, 3)); err != nil {
+		t.Fatalf("Deliver over mutual TLS: %v", err)
+	}
+
+	cfg.Timeout = 2 * time.Second
+	cfg.Kafka.TLS = config.TLS{CertFile: clientCert, KeyFile: clientKey} // the system's CAs
+	err := deliver(t, newSink(t, cfg), messages(1, 1))
+	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "set tls.ca_file") {
+		t.Errorf("Deliver without the cluster's CA: got %v, want an operator error naming tls.ca_file", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if p := Check(ctx, io.Discard, cfg, nil); len(p) != 1 || !strings.Contains(p[0], "set tls.ca_file") {
+		t.Errorf("check without the cluster's CA: got %q, want one problem naming tls.ca_file", p)
 	}
 }
 
