@@ -233,6 +233,43 @@ func TestCredentials(t *testing.T) {
 	}
 }
 
+// TestCredsFile: a server in operator mode (decentralized JWTs) takes the
+// sink's creds_file, a user JWT signed by an account the operator signed
+// and the user's nkey seed, which signs the server's nonce; a user of an
+// account the operator never signed is an operator's matter naming the
+// credentials.
+func TestCredsFile(t *testing.T) {
+	op := natstest.NewOperator(t)
+	srv := natstest.Start(t, natstest.Options{
+		Config:        op.Config,
+		ClientOptions: []natsgo.Option{natsgo.UserCredentials(op.CredsFile)},
+	})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+
+	cfg := testConfig(srv.URL)
+	cfg.NATS.CredsFile = op.CredsFile
+	s := newSink(t, cfg)
+	connected(t, s)
+	if err := deliver(t, s, messages("orders", 2)); err != nil {
+		t.Fatalf("Deliver with creds_file: %v", err)
+	}
+	if n := len(srv.Messages(t, "WALHOOK")); n != 2 {
+		t.Errorf("got %d messages, want 2", n)
+	}
+
+	cfg.NATS.CredsFile = op.StrangerCreds(t)
+	b := newSink(t, cfg)
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if last = deliver(t, b, messages("orders", 1)); sink.NeedsOperator(last) {
+			break
+		}
+	}
+	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "refuses walhook's credentials") {
+		t.Fatalf("Deliver with a stranger's creds_file: got %v, want an operator error about the credentials", last)
+	}
+}
+
 // TestCheck reports the stream that takes each table's subject, warns of
 // a short duplicate window, and names the fix for a table no stream takes.
 func TestCheck(t *testing.T) {
