@@ -202,9 +202,9 @@ func writeBrokerConfig(t *testing.T, dir, dsn, slot, tables string, b *brokerUnd
 
 // TestBrokerMixedWorkload: inserts, updates, deletes and a truncate, in a
 // table whose name holds a dot and a space too, arrive through the real
-// binary once per idempotency key, with the documented body, the exact
-// lowercase header names and the mapped subject or stream; on Redis a
-// 10 MB row too.
+// binary (16 lanes) once per idempotency key, with the documented body,
+// the exact lowercase header names and the mapped subject or stream, each
+// row's changes in position order; on Redis a 10 MB row too.
 func TestBrokerMixedWorkload(t *testing.T) {
 	for _, mk := range []func(*testing.T) *brokerUnderTest{natsBroker, redisBroker} {
 		b := mk(t)
@@ -250,6 +250,7 @@ func TestBrokerMixedWorkload(t *testing.T) {
 				t.Fatalf("got %d messages, want %d", len(msgs), want)
 			}
 			seen := map[string]bool{}
+			lastKey := map[string]string{} // per row, the idempotency key of its last change so far
 			actions := map[string]int{}
 			largest := 0
 			for i, m := range msgs {
@@ -286,6 +287,17 @@ func TestBrokerMixedWorkload(t *testing.T) {
 				}
 				if (body.Action == "truncate") != (string(body.Record) == "null") {
 					t.Errorf("message %d: %s with record %s", i, body.Action, body.Record)
+				}
+				if body.Action != "truncate" {
+					var rec struct{ ID int }
+					if err := json.Unmarshal(body.Record, &rec); err != nil {
+						t.Fatalf("message %d: record %s: %v", i, body.Record, err)
+					}
+					row := fmt.Sprintf("%s/%d", md.TableName, rec.ID)
+					if last, ok := lastKey[row]; ok && !keyLess(last, key) {
+						t.Errorf("row %s: change %s arrived after %s, want position order", row, key, last)
+					}
+					lastKey[row] = key
 				}
 			}
 			if big > 0 && largest < 10<<20 {
