@@ -182,17 +182,24 @@ func rabbitBroker(t *testing.T) *brokerUnderTest {
 	}
 }
 
-// writeBrokerConfig writes a configuration for dsn whose one sink is the
-// broker's.
+// writeBrokerConfig writes a configuration for dsn whose one sink, s, is
+// the broker's, on 16 lanes, with extra lines of the sink's.
 func writeBrokerConfig(t *testing.T, dir, dsn, slot, tables string, b *brokerUnderTest, extra string) string {
+	t.Helper()
+	return writeSinksConfig(t, dir, dsn, slot, tables,
+		b.sink("s")+"    batch_wait: 5ms\n    max_in_flight: 16\n    timeout: 5s\n    retry: {initial: 20ms, max: 300ms}\n"+extra)
+}
+
+// writeSinksConfig writes a configuration for dsn capturing tables (a YAML
+// list) on slot and publication slot, with the admin server off, and
+// sinks, the YAML of the sinks list.
+func writeSinksConfig(t *testing.T, dir, dsn, slot, tables, sinks string) string {
 	t.Helper()
 	var y strings.Builder
 	fmt.Fprintf(&y, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n  tables: %s\n", dsn, slot, slot, tables)
 	fmt.Fprintf(&y, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
-	y.WriteString("server:\n  listen: \"\"\nlog:\n  format: text\n  level: debug\nsinks:\n")
-	y.WriteString(b.sink("s"))
-	y.WriteString("    batch_wait: 5ms\n    max_in_flight: 16\n    timeout: 5s\n    retry: {initial: 20ms, max: 300ms}\n")
-	y.WriteString(extra)
+	y.WriteString("server:\n  listen: \"\"\nlog:\n  format: text\n  level: info\nsinks:\n")
+	y.WriteString(sinks)
 	path := filepath.Join(dir, "walhook.yaml")
 	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
 		t.Fatal(err)

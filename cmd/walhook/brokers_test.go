@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,21 +45,15 @@ type body struct {
 	} `json:"metadata"`
 }
 
-// writeAdminBrokerConfig writes a configuration for dsn with one broker sink
-// (sinkYAML: its lines after "- name: NAME", indented by four spaces) and
-// the admin server on; it returns the path and the admin address.
+// writeAdminBrokerConfig writes a configuration for dsn capturing the
+// brokerTables with one broker sink (sinkYAML: its lines after "- name:
+// NAME", indented by four spaces) on 16 lanes and the admin server on; it
+// returns the path and the admin address.
 func writeAdminBrokerConfig(t *testing.T, dsn, slot, name, sinkYAML string) (string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	text := fmt.Sprintf("source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n  tables: [public.items, 'public.\"odd.name x\"']\n"+
-		"state:\n  path: %q\nserver:\n  listen: %q\n  token: %q\nlog:\n  format: text\n  level: info\nsinks:\n  - name: %s\n    batch_wait: 5ms\n    max_in_flight: 16\n%s",
-		dsn, slot, slot, filepath.Join(dir, "walhook.state"), addr, testToken, name, sinkYAML)
-	path := filepath.Join(dir, "walhook.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, addr
+	path := writeSinksConfig(t, t.TempDir(), dsn, slot, `[public.items, 'public."odd.name x"']`,
+		"  - name: "+name+"\n    batch_wait: 5ms\n    max_in_flight: 16\n"+sinkYAML)
+	return path, withAdmin(t, path)
 }
 
 // brokerTables creates the two captured tables: items with a composite key
