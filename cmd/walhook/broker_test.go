@@ -49,8 +49,10 @@ type brokerUnderTest struct {
 	sink func(name string) string
 	// messages returns what the broker holds, in its order, for names.
 	messages func(t *testing.T, names []string) []brokerMsg
-	kill     func()
-	restart  func()
+	// kill and restart the broker; nil for kfake, which runs in the
+	// test's own process.
+	kill    func()
+	restart func()
 	// dedupes says the broker keeps each idempotency key once.
 	dedupes bool
 }
