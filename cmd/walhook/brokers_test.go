@@ -234,7 +234,8 @@ func TestKafkaAcceptance(t *testing.T) {
 }
 
 // TestKafkaUnknownTopic: a topic that does not exist holds only the Kafka
-// sink, which retries and names the reason in status last_error; with
+// sink, which retries and names the reason in status last_error and in an
+// error line of the log; with
 // max_attempts the batches become dead letters, and once the topic exists
 // dlq replay delivers them.
 func TestKafkaUnknownTopic(t *testing.T) {
@@ -265,6 +266,7 @@ func TestKafkaUnknownTopic(t *testing.T) {
 	if !named {
 		t.Errorf("status last_error: got %q, want it to name the unknown topic walhook.public.items", lastErrors)
 	}
+	checkRefusalLogged(t, d.out.String(), `unknown topic \"walhook.public.items\"`)
 	// The sink goes on with the tables whose topic exists.
 	exec1(t, conn, `INSERT INTO "odd.name x" VALUES (1, 0)`)
 	waitUntil(t, 30*time.Second, "the next row delivered", func() bool { return sinkStatus(t, addr, "k").Delivered >= 1 })
@@ -283,6 +285,19 @@ func TestKafkaUnknownTopic(t *testing.T) {
 	if fs := cl.PollFetches(ctx); fs.NumRecords() != 1 {
 		t.Errorf("got %d records in walhook.public.items after the replay, want 1", fs.NumRecords())
 	}
+}
+
+// checkRefusalLogged checks that out, walhook's log, holds an error line
+// of a delivery the destination refused, naming what (as the text handler
+// quotes it).
+func checkRefusalLogged(t *testing.T, out, what string) {
+	t.Helper()
+	for line := range strings.SplitSeq(out, "\n") {
+		if strings.Contains(line, `level=ERROR msg="delivery failed: the destination refuses until an operator acts"`) && strings.Contains(line, what) {
+			return
+		}
+	}
+	t.Errorf("the log has no error line of the refused delivery naming %s:\n%s", what, out)
 }
 
 // createKafkaTopic creates a topic of one partition.
@@ -351,7 +366,8 @@ func TestRabbitMQAcceptance(t *testing.T) {
 }
 
 // TestRabbitMQUnroutable: an exchange that routes nothing holds only the
-// RabbitMQ sink, which retries and names the reason in status last_error;
+// RabbitMQ sink, which retries and names the reason in status last_error
+// and in an error line of the log;
 // with max_attempts the batches become dead letters, and once a queue is
 // bound dlq replay delivers them.
 func TestRabbitMQUnroutable(t *testing.T) {
@@ -375,6 +391,7 @@ func TestRabbitMQUnroutable(t *testing.T) {
 	if !strings.Contains(lastError, `unroutable: exchange "walhook" routes nothing for routing key "public.items.insert"`) {
 		t.Errorf("status last_error: got %q, want it to name the unroutable routing key", lastError)
 	}
+	checkRefusalLogged(t, d.out.String(), `unroutable: exchange \"walhook\" routes nothing for routing key \"public.items.insert\"`)
 	srv.Declare(t, "walhook", "topic", "all", "#")
 	if code, out := runWalhook(t, "dlq", "replay", "--sink", "r", "--config", cfg); code != 0 {
 		t.Fatalf("dlq replay: exit %d:\n%s", code, out)
@@ -387,8 +404,8 @@ func TestRabbitMQUnroutable(t *testing.T) {
 
 // TestRabbitMQWrongPassword: a broker that refuses walhook's password
 // holds only its own sink: a webhook sink beside it gets every row, while
-// status shows the refusal by name (and not the password); once the
-// password is right (a reload), the held rows arrive.
+// status and the log show the refusal by name (and neither the password);
+// once the password is right (a reload), the held rows arrive.
 func TestRabbitMQWrongPassword(t *testing.T) {
 	srv := rabbittest.New(t)
 	srv.Declare(t, "walhook", "topic", "all", "#")
@@ -412,6 +429,10 @@ func TestRabbitMQWrongPassword(t *testing.T) {
 	})
 	if strings.Contains(lastError, "wr0ng-pw") {
 		t.Errorf("status last_error shows the password: %q", lastError)
+	}
+	checkRefusalLogged(t, d.out.String(), "refuses walhook's credentials")
+	if strings.Contains(d.out.String(), "wr0ng-pw") {
+		t.Errorf("the log shows the password:\n%s", d.out.String())
 	}
 	if n := len(srv.Get(t, "all")); n != 0 {
 		t.Fatalf("got %d messages with a wrong password, want 0", n)
