@@ -1,17 +1,15 @@
 // Package proctest runs a server program (a message broker) for tests: on
 // a free loopback port, in a temporary directory, logging to a file there,
 // killed with SIGKILL when the test ends (and, on Linux, when the test
-// process dies; its whole process group there). A test may kill it and
-// start it again on the same port and directory, as a broker restart.
-// internal/natstest, internal/redistest and internal/rabbittest build on
-// it; Line is the question the first two's Ready asks.
+// process dies). A test may kill it and start it again on the same port
+// and directory, as a broker restart. internal/natstest and
+// internal/redistest build on it; Line is the question their Ready asks.
 package proctest
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -29,17 +27,8 @@ type Spec struct {
 	Program string
 	// Args are its arguments for a port and a directory of its own.
 	Args func(port int, dir string) []string
-	// Env, when not nil, is the server's whole environment for its port
-	// and directory; nil inherits the test process's.
-	Env func(port int, dir string) []string
-	// Stdin keeps a pipe to the server's standard input open while it
-	// runs, for a program that halts at the end of its input (an Erlang
-	// shell); otherwise its input is empty.
-	Stdin bool
 	// Ready returns nil once the server on addr answers.
 	Ready func(addr string) error
-	// ReadyTimeout bounds the wait for Ready at each start; 0 means 15 s.
-	ReadyTimeout time.Duration
 }
 
 // Process is a running (or killed) server.
@@ -82,47 +71,15 @@ func Start(t testing.TB, spec Spec) *Process {
 	}
 }
 
-// Launch starts a server on port in dir without a test, for a TestMain
-// that shares one server among its tests; the caller kills it. Its
-// Restart cannot fail a test: use StartAgain.
-func Launch(spec Spec, port int, dir string) (*Process, error) {
-	path, err := lookPath(spec.Program)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", spec.Program, err)
-	}
-	p := &Process{spec: spec, path: path, Port: port, Dir: dir}
-	if err := p.start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w\n%s", spec.Program, err, p.LogTail(30))
-	}
-	return p, nil
-}
-
 // Addr is the server's address, 127.0.0.1:port.
 func (p *Process) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.Port) }
 
-// Restart starts the server again on its port and directory, after Kill;
-// it fails the test if the server does not start.
+// Restart starts the server again on its port and directory, after Kill.
 func (p *Process) Restart() {
 	p.t.Helper()
-	if err := p.StartAgain(); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// StartAgain starts the server again on its port and directory, after
-// Kill.
-func (p *Process) StartAgain() error {
 	if err := p.start(); err != nil {
-		return fmt.Errorf("restart %s: %w\n%s", p.spec.Program, err, p.LogTail(20))
+		p.t.Fatalf("restart %s: %v\n%s", p.spec.Program, err, p.LogTail(20))
 	}
-	return nil
-}
-
-// Running reports whether the server runs (it was not killed).
-func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.proc != nil
 }
 
 // Kill kills the server with SIGKILL and waits for it to exit. Killing a
@@ -135,7 +92,7 @@ func (p *Process) Kill() error {
 	if proc == nil {
 		return nil
 	}
-	kill(proc)
+	_ = proc.Kill()
 	<-exited
 	return nil
 }
@@ -158,33 +115,14 @@ func (p *Process) start() error {
 	defer log.Close()
 	cmd := exec.Command(p.path, p.spec.Args(p.Port, p.Dir)...)
 	cmd.Dir = p.Dir
-	if p.spec.Env != nil {
-		cmd.Env = p.spec.Env(p.Port, p.Dir)
-	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()
-	var stdin io.WriteCloser // open while the server runs, with Spec.Stdin
-	if p.spec.Stdin {
-		if stdin, err = cmd.StdinPipe(); err != nil {
-			return err
-		}
-	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	exited := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		if stdin != nil {
-			stdin.Close()
-		}
-		exited <- err
-	}()
-	timeout := p.spec.ReadyTimeout
-	if timeout == 0 {
-		timeout = 15 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		select {
 		case err := <-exited:
@@ -196,9 +134,9 @@ func (p *Process) start() error {
 			break
 		}
 		if time.Now().After(deadline) {
-			kill(cmd.Process)
+			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("%s not ready after %v: %w", p.spec.Program, timeout, err)
+			return fmt.Errorf("%s not ready after 15s: %w", p.spec.Program, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

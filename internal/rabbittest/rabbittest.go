@@ -18,8 +18,11 @@ package rabbittest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,9 +38,16 @@ const program = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 // Server is a running (or killed) RabbitMQ node.
 type Server struct {
-	*proctest.Process
 	// URL is amqp://guest:guest@127.0.0.1:port/.
-	URL string
+	URL  string
+	Port int
+	Dir  string
+	node string
+	dist int
+
+	mu     sync.Mutex
+	proc   *os.Process
+	exited chan error
 }
 
 var shared *Server
@@ -53,7 +63,7 @@ func Main(m *testing.M) {
 	}
 	var startErr error
 	if _, err := os.Stat(program); err == nil {
-		shared, startErr = launch(dir)
+		shared, startErr = Start(dir)
 	}
 	if startErr != nil {
 		fmt.Fprintf(os.Stderr, "rabbittest: %v\n", startErr)
@@ -74,7 +84,10 @@ func Shared(t testing.TB) *Server {
 	if shared == nil {
 		t.Skipf("%s is not installed (make test installs it)", program)
 	}
-	if !shared.Running() {
+	shared.mu.Lock()
+	down := shared.proc == nil
+	shared.mu.Unlock()
+	if down {
 		if err := shared.Restart(); err != nil {
 			t.Fatal(err)
 		}
@@ -82,20 +95,8 @@ func Shared(t testing.TB) *Server {
 	return shared
 }
 
-// New starts a node of t's own, killed when t ends: for a test package
-// that cannot give its TestMain to Main (one that runs PostgreSQL too). It
-// skips the test when rabbitmq-server is not installed.
-func New(t testing.TB) *Server {
-	t.Helper()
-	dist, err := proctest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newServer(proctest.Start(t, spec(dist)))
-}
-
-// launch starts a node in dir, without a test.
-func launch(dir string) (*Server, error) {
+// Start starts a node in dir.
+func Start(dir string) (*Server, error) {
 	port, err := proctest.FreePort()
 	if err != nil {
 		return nil, err
@@ -104,51 +105,13 @@ func launch(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := proctest.Launch(spec(dist), port, dir)
-	if err != nil {
-		return nil, err
+	s := &Server{
+		URL: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port), Port: port, Dir: dir, dist: dist,
+		node: fmt.Sprintf("walhooktest%d@localhost", port),
 	}
-	return newServer(p), nil
-}
-
-func newServer(p *proctest.Process) *Server {
-	return &Server{Process: p, URL: amqpURL(p.Addr())}
-}
-
-func amqpURL(addr string) string { return "amqp://guest:guest@" + addr + "/" }
-
-// spec runs a node whose Erlang distribution listens on dist: a private
-// node name, AMQP port, data and log directories and Erlang cookie, all
-// under the process's directory.
-func spec(dist int) proctest.Spec {
-	return proctest.Spec{
-		Program: program,
-		Args: func(_ int, dir string) []string {
-			if err := prepare(dir); err != nil {
-				// The node then fails to start, and says why.
-				fmt.Fprintln(os.Stderr, "rabbittest:", err)
-			}
-			return nil
-		},
-		Env: func(port int, dir string) []string { return env(port, dist, dir) },
-		// The node's Erlang shell reads stdin and halts at its end.
-		Stdin: true,
-		Ready: func(addr string) error {
-			c, err := amqp.DialConfig(amqpURL(addr), amqp.Config{Dial: amqp.DefaultDial(time.Second)})
-			if err == nil {
-				c.Close()
-			}
-			return err
-		},
-		ReadyTimeout: 60 * time.Second, // RabbitMQ takes seconds to start
-	}
-}
-
-// prepare makes the node's directories and configuration files in dir.
-func prepare(dir string) error {
 	for _, d := range []string{"mnesia", "log", "home"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	files := map[string]string{
@@ -157,26 +120,26 @@ func prepare(dir string) error {
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return s, s.start()
 }
 
-// env is the node's environment: everything of its own under dir.
-func env(port, dist int, dir string) []string {
+// env is the node's environment: everything of its own under Dir.
+func (s *Server) env() []string {
 	env := []string{
-		"HOME=" + filepath.Join(dir, "home"), // the Erlang cookie
-		fmt.Sprintf("RABBITMQ_NODENAME=walhooktest%d@localhost", port),
+		"HOME=" + filepath.Join(s.Dir, "home"), // the Erlang cookie
+		"RABBITMQ_NODENAME=" + s.node,
 		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		fmt.Sprintf("RABBITMQ_NODE_PORT=%d", port),
-		fmt.Sprintf("RABBITMQ_DIST_PORT=%d", dist),
-		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
-		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
-		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq.conf"),
-		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(dir, "advanced.config"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
-		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "rabbit.pid"),
+		fmt.Sprintf("RABBITMQ_NODE_PORT=%d", s.Port),
+		fmt.Sprintf("RABBITMQ_DIST_PORT=%d", s.dist),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(s.Dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(s.Dir, "log"),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(s.Dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(s.Dir, "advanced.config"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(s.Dir, "enabled_plugins"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(s.Dir, "rabbit.pid"),
 		"RABBITMQ_ALLOW_INPUT=1", // exec the node rather than wait for it in a shell
 	}
 	for _, kv := range os.Environ() {
@@ -187,12 +150,79 @@ func env(port, dist int, dir string) []string {
 	return env
 }
 
+func (s *Server) start() error {
+	log, err := os.OpenFile(filepath.Join(s.Dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(program)
+	cmd.Dir = s.Dir
+	cmd.Env = s.env()
+	cmd.Stdout, cmd.Stderr = log, log
+	// The node's Erlang shell reads stdin and halts at its end: a pipe
+	// kept open while the node should run, closed when this process dies.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", program, err)
+	}
+	exited := make(chan error, 1)
+	go func() { err := cmd.Wait(); stdin.Close(); exited <- err }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("%s exited at start: %v\n%s", program, err, s.LogTail(30))
+		default:
+		}
+		c, err := amqp.DialConfig(s.URL, amqp.Config{Dial: amqp.DefaultDial(time.Second)})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+			return fmt.Errorf("%s not ready after 60s: %v\n%s", program, err, s.LogTail(30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.mu.Lock()
+	s.proc, s.exited = cmd.Process, exited
+	s.mu.Unlock()
+	return nil
+}
+
 // Kill kills the node (its whole process group) with SIGKILL and waits for
 // it to exit; killing a killed node does nothing.
-func (s *Server) Kill() { _ = s.Process.Kill() }
+func (s *Server) Kill() {
+	s.mu.Lock()
+	proc, exited := s.proc, s.exited
+	s.proc, s.exited = nil, nil
+	s.mu.Unlock()
+	if proc == nil {
+		return
+	}
+	_ = syscall.Kill(-proc.Pid, syscall.SIGKILL)
+	<-exited
+}
 
 // Restart starts the node again on its port and data, after Kill.
-func (s *Server) Restart() error { return s.StartAgain() }
+func (s *Server) Restart() error { return s.start() }
+
+// LogTail is the last n lines of the node's output.
+func (s *Server) LogTail(n int) string {
+	data, _ := os.ReadFile(filepath.Join(s.Dir, "server.log"))
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
 
 // Channel is a channel on a new connection of the test's, closed when the
 // test ends.
@@ -252,4 +282,20 @@ func (s *Server) Get(t testing.TB, queue string) []amqp.Delivery {
 		}
 		got = append(got, d)
 	}
+}
+
+// New starts a node of t's own, killed when t ends: for a test package
+// that cannot give its TestMain to Main (one that runs PostgreSQL too). It
+// skips the test when rabbitmq-server is not installed.
+func New(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(program); err != nil {
+		t.Skipf("%s is not installed (make test installs it)", program)
+	}
+	s, err := Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	return s
 }
