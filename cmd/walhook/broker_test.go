@@ -344,7 +344,11 @@ func TestBrokerFaults(t *testing.T) {
 	for _, bt := range []struct {
 		kind  string
 		start func(*testing.T) *brokerUnderTest
-	}{{"nats", natsBroker}, {"redis", redisBroker}, {"kafka", kafkaBroker}, {"rabbitmq", rabbitBroker}} {
+	}{
+		// RabbitMQ first: it takes longest (a node starts, and restarts,
+		// in seconds), and go test runs GOMAXPROCS subtests at once.
+		{"rabbitmq", rabbitBroker}, {"nats", natsBroker}, {"redis", redisBroker}, {"kafka", kafkaBroker},
+	} {
 		t.Run(bt.kind, func(t *testing.T) {
 			t.Parallel()
 			b := bt.start(t)
