@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,22 +45,15 @@ type body struct {
 	} `json:"metadata"`
 }
 
-// writeAdminBrokerConfig writes a configuration for dsn with one broker sink
-// (sinkYAML: its lines after "- name: NAME", indented by four spaces) and
-// the admin server on; it returns the path and the admin address.
+// writeAdminBrokerConfig writes a configuration for dsn capturing the
+// brokerTables with one broker sink (sinkYAML: its lines after "- name:
+// NAME", indented by four spaces) on 16 lanes and the admin server on; it
+// returns the path and the admin address.
 func writeAdminBrokerConfig(t *testing.T, dsn, slot, name, sinkYAML string) (string, string) {
 	t.Helper()
-	claimSlot(t, dsn, slot)
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	text := fmt.Sprintf("source:\n  url: %q\n  slot: %s\n  publication: %s\n  heartbeat: 200ms\n  receive_timeout: 5s\n  tables: [public.items, 'public.\"odd.name x\"']\n"+
-		"state:\n  path: %q\nserver:\n  listen: %q\n  token: %q\nlog:\n  format: text\n  level: info\nsinks:\n  - name: %s\n    batch_wait: 5ms\n    max_in_flight: 16\n%s",
-		dsn, slot, slot, filepath.Join(dir, "walhook.state"), addr, testToken, name, sinkYAML)
-	path := filepath.Join(dir, "walhook.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, addr
+	path := writeSinksConfig(t, t.TempDir(), dsn, slot, `[public.items, 'public."odd.name x"']`,
+		"  - name: "+name+"\n    batch_wait: 5ms\n    max_in_flight: 16\n"+sinkYAML)
+	return path, withAdmin(t, path)
 }
 
 // brokerTables creates the two captured tables: items with a composite key
@@ -160,49 +150,14 @@ func keyLess(a, b string) bool {
 	return ai < bi
 }
 
-// runWorkloadWithKills runs the workload in three rounds while walhook
-// runs, killing walhook with kill -9 during each round but the last and
-// starting it again. During the last round, while walhook streams, it
-// calls restart (when not nil) to restart the broker. It returns the
-// number of changes, the truncate included.
-func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, restart func() error, bigRow bool) int {
+// runWorkload runs the mixed workload, 180 rounds, while walhook runs, then
+// (bigRow) a 10 MB row and a truncate. It returns the number of changes,
+// the truncate included. Kills and broker restarts are TestBrokerFaults'.
+func runWorkload(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, bigRow bool) int {
 	t.Helper()
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, slot, d)
-	changes := 0
-	const rounds, per = 3, 60
-	for r := range rounds {
-		var wg sync.WaitGroup
-		var restartErr error
-		switch {
-		case r < rounds-1:
-			wg.Add(1)
-			go func(d *daemon) { // kill while the round is being written and delivered
-				defer wg.Done()
-				time.Sleep(300 * time.Millisecond)
-				_ = d.cmd.Process.Kill()
-			}(d)
-		case restart != nil:
-			wg.Add(1)
-			go func() { // restart the broker while walhook streams
-				defer wg.Done()
-				time.Sleep(200 * time.Millisecond)
-				restartErr = restart()
-			}()
-		}
-		changes += brokerWorkload(t, dsn, r*per, per)
-		wg.Wait()
-		if restartErr != nil {
-			t.Fatalf("restart the broker: %v", restartErr)
-		}
-		if r < rounds-1 {
-			d.wait(t, 10*time.Second)
-		}
-		if r < rounds-1 {
-			d = startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
-			waitStreaming(t, conn, slot, d)
-		}
-	}
+	changes := brokerWorkload(t, dsn, 0, 180)
 	if bigRow { // a 10 MB row, where the broker's limit allows it
 		exec1(t, conn, `INSERT INTO "odd.name x" VALUES (1000000, 0, repeat('x', 10 << 20))`)
 		changes++
@@ -211,9 +166,9 @@ func runWorkloadWithKills(t *testing.T, dsn, cfg, slot string, conn *pgx.Conn, r
 	return changes + 1
 }
 
-// TestKafkaAcceptance: a mixed workload through walhook to Kafka, walhook
-// killed with kill -9 twice under load, arrives once per idempotency key,
-// with the documented topic, key, headers and body, in order per row.
+// TestKafkaAcceptance: a mixed workload through walhook to Kafka arrives
+// once per idempotency key, with the documented topic, key, headers and
+// body, in order per row (TestBrokerFaults kills walhook under load).
 func TestKafkaAcceptance(t *testing.T) {
 	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "walhook.public.items", "walhook.public.odd_name_x"))
@@ -225,7 +180,7 @@ func TestKafkaAcceptance(t *testing.T) {
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	cfg, _ := writeAdminBrokerConfig(t, dsn, "kafka_acc", "k", fmt.Sprintf("    type: kafka\n    brokers: [%q]\n    topic: \"walhook.{schema}.{table}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", c.ListenAddrs()[0]))
-	want := runWorkloadWithKills(t, dsn, cfg, "kafka_acc", conn, nil, false) // Kafka's default max.message.bytes is 1 MiB
+	want := runWorkload(t, dsn, cfg, "kafka_acc", conn, false) // Kafka's default max.message.bytes is 1 MiB
 
 	var got []consumedMsg
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("walhook.public.items", "walhook.public.odd_name_x"),
@@ -280,7 +235,8 @@ func TestKafkaAcceptance(t *testing.T) {
 }
 
 // TestKafkaUnknownTopic: a topic that does not exist holds only the Kafka
-// sink, which retries and names the reason in status last_error; with
+// sink, which retries and names the reason in status last_error and in an
+// error line of the log; with
 // max_attempts the batches become dead letters, and once the topic exists
 // dlq replay delivers them.
 func TestKafkaUnknownTopic(t *testing.T) {
@@ -312,6 +268,7 @@ func TestKafkaUnknownTopic(t *testing.T) {
 	if !named {
 		t.Errorf("status last_error: got %q, want it to name the unknown topic walhook.public.items", lastErrors)
 	}
+	checkRefusalLogged(t, d.out.String(), `unknown topic \"walhook.public.items\"`)
 	// The sink goes on with the tables whose topic exists.
 	exec1(t, conn, `INSERT INTO "odd.name x" VALUES (1, 0)`)
 	waitUntil(t, 30*time.Second, "the next row delivered", func() bool { return sinkStatus(t, addr, "k").Delivered >= 1 })
@@ -330,6 +287,19 @@ func TestKafkaUnknownTopic(t *testing.T) {
 	if fs := cl.PollFetches(ctx); fs.NumRecords() != 1 {
 		t.Errorf("got %d records in walhook.public.items after the replay, want 1", fs.NumRecords())
 	}
+}
+
+// checkRefusalLogged checks that out, walhook's log, holds an error line
+// of a delivery the destination refused, naming what (as the text handler
+// quotes it).
+func checkRefusalLogged(t *testing.T, out, what string) {
+	t.Helper()
+	for line := range strings.SplitSeq(out, "\n") {
+		if strings.Contains(line, `level=ERROR msg="delivery failed: the destination refuses until an operator acts"`) && strings.Contains(line, what) {
+			return
+		}
+	}
+	t.Errorf("the log has no error line of the refused delivery naming %s:\n%s", what, out)
 }
 
 // createKafkaTopic creates a topic of one partition.
@@ -355,10 +325,10 @@ func createKafkaTopic(t *testing.T, brokers []string, topic string) {
 	}
 }
 
-// TestRabbitMQAcceptance: a mixed workload through walhook to RabbitMQ,
-// walhook killed with kill -9 twice under load and RabbitMQ killed and
-// restarted while walhook streams, arrives once per idempotency key with the documented
-// routing key, properties, headers and body, in order per row.
+// TestRabbitMQAcceptance: a mixed workload through walhook to RabbitMQ, a
+// 10 MB row among it, arrives once per idempotency key with the documented
+// routing key, properties, headers and body, in order per row
+// (TestBrokerFaults kills walhook under load and restarts RabbitMQ).
 func TestRabbitMQAcceptance(t *testing.T) {
 	t.Parallel()
 	srv := rabbittest.New(t)
@@ -367,10 +337,7 @@ func TestRabbitMQAcceptance(t *testing.T) {
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	cfg, _ := writeAdminBrokerConfig(t, dsn, "rabbit_acc", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", srv.URL))
-	want := runWorkloadWithKills(t, dsn, cfg, "rabbit_acc", conn, func() error {
-		srv.Kill()
-		return srv.Restart()
-	}, true)
+	want := runWorkload(t, dsn, cfg, "rabbit_acc", conn, true)
 	var got []consumedMsg
 	keys := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
@@ -402,7 +369,8 @@ func TestRabbitMQAcceptance(t *testing.T) {
 }
 
 // TestRabbitMQUnroutable: an exchange that routes nothing holds only the
-// RabbitMQ sink, which retries and names the reason in status last_error;
+// RabbitMQ sink, which retries and names the reason in status last_error
+// and in an error line of the log;
 // with max_attempts the batches become dead letters, and once a queue is
 // bound dlq replay delivers them.
 func TestRabbitMQUnroutable(t *testing.T) {
@@ -427,6 +395,7 @@ func TestRabbitMQUnroutable(t *testing.T) {
 	if !strings.Contains(lastError, `unroutable: exchange "walhook" routes nothing for routing key "public.items.insert"`) {
 		t.Errorf("status last_error: got %q, want it to name the unroutable routing key", lastError)
 	}
+	checkRefusalLogged(t, d.out.String(), `unroutable: exchange \"walhook\" routes nothing for routing key \"public.items.insert\"`)
 	srv.Declare(t, "walhook", "topic", "all", "#")
 	if code, out := runWalhook(t, "dlq", "replay", "--sink", "r", "--config", cfg); code != 0 {
 		t.Fatalf("dlq replay: exit %d:\n%s", code, out)
@@ -439,8 +408,8 @@ func TestRabbitMQUnroutable(t *testing.T) {
 
 // TestRabbitMQWrongPassword: a broker that refuses walhook's password
 // holds only its own sink: a webhook sink beside it gets every row, while
-// status shows the refusal by name (and not the password); once the
-// password is right (a reload), the held rows arrive.
+// status and the log show the refusal by name (and neither the password);
+// once the password is right (a reload), the held rows arrive.
 func TestRabbitMQWrongPassword(t *testing.T) {
 	t.Parallel()
 	srv := rabbittest.New(t)
@@ -465,6 +434,10 @@ func TestRabbitMQWrongPassword(t *testing.T) {
 	})
 	if strings.Contains(lastError, "wr0ng-pw") {
 		t.Errorf("status last_error shows the password: %q", lastError)
+	}
+	checkRefusalLogged(t, d.out.String(), "refuses walhook's credentials")
+	if strings.Contains(d.out.String(), "wr0ng-pw") {
+		t.Errorf("the log shows the password:\n%s", d.out.String())
 	}
 	if n := len(srv.Get(t, "all")); n != 0 {
 		t.Fatalf("got %d messages with a wrong password, want 0", n)

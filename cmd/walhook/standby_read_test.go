@@ -56,16 +56,28 @@ sinks:
 	return cfg
 }
 
-// TestStandbyRead (issue 18 item 5): walhook reads from a hot standby
-// (PostgreSQL 16, logical decoding on a standby). Without
-// source.primary_url it warns at start that heartbeats are off, check says
-// so, and a backfill is refused with exit 2 naming primary_url, while every
-// change committed on the primary is delivered. With primary_url, a
-// backfill under concurrent updates on the primary ends with every row's
-// last message equal to the row on the primary.
+// TestStandbyRead (issue 18 item 5 and its acceptance): walhook reads
+// from a hot standby (logical decoding on a standby), on PostgreSQL 16 and
+// 17. Without source.primary_url it warns at start that heartbeats are
+// off, check says so, and a backfill is refused with exit 2 naming
+// primary_url, while every change committed on the primary is delivered.
+// With primary_url, a backfill under concurrent updates on the primary
+// ends with every row's last message equal to the row on the primary.
 func TestStandbyRead(t *testing.T) {
 	t.Parallel()
-	primary := startServer(t, pgtest.Options{Version: 16})
+	for _, version := range []int{16, 17} {
+		t.Run(fmt.Sprintf("pg%d", version), func(t *testing.T) {
+			t.Parallel() // each version's primary, standby, receiver and admin port are its own
+			testStandbyRead(t, version)
+		})
+	}
+}
+
+func testStandbyRead(t *testing.T, version int) {
+	primary := startServer(t, pgtest.Options{Version: version})
+	if got := primary.Version(); got != version {
+		t.Fatalf("got PostgreSQL %d, want %d", got, version)
+	}
 	conn := connect(t, primary.DSN("postgres"))
 	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)`)
 	exec1(t, conn, `INSERT INTO t SELECT i, 0 FROM generate_series(1, 2000) i`)

@@ -35,8 +35,11 @@ func Check(ctx context.Context, out io.Writer, cfg config.Sink, tables []config.
 	defer cl.Close()
 	if err := cl.Ping(ctx); err != nil {
 		fix := "start the cluster, or correct brokers (and tls)"
-		if isAuth(err) || cfg.Kafka.SASL.Mechanism != "" && errors.Is(err, io.EOF) {
+		switch {
+		case isAuth(err) || cfg.Kafka.SASL.Mechanism != "" && errors.Is(err, io.EOF):
 			fix = "check sasl's mechanism, username and password"
+		case certFix(err) != "":
+			fix = certFix(err)
 		}
 		msg := fmt.Sprintf("%s: cannot connect: %v; %s", prefix, err, fix)
 		fmt.Fprintln(out, msg)

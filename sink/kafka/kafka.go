@@ -11,6 +11,7 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -214,6 +215,8 @@ func (s *Sink) timedOut(ctx context.Context) error {
 		// A broker that refuses SASL answers SaslAuthenticationFailed;
 		// some close the connection instead.
 		return broker.Operator(fmt.Sprintf("the Kafka cluster at %s refuses walhook's credentials: %v; check sasl's mechanism, username and password", s.brokers, err), err)
+	case certFix(err) != "":
+		return broker.Operator(fmt.Sprintf("the Kafka cluster at %s shows a certificate walhook does not accept: %v; %s", s.brokers, err, certFix(err)), err)
 	case err != nil:
 		return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): unreachable: %v", s.brokers, s.cfg.Timeout, err), err)
 	}
@@ -260,6 +263,21 @@ func (s *Sink) classify(err error, r *kgo.Record, m *change.Message) error {
 		return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge a record to %q within the sink's timeout (%s): unreachable, or no in-sync replicas: %v", s.brokers, r.Topic, s.cfg.Timeout, err), err)
 	}
 	return broker.Retry(fmt.Sprintf("produce to %q at %s: %v", r.Topic, s.brokers, err), err)
+}
+
+// certFix is what would mend a TLS handshake that failed on the
+// cluster's certificate, "" when err is no such failure: retrying cannot
+// mend it.
+func certFix(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &unknownCA):
+		return "set tls.ca_file to the CA that signs it"
+	case errors.As(err, &hostname):
+		return "use a host the certificate names in brokers"
+	}
+	return ""
 }
 
 // isAuth reports whether err is a refused SASL authentication.

@@ -3,8 +3,9 @@ package kafka
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
-	"log/slog"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/tlstest"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/broker/brokertest"
 )
 
 // The tests run against franz-go's kfake, an in-process Kafka cluster: no
@@ -37,16 +40,14 @@ func cluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 
 // testConfig is a kafka sink to brokers with short waits.
 func testConfig(brokers []string) config.Sink {
-	return config.Sink{
-		Name: "orders", Type: "kafka", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
-		Retry: config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Kafka: config.Kafka{Brokers: brokers, Topic: "walhook.{schema}.{table}"},
-	}
+	cfg := brokertest.Config("kafka")
+	cfg.Kafka = config.Kafka{Brokers: brokers, Topic: "walhook.{schema}.{table}"}
+	return cfg
 }
 
 func newSink(t *testing.T, cfg config.Sink) *Sink {
 	t.Helper()
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s, err := New(cfg, Options{Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -73,13 +74,6 @@ func messages(n, rows int) []*change.Message {
 		}
 	}
 	return msgs
-}
-
-func deliver(t *testing.T, s *Sink, msgs []*change.Message) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
 }
 
 // consume reads n records of topic from the start.
@@ -111,7 +105,7 @@ func TestDeliverProducesEachRecord(t *testing.T) {
 	brokers := c.ListenAddrs()
 	s := newSink(t, testConfig(brokers))
 	msgs := messages(40, 5)
-	if err := deliver(t, s, msgs); err != nil {
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
 	got := consume(t, brokers, "walhook.public.odd_name_x", len(msgs))
@@ -192,14 +186,14 @@ func TestUnknownTopicNeedsOperator(t *testing.T) {
 	brokers := c.ListenAddrs()
 	s := newSink(t, testConfig(brokers))
 	msgs := messages(3, 3)
-	err := deliver(t, s, msgs)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `unknown topic "walhook.public.odd_name_x"`) {
 		t.Fatalf("Deliver without the topic: got %v, want an operator error naming the topic", err)
 	}
 	createTopic(t, brokers, "walhook.public.odd_name_x")
 	var last error
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if last = deliver(t, s, msgs); last == nil {
+		if last = brokertest.Deliver(t, s, msgs); last == nil {
 			break
 		}
 	}
@@ -240,27 +234,63 @@ func TestTooLargeNamesMaxMessageBytes(t *testing.T) {
 	msgs := messages(2, 2)
 	msgs[1].Record = []byte(`{"id":1,"blob":"` + strings.Repeat("x", 2<<20) + `"}`)
 	msgs[1].RecordFields = nil
-	err := deliver(t, s, msgs)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || sink.NeedsOperator(err) || !strings.Contains(err.Error(), "max.message.bytes") || !strings.Contains(err.Error(), msgs[1].IdempotencyKey()) {
 		t.Fatalf("Deliver: got %v, want an error naming max.message.bytes and the change", err)
 	}
 }
 
-// TestSASL: a cluster that wants SCRAM-SHA-512 takes the sink's
-// credentials; a wrong password is an operator's matter naming the
-// credentials, and the password is in no message.
+// TestSASL: a cluster that wants PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+// takes the sink's credentials with that mechanism; a wrong password is an
+// operator's matter naming the credentials, and the password is in no
+// message.
 func TestSASL(t *testing.T) {
-	c := cluster(t, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "walhook", "s3cret-pw"),
-		kfake.SeedTopics(1, "walhook.public.odd_name_x"))
-	cfg := testConfig(c.ListenAddrs())
-	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-512", Username: "walhook", Password: "s3cret-pw"}
-	if err := deliver(t, newSink(t, cfg), messages(2, 2)); err != nil {
-		t.Fatalf("Deliver with the right password: %v", err)
+	for _, mechanism := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mechanism, func(t *testing.T) {
+			t.Parallel()
+			c := cluster(t, kfake.EnableSASL(), kfake.Superuser(mechanism, "walhook", "s3cret-pw"),
+				kfake.SeedTopics(1, "walhook.public.odd_name_x"))
+			cfg := testConfig(c.ListenAddrs())
+			cfg.Kafka.SASL = config.SASL{Mechanism: mechanism, Username: "walhook", Password: "s3cret-pw"}
+			if err := brokertest.Deliver(t, newSink(t, cfg), messages(2, 2)); err != nil {
+				t.Fatalf("Deliver with the right password: %v", err)
+			}
+			cfg.Kafka.SASL.Password = "wr0ng-pw"
+			cfg.Timeout = 2 * time.Second // the refusal shows when the attempt times out
+			err := brokertest.Deliver(t, newSink(t, cfg), messages(2, 2))
+			if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
+				t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", err)
+			}
+		})
 	}
-	cfg.Kafka.SASL.Password = "wr0ng-pw"
-	err := deliver(t, newSink(t, cfg), messages(2, 2))
-	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
-		t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", err)
+}
+
+// TestTLS: a cluster that wants mutual TLS (and SCRAM-SHA-256 over it)
+// takes the sink's tls settings; without the cluster's CA the attempt is
+// an operator's matter naming tls.ca_file, and check names it too.
+func TestTLS(t *testing.T) {
+	serverCA, clientCA := tlstest.NewCA(t, "server-ca"), tlstest.NewCA(t, "client-ca")
+	serverCert, _, _ := serverCA.Issue(t, "kafka", true)
+	_, clientCert, clientKey := clientCA.Issue(t, "walhook", false)
+	c := cluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: clientCA.Pool, ClientAuth: tls.RequireAndVerifyClientCert}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "walhook", "s3cret-pw"), kfake.SeedTopics(1, "walhook.public.odd_name_x"))
+	cfg := testConfig(c.ListenAddrs())
+	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-256", Username: "walhook", Password: "s3cret-pw"}
+	cfg.Kafka.TLS = config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}
+	if err := brokertest.Deliver(t, newSink(t, cfg), messages(3, 3)); err != nil {
+		t.Fatalf("Deliver over mutual TLS: %v", err)
+	}
+
+	cfg.Timeout = 2 * time.Second
+	cfg.Kafka.TLS = config.TLS{CertFile: clientCert, KeyFile: clientKey} // the system's CAs
+	err := brokertest.Deliver(t, newSink(t, cfg), messages(1, 1))
+	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "set tls.ca_file") {
+		t.Errorf("Deliver without the cluster's CA: got %v, want an operator error naming tls.ca_file", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if p := Check(ctx, io.Discard, cfg, nil); len(p) != 1 || !strings.Contains(p[0], "set tls.ca_file") {
+		t.Errorf("check without the cluster's CA: got %q, want one problem naming tls.ca_file", p)
 	}
 }
 
@@ -271,12 +301,12 @@ func TestClusterDown(t *testing.T) {
 	cfg := testConfig(c.ListenAddrs())
 	cfg.Timeout = 2 * time.Second
 	s := newSink(t, cfg)
-	if err := deliver(t, s, messages(2, 2)); err != nil {
+	if err := brokertest.Deliver(t, s, messages(2, 2)); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
 	start := time.Now()
-	err := deliver(t, s, messages(2, 2))
+	err := brokertest.Deliver(t, s, messages(2, 2))
 	if err == nil || sink.NeedsOperator(err) {
 		t.Fatalf("Deliver with the cluster down: got %v, want a retryable error", err)
 	}

@@ -4,63 +4,37 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/natstest"
 	"github.com/walhook/walhook/internal/tlstest"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/broker/brokertest"
 )
 
 // testConfig is a nats sink to url with short waits.
 func testConfig(url string) config.Sink {
-	return config.Sink{
-		Name: "orders", Type: "nats", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
-		Retry: config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		NATS:  config.NATS{URL: url, Subject: "walhook.{schema}.{table}"},
-	}
+	cfg := brokertest.Config("nats")
+	cfg.NATS = config.NATS{URL: url, Subject: "walhook.{schema}.{table}"}
+	return cfg
 }
 
 // newSink builds a sink and closes it when the test ends.
 func newSink(t *testing.T, cfg config.Sink) *Sink {
 	t.Helper()
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s, err := New(cfg, Options{Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// messages are n inserts into table, at positions 0/1000:i.
-func messages(table string, n int) []*change.Message {
-	msgs := make([]*change.Message, n)
-	for i := range msgs {
-		msgs[i] = &change.Message{
-			Action: change.Insert, Schema: "public", Table: table,
-			Record: fmt.Appendf(nil, `{"id":%d}`, i), Pos: change.Position{CommitLSN: pglogrepl.LSN(0x1000), Idx: uint32(i)},
-			CommitTime: time.Date(2026, 12, 7, 11, 0, 0, 0, time.UTC), XID: 7,
-		}
-	}
-	return msgs
-}
-
-// deliverSoon delivers b, retrying until ctx's end what the server is not
-// yet up for.
-func deliver(t *testing.T, s *Sink, msgs []*change.Message) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
 }
 
 // connected waits until s's connection is up.
@@ -83,9 +57,9 @@ func TestDeliverPublishesEachMessage(t *testing.T) {
 	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
 	s := newSink(t, testConfig(srv.URL))
 	connected(t, s)
-	msgs := messages("odd.name x", 20)
+	msgs := brokertest.Inserts("odd.name x", 0, 20)
 	for range 2 {
-		if err := deliver(t, s, msgs); err != nil {
+		if err := brokertest.Deliver(t, s, msgs); err != nil {
 			t.Fatalf("Deliver: %v", err)
 		}
 	}
@@ -127,13 +101,13 @@ func TestNoStreamNeedsOperator(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
 	s := newSink(t, testConfig(srv.URL))
 	connected(t, s)
-	msgs := messages("orders", 3)
-	err := deliver(t, s, msgs)
+	msgs := brokertest.Inserts("orders", 0, 3)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `no JetStream stream takes subject "walhook.public.orders"`) {
 		t.Fatalf("Deliver without a stream: got %v, want an operator error naming the subject", err)
 	}
 	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
-	if err := deliver(t, s, msgs); err != nil {
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver once the stream exists: %v", err)
 	}
 	if n := len(srv.Messages(t, "WALHOOK")); n != 3 {
@@ -148,9 +122,9 @@ func TestTooLargeNamesMaxPayload(t *testing.T) {
 	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
 	s := newSink(t, testConfig(srv.URL))
 	connected(t, s)
-	msgs := messages("orders", 2)
+	msgs := brokertest.Inserts("orders", 0, 2)
 	msgs[1].Record = []byte(`{"id":1,"blob":"` + strings.Repeat("x", 8000) + `"}`)
-	err := deliver(t, s, msgs)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !strings.Contains(err.Error(), "max_payload (4096 bytes)") {
 		t.Fatalf("Deliver: got %v, want an error naming max_payload", err)
 	}
@@ -164,14 +138,14 @@ func TestServerRestart(t *testing.T) {
 	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
 	s := newSink(t, testConfig(srv.URL))
 	connected(t, s)
-	msgs := messages("orders", 10)
-	if err := deliver(t, s, msgs[:5]); err != nil {
+	msgs := brokertest.Inserts("orders", 0, 10)
+	if err := brokertest.Deliver(t, s, msgs[:5]); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	err := deliver(t, s, msgs)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("Deliver with the server down: got %v, want unreachable", err)
 	}
@@ -179,7 +153,7 @@ func TestServerRestart(t *testing.T) {
 	connected(t, s)
 	var last error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if last = deliver(t, s, msgs); last == nil {
+		if last = brokertest.Deliver(t, s, msgs); last == nil {
 			break
 		}
 	}
@@ -215,7 +189,7 @@ func TestCredentials(t *testing.T) {
 	cfg.NATS.NKeyFile = seedFile
 	s := newSink(t, cfg)
 	connected(t, s)
-	if err := deliver(t, s, messages("orders", 2)); err != nil {
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 2)); err != nil {
 		t.Fatalf("Deliver with the nkey: %v", err)
 	}
 
@@ -223,13 +197,50 @@ func TestCredentials(t *testing.T) {
 	b := newSink(t, bad)
 	var last error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		last = deliver(t, b, messages("orders", 1))
+		last = brokertest.Deliver(t, b, brokertest.Inserts("orders", 0, 1))
 		if sink.NeedsOperator(last) {
 			break
 		}
 	}
 	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "refuses walhook's credentials") || strings.Contains(last.Error(), "wr0ng-pw") {
 		t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", last)
+	}
+}
+
+// TestCredsFile: a server in operator mode (decentralized JWTs) takes the
+// sink's creds_file, a user JWT signed by an account the operator signed
+// and the user's nkey seed, which signs the server's nonce; a user of an
+// account the operator never signed is an operator's matter naming the
+// credentials.
+func TestCredsFile(t *testing.T) {
+	op := natstest.NewOperator(t)
+	srv := natstest.Start(t, natstest.Options{
+		Config:        op.Config,
+		ClientOptions: []natsgo.Option{natsgo.UserCredentials(op.CredsFile)},
+	})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+
+	cfg := testConfig(srv.URL)
+	cfg.NATS.CredsFile = op.CredsFile
+	s := newSink(t, cfg)
+	connected(t, s)
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 2)); err != nil {
+		t.Fatalf("Deliver with creds_file: %v", err)
+	}
+	if n := len(srv.Messages(t, "WALHOOK")); n != 2 {
+		t.Errorf("got %d messages, want 2", n)
+	}
+
+	cfg.NATS.CredsFile = op.StrangerCreds(t)
+	b := newSink(t, cfg)
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if last = brokertest.Deliver(t, b, brokertest.Inserts("orders", 0, 1)); sink.NeedsOperator(last) {
+			break
+		}
+	}
+	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "refuses walhook's credentials") {
+		t.Fatalf("Deliver with a stranger's creds_file: got %v, want an operator error about the credentials", last)
 	}
 }
 
@@ -278,7 +289,7 @@ func TestTLS(t *testing.T) {
 	cfg.NATS.TLS = config.TLS{CAFile: serverCA.File, CertFile: clientCert, KeyFile: clientKey}
 	s := newSink(t, cfg)
 	connected(t, s)
-	if err := deliver(t, s, messages("orders", 3)); err != nil {
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 3)); err != nil {
 		t.Fatalf("Deliver over mutual TLS: %v", err)
 	}
 	if n := len(srv.Messages(t, "WALHOOK")); n != 3 {
@@ -289,7 +300,7 @@ func TestTLS(t *testing.T) {
 	untrusting := newSink(t, cfg)
 	var last error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if last = deliver(t, untrusting, messages("orders", 1)); sink.NeedsOperator(last) {
+		if last = brokertest.Deliver(t, untrusting, brokertest.Inserts("orders", 0, 1)); sink.NeedsOperator(last) {
 			break
 		}
 	}

@@ -4,58 +4,33 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/rabbittest"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/broker/brokertest"
 )
 
 func TestMain(m *testing.M) { rabbittest.Main(m) }
 
 // testConfig is a rabbitmq sink to url and exchange with short waits.
 func testConfig(url, exchange string) config.Sink {
-	return config.Sink{
-		Name: "orders", Type: "rabbitmq", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
-		Retry:    config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		RabbitMQ: config.RabbitMQ{URL: url, Exchange: exchange, RoutingKey: "{schema}.{table}.{action}"},
-	}
+	cfg := brokertest.Config("rabbitmq")
+	cfg.RabbitMQ = config.RabbitMQ{URL: url, Exchange: exchange, RoutingKey: "{schema}.{table}.{action}"}
+	return cfg
 }
 
 func newSink(t *testing.T, cfg config.Sink) *Sink {
 	t.Helper()
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s, err := New(cfg, Options{Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// messages are n inserts into table, at positions 0/1000:i.
-func messages(table string, n int) []*change.Message {
-	msgs := make([]*change.Message, n)
-	for i := range msgs {
-		msgs[i] = &change.Message{
-			Action: change.Insert, Schema: "public", Table: table,
-			Record: fmt.Appendf(nil, `{"id":%d}`, i), Pos: change.Position{CommitLSN: pglogrepl.LSN(0x1000), Idx: uint32(i)},
-			CommitTime: time.Date(2026, 12, 7, 11, 0, 0, 0, time.UTC), XID: 7,
-		}
-	}
-	return msgs
-}
-
-func deliver(t *testing.T, s *Sink, msgs []*change.Message) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
 }
 
 // TestDeliverPublishesEachMessage: one persistent message per change, with
@@ -65,8 +40,8 @@ func TestDeliverPublishesEachMessage(t *testing.T) {
 	srv := rabbittest.Shared(t)
 	srv.Declare(t, "ex-each", "topic", "q-each", "#")
 	s := newSink(t, testConfig(srv.URL, "ex-each"))
-	msgs := messages("odd.name x", 20)
-	if err := deliver(t, s, msgs); err != nil {
+	msgs := brokertest.Inserts("odd.name x", 0, 20)
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
 	got := srv.Get(t, "q-each")
@@ -112,13 +87,13 @@ func TestUnroutableNeedsOperator(t *testing.T) {
 	ex, q := fmt.Sprintf("ex-unroutable-%d", time.Now().UnixNano()), fmt.Sprintf("q-unroutable-%d", time.Now().UnixNano())
 	srv.Declare(t, ex, "topic", "", "")
 	s := newSink(t, testConfig(srv.URL, ex))
-	msgs := messages("orders", 3)
-	err := deliver(t, s, msgs)
+	msgs := brokertest.Inserts("orders", 0, 3)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), fmt.Sprintf(`unroutable: exchange %q routes nothing for routing key "public.orders.insert"`, ex)) {
 		t.Fatalf("Deliver to an exchange without a queue: got %v, want an operator error naming the routing key", err)
 	}
 	srv.Declare(t, ex, "topic", q, "public.#")
-	if err := deliver(t, s, msgs); err != nil {
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver once a queue is bound: %v", err)
 	}
 	if n := len(srv.Get(t, q)); n != 3 {
@@ -135,13 +110,13 @@ func TestNoExchangeNeedsOperator(t *testing.T) {
 	// Names of their own: the shared node outlives a run (-count).
 	ex, q := fmt.Sprintf("ex-missing-%d", time.Now().UnixNano()), fmt.Sprintf("q-missing-%d", time.Now().UnixNano())
 	s := newSink(t, testConfig(srv.URL, ex))
-	msgs := messages("orders", 3)
-	err := deliver(t, s, msgs)
+	msgs := brokertest.Inserts("orders", 0, 3)
+	err := brokertest.Deliver(t, s, msgs)
 	if err == nil || !sink.NeedsOperator(err) || !strings.Contains(err.Error(), fmt.Sprintf(`exchange %q does not exist`, ex)) {
 		t.Fatalf("Deliver to a missing exchange: got %v, want an operator error naming the exchange", err)
 	}
 	srv.Declare(t, ex, "topic", q, "#")
-	if err := deliver(t, s, msgs); err != nil {
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver once the exchange exists: %v", err)
 	}
 	if n := len(srv.Get(t, q)); n != 3 {
@@ -155,7 +130,7 @@ func TestWrongPassword(t *testing.T) {
 	srv := rabbittest.Shared(t)
 	srv.Declare(t, "ex-auth", "topic", "q-auth", "#")
 	s := newSink(t, testConfig(strings.Replace(srv.URL, "guest:guest@", "guest:wr0ng-pw@", 1), "ex-auth"))
-	err := deliver(t, s, messages("orders", 1))
+	err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 1))
 	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
 		t.Fatalf("Deliver with a wrong password: got %v, want an operator error about the credentials, without the password", err)
 	}
@@ -169,12 +144,12 @@ func TestBrokerRestart(t *testing.T) {
 	srv := rabbittest.Shared(t)
 	srv.Declare(t, "ex-restart", "topic", "q-restart", "#")
 	s := newSink(t, testConfig(srv.URL, "ex-restart"))
-	msgs := messages("orders", 10)
-	if err := deliver(t, s, msgs[:5]); err != nil {
+	msgs := brokertest.Inserts("orders", 0, 10)
+	if err := brokertest.Deliver(t, s, msgs[:5]); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	err := deliver(t, s, msgs[5:])
+	err := brokertest.Deliver(t, s, msgs[5:])
 	if err == nil || sink.NeedsOperator(err) {
 		t.Fatalf("Deliver with the broker down: got %v, want a retryable error", err)
 	}
@@ -186,7 +161,7 @@ func TestBrokerRestart(t *testing.T) {
 	// yet (a return): the pipeline retries, and so does the test.
 	var last error
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if last = deliver(t, s, msgs[5:]); last == nil {
+		if last = brokertest.Deliver(t, s, msgs[5:]); last == nil {
 			break
 		}
 		t.Logf("Deliver after the restart: %v", last)

@@ -54,6 +54,7 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.log = s.log.With("sink", cfg.Name)
 	return s, nil
 }
 

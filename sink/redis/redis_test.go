@@ -8,19 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/redistest"
 	"github.com/walhook/walhook/sink"
+	"github.com/walhook/walhook/sink/broker/brokertest"
 )
 
 func testConfig(url string) config.Sink {
-	return config.Sink{
-		Name: "orders", Type: "redis", BatchSize: 10, MaxInFlight: 4, Timeout: 5 * time.Second,
-		Retry: config.Retry{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Redis: config.Redis{URL: url, Stream: "walhook:{schema}.{table}"},
-	}
+	cfg := brokertest.Config("redis")
+	cfg.Redis = config.Redis{URL: url, Stream: "walhook:{schema}.{table}"}
+	return cfg
 }
 
 func newSink(t *testing.T, cfg config.Sink) *Sink {
@@ -33,31 +30,13 @@ func newSink(t *testing.T, cfg config.Sink) *Sink {
 	return s
 }
 
-func messages(table string, from, n int) []*change.Message {
-	msgs := make([]*change.Message, n)
-	for i := range msgs {
-		msgs[i] = &change.Message{
-			Action: change.Insert, Schema: "public", Table: table,
-			Record: fmt.Appendf(nil, `{"id":%d}`, from+i), Pos: change.Position{CommitLSN: pglogrepl.LSN(0x1000), Idx: uint32(from + i)},
-			CommitTime: time.Date(2026, 12, 7, 11, 0, 0, 0, time.UTC), XID: 7,
-		}
-	}
-	return msgs
-}
-
-func deliver(s *Sink, msgs []*change.Message) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return s.Deliver(ctx, &sink.Batch{ID: "b", Attempt: 1, Messages: msgs, Sink: "orders"})
-}
-
 // TestDeliverAppendsEachMessage: one entry per change, on the mapped
 // stream, with data and the documented fields, in order.
 func TestDeliverAppendsEachMessage(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	s := newSink(t, testConfig(srv.URL))
-	msgs := messages("odd.name x", 0, 20)
-	if err := deliver(s, msgs); err != nil {
+	msgs := brokertest.Inserts("odd.name x", 0, 20)
+	if err := brokertest.Deliver(t, s, msgs); err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
 	got := srv.Stream(t, "walhook:public.odd_name x")
@@ -92,7 +71,7 @@ func TestMaxLen(t *testing.T) {
 	cfg.Redis.MaxLen = 10
 	s := newSink(t, cfg)
 	for i := range 50 {
-		if err := deliver(s, messages("orders", i*100, 100)); err != nil {
+		if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", i*100, 100)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,16 +88,16 @@ func TestMaxLen(t *testing.T) {
 func TestRestartLosesNothing(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AOF: true})
 	s := newSink(t, testConfig(srv.URL))
-	if err := deliver(s, messages("orders", 0, 5)); err != nil {
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 5)); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	err := deliver(s, messages("orders", 5, 5))
+	err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 5, 5))
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("Deliver with the server down: got %v, want unreachable", err)
 	}
 	srv.Restart()
-	if err := deliver(s, messages("orders", 5, 5)); err != nil {
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 5, 5)); err != nil {
 		t.Fatalf("Deliver after the restart: %v", err)
 	}
 	got := srv.Stream(t, "walhook:public.orders")
@@ -137,7 +116,7 @@ func TestRestartLosesNothing(t *testing.T) {
 func TestOperatorErrors(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Password: "s3cret-pw"})
 	bad := newSink(t, testConfig(strings.Replace(srv.URL, "s3cret-pw", "wr0ng-pw", 1)))
-	err := deliver(bad, messages("orders", 0, 1))
+	err := brokertest.Deliver(t, bad, brokertest.Inserts("orders", 0, 1))
 	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), "refuses walhook's credentials") || strings.Contains(err.Error(), "wr0ng-pw") {
 		t.Errorf("wrong password: got %v, want an operator error about the credentials, without the password", err)
 	}
@@ -145,7 +124,7 @@ func TestOperatorErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := newSink(t, testConfig(srv.URL))
-	err = deliver(good, messages("orders", 0, 3))
+	err = brokertest.Deliver(t, good, brokertest.Inserts("orders", 0, 3))
 	if !sink.NeedsOperator(err) || !strings.Contains(err.Error(), `the key "walhook:public.orders" holds something other than a stream`) {
 		t.Errorf("key of another type: got %v, want an operator error naming the key", err)
 	}
@@ -158,7 +137,7 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSink(t, testConfig(srv.URL))
-	if err := deliver(s, messages("orders", 0, 2)); err != nil {
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("orders", 0, 2)); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
