@@ -26,7 +26,7 @@ type lane struct {
 	id int
 
 	mu     sync.Mutex
-	queue  []submission
+	queue  laneQueue
 	notify chan struct{} // poked when queue gets its first message
 
 	batch   []submission
@@ -48,8 +48,8 @@ func newLane(p *Pipeline, id int) *lane {
 
 func (l *lane) push(s submission) {
 	l.mu.Lock()
-	l.queue = append(l.queue, s)
-	first := len(l.queue) == 1
+	l.queue.push(s)
+	first := l.queue.len() == 1
 	l.mu.Unlock()
 	if first {
 		select {
@@ -71,38 +71,21 @@ func (l *lane) take() bool {
 	for _, s := range l.batch {
 		bytes += int64(s.m.Size())
 	}
-	n := 0
-	for n < len(l.queue) && len(l.batch) < limit {
-		size := int64(l.queue[n].m.Size())
+	for l.queue.len() > 0 && len(l.batch) < limit {
+		size := int64(l.queue.front().m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
-			l.shift(n)
 			return true
 		}
-		l.batch = append(l.batch, l.queue[n])
+		l.batch = append(l.batch, l.queue.pop())
 		bytes += size
-		n++
 	}
-	l.shift(n)
 	return len(l.batch) >= limit
-}
-
-// shift drops the first n queued messages. l.mu is held.
-func (l *lane) shift(n int) {
-	if n == 0 {
-		return
-	}
-	rest := copy(l.queue, l.queue[n:])
-	clear(l.queue[rest:])
-	l.queue = l.queue[:rest]
-	if cap(l.queue) > 4096 && rest < cap(l.queue)/4 {
-		l.queue = append([]submission(nil), l.queue...) // let a burst's storage go
-	}
 }
 
 func (l *lane) queued() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.queue) > 0
+	return l.queue.len() > 0
 }
 
 // run takes batches from the queue and delivers them until ctx ends.
