@@ -59,9 +59,10 @@ func (l *lane) push(s submission) {
 	}
 }
 
-// take moves queued messages into the batch, up to batch_size and
-// batch_bytes (one larger message goes alone), and reports whether the
-// batch is full.
+// take moves queued messages into the batch, live changes before
+// backfill reads (see laneQueue), up to batch_size and batch_bytes (one
+// larger message goes alone), and reports whether the batch is full. The
+// batch is in position order.
 func (l *lane) take() bool {
 	cfg := l.p.settings()
 	limit, maxBytes := cfg.BatchSize, cfg.BatchBytes
@@ -71,6 +72,7 @@ func (l *lane) take() bool {
 	for _, s := range l.batch {
 		bytes += int64(s.m.Size())
 	}
+	defer func() { inPositionOrder(l.batch) }()
 	for l.queue.len() > 0 && len(l.batch) < limit {
 		size := int64(l.queue.front().m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
