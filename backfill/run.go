@@ -24,6 +24,21 @@ const minRows = 100
 // one is read.
 const maxPending = 4
 
+// inFlight bounds a sink's reads that are handed on and not yet delivered
+// by the sink's window (window.messages): the chunks waiting may hold at
+// most half of it, and a chunk at most a quarter, so that reads never fill
+// the window and the sink's live changes always find room in it. A live
+// change that finds the window full waits for reads to be delivered, and
+// holds the stream back behind it. Without a message bound (window.messages
+// 0), maxPending chunks of MaxRows.
+func inFlight(sink config.Sink, ok bool, o Options) (pendingRows, chunkRows int) {
+	w := sink.Window.Messages
+	if !ok || w <= 0 {
+		return maxPending * o.MaxRows, o.MaxRows
+	}
+	return max(w/2, 1), max(min(o.MaxRows, w/4), minRows/10)
+}
+
 // sent is a chunk handed to the sink, waiting to be delivered before its
 // progress is saved.
 type sent struct {
@@ -89,7 +104,7 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 			return err
 		}
 	}
-	return e.settle(ctx, 0)
+	return e.settle(ctx, 0, 0)
 }
 
 // executor is one backfill's run through its tables.
@@ -113,7 +128,15 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			break
 		}
 	}
-	limit := minRows
+	opts := e.m.opts
+	var pendingRows int
+	if opts.Sink != nil {
+		sc, ok := opts.Sink(e.b.Sink)
+		pendingRows, opts.MaxRows = inFlight(sc, ok, opts)
+	} else {
+		pendingRows, opts.MaxRows = inFlight(config.Sink{}, false, opts)
+	}
+	limit := min(minRows, opts.MaxRows)
 	retries := 0 // in a row, of this chunk
 	for {
 		e.seq++
@@ -128,7 +151,7 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			return err
 		}
 		start := time.Now()
-		c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, e.m.opts.MaxBytes)
+		c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, opts.MaxBytes)
 		took := time.Since(start)
 		if err != nil {
 			e.m.stream.Forget(id)
@@ -137,7 +160,7 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		if len(c.msgs) == 0 {
 			e.m.stream.Forget(id)
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
-			return e.settle(ctx, maxPending)
+			return e.settle(ctx, maxPending, pendingRows)
 		}
 		w.SetRows(c.msgs, c.snap)
 		if err := e.mark(ctx, id, true); err != nil {
@@ -164,8 +187,8 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		retries = 0
 		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
 		key = c.key
-		limit = nextLimit(limit, took, len(c.msgs), c.bytes, e.m.opts)
-		if err := e.settle(ctx, maxPending); err != nil {
+		limit = nextLimit(limit, took, len(c.msgs), c.bytes, opts)
+		if err := e.settle(ctx, maxPending, pendingRows); err != nil {
 			return err
 		}
 		if c.last {
@@ -232,9 +255,11 @@ func (e *executor) awaitReplay(ctx context.Context) error {
 }
 
 // settle saves the progress of the chunks the sink has delivered, oldest
-// first, until at most keep wait.
-func (e *executor) settle(ctx context.Context, keep int) error {
-	tick := time.NewTicker(20 * time.Millisecond)
+// first, until at most keep wait, holding at most rows reads between them.
+// It looks every 5 ms: with few reads in flight a chunk's delivery must be
+// seen soon, or the sink idles between chunks.
+func (e *executor) settle(ctx context.Context, keep, rows int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for len(e.pending) > 0 {
 		p := e.pending[0]
@@ -254,7 +279,7 @@ func (e *executor) settle(ctx context.Context, keep int) error {
 			e.pending = e.pending[1:]
 			continue
 		}
-		if len(e.pending) <= keep {
+		if len(e.pending) <= keep && pendingReads(e.pending) <= rows {
 			return nil
 		}
 		select {
@@ -264,6 +289,15 @@ func (e *executor) settle(ctx context.Context, keep int) error {
 		}
 	}
 	return nil
+}
+
+// pendingReads is how many reads the chunks in pending handed on.
+func pendingReads(pending []sent) int {
+	n := 0
+	for _, p := range pending {
+		n += p.n
+	}
+	return n
 }
 
 // nextLimit sizes the next chunk so that its query takes about the target
