@@ -139,39 +139,19 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 	limit := min(minRows, opts.MaxRows)
 	retries := 0 // in a row, of this chunk
 	for {
-		e.seq++
-		id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
-		w := NewWindow(tb.Name.Schema, tb.Name.Name)
-		passed, err := e.m.stream.Expect(id, e.b.Sink, w)
+		f, err := e.issue(ctx, tb, key, limit, opts.MaxBytes)
 		if err != nil {
 			return err
 		}
-		if err := e.mark(ctx, id, false); err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
-		start := time.Now()
-		c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, opts.MaxBytes)
-		took := time.Since(start)
-		if err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
-		if len(c.msgs) == 0 {
-			e.m.stream.Forget(id)
+		if f == nil {
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
 			return e.settle(ctx, maxPending, pendingRows)
 		}
-		w.SetRows(c.msgs, c.snap)
-		if err := e.mark(ctx, id, true); err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
 		var p Passed
 		select {
-		case p = <-passed:
+		case p = <-f.passed:
 		case <-ctx.Done():
-			e.m.stream.Forget(id)
+			e.m.stream.Forget(f.id)
 			return ctx.Err()
 		}
 		if p.Err != nil {
@@ -185,9 +165,10 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			continue // read the same chunk again, between new watermarks
 		}
 		retries = 0
+		c := f.c
 		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
 		key = c.key
-		limit = nextLimit(limit, took, len(c.msgs), c.bytes, opts)
+		limit = nextLimit(limit, f.took, len(c.msgs), c.bytes, opts)
 		if err := e.settle(ctx, maxPending, pendingRows); err != nil {
 			return err
 		}
@@ -195,6 +176,51 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			return nil
 		}
 	}
+}
+
+// flying is a chunk whose high watermark is written: the stream tells
+// what became of it on passed.
+type flying struct {
+	id     string
+	passed <-chan Passed
+	after  []byte // the keyset position it was read after
+	limit  int
+	c      chunk
+	took   time.Duration // its query's time
+}
+
+// issue reads the chunk of up to limit rows after key between its
+// watermarks. nil, with no error, is the end of the table: no row was
+// read (and the chunk is forgotten).
+func (e *executor) issue(ctx context.Context, tb *Table, key []byte, limit, maxBytes int) (*flying, error) {
+	e.seq++
+	id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
+	w := NewWindow(tb.Name.Schema, tb.Name.Name)
+	passed, err := e.m.stream.Expect(id, e.b.Sink, w)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.mark(ctx, id, false); err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	start := time.Now()
+	c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, maxBytes)
+	took := time.Since(start)
+	if err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	if len(c.msgs) == 0 {
+		e.m.stream.Forget(id)
+		return nil, nil
+	}
+	w.SetRows(c.msgs, c.snap)
+	if err := e.mark(ctx, id, true); err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	return &flying{id: id, passed: passed, after: key, limit: limit, c: c, took: took}, nil
 }
 
 // retryPause waits before the n-th read in a row of one chunk: not before
