@@ -24,19 +24,27 @@ const minRows = 100
 // one is read.
 const maxPending = 4
 
+// chunksAhead is how many chunks may travel through the stream at once
+// (their high watermark written, not yet passed): the next chunk is read
+// while the one before travels.
+const chunksAhead = 2
+
 // inFlight bounds a sink's reads that are handed on and not yet delivered
-// by the sink's window (window.messages): the chunks waiting may hold at
-// most half of it, and a chunk at most a quarter, so that reads never fill
-// the window and the sink's live changes always find room in it. A live
-// change that finds the window full waits for reads to be delivered, and
-// holds the stream back behind it. Without a message bound (window.messages
-// 0), maxPending chunks of MaxRows.
+// by the sink's window (window.messages), so that reads never fill the
+// window and the sink's live changes always find room in it: a live change
+// that finds the window full waits for reads to be delivered, and holds
+// the stream back behind it. A chunk holds at most a fifth of the window,
+// and the chunks waiting for delivery at most one chunk's rows, so with
+// the chunks travelling (chunksAhead) at most three fifths of the window
+// are reads. Without a message bound (window.messages 0), maxPending
+// chunks of MaxRows.
 func inFlight(sink config.Sink, ok bool, o Options) (pendingRows, chunkRows int) {
 	w := sink.Window.Messages
 	if !ok || w <= 0 {
 		return maxPending * o.MaxRows, o.MaxRows
 	}
-	return max(w/2, 1), max(min(o.MaxRows, w/4), minRows/10)
+	chunkRows = max(min(o.MaxRows, w/5), minRows/10)
+	return chunkRows, chunkRows
 }
 
 // sent is a chunk handed to the sink, waiting to be delivered before its
@@ -137,38 +145,67 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		pendingRows, opts.MaxRows = inFlight(config.Sink{}, false, opts)
 	}
 	limit := min(minRows, opts.MaxRows)
-	retries := 0 // in a row, of this chunk
-	for {
-		f, err := e.issue(ctx, tb, key, limit, opts.MaxBytes)
-		if err != nil {
-			return err
+	retries := 0 // in a row, of the oldest chunk in flight
+	var flight []*flying
+	ended := false // the last chunk is in flight, or the table ends at key
+	forget := func() {
+		for _, f := range flight {
+			e.m.stream.Forget(f.id)
 		}
-		if f == nil {
+		flight = nil
+	}
+	defer forget()
+	for {
+		// Read the next chunk while the one before travels through the
+		// stream, so the sink need not wait for a chunk's round trip.
+		if !ended && len(flight) < chunksAhead {
+			f, err := e.issue(ctx, tb, key, limit, opts.MaxBytes)
+			if err != nil {
+				return err
+			}
+			if f == nil {
+				ended = true
+			} else {
+				flight = append(flight, f)
+				key, ended = f.c.key, f.c.last
+				limit = nextLimit(limit, f.took, len(f.c.msgs), f.c.bytes, opts)
+			}
+			if !ended && len(flight) < chunksAhead {
+				continue
+			}
+		}
+		if len(flight) == 0 { // every chunk passed, and the table ends at key
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
 			return e.settle(ctx, maxPending, pendingRows)
 		}
+		f := flight[0]
 		var p Passed
 		select {
 		case p = <-f.passed:
 		case <-ctx.Done():
-			e.m.stream.Forget(f.id)
 			return ctx.Err()
 		}
+		flight = flight[1:]
 		if p.Err != nil {
 			return p.Err
 		}
 		if p.Retry {
+			// Read the void chunk again, between new watermarks, and
+			// everything after it: a chunk read after it may have passed
+			// already (its reads are right on their own, and are
+			// delivered again with the same keys), but progress is saved
+			// in order.
+			forget()
+			key, limit, ended = f.after, f.limit, false
 			retries++
 			if err := retryPause(ctx, retries); err != nil {
 				return err
 			}
-			continue // read the same chunk again, between new watermarks
+			continue
 		}
 		retries = 0
 		c := f.c
 		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
-		key = c.key
-		limit = nextLimit(limit, f.took, len(c.msgs), c.bytes, opts)
 		if err := e.settle(ctx, maxPending, pendingRows); err != nil {
 			return err
 		}
