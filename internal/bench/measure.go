@@ -409,7 +409,8 @@ func (b *bench) memory(ctx context.Context) error {
 		Rows: o.BigRows, WriteSeconds: written.Seconds(), Seconds: w.Seconds,
 		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024, Rest: w.Rest,
 		CPUPerMillion: w.CPUSeconds / (float64(o.BigRows) / 1e6),
-		SmallTxnRows:  o.TxnRows, SmallRowsPerSec: float64(o.BigRows) / ws.Seconds,
+		FirstSeconds:  w.FirstSeconds, SmallFirstSeconds: ws.FirstSeconds,
+		SmallTxnRows: o.TxnRows, SmallRowsPerSec: float64(o.BigRows) / ws.Seconds,
 		SmallPeakRSSMB: float64(ws.PeakKB) / 1024, SmallCPUPerMillion: ws.CPUSeconds / (float64(o.BigRows) / 1e6),
 		SmallRest: ws.Rest,
 	}

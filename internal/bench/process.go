@@ -185,6 +185,9 @@ type walhookResult struct {
 	Distinct     int64     // rows received, summed over the receivers
 	Bytes        int64     // of the bodies received
 	End          time.Time // when the last row arrived
+	// FirstSeconds is how long after walhook's start the first row
+	// arrived (at the first receiver).
+	FirstSeconds float64
 }
 
 // run starts walhook with one sink per receiver, waits until every
@@ -305,6 +308,9 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
 	res.End = end
+	if first := rcvs[0].firstArrival(); !first.IsZero() {
+		res.FirstSeconds = first.Sub(start).Seconds()
+	}
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
 	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))

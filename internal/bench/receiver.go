@@ -54,8 +54,9 @@ type receiver struct {
 	seen       []bool
 	distinct   int64
 	deliveries int64
-	bytes      int64 // of the bodies
-	latency    bool  // record commit-to-receipt latencies of inserts
+	bytes      int64     // of the bodies
+	first      time.Time // when the first expected id arrived
+	latency    bool      // record commit-to-receipt latencies of inserts
 	latencies  []latencySample
 	complete   func()
 	errs       chan error // the first error, for the waiter
@@ -84,7 +85,7 @@ func newReceiver(parse bool) (*receiver, error) {
 func (r *receiver) expect(firstID, n int64, latency bool, complete func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.firstID, r.seen, r.distinct, r.deliveries, r.bytes = firstID, make([]bool, n), 0, 0, 0
+	r.firstID, r.seen, r.distinct, r.deliveries, r.bytes, r.first = firstID, make([]bool, n), 0, 0, 0, time.Time{}
 	r.latency, r.latencies, r.complete = latency, nil, complete
 }
 
@@ -100,6 +101,13 @@ func (r *receiver) counts() (distinct, deliveries, bytes int64) {
 type latencySample struct {
 	At      time.Time
 	Latency time.Duration
+}
+
+// firstArrival is when the first expected id arrived, zero before.
+func (r *receiver) firstArrival() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.first
 }
 
 // takeLatencies returns the latencies recorded since expect.
@@ -190,6 +198,9 @@ func (r *receiver) count(ids []int64) {
 		if !r.seen[i] {
 			r.seen[i] = true
 			r.distinct++
+			if r.first.IsZero() {
+				r.first = time.Now()
+			}
 		}
 	}
 	var complete func()

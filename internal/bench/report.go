@@ -183,6 +183,10 @@ type Memory struct {
 	Rest         float64 `json:"rest_cores"`
 	// CPUPerMillion is walhook's CPU seconds per million rows.
 	CPUPerMillion float64 `json:"walhook_cpu_s_per_million"`
+	// FirstSeconds is when the first row arrived, from walhook's start:
+	// until then the walsender decodes (and spills) the transaction.
+	FirstSeconds      float64 `json:"first_row_s"`
+	SmallFirstSeconds float64 `json:"small_txns_first_row_s"`
 	// The same number of rows in SmallTxnRows-row transactions, and Ratio
 	// the large transaction's rate over theirs.
 	SmallTxnRows       int64   `json:"small_txn_rows"`
@@ -351,11 +355,11 @@ func (r *Report) print(w io.Writer) {
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\nMemory: one %s-row transaction streamed to the receiver\n", count(m.Rows))
-		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s, walhook %.2f CPU s per 1M rows; rest %.2f cores)\n",
-			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)), m.CPUPerMillion, m.Rest)
+		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start, the first row after %.1f s (%s rows/s, walhook %.2f CPU s per 1M rows; rest %.2f cores)\n",
+			m.PeakRSSMB, m.Seconds, m.FirstSeconds, count(int64(m.RowsPerSec)), m.CPUPerMillion, m.Rest)
 		if m.SmallRowsPerSec > 0 {
-			fmt.Fprintf(w, "  the same rows in %s-row transactions: %s rows/s (walhook %.2f CPU s per 1M rows, peak RSS %.1f MB; rest %.2f cores)\n",
-				count(m.SmallTxnRows), count(int64(m.SmallRowsPerSec)), m.SmallCPUPerMillion, m.SmallPeakRSSMB, m.SmallRest)
+			fmt.Fprintf(w, "  the same rows in %s-row transactions: %s rows/s, the first row after %.1f s (walhook %.2f CPU s per 1M rows, peak RSS %.1f MB; rest %.2f cores)\n",
+				count(m.SmallTxnRows), count(int64(m.SmallRowsPerSec)), m.SmallFirstSeconds, m.SmallCPUPerMillion, m.SmallPeakRSSMB, m.SmallRest)
 			fmt.Fprintf(w, "  one transaction / %s-row transactions: %.2f (limit >= %.2f %s)\n", count(m.SmallTxnRows), m.Ratio, bigTxnRatioLimit, verdict(m.Ratio >= bigTxnRatioLimit))
 		}
 	}
