@@ -113,15 +113,18 @@ func (l *lane) run(ctx context.Context) {
 
 // collect builds the next batch from what is queued. A batch does not wait
 // for company while the lane is idle: it goes with what is there. Only
-// while a backlog flows (the previous batch was full) does a batch that is
-// not full wait for more, at most batch_wait. It reports false if ctx
-// ended.
+// while a backlog of the stream flows (the previous batch was full of
+// changes) does a batch that is not full wait for more, at most
+// batch_wait. Backfill reads that fill batches are no such backlog: a
+// change that finds its lane between two batches of reads goes at once,
+// rather than wait batch_wait for company that is only more reads. It
+// reports false if ctx ended.
 func (l *lane) collect(ctx context.Context) bool {
 	l.batch = l.batch[:0]
 	full := l.take()
 	wait := l.p.settings().BatchWait
 	if full || !l.full || wait <= 0 {
-		l.full = full
+		l.full = full && l.streamed()
 		return true
 	}
 	l.timer.Reset(wait)
@@ -141,7 +144,18 @@ func (l *lane) collect(ctx context.Context) bool {
 			return false
 		}
 	}
-	l.full = true
+	l.full = l.streamed()
+	return true
+}
+
+// streamed reports whether the batch holds the stream's changes only, no
+// backfill read.
+func (l *lane) streamed() bool {
+	for _, s := range l.batch {
+		if s.m.Action == change.Read {
+			return false
+		}
+	}
 	return true
 }
 

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +195,136 @@ func TestLiveChangeAfterItsRowsRead(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"r0", "r7", "r7-update", "r1"}; !slices.Equal(order[:4], want) {
 		t.Fatalf("got %v first, want %v: row 7's read, then its change, then the other reads", order[:4], want)
+	}
+}
+
+// BenchmarkLiveBesideReads measures how long a live change waits in the
+// pipeline while a backfill keeps it busy: reads are submitted in chunks
+// of 2,000 whenever fewer than 4,000 are outstanding (the backfill's bound
+// with the default window), live changes one every 500 µs, to a
+// destination that serves two batches at a time (a receiver on two cores)
+// and takes 200 µs a batch plus 10 µs a message. It
+// reports the live changes' p50 and p99 from Submit to delivered, and the
+// reads' rate. Default sink settings (16 lanes, batches of 100).
+//
+//	go test ./sink -run '^$' -bench LiveBesideReads -benchtime 1x
+func BenchmarkLiveBesideReads(b *testing.B) {
+	for b.Loop() {
+		var (
+			mu        sync.Mutex
+			submitted = map[*change.Message]time.Time{}
+			lat       []time.Duration
+			readsDone atomic.Int64
+		)
+		cores := make(chan struct{}, 2)
+		dest := deliverFunc(func(_ context.Context, bt *Batch) error {
+			cores <- struct{}{}
+			time.Sleep(200*time.Microsecond + time.Duration(len(bt.Messages))*10*time.Microsecond)
+			<-cores
+			now := time.Now()
+			mu.Lock()
+			for _, m := range bt.Messages {
+				if m.Action == change.Read {
+					readsDone.Add(1)
+					continue
+				}
+				lat = append(lat, now.Sub(submitted[m]))
+			}
+			mu.Unlock()
+			return nil
+		})
+		p, err := New(config.Sink{Name: "s", BatchSize: 100, BatchWait: 50 * time.Millisecond, MaxInFlight: 16,
+			Retry: config.Retry{Initial: time.Millisecond, Max: time.Millisecond}}, dest, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go p.Run(ctx)
+		const reads, chunk, live = 100_000, 2000, 2000
+		start := time.Now()
+		lsn, sentReads, sentLive := 0, 0, 0
+		for sentReads < reads || readsDone.Load() < reads {
+			due := start.Add(time.Duration(sentLive) * 500 * time.Microsecond)
+			if sentLive < live && !time.Now().Before(due) {
+				lsn++
+				m := msgAt(lsn, fmt.Sprint("live", sentLive), false)
+				mu.Lock()
+				submitted[m] = time.Now()
+				mu.Unlock()
+				_ = p.Submit(m, uint64(1_000_000+sentLive), false)
+				sentLive++
+				continue
+			}
+			if sentReads < reads && int64(sentReads)-readsDone.Load() < 2*chunk {
+				for range chunk {
+					lsn++
+					_ = p.Submit(msgAt(lsn, "", true), uint64(sentReads), false)
+					sentReads++
+				}
+				continue
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		took := time.Since(start)
+		cancel()
+		mu.Lock()
+		slices.Sort(lat)
+		if len(lat) > 0 {
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "live-p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "live-p99-ms")
+		}
+		mu.Unlock()
+		b.ReportMetric(float64(reads)/took.Seconds(), "reads/s")
+	}
+}
+
+// TestLiveChangeAfterReadBatchesGoesAtOnce: a lane whose last batch was
+// full of backfill reads does not hold the next change for batch_wait
+// (company would only be more reads): it goes at once. After a full batch
+// of changes (a backlog of the stream) the lane still waits for company.
+func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
+	const wait = 5 * time.Second
+	delivered := make(chan []*change.Message, 10)
+	p, err := New(config.Sink{Name: "s", BatchSize: 10, BatchWait: wait, MaxInFlight: 1, Retry: config.Retry{Initial: time.Millisecond, Max: time.Millisecond}},
+		deliverFunc(func(_ context.Context, b *Batch) error { delivered <- slices.Clone(b.Messages); return nil }), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	lsn := 0
+	submitBatch := func(read bool) {
+		t.Helper()
+		for i := range 10 {
+			lsn++
+			if err := p.Submit(msgAt(lsn, fmt.Sprint(lsn), read), uint64(i), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := <-delivered; len(got) != 10 {
+			t.Fatalf("got a batch of %d, want 10", len(got))
+		}
+	}
+	submitBatch(true) // a full batch of reads
+	lsn++
+	start := time.Now()
+	if err := p.Submit(msgAt(lsn, "live", false), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	<-delivered
+	if took := time.Since(start); took > wait/2 {
+		t.Fatalf("the change after a full batch of reads went out after %v, want at once (batch_wait is %v)", took, wait)
+	}
+	submitBatch(false) // a full batch of changes: a backlog flows
+	lsn++
+	start = time.Now()
+	if err := p.Submit(msgAt(lsn, "live2", false), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-delivered:
+		t.Fatalf("the change after a full batch of changes went out after %v, want it to wait for company up to batch_wait", time.Since(start))
+	case <-time.After(100 * time.Millisecond):
 	}
 }
