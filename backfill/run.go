@@ -34,9 +34,11 @@ const chunksAhead = 2
 // window and the sink's live changes always find room in it: a live change
 // that finds the window full waits for reads to be delivered, and holds
 // the stream back behind it. A chunk holds at most a fifth of the window,
-// and the chunks waiting for delivery at most one chunk's rows, so with
-// the chunks travelling (chunksAhead) at most three fifths of the window
-// are reads. Without a message bound (window.messages 0), maxPending
+// and the chunks waiting for delivery at most two chunks' rows, so with
+// the chunks travelling (chunksAhead) at most four fifths of the window
+// are reads: enough to keep the sink busy while a chunk travels through a
+// slow stream, and a fifth (2,000 of the default 10,000) stays for the
+// changes in flight. Without a message bound (window.messages 0), maxPending
 // chunks of MaxRows.
 func inFlight(sink config.Sink, ok bool, o Options) (pendingRows, chunkRows int) {
 	w := sink.Window.Messages
@@ -44,7 +46,7 @@ func inFlight(sink config.Sink, ok bool, o Options) (pendingRows, chunkRows int)
 		return maxPending * o.MaxRows, o.MaxRows
 	}
 	chunkRows = max(min(o.MaxRows, w/5), minRows/10)
-	return chunkRows, chunkRows
+	return 2 * chunkRows, chunkRows
 }
 
 // sent is a chunk handed to the sink, waiting to be delivered before its

@@ -92,8 +92,8 @@ func TestNextLimit(t *testing.T) {
 }
 
 // TestInFlight: a chunk holds at most a fifth of the sink's window, and the
-// chunks waiting for delivery one chunk's rows, so that with the chunks
-// travelling reads stay within three fifths and live changes find room.
+// chunks waiting for delivery two chunks' rows, so that with the chunks
+// travelling reads stay within four fifths and live changes find room.
 func TestInFlight(t *testing.T) {
 	o := Options{MaxRows: 2000}
 	for _, tt := range []struct {
@@ -101,9 +101,9 @@ func TestInFlight(t *testing.T) {
 		ok           bool
 		pending, max int
 	}{
-		{10_000, true, 2000, 2000}, // the default window
-		{1000, true, 200, 200},     // a small window: smaller chunks
-		{20, true, 10, 10},         // never below 10 rows a chunk
+		{10_000, true, 4000, 2000}, // the default window
+		{1000, true, 400, 200},     // a small window: smaller chunks
+		{20, true, 20, 10},         // never below 10 rows a chunk
 		{0, true, 8000, 2000},      // no message bound: maxPending chunks
 		{10_000, false, 8000, 2000},
 	} {
