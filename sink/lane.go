@@ -31,7 +31,7 @@ type lane struct {
 
 	batch   []submission
 	b       Batch
-	full    bool // the previous batch was full: a backlog is flowing
+	full    int // what the previous batch showed flowing (flowNone, flowChanges, flowReads)
 	timer   *time.Timer
 	backoff *backoff.ExponentialBackOff
 	idBuf   []byte
@@ -113,18 +113,17 @@ func (l *lane) run(ctx context.Context) {
 
 // collect builds the next batch from what is queued. A batch does not wait
 // for company while the lane is idle: it goes with what is there. Only
-// while a backlog of the stream flows (the previous batch was full of
-// changes) does a batch that is not full wait for more, at most
-// batch_wait. Backfill reads that fill batches are no such backlog: a
-// change that finds its lane between two batches of reads goes at once,
-// rather than wait batch_wait for company that is only more reads. It
+// while a backlog flows (the previous batch was full) does a batch that is
+// not full wait for more, at most batch_wait. When that backlog is a
+// backfill's reads, the wait ends as soon as the batch holds a change of
+// the stream: the change goes at once rather than wait for more reads. It
 // reports false if ctx ended.
 func (l *lane) collect(ctx context.Context) bool {
 	l.batch = l.batch[:0]
 	full := l.take()
 	wait := l.p.settings().BatchWait
-	if full || !l.full || wait <= 0 {
-		l.full = full && l.streamed()
+	if full || l.full == flowNone || wait <= 0 || l.changeWaitsNot() {
+		l.full = l.flowOf(full)
 		return true
 	}
 	l.timer.Reset(wait)
@@ -132,31 +131,57 @@ func (l *lane) collect(ctx context.Context) bool {
 	for !full {
 		select {
 		case <-l.notify:
-			full = l.take()
+			if full = l.take(); !full && l.changeWaitsNot() {
+				l.full = flowNone
+				return true
+			}
 		case <-l.timer.C:
-			l.full = false
+			l.full = flowNone
 			return true
 		case <-l.p.draining:
 			l.take()
-			l.full = false
+			l.full = flowNone
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	l.full = l.streamed()
+	l.full = l.flowOf(true)
 	return true
 }
 
-// streamed reports whether the batch holds the stream's changes only, no
-// backfill read.
-func (l *lane) streamed() bool {
+// What flows through a lane, as its last batch showed.
+const (
+	flowNone    = iota // the last batch was not full
+	flowChanges        // full, of the stream's changes alone
+	flowReads          // full, with a backfill's reads
+)
+
+// flowOf is what the batch just collected says flows.
+func (l *lane) flowOf(full bool) int {
+	if !full {
+		return flowNone
+	}
 	for _, s := range l.batch {
 		if s.m.Action == change.Read {
-			return false
+			return flowReads
 		}
 	}
-	return true
+	return flowChanges
+}
+
+// changeWaitsNot reports whether the batch holds a change of the stream
+// while what flows is reads: it goes without waiting for company.
+func (l *lane) changeWaitsNot() bool {
+	if l.full != flowReads {
+		return false
+	}
+	for _, s := range l.batch {
+		if s.m.Action != change.Read {
+			return true
+		}
+	}
+	return false
 }
 
 // deliver sends the batch until the destination takes it or the dead-letter

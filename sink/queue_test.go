@@ -278,10 +278,12 @@ func BenchmarkLiveBesideReads(b *testing.B) {
 	}
 }
 
-// TestLiveChangeAfterReadBatchesGoesAtOnce: a lane whose last batch was
-// full of backfill reads does not hold the next change for batch_wait
-// (company would only be more reads): it goes at once. After a full batch
-// of changes (a backlog of the stream) the lane still waits for company.
+// TestLiveChangeAfterReadBatchesGoesAtOnce: while a backfill's reads
+// flow through a lane (its last batch was full of them), a batch of the
+// reads left waits for company up to batch_wait as before, but a change
+// ends that wait: it goes at once with the reads, not after batch_wait.
+// After a full batch of changes (a backlog of the stream) a change still
+// waits for company.
 func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 	const wait = 5 * time.Second
 	delivered := make(chan []*change.Message, 10)
@@ -294,37 +296,41 @@ func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 	defer cancel()
 	go p.Run(ctx)
 	lsn := 0
-	submitBatch := func(read bool) {
+	submit := func(read bool) {
 		t.Helper()
-		for i := range 10 {
-			lsn++
-			if err := p.Submit(msgAt(lsn, fmt.Sprint(lsn), read), uint64(i), false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got := <-delivered; len(got) != 10 {
-			t.Fatalf("got a batch of %d, want 10", len(got))
+		lsn++
+		if err := p.Submit(msgAt(lsn, fmt.Sprint(lsn), read), uint64(lsn), false); err != nil {
+			t.Fatal(err)
 		}
 	}
-	submitBatch(true) // a full batch of reads
-	lsn++
+	waitsForCompany := func(what string) {
+		t.Helper()
+		select {
+		case b := <-delivered:
+			t.Fatalf("%s: a batch of %d went out at once, want it to wait for company up to batch_wait", what, len(b))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for range 10 { // a full batch of reads
+		submit(true)
+	}
+	if got := <-delivered; len(got) != 10 {
+		t.Fatalf("got a batch of %d, want 10", len(got))
+	}
+	submit(true)
+	waitsForCompany("one read after a full batch of reads")
 	start := time.Now()
-	if err := p.Submit(msgAt(lsn, "live", false), 0, false); err != nil {
-		t.Fatal(err)
+	submit(false)
+	got := <-delivered
+	if took := time.Since(start); took > wait/2 || len(got) != 2 {
+		t.Fatalf("the change went out after %v in a batch of %d, want at once with the waiting read (batch_wait is %v)", took, len(got), wait)
 	}
-	<-delivered
-	if took := time.Since(start); took > wait/2 {
-		t.Fatalf("the change after a full batch of reads went out after %v, want at once (batch_wait is %v)", took, wait)
+	for range 10 { // a full batch of changes: a backlog of the stream
+		submit(false)
 	}
-	submitBatch(false) // a full batch of changes: a backlog flows
-	lsn++
-	start = time.Now()
-	if err := p.Submit(msgAt(lsn, "live2", false), 0, false); err != nil {
-		t.Fatal(err)
+	if got := <-delivered; len(got) != 10 {
+		t.Fatalf("got a batch of %d, want 10", len(got))
 	}
-	select {
-	case <-delivered:
-		t.Fatalf("the change after a full batch of changes went out after %v, want it to wait for company up to batch_wait", time.Since(start))
-	case <-time.After(100 * time.Millisecond):
-	}
+	submit(false)
+	waitsForCompany("one change after a full batch of changes")
 }
