@@ -139,13 +139,12 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 		}
 	}
 	opts := e.m.opts
-	var pendingRows int
+	sc, ok := config.Sink{}, false
 	if opts.Sink != nil {
-		sc, ok := opts.Sink(e.b.Sink)
-		pendingRows, opts.MaxRows = inFlight(sc, ok, opts)
-	} else {
-		pendingRows, opts.MaxRows = inFlight(config.Sink{}, false, opts)
+		sc, ok = opts.Sink(e.b.Sink)
 	}
+	pendingRows, chunkRows := inFlight(sc, ok, opts)
+	opts.MaxRows = chunkRows // the chunks' bound, for nextLimit
 	limit := min(minRows, opts.MaxRows)
 	retries := 0 // in a row, of the oldest chunk in flight
 	var flight []*flying
