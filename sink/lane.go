@@ -31,7 +31,7 @@ type lane struct {
 
 	batch   []submission
 	b       Batch
-	full    int // what the previous batch showed flowing (flowNone, flowChanges, flowReads)
+	flow    int // what the previous batch showed flowing (flowNone, flowChanges, flowReads)
 	timer   *time.Timer
 	backoff *backoff.ExponentialBackOff
 	idBuf   []byte
@@ -122,8 +122,8 @@ func (l *lane) collect(ctx context.Context) bool {
 	l.batch = l.batch[:0]
 	full := l.take()
 	wait := l.p.settings().BatchWait
-	if full || l.full == flowNone || wait <= 0 || l.changeWaitsNot() {
-		l.full = l.flowOf(full)
+	if full || l.flow == flowNone || wait <= 0 || l.changeWaitsNot() {
+		l.flow = l.flowOf(full)
 		return true
 	}
 	l.timer.Reset(wait)
@@ -132,21 +132,21 @@ func (l *lane) collect(ctx context.Context) bool {
 		select {
 		case <-l.notify:
 			if full = l.take(); !full && l.changeWaitsNot() {
-				l.full = flowNone
+				l.flow = flowNone
 				return true
 			}
 		case <-l.timer.C:
-			l.full = flowNone
+			l.flow = flowNone
 			return true
 		case <-l.p.draining:
 			l.take()
-			l.full = flowNone
+			l.flow = flowNone
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	l.full = l.flowOf(true)
+	l.flow = l.flowOf(true)
 	return true
 }
 
@@ -173,7 +173,7 @@ func (l *lane) flowOf(full bool) int {
 // changeWaitsNot reports whether the batch holds a change of the stream
 // while what flows is reads: it goes without waiting for company.
 func (l *lane) changeWaitsNot() bool {
-	if l.full != flowReads {
+	if l.flow != flowReads {
 		return false
 	}
 	for _, s := range l.batch {
