@@ -24,6 +24,31 @@ const minRows = 100
 // one is read.
 const maxPending = 4
 
+// chunksAhead is how many chunks may travel through the stream at once
+// (their high watermark written, not yet passed): the next chunk is read
+// while the one before travels.
+const chunksAhead = 2
+
+// inFlight bounds a sink's reads that are handed on and not yet delivered
+// by the sink's window (window.messages), so that reads never fill the
+// window and the sink's live changes always find room in it: a live change
+// that finds the window full waits for reads to be delivered, and holds
+// the stream back behind it. A chunk holds at most a fifth of the window,
+// and the chunks waiting for delivery at most two chunks' rows, so with
+// the chunks travelling (chunksAhead) at most four fifths of the window
+// are reads: enough to keep the sink busy while a chunk travels through a
+// slow stream, and a fifth (2,000 of the default 10,000) stays for the
+// changes in flight. Without a message bound (window.messages 0), maxPending
+// chunks of MaxRows.
+func inFlight(sink config.Sink, ok bool, o Options) (pendingRows, chunkRows int) {
+	w := sink.Window.Messages
+	if !ok || w <= 0 {
+		return maxPending * o.MaxRows, o.MaxRows
+	}
+	chunkRows = max(min(o.MaxRows, w/5), minRows/10)
+	return 2 * chunkRows, chunkRows
+}
+
 // sent is a chunk handed to the sink, waiting to be delivered before its
 // progress is saved.
 type sent struct {
@@ -89,7 +114,7 @@ func (m *Manager) execute(ctx context.Context, r *run) error {
 			return err
 		}
 	}
-	return e.settle(ctx, 0)
+	return e.settle(ctx, 0, 0)
 }
 
 // executor is one backfill's run through its tables.
@@ -113,65 +138,127 @@ func (e *executor) table(ctx context.Context, i int, tb *Table) error {
 			break
 		}
 	}
-	limit := minRows
-	retries := 0 // in a row, of this chunk
+	opts := e.m.opts
+	sc, ok := config.Sink{}, false
+	if opts.Sink != nil {
+		sc, ok = opts.Sink(e.b.Sink)
+	}
+	pendingRows, chunkRows := inFlight(sc, ok, opts)
+	opts.MaxRows = chunkRows // the chunks' bound, for nextLimit
+	limit := min(minRows, opts.MaxRows)
+	retries := 0 // in a row, of the oldest chunk in flight
+	var flight []*flying
+	ended := false // the last chunk is in flight, or the table ends at key
+	forget := func() {
+		for _, f := range flight {
+			e.m.stream.Forget(f.id)
+		}
+		flight = nil
+	}
+	defer forget()
 	for {
-		e.seq++
-		id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
-		w := NewWindow(tb.Name.Schema, tb.Name.Name)
-		passed, err := e.m.stream.Expect(id, e.b.Sink, w)
-		if err != nil {
-			return err
+		// Read the next chunk while the one before travels through the
+		// stream, so the sink need not wait for a chunk's round trip.
+		if !ended && len(flight) < chunksAhead {
+			f, err := e.issue(ctx, tb, key, limit, opts.MaxBytes)
+			if err != nil {
+				return err
+			}
+			if f == nil {
+				ended = true
+			} else {
+				flight = append(flight, f)
+				key, ended = f.c.key, f.c.last
+				limit = nextLimit(limit, f.took, len(f.c.msgs), f.c.bytes, opts)
+			}
+			if !ended && len(flight) < chunksAhead {
+				continue
+			}
 		}
-		if err := e.mark(ctx, id, false); err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
-		start := time.Now()
-		c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, e.m.opts.MaxBytes)
-		took := time.Since(start)
-		if err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
-		if len(c.msgs) == 0 {
-			e.m.stream.Forget(id)
+		if len(flight) == 0 { // every chunk passed, and the table ends at key
 			e.pending = append(e.pending, sent{table: i, key: key, done: true})
-			return e.settle(ctx, maxPending)
+			return e.settle(ctx, maxPending, pendingRows)
 		}
-		w.SetRows(c.msgs, c.snap)
-		if err := e.mark(ctx, id, true); err != nil {
-			e.m.stream.Forget(id)
-			return err
-		}
+		f := flight[0]
 		var p Passed
 		select {
-		case p = <-passed:
+		case p = <-f.passed:
 		case <-ctx.Done():
-			e.m.stream.Forget(id)
 			return ctx.Err()
 		}
+		flight = flight[1:]
 		if p.Err != nil {
 			return p.Err
 		}
 		if p.Retry {
+			// Read the void chunk again, between new watermarks, and
+			// everything after it: a chunk read after it may have passed
+			// already (its reads are right on their own, and are
+			// delivered again with the same keys), but progress is saved
+			// in order.
+			forget()
+			key, limit, ended = f.after, f.limit, false
 			retries++
 			if err := retryPause(ctx, retries); err != nil {
 				return err
 			}
-			continue // read the same chunk again, between new watermarks
+			continue
 		}
 		retries = 0
+		c := f.c
 		e.pending = append(e.pending, sent{table: i, last: p.Last, n: p.Sent, key: c.key, rows: int64(len(c.msgs)), done: c.last})
-		key = c.key
-		limit = nextLimit(limit, took, len(c.msgs), c.bytes, e.m.opts)
-		if err := e.settle(ctx, maxPending); err != nil {
+		if err := e.settle(ctx, maxPending, pendingRows); err != nil {
 			return err
 		}
 		if c.last {
 			return nil
 		}
 	}
+}
+
+// flying is a chunk whose high watermark is written: the stream tells
+// what became of it on passed.
+type flying struct {
+	id     string
+	passed <-chan Passed
+	after  []byte // the keyset position it was read after
+	limit  int
+	c      chunk
+	took   time.Duration // its query's time
+}
+
+// issue reads the chunk of up to limit rows after key between its
+// watermarks. nil, with no error, is the end of the table: no row was
+// read (and the chunk is forgotten).
+func (e *executor) issue(ctx context.Context, tb *Table, key []byte, limit, maxBytes int) (*flying, error) {
+	e.seq++
+	id := fmt.Sprintf("%s/%d", e.prefix, e.seq)
+	w := NewWindow(tb.Name.Schema, tb.Name.Name)
+	passed, err := e.m.stream.Expect(id, e.b.Sink, w)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.mark(ctx, id, false); err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	start := time.Now()
+	c, err := tb.read(ctx, e.read, e.b.ID, e.b.Where, key, limit, maxBytes)
+	took := time.Since(start)
+	if err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	if len(c.msgs) == 0 {
+		e.m.stream.Forget(id)
+		return nil, nil
+	}
+	w.SetRows(c.msgs, c.snap)
+	if err := e.mark(ctx, id, true); err != nil {
+		e.m.stream.Forget(id)
+		return nil, err
+	}
+	return &flying{id: id, passed: passed, after: key, limit: limit, c: c, took: took}, nil
 }
 
 // retryPause waits before the n-th read in a row of one chunk: not before
@@ -232,9 +319,11 @@ func (e *executor) awaitReplay(ctx context.Context) error {
 }
 
 // settle saves the progress of the chunks the sink has delivered, oldest
-// first, until at most keep wait.
-func (e *executor) settle(ctx context.Context, keep int) error {
-	tick := time.NewTicker(20 * time.Millisecond)
+// first, until at most keep wait, holding at most rows reads between them.
+// It looks every 5 ms: with few reads in flight a chunk's delivery must be
+// seen soon, or the sink idles between chunks.
+func (e *executor) settle(ctx context.Context, keep, rows int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for len(e.pending) > 0 {
 		p := e.pending[0]
@@ -254,7 +343,7 @@ func (e *executor) settle(ctx context.Context, keep int) error {
 			e.pending = e.pending[1:]
 			continue
 		}
-		if len(e.pending) <= keep {
+		if len(e.pending) <= keep && pendingReads(e.pending) <= rows {
 			return nil
 		}
 		select {
@@ -264,6 +353,15 @@ func (e *executor) settle(ctx context.Context, keep int) error {
 		}
 	}
 	return nil
+}
+
+// pendingReads is how many reads the chunks in pending handed on.
+func pendingReads(pending []sent) int {
+	n := 0
+	for _, p := range pending {
+		n += p.n
+	}
+	return n
 }
 
 // nextLimit sizes the next chunk so that its query takes about the target

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
 )
 
 func row(key string) *change.Message {
@@ -86,6 +87,31 @@ func TestNextLimit(t *testing.T) {
 	} {
 		if got := nextLimit(tt.limit, tt.took, tt.rows, tt.bytes, o); got != tt.want {
 			t.Errorf("nextLimit(%d, %v, %d rows, %d bytes): got %d, want %d", tt.limit, tt.took, tt.rows, tt.bytes, got, tt.want)
+		}
+	}
+}
+
+// TestInFlight: a chunk holds at most a fifth of the sink's window, and the
+// chunks waiting for delivery two chunks' rows, so that with the chunks
+// travelling reads stay within four fifths and live changes find room.
+func TestInFlight(t *testing.T) {
+	o := Options{MaxRows: 2000}
+	for _, tt := range []struct {
+		window       int
+		ok           bool
+		pending, max int
+	}{
+		{10_000, true, 4000, 2000}, // the default window
+		{1000, true, 400, 200},     // a small window: smaller chunks
+		{20, true, 20, 10},         // never below 10 rows a chunk
+		{0, true, 8000, 2000},      // no message bound: maxPending chunks
+		{10_000, false, 8000, 2000},
+	} {
+		var sc config.Sink
+		sc.Window.Messages = tt.window
+		p, m := inFlight(sc, tt.ok, o)
+		if p != tt.pending || m != tt.max {
+			t.Errorf("window %d (known %v): got %d pending rows, chunks of %d; want %d, %d", tt.window, tt.ok, p, m, tt.pending, tt.max)
 		}
 	}
 }

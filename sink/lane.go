@@ -26,12 +26,12 @@ type lane struct {
 	id int
 
 	mu     sync.Mutex
-	queue  []submission
+	queue  laneQueue
 	notify chan struct{} // poked when queue gets its first message
 
 	batch   []submission
 	b       Batch
-	full    bool // the previous batch was full: a backlog is flowing
+	flow    int // what the previous batch showed flowing (flowNone, flowChanges, flowReads)
 	timer   *time.Timer
 	backoff *backoff.ExponentialBackOff
 	idBuf   []byte
@@ -48,8 +48,8 @@ func newLane(p *Pipeline, id int) *lane {
 
 func (l *lane) push(s submission) {
 	l.mu.Lock()
-	l.queue = append(l.queue, s)
-	first := len(l.queue) == 1
+	l.queue.push(s)
+	first := l.queue.len() == 1
 	l.mu.Unlock()
 	if first {
 		select {
@@ -59,9 +59,10 @@ func (l *lane) push(s submission) {
 	}
 }
 
-// take moves queued messages into the batch, up to batch_size and
-// batch_bytes (one larger message goes alone), and reports whether the
-// batch is full.
+// take moves queued messages into the batch, live changes before
+// backfill reads (see laneQueue), up to batch_size and batch_bytes (one
+// larger message goes alone), and reports whether the batch is full. The
+// batch is in position order.
 func (l *lane) take() bool {
 	cfg := l.p.settings()
 	limit, maxBytes := cfg.BatchSize, cfg.BatchBytes
@@ -71,38 +72,22 @@ func (l *lane) take() bool {
 	for _, s := range l.batch {
 		bytes += int64(s.m.Size())
 	}
-	n := 0
-	for n < len(l.queue) && len(l.batch) < limit {
-		size := int64(l.queue[n].m.Size())
+	defer func() { inPositionOrder(l.batch) }()
+	for l.queue.len() > 0 && len(l.batch) < limit {
+		size := int64(l.queue.front().m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
-			l.shift(n)
 			return true
 		}
-		l.batch = append(l.batch, l.queue[n])
+		l.batch = append(l.batch, l.queue.pop())
 		bytes += size
-		n++
 	}
-	l.shift(n)
 	return len(l.batch) >= limit
-}
-
-// shift drops the first n queued messages. l.mu is held.
-func (l *lane) shift(n int) {
-	if n == 0 {
-		return
-	}
-	rest := copy(l.queue, l.queue[n:])
-	clear(l.queue[rest:])
-	l.queue = l.queue[:rest]
-	if cap(l.queue) > 4096 && rest < cap(l.queue)/4 {
-		l.queue = append([]submission(nil), l.queue...) // let a burst's storage go
-	}
 }
 
 func (l *lane) queued() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.queue) > 0
+	return l.queue.len() > 0
 }
 
 // run takes batches from the queue and delivers them until ctx ends.
@@ -129,14 +114,16 @@ func (l *lane) run(ctx context.Context) {
 // collect builds the next batch from what is queued. A batch does not wait
 // for company while the lane is idle: it goes with what is there. Only
 // while a backlog flows (the previous batch was full) does a batch that is
-// not full wait for more, at most batch_wait. It reports false if ctx
-// ended.
+// not full wait for more, at most batch_wait. When that backlog is a
+// backfill's reads, the wait ends as soon as the batch holds a change of
+// the stream: the change goes at once rather than wait for more reads. It
+// reports false if ctx ended.
 func (l *lane) collect(ctx context.Context) bool {
 	l.batch = l.batch[:0]
 	full := l.take()
 	wait := l.p.settings().BatchWait
-	if full || !l.full || wait <= 0 {
-		l.full = full
+	if full || l.flow == flowNone || wait <= 0 || l.changeWaitsNot() {
+		l.flow = l.flowOf(full)
 		return true
 	}
 	l.timer.Reset(wait)
@@ -144,20 +131,57 @@ func (l *lane) collect(ctx context.Context) bool {
 	for !full {
 		select {
 		case <-l.notify:
-			full = l.take()
+			if full = l.take(); !full && l.changeWaitsNot() {
+				l.flow = flowNone
+				return true
+			}
 		case <-l.timer.C:
-			l.full = false
+			l.flow = flowNone
 			return true
 		case <-l.p.draining:
 			l.take()
-			l.full = false
+			l.flow = flowNone
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	l.full = true
+	l.flow = l.flowOf(true)
 	return true
+}
+
+// What flows through a lane, as its last batch showed.
+const (
+	flowNone    = iota // the last batch was not full
+	flowChanges        // full, of the stream's changes alone
+	flowReads          // full, with a backfill's reads
+)
+
+// flowOf is what the batch just collected says flows.
+func (l *lane) flowOf(full bool) int {
+	if !full {
+		return flowNone
+	}
+	for _, s := range l.batch {
+		if s.m.Action == change.Read {
+			return flowReads
+		}
+	}
+	return flowChanges
+}
+
+// changeWaitsNot reports whether the batch holds a change of the stream
+// while what flows is reads: it goes without waiting for company.
+func (l *lane) changeWaitsNot() bool {
+	if l.flow != flowReads {
+		return false
+	}
+	for _, s := range l.batch {
+		if s.m.Action != change.Read {
+			return true
+		}
+	}
+	return false
 }
 
 // deliver sends the batch until the destination takes it or the dead-letter

@@ -36,6 +36,10 @@ func BenchmarkQuick(b *testing.B) {
 			b.ReportMetric(d.BrokerCPU.Median, d.Broker+"-cpu-s/1M")
 		}
 		b.ReportMetric(rep.Latency.P99ms, "p99-ms")
+		b.ReportMetric(rep.LatencyHigh.P99ms, "p99-10k-ms")
+		b.ReportMetric(rep.Backfill.P99ms, "backfill-live-p99-ms")
+		b.ReportMetric(rep.Backfill.Ratio, "backfill-ratio")
+		b.ReportMetric(rep.Memory.Ratio, "big-txn-ratio")
 		b.ReportMetric(rep.Memory.PeakRSSMB, "peak-RSS-MB")
 	}
 }

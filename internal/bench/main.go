@@ -11,8 +11,14 @@
 //   - fan-out: the same drain to 1, 2 and 4 sinks, with walhook's CPU time
 //     per million deliveries;
 //   - latency: commit-to-receipt latency of single-row transactions
-//     committed at a steady rate, with default sink settings;
-//   - memory: walhook's peak RSS while it streams one large transaction.
+//     committed at a steady rate, with default sink settings, at 2,000 and
+//     at 10,000 a second;
+//   - backfill: a backfill of a table of its own on the sink that carries
+//     single-row transactions at 2,000 a second, its rate against the
+//     drain's and PostgreSQL's own (row_to_json through psql, COPY), and
+//     the live changes' latency while it runs;
+//   - memory: walhook's peak RSS while it streams one large transaction,
+//     and its rate against the same rows in 1,000-row transactions.
 //
 // It prints a report; -json also writes it as JSON. -quick scales
 // everything down for a run of well under a minute.
@@ -73,7 +79,10 @@ func parseFlags(args []string) (options, error) {
 	fanout := fs.String("fanout", "1,2,4", "sink counts for the fan-out measurement, comma-separated")
 	fs.IntVar(&o.LatencyRate, "latency-rate", o.LatencyRate, "single-row transactions a second in the latency measurement")
 	fs.DurationVar(&o.LatencyFor, "latency-for", o.LatencyFor, "how long the latency measurement writes; 0 skips it")
-	fs.Int64Var(&o.BigRows, "big-rows", o.BigRows, "rows of the one transaction the memory measurement streams; 0 skips it")
+	fs.IntVar(&o.HighRate, "latency-high-rate", o.HighRate, "single-row transactions a second in the second latency measurement; 0 skips it")
+	fs.DurationVar(&o.HighRateFor, "latency-high-for", o.HighRateFor, "how long the second latency measurement writes")
+	fs.Int64Var(&o.FillRows, "backfill-rows", o.FillRows, "rows of the table the backfill measurement backfills under live load; 0 skips it")
+	fs.Int64Var(&o.BigRows, "big-rows", o.BigRows, "rows of the one transaction the memory measurement streams (and of the 1,000-row transactions it is compared with); 0 skips it")
 	sink := fs.String("sink", "", "extra sink settings for the drain, fan-out and memory measurements, e.g. `batch_size=500,max_in_flight=8`")
 	latencySink := fs.String("latency-sink", "", "sink settings for the latency measurement, which otherwise runs with the defaults, e.g. `batch_wait=20ms`")
 	brokers := fs.String("brokers", "nats,redis", "brokers the drain also runs through, comma-separated (nats, redis); \"\" skips them")
@@ -82,7 +91,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.Receiver, "receiver", o.Receiver, "what the receivers of the drain, fan-out and memory measurements do with a body: parse (unmarshal every message) or count (only scan for the ids, to see walhook with a receiver that costs next to nothing)")
 	fs.StringVar(&o.JSON, "json", "", "also write the report as JSON to this `file`")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "longest one measurement may take")
-	quick := fs.Bool("quick", false, "a quick run: 20,000 backlog rows, 3 s of latency, a 100,000-row transaction (explicit flags still win)")
+	quick := fs.Bool("quick", false, "a quick run: 20,000 backlog rows, 3 s and 2 s of latency, a 20,000-row backfill, a 100,000-row transaction (explicit flags still win)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -101,6 +110,12 @@ func parseFlags(args []string) (options, error) {
 		}
 		if !set["big-rows"] {
 			o.BigRows = q.BigRows
+		}
+		if !set["latency-high-for"] {
+			o.HighRateFor = q.HighRateFor
+		}
+		if !set["backfill-rows"] {
+			o.FillRows = q.FillRows
 		}
 	}
 	var err error
@@ -129,7 +144,10 @@ type options struct {
 	LatencyRate int
 	LatencyFor  time.Duration
 	BigRows     int64
-	Settings    []string // extra sink settings, "key: value"
+	HighRate    int           // the second latency measurement's rate
+	HighRateFor time.Duration // and its length
+	FillRows    int64         // the backfill measurement's table
+	Settings    []string      // extra sink settings, "key: value"
 	// LatencySettings are the latency measurement's sink settings.
 	LatencySettings []string
 	Receiver        string // parse or count
@@ -151,6 +169,9 @@ func defaultOptions() options {
 		LatencyRate: 2_000,
 		LatencyFor:  15 * time.Second,
 		BigRows:     1_000_000,
+		HighRate:    10_000,
+		HighRateFor: 10 * time.Second,
+		FillRows:    200_000,
 		Receiver:    "parse",
 		Timeout:     5 * time.Minute,
 	}
@@ -163,6 +184,8 @@ func quickOptions(walhook string) options {
 	o.Rows = 20_000
 	o.LatencyFor = 3 * time.Second
 	o.BigRows = 100_000
+	o.HighRateFor = 2 * time.Second
+	o.FillRows = 20_000
 	return o
 }
 
@@ -176,8 +199,12 @@ func (o options) validate() error {
 		return fmt.Errorf("-runs %d: want at least 1", o.Runs)
 	case o.LatencyRate < 1 || o.LatencyRate > 1_000_000:
 		return fmt.Errorf("-latency-rate %d: want 1 to 1000000 transactions a second", o.LatencyRate)
-	case o.LatencyFor < 0 || o.BigRows < 0:
-		return errors.New("-latency-for and -big-rows: want 0 (skip) or more")
+	case o.HighRate < 0 || o.HighRate > 1_000_000:
+		return fmt.Errorf("-latency-high-rate %d: want 0 (skip) to 1000000 transactions a second", o.HighRate)
+	case o.HighRate > 0 && o.HighRateFor <= 0:
+		return fmt.Errorf("-latency-high-for %v: want a positive duration (or -latency-high-rate 0 to skip)", o.HighRateFor)
+	case o.LatencyFor < 0 || o.BigRows < 0 || o.FillRows < 0:
+		return errors.New("-latency-for, -backfill-rows and -big-rows: want 0 (skip) or more")
 	case o.Timeout <= 0:
 		return fmt.Errorf("-timeout %v: want a positive duration", o.Timeout)
 	case o.Receiver != "parse" && o.Receiver != "count":
@@ -276,7 +303,7 @@ func run(ctx context.Context, o options, log io.Writer) (_ *Report, err error) {
 			extra++
 		}
 	}
-	slots := (4+len(o.Brokers))*o.Runs + extra*o.Runs + 2
+	slots := (4+len(o.Brokers))*o.Runs + extra*o.Runs + 5
 	p.printf("starting PostgreSQL")
 	db, err := startDatabase(ctx, slots)
 	if err != nil {
@@ -312,7 +339,17 @@ func run(ctx context.Context, o options, log io.Writer) (_ *Report, err error) {
 		return nil, err
 	}
 	if o.LatencyFor > 0 {
-		if err := b.latency(ctx); err != nil {
+		if rep.Latency, err = b.latency(ctx, "latency", o.LatencyRate, o.LatencyFor); err != nil {
+			return nil, err
+		}
+	}
+	if o.HighRate > 0 {
+		if rep.LatencyHigh, err = b.latency(ctx, "latency_high", o.HighRate, o.HighRateFor); err != nil {
+			return nil, err
+		}
+	}
+	if o.FillRows > 0 {
+		if err := b.backfill(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -295,21 +295,20 @@ func fanout(k int, rows int64, runs []walhookResult) Fanout {
 	return f
 }
 
-// latency runs walhook with default sink settings on a new slot, commits
-// single-row transactions at a steady rate once it streams, and reports
-// how long each message took from its commit to the receiver.
-func (b *bench) latency(ctx context.Context) error {
+// latency runs walhook with the latency sink settings on a new slot,
+// commits single-row transactions at rate a second for d once it streams,
+// and reports how long each message took from its commit to the receiver.
+func (b *bench) latency(ctx context.Context, slot string, rate int, d time.Duration) (*Latency, error) {
 	o := b.o
-	n := int64(o.LatencyFor.Seconds() * float64(o.LatencyRate))
+	n := int64(d.Seconds() * float64(rate))
 	if n < 1 {
-		return fmt.Errorf("-latency-for %v at -latency-rate %d is not one transaction", o.LatencyFor, o.LatencyRate)
+		return nil, fmt.Errorf("%v at %d transactions a second is not one transaction", d, rate)
 	}
 	rcv, err := newReceiver(true) // it reads commit_timestamp
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rcv.close()
-	const slot = "latency"
 	first := b.nextID
 	b.nextID += n
 	var achieved float64
@@ -317,38 +316,52 @@ func (b *bench) latency(ctx context.Context) error {
 		if err := b.db.waitSlotActive(ctx, slot, time.Minute); err != nil {
 			return err
 		}
-		b.p.printf("latency: writing %s single-row transactions at %s/s", count(n), count(int64(o.LatencyRate)))
+		b.p.printf("latency: writing %s single-row transactions at %s/s", count(n), count(int64(rate)))
 		var err error
-		achieved, err = writePaced(ctx, b.db.dsn, first, n, o.LatencyRate)
+		_, achieved, err = writePaced(ctx, b.db.dsn, first, n, rate, nil)
 		return err
 	}
 	w, err := b.walhook(slot, o.LatencySettings).run(ctx, []*receiver{rcv}, first, n, true, write)
 	if err != nil {
-		return fmt.Errorf("latency: %w", err)
+		return nil, fmt.Errorf("latency: %w", err)
 	}
 	if err := b.db.dropSlot(ctx, slot); err != nil {
-		return err
+		return nil, err
 	}
-	lat := rcv.takeLatencies()
-	slices.Sort(lat)
+	lat := latencies(rcv.takeLatencies(), time.Time{}, time.Time{})
 	l := &Latency{
-		Rows: n, Rate: o.LatencyRate, AchievedRate: achieved, Seconds: w.Seconds,
+		Rows: n, Rate: rate, AchievedRate: achieved, Seconds: w.Seconds,
 		P50ms: ms(percentile(lat, 50)), P90ms: ms(percentile(lat, 90)),
 		P99ms: ms(percentile(lat, 99)), MaxMs: ms(percentile(lat, 100)),
-		WalhookCores: w.CPUSeconds / w.Seconds, Rest: w.Rest,
+		WalhookCores: w.CPUSeconds / w.Seconds, WalsenderCores: w.WalsenderCPU / w.Seconds,
+		ReceiverCores: w.ReceiverCPU / w.Seconds, Rest: w.Rest,
 	}
-	b.rep.Latency = l
-	b.p.printf("latency: p50 %.1f ms, p99 %.1f ms", l.P50ms, l.P99ms)
-	return nil
+	b.p.printf("latency at %s/s: p50 %.1f ms, p99 %.1f ms", count(int64(rate)), l.P50ms, l.P99ms)
+	return l, nil
+}
+
+// latencies returns the sorted latencies of the samples received from
+// `from` until `to` (a zero time: no bound).
+func latencies(samples []latencySample, from, to time.Time) []time.Duration {
+	var lat []time.Duration
+	for _, s := range samples {
+		if (!from.IsZero() && s.At.Before(from)) || (!to.IsZero() && s.At.After(to)) {
+			continue
+		}
+		lat = append(lat, s.Latency)
+	}
+	slices.Sort(lat)
+	return lat
 }
 
 // memory commits one large transaction into a new slot, then has walhook
 // stream it to the receiver and reads its peak RSS when the last row
-// arrives.
+// arrives. The same number of rows in 1,000-row transactions, written
+// first into a slot of their own, give the rate it is compared with.
 func (b *bench) memory(ctx context.Context) error {
 	o := b.o
-	const slot = "memory"
-	if err := b.db.createSlot(ctx, slot); err != nil {
+	const slot, small = "memory", "memory_small_txns"
+	if err := b.db.createSlot(ctx, small); err != nil {
 		return err
 	}
 	rcv, err := newReceiver(o.Receiver == "parse")
@@ -356,6 +369,15 @@ func (b *bench) memory(ctx context.Context) error {
 		return err
 	}
 	defer rcv.close()
+	smallFirst := b.nextID
+	b.nextID += o.BigRows
+	b.p.printf("memory: writing %s rows in %s-row transactions", count(o.BigRows), count(o.TxnRows))
+	if _, err := b.db.writeBacklog(ctx, smallFirst, o.BigRows, o.TxnRows); err != nil {
+		return err
+	}
+	if err := b.db.createSlot(ctx, slot); err != nil {
+		return err
+	}
 	first := b.nextID
 	b.nextID += o.BigRows
 	b.p.printf("memory: writing one %s-row transaction", count(o.BigRows))
@@ -364,6 +386,9 @@ func (b *bench) memory(ctx context.Context) error {
 		return fmt.Errorf("write the large transaction: %w", err)
 	}
 	written := time.Since(start)
+	if err := b.db.exec(ctx, `CHECKPOINT`); err != nil {
+		return err
+	}
 	w, err := b.walhook(slot, o.Settings).run(ctx, []*receiver{rcv}, first, o.BigRows, false, nil)
 	if err != nil {
 		return fmt.Errorf("memory: %w", err)
@@ -371,10 +396,27 @@ func (b *bench) memory(ctx context.Context) error {
 	if err := b.db.dropSlot(ctx, slot); err != nil {
 		return err
 	}
+	// The small transactions' slot also holds the large one, after them:
+	// the run ends when the small ones' rows have all arrived.
+	ws, err := b.walhook(small, o.Settings).run(ctx, []*receiver{rcv}, smallFirst, o.BigRows, false, nil)
+	if err != nil {
+		return fmt.Errorf("memory, %s-row transactions: %w", count(o.TxnRows), err)
+	}
+	if err := b.db.dropSlot(ctx, small); err != nil {
+		return err
+	}
 	b.rep.Memory = &Memory{
 		Rows: o.BigRows, WriteSeconds: written.Seconds(), Seconds: w.Seconds,
 		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024, Rest: w.Rest,
+		CPUPerMillion: w.CPUSeconds / (float64(o.BigRows) / 1e6),
+		FirstSeconds:  w.FirstSeconds, SmallFirstSeconds: ws.FirstSeconds,
+		SmallTxnRows: o.TxnRows, SmallRowsPerSec: float64(o.BigRows) / ws.Seconds,
+		SmallPeakRSSMB: float64(ws.PeakKB) / 1024, SmallCPUPerMillion: ws.CPUSeconds / (float64(o.BigRows) / 1e6),
+		SmallRest: ws.Rest,
 	}
-	b.p.printf("memory: peak RSS %.1f MB", b.rep.Memory.PeakRSSMB)
+	m := b.rep.Memory
+	m.Ratio = m.RowsPerSec / m.SmallRowsPerSec
+	b.p.printf("memory: peak RSS %.1f MB; %s rows/s in one transaction, %s in %s-row ones", m.PeakRSSMB,
+		count(int64(m.RowsPerSec)), count(int64(m.SmallRowsPerSec)), count(o.TxnRows))
 	return nil
 }

@@ -166,6 +166,10 @@ type walhookRun struct {
 	Settings []string // extra sink settings, "key: value"
 	Timeout  time.Duration
 	StateURL string // state.url; "": a state file in Dir
+	// Tables are source.tables; none: the captured table alone.
+	Tables []string
+	// Listen is server.listen; "": no admin server.
+	Listen string
 }
 
 // walhookResult is what a walhook run measured: the time from its start
@@ -177,9 +181,13 @@ type walhookResult struct {
 	ReceiverCPU  float64 // the benchmark process's CPU seconds
 	Rest         float64 // cores busy with anything else, on average (see rest)
 	PeakKB       int64
-	Deliveries   int64 // messages received, duplicates included
-	Distinct     int64 // rows received, summed over the receivers
-	Bytes        int64 // of the bodies received
+	Deliveries   int64     // messages received, duplicates included
+	Distinct     int64     // rows received, summed over the receivers
+	Bytes        int64     // of the bodies received
+	End          time.Time // when the last row arrived
+	// FirstSeconds is how long after walhook's start the first row
+	// arrived (at the first receiver).
+	FirstSeconds float64
 }
 
 // run starts walhook with one sink per receiver, waits until every
@@ -299,6 +307,10 @@ func (w walhookRun) run(ctx context.Context, rcvs []*receiver, firstID, n int64,
 	res.WalsenderCPU = stopSampling().Seconds()
 	res.ReceiverCPU = (selfCPU() - selfStart).Seconds()
 	res.Seconds = end.Sub(start).Seconds()
+	res.End = end
+	if first := rcvs[0].firstArrival(); !first.IsZero() {
+		res.FirstSeconds = first.Sub(start).Seconds()
+	}
 	res.CPUSeconds = stat.CPU.Seconds()
 	res.PeakKB = stat.PeakKB
 	res.Rest = rest(machineBusy()-busyStart, res.CPUSeconds+res.WalsenderCPU+res.ReceiverCPU, time.Since(start))
@@ -323,13 +335,17 @@ func (w walhookRun) writeConfig(rcvs []*receiver, br *broker) (cfgPath, logPath 
 		return "", "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  tables: [%s]\n", w.DSN, w.Slot, publication, table)
+	tables := table
+	if len(w.Tables) > 0 {
+		tables = strings.Join(w.Tables, ", ")
+	}
+	fmt.Fprintf(&b, "source:\n  url: %q\n  slot: %s\n  publication: %s\n  tables: [%s]\n", w.DSN, w.Slot, publication, tables)
 	if w.StateURL != "" {
 		fmt.Fprintf(&b, "state:\n  url: %q\n", w.StateURL)
 	} else {
 		fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dir, "walhook.state"))
 	}
-	b.WriteString("server:\n  listen: \"\"\nlog:\n  format: json\nsinks:\n")
+	fmt.Fprintf(&b, "server:\n  listen: %q\nlog:\n  format: json\nsinks:\n", w.Listen)
 	for i, r := range rcvs {
 		fmt.Fprintf(&b, "  - name: s%d\n    url: %q\n", i+1, r.URL)
 		for _, s := range w.Settings {

@@ -54,9 +54,10 @@ type receiver struct {
 	seen       []bool
 	distinct   int64
 	deliveries int64
-	bytes      int64 // of the bodies
-	latency    bool  // record commit-to-receipt latencies
-	latencies  []time.Duration
+	bytes      int64     // of the bodies
+	first      time.Time // when the first expected id arrived
+	latency    bool      // record commit-to-receipt latencies of inserts
+	latencies  []latencySample
 	complete   func()
 	errs       chan error // the first error, for the waiter
 }
@@ -84,7 +85,7 @@ func newReceiver(parse bool) (*receiver, error) {
 func (r *receiver) expect(firstID, n int64, latency bool, complete func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.firstID, r.seen, r.distinct, r.deliveries, r.bytes = firstID, make([]bool, n), 0, 0, 0
+	r.firstID, r.seen, r.distinct, r.deliveries, r.bytes, r.first = firstID, make([]bool, n), 0, 0, 0, time.Time{}
 	r.latency, r.latencies, r.complete = latency, nil, complete
 }
 
@@ -95,8 +96,22 @@ func (r *receiver) counts() (distinct, deliveries, bytes int64) {
 	return r.distinct, r.deliveries, r.bytes
 }
 
+// latencySample is one insert's commit-to-receipt latency, and when its
+// body was read.
+type latencySample struct {
+	At      time.Time
+	Latency time.Duration
+}
+
+// firstArrival is when the first expected id arrived, zero before.
+func (r *receiver) firstArrival() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.first
+}
+
 // takeLatencies returns the latencies recorded since expect.
-func (r *receiver) takeLatencies() []time.Duration {
+func (r *receiver) takeLatencies() []latencySample {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.latencies
@@ -139,23 +154,26 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad json", http.StatusBadRequest)
 		return
 	}
-	var lat []time.Duration
+	var lat []latencySample
 	if wantLatency {
-		lat = make([]time.Duration, 0, len(batch.Data))
+		lat = make([]latencySample, 0, len(batch.Data))
 		for _, m := range batch.Data {
+			if m.Action != "insert" {
+				continue // a backfill's read: its commit_timestamp is its high watermark's
+			}
 			ts, err := time.Parse(time.RFC3339Nano, m.Metadata.CommitTimestamp)
 			if err != nil {
 				r.fail(fmt.Errorf("receiver: commit_timestamp %q: %w", m.Metadata.CommitTimestamp, err))
 				http.Error(w, "bad commit_timestamp", http.StatusBadRequest)
 				return
 			}
-			lat = append(lat, received.Sub(ts))
+			lat = append(lat, latencySample{At: received, Latency: received.Sub(ts)})
 		}
 	}
 
 	ids := make([]int64, 0, len(batch.Data))
 	for _, m := range batch.Data {
-		if m.Action == "insert" {
+		if m.Action == "insert" || m.Action == "read" {
 			ids = append(ids, m.Record.ID)
 		}
 	}
@@ -180,6 +198,9 @@ func (r *receiver) count(ids []int64) {
 		if !r.seen[i] {
 			r.seen[i] = true
 			r.distinct++
+			if r.first.IsZero() {
+				r.first = time.Now()
+			}
 		}
 	}
 	var complete func()

@@ -32,7 +32,39 @@ type Report struct {
 	// LatencySettings are the latency measurement's sink settings; none
 	// means the defaults.
 	LatencySettings []string `json:"latency_sink_settings"`
-	Memory          *Memory  `json:"memory,omitempty"`
+	// LatencyHigh is the same measurement at -latency-high-rate.
+	LatencyHigh *Latency  `json:"latency_high,omitempty"`
+	Backfill    *Backfill `json:"backfill,omitempty"`
+	Memory      *Memory   `json:"memory,omitempty"`
+}
+
+// Backfill is a backfill on the sink that carries live changes.
+type Backfill struct {
+	Rows       int64   `json:"rows"`
+	Seconds    float64 `json:"seconds"` // from the request until the last row arrived
+	RowsPerSec float64 `json:"rows_per_s"`
+	// DrainRowsPerSec is walhook's drain of the backlog (the same number of
+	// rows of the same shape) to the same kind of receiver; Ratio the
+	// backfill's rate over it.
+	DrainRowsPerSec float64 `json:"drain_rows_per_s"`
+	Ratio           float64 `json:"ratio"`
+	// PostgreSQL's own rates for the table: row_to_json through psql, and
+	// COPY, each to /dev/null.
+	PsqlJSONRowsPerSec float64 `json:"psql_row_to_json_rows_per_s"`
+	CopyRowsPerSec     float64 `json:"copy_rows_per_s"`
+	// The live changes: their rate, and their latency before the backfill
+	// (alone) and while it ran.
+	LiveRate     int     `json:"live_rate"`
+	AchievedRate float64 `json:"live_achieved_rate"`
+	AloneP50ms   float64 `json:"alone_p50_ms"`
+	AloneP99ms   float64 `json:"alone_p99_ms"`
+	LiveDuring   int64   `json:"live_during"` // live changes received while it ran
+	P50ms        float64 `json:"p50_ms"`
+	P90ms        float64 `json:"p90_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	MaxMs        float64 `json:"max_ms"`
+	WalhookCores float64 `json:"walhook_cores"`
+	Rest         float64 `json:"rest_cores"`
 }
 
 // Drain compares pg_recvlogical and walhook on the same backlog.
@@ -133,9 +165,12 @@ type Latency struct {
 	P90ms        float64 `json:"p90_ms"`
 	P99ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
-	// WalhookCores is walhook's CPU time over the run's length.
-	WalhookCores float64 `json:"walhook_cores"`
-	Rest         float64 `json:"rest_cores"`
+	// WalhookCores is walhook's CPU time over the run's length, and so
+	// are the walsender's and the receiver's.
+	WalhookCores   float64 `json:"walhook_cores"`
+	WalsenderCores float64 `json:"walsender_cores"`
+	ReceiverCores  float64 `json:"receiver_cores"`
+	Rest           float64 `json:"rest_cores"`
 }
 
 // Memory is walhook's peak RSS while it streams one large transaction.
@@ -146,7 +181,27 @@ type Memory struct {
 	RowsPerSec   float64 `json:"rows_per_s"`
 	PeakRSSMB    float64 `json:"walhook_peak_rss_mb"`
 	Rest         float64 `json:"rest_cores"`
+	// CPUPerMillion is walhook's CPU seconds per million rows.
+	CPUPerMillion float64 `json:"walhook_cpu_s_per_million"`
+	// FirstSeconds is when the first row arrived, from walhook's start:
+	// until then the walsender decodes (and spills) the transaction.
+	FirstSeconds      float64 `json:"first_row_s"`
+	SmallFirstSeconds float64 `json:"small_txns_first_row_s"`
+	// The same number of rows in SmallTxnRows-row transactions, and Ratio
+	// the large transaction's rate over theirs.
+	SmallTxnRows       int64   `json:"small_txn_rows"`
+	SmallRowsPerSec    float64 `json:"small_txns_rows_per_s"`
+	SmallPeakRSSMB     float64 `json:"small_txns_walhook_peak_rss_mb"`
+	SmallCPUPerMillion float64 `json:"small_txns_walhook_cpu_s_per_million"`
+	SmallRest          float64 `json:"small_txns_rest_cores"`
+	Ratio              float64 `json:"ratio"`
 }
+
+// The limits the report compares with (issue 22).
+const (
+	highRateP99Limit = 10.0 // ms, at 10,000 transactions a second
+	bigTxnRatioLimit = 0.8
+)
 
 // Series is repeated measurements of one quantity.
 type Series struct {
@@ -278,22 +333,63 @@ func (r *Report) print(w io.Writer) {
 	}
 
 	if l := r.Latency; l != nil {
-		settings := "default sink settings"
-		if len(r.LatencySettings) > 0 {
-			settings = "sink settings " + strings.Join(r.LatencySettings, ", ")
-		}
-		fmt.Fprintf(w, "\nLatency, commit to receipt: %s single-row transactions at %s/s (achieved %s/s), %s\n",
-			count(l.Rows), count(int64(l.Rate)), count(int64(l.AchievedRate)), settings)
+		r.printLatency(w, l, 0)
+	}
+	if l := r.LatencyHigh; l != nil {
+		r.printLatency(w, l, highRateP99Limit)
+	}
+	if f := r.Backfill; f != nil {
+		fmt.Fprintf(w, "\nBackfill of %s rows on the sink that carries %s single-row transactions a second (achieved %s/s), default sink settings\n",
+			count(f.Rows), count(int64(f.LiveRate)), count(int64(f.AchievedRate)))
 		t = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\twalhook CPU (cores)\trest (cores)\t")
-		fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.WalhookCores, l.Rest)
+		fmt.Fprintln(t, "\tfigure\tlimit\t")
+		fmt.Fprintf(t, "live p99 while the backfill runs (ms)\t%.1f\t< %.0f %s\t\n", f.P99ms, fillLiveP99Limit, verdict(f.P99ms < fillLiveP99Limit))
+		fmt.Fprintf(t, "live p50 / p90 / max while it runs (ms)\t%.1f / %.1f / %.1f\t\t\n", f.P50ms, f.P90ms, f.MaxMs)
+		fmt.Fprintf(t, "live p50 / p99 before it (ms)\t%.1f / %.1f\t\t\n", f.AloneP50ms, f.AloneP99ms)
+		fmt.Fprintf(t, "backfill rows/s, request to last row\t%s\t\t\n", count(int64(f.RowsPerSec)))
+		fmt.Fprintf(t, "backfill / walhook's drain (%s rows/s)\t%.2f\t>= %.2f %s\t\n", count(int64(f.DrainRowsPerSec)), f.Ratio, fillRatioLimit, verdict(f.Ratio >= fillRatioLimit))
+		fmt.Fprintf(t, "row_to_json through psql, rows/s\t%s\t(backfill %.2f x)\t\n", count(int64(f.PsqlJSONRowsPerSec)), f.RowsPerSec/f.PsqlJSONRowsPerSec)
+		fmt.Fprintf(t, "COPY through psql, rows/s\t%s\t(backfill %.2f x)\t\n", count(int64(f.CopyRowsPerSec)), f.RowsPerSec/f.CopyRowsPerSec)
+		fmt.Fprintf(t, "walhook CPU (cores), rest (cores)\t%.2f, %.2f\t\t\n", f.WalhookCores, f.Rest)
 		_ = t.Flush()
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\nMemory: one %s-row transaction streamed to the receiver\n", count(m.Rows))
-		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start (%s rows/s; rest %.2f cores)\n",
-			m.PeakRSSMB, m.Seconds, count(int64(m.RowsPerSec)), m.Rest)
+		fmt.Fprintf(w, "  walhook peak RSS (VmHWM) %.1f MB; delivered in %.1f s from walhook's start, the first row after %.1f s (%s rows/s, walhook %.2f CPU s per 1M rows; rest %.2f cores)\n",
+			m.PeakRSSMB, m.Seconds, m.FirstSeconds, count(int64(m.RowsPerSec)), m.CPUPerMillion, m.Rest)
+		if m.SmallRowsPerSec > 0 {
+			fmt.Fprintf(w, "  the same rows in %s-row transactions: %s rows/s, the first row after %.1f s (walhook %.2f CPU s per 1M rows, peak RSS %.1f MB; rest %.2f cores)\n",
+				count(m.SmallTxnRows), count(int64(m.SmallRowsPerSec)), m.SmallFirstSeconds, m.SmallCPUPerMillion, m.SmallPeakRSSMB, m.SmallRest)
+			fmt.Fprintf(w, "  one transaction / %s-row transactions: %.2f (limit >= %.2f %s)\n", count(m.SmallTxnRows), m.Ratio, bigTxnRatioLimit, verdict(m.Ratio >= bigTxnRatioLimit))
+		}
 	}
+}
+
+// printLatency writes one latency measurement; a limit above 0 is the p99
+// it is compared with, and the CPU budget line explains a miss.
+func (r *Report) printLatency(w io.Writer, l *Latency, limit float64) {
+	settings := "default sink settings"
+	if len(r.LatencySettings) > 0 {
+		settings = "sink settings " + strings.Join(r.LatencySettings, ", ")
+	}
+	fmt.Fprintf(w, "\nLatency, commit to receipt: %s single-row transactions at %s/s (achieved %s/s), %s\n",
+		count(l.Rows), count(int64(l.Rate)), count(int64(l.AchievedRate)), settings)
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(t, "p50 ms\tp90 ms\tp99 ms\tmax ms\tCPU (cores): walhook\twalsender\treceiver\trest\t")
+	fmt.Fprintf(t, "%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.P50ms, l.P90ms, l.P99ms, l.MaxMs, l.WalhookCores, l.WalsenderCores, l.ReceiverCores, l.Rest)
+	_ = t.Flush()
+	if limit > 0 {
+		fmt.Fprintf(w, "  p99 %.1f ms: limit < %.0f ms %s; CPU budget: walhook, the walsender, the receiver and the rest (the writers' backends among it) took %.2f of the %d cores\n",
+			l.P99ms, limit, verdict(l.P99ms < limit), l.WalhookCores+l.WalsenderCores+l.ReceiverCores+l.Rest, r.CPUs)
+	}
+}
+
+// verdict marks a figure against its limit.
+func verdict(ok bool) string {
+	if ok {
+		return "(met)"
+	}
+	return "(MISSED)"
 }
 
 // brokerName is how the report names a broker.
