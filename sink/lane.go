@@ -210,7 +210,9 @@ func (l *lane) deliver(ctx context.Context) bool {
 
 	var firstAttempt time.Time
 	for attempt := 1; ; attempt++ {
-		if !p.waitResumed(ctx) || !l.waitAllowed(ctx) || !p.limit.take(ctx, len(batch)) {
+		// The lease is asked last, just before the attempt: a rate limit's
+		// wait between the two would let a lease lapse unnoticed.
+		if !p.waitResumed(ctx) || !p.limit.take(ctx, len(batch)) || !l.waitAllowed(ctx) {
 			return false
 		}
 		l.b.Attempt = attempt

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +40,7 @@ type haReceiver struct {
 type haRequest struct {
 	at       time.Time
 	instance string
+	made     int64 // its webhook-timestamp: when the instance made it, in Unix seconds
 }
 
 func newHAReceiver(t *testing.T) *haReceiver {
@@ -46,7 +48,8 @@ func newHAReceiver(t *testing.T) *haReceiver {
 	h := &haReceiver{rcv: webhooktest.New(t, "")}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
-		h.seen = append(h.seen, haRequest{at: time.Now(), instance: r.Header.Get("X-Instance")})
+		made, _ := strconv.ParseInt(r.Header.Get("Webhook-Timestamp"), 10, 64)
+		h.seen = append(h.seen, haRequest{at: time.Now(), instance: r.Header.Get("X-Instance"), made: made})
 		h.mu.Unlock()
 		h.rcv.ServeHTTP(w, r)
 	}))
@@ -71,6 +74,19 @@ func (h *haReceiver) span(instance string) (first, last time.Time, n int) {
 		n++
 	}
 	return first, last, n
+}
+
+// since returns the requests from instance that arrived at or after t.
+func (h *haReceiver) since(instance string, t time.Time) []haRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []haRequest
+	for _, r := range h.seen {
+		if r.instance == instance && !r.at.Before(t) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // haInstance is one member of the group.

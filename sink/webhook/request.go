@@ -87,6 +87,9 @@ const (
 // signature covers the JSON, not the compressed bytes. It returns nil on a
 // 2xx and a *StatusError for any other answer.
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
+	// First: webhook-timestamp says when the attempt began, right after
+	// the lane asked the lease for it.
+	ts := strconv.FormatInt(s.now().Unix(), 10)
 	if len(b.Body) == 0 {
 		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
 	}
@@ -118,7 +121,6 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if s.host != "" {
 		req.Host = s.host
 	}
-	ts := strconv.FormatInt(s.now().Unix(), 10)
 	req.Header.Set("Webhook-Id", b.ID)
 	req.Header.Set("Webhook-Timestamp", ts)
 	req.Header.Set("Webhook-Attempt", strconv.Itoa(max(b.Attempt, 1)))
