@@ -280,12 +280,7 @@ func (p *Pipeline) Submit(m *change.Message, group uint64, barrier bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending++
-	s := submission{m: m, group: group, barrier: barrier}
-	if p.barrier != nil || len(p.gate) > 0 || (barrier && p.outstanding > 0) {
-		p.gate = append(p.gate, s)
-		return nil
-	}
-	p.send(s)
+	p.enqueue(submission{m: m, group: group, barrier: barrier})
 	return nil
 }
 
@@ -323,14 +318,18 @@ func (p *Pipeline) Replay(entries []Entry, done func()) error {
 	defer p.mu.Unlock()
 	for _, e := range entries {
 		p.pending++
-		s := submission{m: e.Msg, group: e.Group, barrier: e.Barrier, replay: r}
-		if p.barrier != nil || len(p.gate) > 0 || (s.barrier && p.outstanding > 0) {
-			p.gate = append(p.gate, s)
-			continue
-		}
-		p.send(s)
+		p.enqueue(submission{m: e.Msg, group: e.Group, barrier: e.Barrier, replay: r})
 	}
 	return nil
+}
+
+// enqueue hands s to its lane, or keeps it behind a barrier. p.mu is held.
+func (p *Pipeline) enqueue(s submission) {
+	if p.barrier != nil || len(p.gate) > 0 || (s.barrier && p.outstanding > 0) {
+		p.gate = append(p.gate, s)
+		return
+	}
+	p.send(s)
 }
 
 // send hands s to its lane. p.mu is held.
