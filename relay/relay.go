@@ -254,6 +254,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	for _, rn := range r.runners {
 		rn.tracker = cursors.Tracker(rn.Name)
+		if rn.Transactions {
+			rn.tracker.WholeTransactions()
+		}
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
 		r.join(rn)

@@ -27,6 +27,9 @@ type Delivery interface {
 	Submit(m *change.Message, group uint64, barrier bool) error
 	// Drain delivers everything submitted, or gives up when ctx ends.
 	Drain(ctx context.Context) error
+	// Ended says the stream passed lsn: every transaction that committed
+	// before it has ended (batch_by: transaction sends its last part).
+	Ended(lsn pglogrepl.LSN)
 }
 
 // Sink is one destination as the relay drives it: its delivery engine and
@@ -55,6 +58,10 @@ type Sink struct {
 	// BatchSize bounds what moves to the dead letters at once when the
 	// backlog is full under when_full: dead_letter.
 	BatchSize int
+	// Transactions is batch_by: transaction: the sink's cursor moves by
+	// whole transactions, and the delivery engine is told where each one
+	// ends (Delivery.Ended).
+	Transactions bool
 }
 
 // runner owns one sink's side of the stream: a goroutine that takes the
@@ -456,6 +463,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 		r.lastMark = ev.LSN
 		if r.mode == modeLive {
 			r.tracker.Mark(ev.LSN)
+			r.Delivery.Ended(ev.LSN)
 			return
 		}
 		if len(r.buf) == 0 {
@@ -558,6 +566,7 @@ func (r *runner) feed(ctx context.Context) {
 			}
 			r.setMode(modeLive)
 			r.setTaken(r.seen)
+			r.Delivery.Ended(r.lastMark) // everything taken is fed: a transaction that ended may end
 			r.log.Info("sink caught up with its backlog", "sink", r.Name)
 			return
 		}

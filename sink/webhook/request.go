@@ -88,7 +88,7 @@ const (
 // 2xx and a *StatusError for any other answer.
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	if len(b.Body) == 0 {
-		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
+		b.Body = change.AppendTransactionBody(b.Body[:0], b.Messages, s.cfg.Name, b.Tx)
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
