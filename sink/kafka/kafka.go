@@ -162,7 +162,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 		at    = len(b.Messages)
 	)
 	for i, m := range b.Messages {
-		r := s.record(m, b.Sink)
+		r := s.record(m, b.Sink, broker.TxHeaders(b.Tx, i, len(b.Messages)))
 		wg.Add(1)
 		s.client.Produce(actx, r, func(r *kgo.Record, err error) {
 			defer wg.Done()
@@ -220,12 +220,16 @@ func (s *Sink) timedOut(ctx context.Context) error {
 	return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): a partition's leader or in-sync replicas are missing?", s.brokers, s.cfg.Timeout), context.DeadlineExceeded)
 }
 
-// record is m's Kafka record for sink.
-func (s *Sink) record(m *change.Message, sinkName string) *kgo.Record {
+// record is m's Kafka record for sink, with tx's headers (see
+// broker.TxHeaders).
+func (s *Sink) record(m *change.Message, sinkName string, tx []broker.Header) *kgo.Record {
 	hs := broker.Headers(m, sinkName)
-	headers := make([]kgo.RecordHeader, len(hs))
-	for i, h := range hs {
-		headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
+	headers := make([]kgo.RecordHeader, 0, len(hs)+len(tx))
+	for _, h := range hs {
+		headers = append(headers, kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)})
+	}
+	for _, h := range tx {
+		headers = append(headers, kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)})
 	}
 	return &kgo.Record{
 		Topic:   s.topic.Name(m, sinkName),
