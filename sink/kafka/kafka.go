@@ -51,6 +51,7 @@ type Sink struct {
 	keys    *keyer
 	client  *kgo.Client
 	brokers string
+	tx      *txState // under batch_by: transaction, nil otherwise
 }
 
 // Forbidden is what a topic may not hold: everything but [A-Za-z0-9._-]
@@ -85,6 +86,10 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		kgo.UnknownTopicRetries(2),
 		kgo.MetadataMinAge(time.Second),
 	)
+	if cfg.BatchBy == config.BatchByTransaction {
+		s.tx = newTxState()
+		options = append(options, kgo.TransactionalID(TransactionalID(cfg.Name)), kgo.TransactionTimeout(txTimeout))
+	}
 	s.client, err = kgo.NewClient(options...)
 	if err != nil {
 		return nil, fmt.Errorf("sink %q: kafka client: %w", cfg.Name, err)
@@ -151,8 +156,17 @@ func (s *Sink) Close() error {
 // produce was acknowledged by all in-sync replicas. Records of one key go
 // to one partition in the order of b; a failed attempt may have produced
 // some of them, which the retry produces again (consumers dedupe on
-// walhook-idempotency-key).
+// walhook-idempotency-key). Under batch_by: transaction the records are
+// produced in a Kafka transaction (see txn.go).
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
+	if s.tx != nil {
+		return s.deliverTx(ctx, b)
+	}
+	return s.produce(ctx, b)
+}
+
+// produce produces every message of b, as Deliver says.
+func (s *Sink) produce(ctx context.Context, b *sink.Batch) error {
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var (
