@@ -444,3 +444,53 @@ func TestTxBatchKillMidTransaction(t *testing.T) {
 		}
 	}
 }
+
+// TestTxBatchBackfill: backfilled reads are no transaction: under
+// batch_by: transaction they arrive in batches without a transaction
+// object, and the changes streamed meanwhile with one.
+func TestTxBatchBackfill(t *testing.T) {
+	t.Parallel()
+	const rows = 300
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
+	exec1(t, conn, `INSERT INTO t SELECT g, 0 FROM generate_series(1, $1) g`, rows)
+	rcv := newTxReceiver(t)
+	cfg := writeConfig(t, t.TempDir(), dsn, "tx_backfill", "  tables: [public.t]\n",
+		sinkConf{Name: "tx", URL: rcv.srv.URL, Extra: "    batch_by: transaction\n    batch_size: 50\n    backfill: {on_create: true}\n"})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "2s")
+	waitStreaming(t, conn, "tx_backfill", d)
+	exec1(t, conn, `UPDATE t SET v = 1 WHERE id <= 3`)
+
+	reqs := rcv.waitFor(t, 30*time.Second, "every row read and the update", func(reqs []txRequest) bool {
+		read, updated := map[int]bool{}, 0
+		for _, rq := range reqs {
+			for _, m := range rq.msgs {
+				switch m.Action {
+				case "read":
+					read[m.Record.ID] = true
+				case "update":
+					updated++
+				}
+			}
+		}
+		return len(read) == rows && updated == 3
+	})
+	for _, rq := range reqs {
+		reads := 0
+		for _, m := range rq.msgs {
+			if m.Action == "read" {
+				reads++
+			}
+		}
+		switch {
+		case reads > 0 && (reads != len(rq.msgs) || rq.tx != nil):
+			t.Fatalf("request %d: %d reads of %d messages, transaction %+v; want reads alone, without a transaction object", rq.seq, reads, len(rq.msgs), rq.tx)
+		case reads == 0:
+			checkTxRequest(t, rq)
+		}
+		if len(rq.msgs) > 50 {
+			t.Fatalf("request %d: %d messages, want at most batch_size (50)", rq.seq, len(rq.msgs))
+		}
+	}
+}
