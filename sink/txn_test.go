@@ -164,6 +164,19 @@ func TestTxParts(t *testing.T) {
 	}
 }
 
+// waiting is the commit LSNs of the transactions that wait to start.
+func waiting(p *Pipeline) []pglogrepl.LSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []pglogrepl.LSN
+	for _, t := range p.txs {
+		if t.lane == nil {
+			out = append(out, t.lsn)
+		}
+	}
+	return out
+}
+
 // TestTxOrder: transactions that share an ordering group go one after the
 // other in commit order; a disjoint one goes meanwhile; a batch never
 // mixes transactions.
@@ -190,9 +203,12 @@ func TestTxOrder(t *testing.T) {
 	submit(0x400, 5, 3) // shares group 3 with 0x200, which waits: waits too
 	submit(0x500, 6)    // disjoint
 	p.Ended(0x501)
+	// Which transactions start is decided at once, under the pipeline's
+	// lock, when they are submitted or end.
+	if got, want := waiting(p), []pglogrepl.LSN{0x200, 0x400}; !slices.Equal(got, want) {
+		t.Fatalf("while 0x100 is held: got %v waiting, want %v", got, want)
+	}
 	got := rec.wait(t, 2)
-	time.Sleep(20 * time.Millisecond)
-	got = rec.wait(t, 0)
 	var lsns []pglogrepl.LSN
 	for _, s := range got {
 		lsns = append(lsns, s.tx.CommitLSN)
@@ -238,9 +254,8 @@ func TestTxBarrier(t *testing.T) {
 	must(p.Submit(txMsg(0x200, 0, "b"), 2, true)) // a truncate, say
 	must(p.Submit(txMsg(0x300, 0, "c"), 3, false))
 	p.Ended(0x301)
-	time.Sleep(30 * time.Millisecond)
-	if got := rec.wait(t, 0); len(got) != 0 {
-		t.Fatalf("got %v before 0x100 was delivered, want nothing", got)
+	if got, want := waiting(p), []pglogrepl.LSN{0x200, 0x300}; !slices.Equal(got, want) {
+		t.Fatalf("while 0x100 is held: got %v waiting, want %v", got, want)
 	}
 	close(release)
 	got := rec.wait(t, 3)

@@ -414,7 +414,7 @@ func TestTxBatchKillMidTransaction(t *testing.T) {
 	killedAt := len(rcv.reqs)
 	rcv.mu.Unlock()
 
-	d = startWalhook(t, "run", "--config", cfg)
+	startWalhook(t, "run", "--config", cfg)
 	reqs := rcv.waitFor(t, 30*time.Second, "the last part after the restart", func(reqs []txRequest) bool {
 		return len(reqs) > killedAt && reqs[len(reqs)-1].tx != nil && reqs[len(reqs)-1].tx.Last
 	})
