@@ -375,9 +375,16 @@ func (r *runner) setBlocked(b bool) {
 	r.wake.poke()
 }
 
-// roomInWindow reports whether the window takes one more message.
+// roomInWindow reports whether the window takes one more message. Under
+// batch_by: transaction a window of one message takes one more: a part
+// cannot go before the message after it (or its transaction's end) is
+// known, and that message must get in even after a change larger than the
+// window's bytes.
 func (r *runner) roomInWindow() bool {
 	n, b := r.tracker.Window()
+	if r.Transactions && n <= 1 {
+		return true
+	}
 	return (r.Window.Messages <= 0 || n < r.Window.Messages) && (r.Window.Bytes <= 0 || b < r.Window.Bytes || b == 0)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
+	"github.com/walhook/walhook/config"
 )
 
 // Transaction batches (batch_by: transaction).
@@ -235,8 +236,7 @@ func (p *Pipeline) undeliverable() int {
 // once it ended (l.last true). A single message larger than batch_bytes
 // is a part of its own.
 func (l *lane) takePart() bool {
-	cfg := l.p.settings()
-	limit, maxBytes := cfg.BatchSize, cfg.BatchBytes
+	limit, maxBytes := partLimits(l.p.settings())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -261,6 +261,21 @@ func (l *lane) takePart() bool {
 		n++
 	}
 	return false
+}
+
+// partLimits are the most messages and bytes a part holds: batch_size and
+// batch_bytes, but below the sink's window, so that the message after a
+// full part fits in the window and tells the part is not the last (a part
+// as large as the window would wait for a message the window keeps out).
+func partLimits(cfg *config.Sink) (messages int, bytes int64) {
+	messages, bytes = cfg.BatchSize, cfg.BatchBytes
+	if w := cfg.Window.Messages; w > 0 && messages >= w {
+		messages = max(w-1, 1)
+	}
+	if w := cfg.Window.Bytes; w > 0 && (bytes <= 0 || bytes >= w) {
+		bytes = max(w-1, 1)
+	}
+	return messages, bytes
 }
 
 // txOf is the transaction object of a part of t that holds first: nil

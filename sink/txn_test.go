@@ -342,3 +342,26 @@ func TestTxDeadLetterTakesTheRest(t *testing.T) {
 		t.Errorf("part 2 was attempted after part 1 became a dead letter")
 	}
 }
+
+// TestPartLimits: parts stay below the sink's window, in messages and in
+// bytes, so the message after a full part always fits in it.
+func TestPartLimits(t *testing.T) {
+	for _, tc := range []struct {
+		batch     int
+		bytes     int64
+		window    config.Window
+		wantN     int
+		wantBytes int64
+	}{
+		{100, 1 << 20, config.Window{Messages: 10000, Bytes: 64 << 20}, 100, 1 << 20},
+		{100, 1 << 20, config.Window{Messages: 50, Bytes: 8 << 10}, 49, 8<<10 - 1},
+		{100, 0, config.Window{Messages: 100, Bytes: 0}, 99, 0},
+		{100, 0, config.Window{Messages: 1, Bytes: 4096}, 1, 4095},
+		{100, 0, config.Window{Messages: 2, Bytes: 1}, 1, 1},
+	} {
+		n, b := partLimits(&config.Sink{BatchSize: tc.batch, BatchBytes: tc.bytes, Window: tc.window})
+		if n != tc.wantN || b != tc.wantBytes {
+			t.Errorf("batch %d/%d, window %+v: got %d/%d, want %d/%d", tc.batch, tc.bytes, tc.window, n, b, tc.wantN, tc.wantBytes)
+		}
+	}
+}

@@ -494,3 +494,50 @@ func TestTxBatchBackfill(t *testing.T) {
 		}
 	}
 }
+
+// TestTxBatchWindowSmallerThanParts: a sink whose window holds fewer
+// messages than batch_size, and fewer bytes than batch_bytes, still
+// delivers transactions larger than both, and one of changes each larger
+// than the window's bytes: parts are cut below the window, so the message
+// after a full part fits in it, and a window of one message takes one
+// more.
+func TestTxBatchWindowSmallerThanParts(t *testing.T) {
+	t.Parallel()
+	const rows, window, huge = 500, 50, 5
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY, pad text)`)
+	rcv := newTxReceiver(t)
+	cfg := writeConfig(t, t.TempDir(), dsn, "tx_window", "  tables: [public.t]\n",
+		sinkConf{Name: "tx", URL: rcv.srv.URL, Extra: fmt.Sprintf("    batch_by: transaction\n    batch_size: 100\n    window: {messages: %d, bytes: 8KiB}\n", window)})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "2s")
+	waitStreaming(t, conn, "tx_window", d)
+	exec1(t, conn, `INSERT INTO t SELECT g, '' FROM generate_series(1, $1) g`, rows)
+	// Changes of 10 kB each, more than the window's bytes.
+	exec1(t, conn, `INSERT INTO t SELECT g, repeat('x', 10000) FROM generate_series($1::int + 1, $1::int + $2::int) g`, rows, huge)
+	reqs := rcv.waitFor(t, 30*time.Second, "both transactions", func(reqs []txRequest) bool {
+		last := 0
+		for _, rq := range reqs {
+			if rq.tx != nil && rq.tx.Last {
+				last++
+			}
+		}
+		return last == 2
+	})
+	byTx := txParts(t, reqs)
+	if len(byTx) != 2 {
+		t.Fatalf("got %d transactions, want 2", len(byTx))
+	}
+	n := 0
+	for _, parts := range byTx {
+		for _, rq := range parts {
+			if len(rq.msgs) >= window {
+				t.Errorf("part %d: %d messages, want fewer than the window (%d)", rq.tx.Part, len(rq.msgs), window)
+			}
+			n += len(rq.msgs)
+		}
+	}
+	if n != rows+huge {
+		t.Errorf("got %d rows, want %d", n, rows+huge)
+	}
+}
