@@ -39,6 +39,12 @@ import (
 // transaction, as a barrier is.
 const maxTxGroups = 4096
 
+// scheduleLookahead bounds how many waiting transactions schedule looks
+// at: those further on wait their turn (waiting longer never breaks an
+// order), and a backlog of transactions on one hot row does not make every
+// decision cost the whole backlog.
+const scheduleLookahead = 256
+
 // txn is one transaction on its way under batch_by: transaction. The
 // pipeline's fields are under Pipeline.mu; parts and dead belong to the
 // lane that delivers it.
@@ -85,6 +91,7 @@ func (p *Pipeline) enqueueTx(s submission) {
 		}
 	}
 	if t.lane != nil {
+		p.outstanding++
 		t.lane.push(s)
 		return
 	}
@@ -133,13 +140,15 @@ func (p *Pipeline) schedule() {
 	}
 	waiting := p.claimed // the groups of the earlier transactions that wait
 	clear(waiting)
+	looked := 0
 	for _, t := range p.txs[1:] {
 		if t.lane != nil {
 			continue // started: p.busy has its groups
 		}
-		if t.wide || !t.sealed {
+		if t.wide || !t.sealed || looked == scheduleLookahead {
 			return // nothing after a wide one starts; an open one is the newest
 		}
+		looked++
 		if !overlaps(t.groups, p.busy) && !overlaps(t.groups, waiting) {
 			p.start(t)
 			continue

@@ -365,3 +365,30 @@ func TestPartLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestTxReplay: a dead letter replayed under batch_by: transaction goes
+// in parts of its own transaction, the last one last, and done is called
+// once it is all delivered.
+func TestTxReplay(t *testing.T) {
+	rec := newRecorder()
+	p := txPipeline(t, config.Sink{BatchSize: 2}, rec, Options{})
+	entries := make([]Entry, 5)
+	for i := range entries {
+		entries[i] = Entry{Msg: txMsg(0x100, i+3, "k"), Group: 1}
+	}
+	done := make(chan struct{})
+	if err := p.Replay(entries, func() { close(done) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("replay not done within 10 s")
+	}
+	got := rec.wait(t, 3)
+	for i, s := range got {
+		if s.tx.Part != i+1 || s.tx.Last != (i == 2) || len(s.pos) != min(2, 5-2*i) {
+			t.Errorf("batch %d: got part %d last %v with %d messages", i, s.tx.Part, s.tx.Last, len(s.pos))
+		}
+	}
+}
