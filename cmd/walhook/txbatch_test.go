@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/webhooktest"
 )
 
 // txRequest is one request a txReceiver got under batch_by: transaction.
@@ -539,5 +540,51 @@ func TestTxBatchWindowSmallerThanParts(t *testing.T) {
 	}
 	if n != rows+huge {
 		t.Errorf("got %d rows, want %d", n, rows+huge)
+	}
+}
+
+// TestTxBatchSpills: a transaction larger than a slow sink's window, while
+// another sink goes on: the slow sink spills to its backlog (the slot is
+// not held for it) and, once its receiver answers, gets the transaction
+// whole from its backlog, in parts, in order.
+func TestTxBatchSpills(t *testing.T) {
+	t.Parallel()
+	const rows = 5000
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	slow := newTxReceiver(t)
+	slow.setAnswer(func(txRequest) int { return http.StatusServiceUnavailable })
+	free := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "tx_spill", "  tables: [public.t]\n",
+		sinkConf{Name: "slow", URL: slow.srv.URL, Extra: "    batch_by: transaction\n    batch_size: 100\n    window: {messages: 200}\n"},
+		sinkConf{Name: "free", URL: free.URL})
+	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "2s")
+	waitStreaming(t, conn, "tx_spill", d)
+	exec1(t, conn, `INSERT INTO t SELECT g FROM generate_series(1, $1) g`, rows)
+	// The other sink has it all while the slow one's window holds 200:
+	// the slow sink's messages went to its backlog.
+	free.WaitCount(t, rows, 30*time.Second)
+	slow.setAnswer(nil)
+	reqs := slow.waitFor(t, 30*time.Second, "the last part", func(reqs []txRequest) bool {
+		return len(reqs) > 0 && reqs[len(reqs)-1].tx != nil && reqs[len(reqs)-1].tx.Last && reqs[len(reqs)-1].status == http.StatusOK
+	})
+	byTx := txParts(t, reqs)
+	if len(byTx) != 1 {
+		t.Fatalf("got %d transactions, want 1", len(byTx))
+	}
+	for _, parts := range byTx {
+		n := 0
+		for _, rq := range parts {
+			for _, m := range rq.msgs {
+				if m.Metadata.CommitIdx != n {
+					t.Fatalf("part %d: got commit_idx %d, want %d", rq.tx.Part, m.Metadata.CommitIdx, n)
+				}
+				n++
+			}
+		}
+		if n != rows || len(parts) != rows/100 {
+			t.Errorf("got %d rows in %d parts, want %d in %d", n, len(parts), rows, rows/100)
+		}
 	}
 }
