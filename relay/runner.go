@@ -124,6 +124,7 @@ type runner struct {
 	feedPos   change.Position // the newest position handed to the engine
 	submitted []state.Entry   // handed to the engine, not yet known delivered
 	trimmed   change.Position // the backlog is trimmed up to here
+	txEnded   pglogrepl.LSN   // the engine was told that the transaction of this commit LSN ended (txend.go)
 	lastTrim  time.Time
 	fatal     error // a backlog write failed
 
