@@ -119,6 +119,8 @@ func (d *decoder) sink(o object, src Source) Sink {
 		"%q is not a filter error policy; use skip (leave the message out, counted and logged) or dead_letter (keep it in the sink's dead letters)", s.FilterErrors)
 	d.check(o.field("batch_by"), s.BatchBy == BatchByMessage || s.BatchBy == BatchByTransaction,
 		"%q is not a way to batch; use message (batches of any messages, the default) or transaction (each request holds one transaction's changes)", s.BatchBy)
+	d.check(o.field("batch_by"), s.BatchBy != BatchByTransaction || s.Backlog.WhenFull != "dead_letter",
+		"transaction cannot go with backlog.when_full: dead_letter, which moves a full backlog's oldest batches to the dead letters and would split transactions; use backlog.when_full: block with batch_by: transaction, or batch_by: message")
 	d.sinkType(o, &s)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))
