@@ -39,8 +39,9 @@ type Tracker struct {
 	// whole keeps the cursor at transaction boundaries (see
 	// WholeTransactions); held is the newest position that left the
 	// window while its transaction may still go on.
-	whole bool
-	held  change.Position
+	whole     bool
+	held      change.Position
+	delivered change.Position // the newest position of the acknowledged prefix, whole or not
 }
 
 type entry struct {
@@ -191,6 +192,7 @@ func (t *Tracker) AckAll(ps []change.Position) (ignored int) {
 	defer t.poke()
 	for t.head < len(t.pending) && t.pending[t.head].acked {
 		e := t.pending[t.head]
+		t.delivered = e.pos
 		switch {
 		case !t.whole, e.mark != 0,
 			t.head+1 < len(t.pending) && t.pending[t.head+1].pos.CommitLSN != e.pos.CommitLSN:
@@ -220,6 +222,18 @@ func (t *Tracker) Settled(pos change.Position) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.head == len(t.pending) || pos.Less(t.pending[t.head].pos)
+}
+
+// Delivered is the highest position below which every message is
+// acknowledged, whether or not its transaction is (see
+// WholeTransactions): what may leave memory.
+func (t *Tracker) Delivered() change.Position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.delivered.Less(t.acked) {
+		return t.acked
+	}
+	return t.delivered
 }
 
 // State returns the highest position below which everything is

@@ -259,6 +259,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
+		rn.resumeFrom = start
 		r.join(rn)
 		if err := rn.start(ctx); err != nil {
 			return err

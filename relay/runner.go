@@ -125,8 +125,15 @@ type runner struct {
 	submitted []state.Entry   // handed to the engine, not yet known delivered
 	trimmed   change.Position // the backlog is trimmed up to here
 	txEnded   pglogrepl.LSN   // the engine was told that the transaction of this commit LSN ended (txend.go)
-	lastTrim  time.Time
-	fatal     error // a backlog write failed
+	// Under batch_by: transaction (txend.go): floorCap bounds the floor
+	// while the transaction of commit LSN capTx is delivered in part and
+	// the rest of it is in the backlog; resumeFrom is the slot's flush LSN
+	// the stream started from.
+	floorCap   pglogrepl.LSN
+	capTx      pglogrepl.LSN
+	resumeFrom pglogrepl.LSN
+	lastTrim   time.Time
+	fatal      error // a backlog write failed
 
 	// Replay state (see replay.go): the dead letters queued, in order, the
 	// IDs queued or in the engine, and the one in the engine.
@@ -250,6 +257,9 @@ func (r *runner) do(ctx context.Context, f func()) error {
 // holds and feeds the engine from its start.
 func (r *runner) start(ctx context.Context) error {
 	r.feedPos = r.dispatched
+	// Every transaction that committed before the stream's start has
+	// ended: what the backlog holds of one is all of it.
+	r.lastMark = max(r.lastMark, r.resumeFrom)
 	if err := r.loadPause(ctx); err != nil {
 		return err
 	}
@@ -269,6 +279,9 @@ func (r *runner) start(ctx context.Context) error {
 	}
 	if st.Count == 0 {
 		return nil
+	}
+	if r.Transactions && r.resumeFrom < st.First.CommitLSN {
+		return r.dropBacklog(ctx, st)
 	}
 	r.setMode(modeSpilling)
 	if r.dispatched.Less(st.Last) {
@@ -460,7 +473,8 @@ func (r *runner) startSpill(ctx context.Context, why string) {
 	r.setMode(modeSpilling)
 	r.stats.backlogged.Add(uint64(len(window)))
 	// Everything taken so far is delivered or durable now.
-	r.cursors.RaiseFloor(r.Name, r.lastMark)
+	r.capFloor()
+	r.raiseFloor(r.lastMark)
 	r.log.Info(why, "sink", r.Name, "window", len(window))
 }
 
@@ -475,7 +489,7 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 			return
 		}
 		if len(r.buf) == 0 {
-			r.cursors.RaiseFloor(r.Name, ev.LSN) // everything before it is durable
+			r.raiseFloor(ev.LSN) // everything before it is durable
 		} else {
 			r.bufMark = ev.LSN
 		}
@@ -546,7 +560,7 @@ func (r *runner) flush(ctx context.Context) {
 	clear(r.buf)
 	r.buf, r.bufBytes = r.buf[:0], 0
 	if r.bufMark != 0 {
-		r.cursors.RaiseFloor(r.Name, r.bufMark)
+		r.raiseFloor(r.bufMark)
 		r.bufMark = 0
 	}
 }
@@ -593,8 +607,12 @@ func (r *runner) trim(ctx context.Context) {
 	}
 	r.lastTrim = time.Now()
 	acked, _, _ := r.tracker.State()
+	r.liftFloorCap(acked)
+	// What was delivered leaves memory, even when its transaction was
+	// not delivered whole (the backlog keeps it until it is).
+	delivered := r.tracker.Delivered()
 	i := 0
-	for i < len(r.submitted) && !acked.Less(r.submitted[i].Msg.Pos) {
+	for i < len(r.submitted) && !delivered.Less(r.submitted[i].Msg.Pos) {
 		i++
 	}
 	if i > 0 {
