@@ -588,3 +588,79 @@ func TestTxBatchSpills(t *testing.T) {
 		}
 	}
 }
+
+// TestTxBatchKillWhileSpilling: a sink takes part 1 of a transaction larger
+// than its window and fails the rest, so it spills to its backlog in the
+// middle of the transaction while another sink goes on; walhook is killed
+// with SIGKILL and started again. The transaction is delivered again whole,
+// from part 1 with its webhook-id, never from the middle its backlog starts
+// at.
+func TestTxBatchKillWhileSpilling(t *testing.T) {
+	t.Parallel()
+	const rows, batch = 200, 10
+	dsn := pgtest.NewDatabase(t, pgtest.Shared())
+	conn := connect(t, dsn)
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	rcv := newTxReceiver(t)
+	rcv.setAnswer(func(rq txRequest) int {
+		if rq.tx != nil && rq.tx.Part >= 2 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	free := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), dsn, "tx_kill_spill", "  tables: [public.t]\n",
+		sinkConf{Name: "tx", URL: rcv.srv.URL, Extra: fmt.Sprintf("    batch_by: transaction\n    batch_size: %d\n    window: {messages: 30}\n", batch)},
+		sinkConf{Name: "free", URL: free.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	waitStreaming(t, conn, "tx_kill_spill", d)
+	exec1(t, conn, `INSERT INTO t SELECT g FROM generate_series(1, $1) g`, rows)
+
+	// The other sink has it all while this one's window holds 30: this
+	// one spilled. Then part 2 fails 20 more times, 3 s or more at
+	// retry.max 200 ms, while cursors are written every 100 ms and the
+	// slot's flush every 200 ms: without the floor kept below the
+	// transaction, the slot passed it by then (the test failed so).
+	free.WaitCount(t, rows, 30*time.Second)
+	rcv.mu.Lock()
+	from := len(rcv.reqs)
+	rcv.mu.Unlock()
+	before := rcv.waitFor(t, 30*time.Second, "part 2 to fail 20 more times", func(reqs []txRequest) bool {
+		return len(reqs) >= from+20
+	})
+	ids := map[int]string{}
+	for _, rq := range before {
+		ids[rq.tx.Part] = rq.id
+	}
+	d.kill(t)
+	rcv.mu.Lock()
+	rcv.answer = nil
+	killedAt := len(rcv.reqs)
+	rcv.mu.Unlock()
+
+	startWalhook(t, "run", "--config", cfg)
+	reqs := rcv.waitFor(t, 30*time.Second, "the last part after the restart", func(reqs []txRequest) bool {
+		return len(reqs) > killedAt && reqs[len(reqs)-1].tx != nil && reqs[len(reqs)-1].tx.Last
+	})
+	byTx := txParts(t, reqs[killedAt:])
+	if len(byTx) != 1 {
+		t.Fatalf("after the restart: got %d transactions, want 1", len(byTx))
+	}
+	for _, parts := range byTx {
+		if parts[0].id != ids[1] {
+			t.Errorf("after the restart: part 1 has webhook-id %s, %s before", parts[0].id, ids[1])
+		}
+		n := 0
+		for _, rq := range parts {
+			for _, m := range rq.msgs {
+				if m.Metadata.CommitIdx != n {
+					t.Fatalf("after the restart: part %d holds commit_idx %d, want %d", rq.tx.Part, m.Metadata.CommitIdx, n)
+				}
+				n++
+			}
+		}
+		if n != rows {
+			t.Errorf("after the restart: got %d rows, want all %d", n, rows)
+		}
+	}
+}
