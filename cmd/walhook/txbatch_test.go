@@ -359,8 +359,11 @@ func TestTxBatchLarge(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows in %d parts; walhook's peak RSS %d MiB", rows, len(reqs), peak>>10)
-	if limit := rssLimitMiB(150); peak > limit<<10 {
-		t.Errorf("peak RSS %d MiB, want under %d MiB", peak>>10, limit)
+	// 150 MiB even under the race detector (about 120 MiB there, 64 MiB
+	// without it): a runner that kept the transaction's delivered messages
+	// took 240 MiB here.
+	if peak > 150<<10 {
+		t.Errorf("peak RSS %d MiB, want under 150 MiB", peak>>10)
 	}
 }
 
