@@ -59,9 +59,40 @@ func (m *Message) AppendJSON(b []byte, sink string) []byte {
 	return append(b, "}}"...)
 }
 
+// Transaction is the transaction a delivery holds under batch_by:
+// transaction (all of it, or one part): the body's "transaction" object.
+type Transaction struct {
+	XID        uint32
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time
+	Part       int  // from 1
+	Last       bool // no part follows
+}
+
 // AppendBody appends a delivery body, {"data":[...]}, holding msgs in order.
 func AppendBody(b []byte, msgs []*Message, sink string) []byte {
-	b = append(b, `{"data":[`...)
+	return AppendTransactionBody(b, msgs, sink, nil)
+}
+
+// AppendTransactionBody appends a delivery body holding msgs in order and,
+// unless tx is nil, the transaction they are (a part of):
+// {"transaction":{"xid":771,"commit_lsn":"0/16B3748","commit_timestamp":"...","part":1,"last":true},"data":[...]}.
+func AppendTransactionBody(b []byte, msgs []*Message, sink string, tx *Transaction) []byte {
+	b = append(b, '{')
+	if tx != nil {
+		b = append(b, `"transaction":{"xid":`...)
+		b = strconv.AppendUint(b, uint64(tx.XID), 10)
+		b = append(b, `,"commit_lsn":"`...)
+		b = AppendLSN(b, tx.CommitLSN)
+		b = append(b, `","commit_timestamp":"`...)
+		b = AppendTimestamp(b, tx.CommitTime)
+		b = append(b, `","part":`...)
+		b = strconv.AppendInt(b, int64(tx.Part), 10)
+		b = append(b, `,"last":`...)
+		b = strconv.AppendBool(b, tx.Last)
+		b = append(b, "},"...)
+	}
+	b = append(b, `"data":[`...)
 	for i, m := range msgs {
 		if i > 0 {
 			b = append(b, ',')

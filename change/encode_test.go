@@ -158,3 +158,24 @@ func BenchmarkAppendTimestamp(b *testing.B) {
 		buf = AppendTimestamp(buf[:0], tm)
 	}
 }
+
+// TestAppendTransactionBody: the transaction object as the contract gives
+// it, before data; without one the body is AppendBody's.
+func TestAppendTransactionBody(t *testing.T) {
+	m := &Message{Action: Insert, Schema: "public", Table: "t", Record: []byte(`{"id":1}`),
+		Pos: Position{CommitLSN: 0x16B3748, Idx: 3}, CommitTime: time.Date(2026, 11, 26, 11, 20, 0, 123456000, time.UTC), XID: 771}
+	tx := &Transaction{XID: 771, CommitLSN: 0x16B3748, CommitTime: m.CommitTime, Part: 2, Last: true}
+	got := AppendTransactionBody(nil, []*Message{m}, "s", tx)
+	want := `{"transaction":{"xid":771,"commit_lsn":"0/16B3748","commit_timestamp":"2026-11-26T11:20:00.123456Z","part":2,"last":true},"data":[` +
+		string(m.AppendJSON(nil, "s")) + `]}`
+	if string(got) != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(got, &v); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	if plain := AppendTransactionBody(nil, []*Message{m}, "s", nil); string(plain) != string(AppendBody(nil, []*Message{m}, "s")) || string(plain[:9]) != `{"data":[` {
+		t.Fatalf("without a transaction: got %s", plain)
+	}
+}

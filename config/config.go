@@ -131,6 +131,10 @@ type Sink struct {
 	BatchWait    time.Duration // default 50ms
 	BatchBytes   int64         // default 1MiB
 	MaxInFlight  int           // default 16
+	// BatchBy is BatchByMessage (default) or BatchByTransaction: whether a
+	// batch may hold any messages, or holds one transaction's (or a part
+	// of it).
+	BatchBy string
 	// Timeout bounds one attempt at one batch, whatever the type: an HTTP
 	// request and its answer, or a broker's confirmation of every message.
 	Timeout time.Duration // default 30s
@@ -160,6 +164,12 @@ type Sink struct {
 	Redis    Redis    // type redis
 	RabbitMQ RabbitMQ // type rabbitmq
 }
+
+// The values of a sink's batch_by.
+const (
+	BatchByMessage     = "message"
+	BatchByTransaction = "transaction"
+)
 
 // Webhook is where and how a sink of type webhook POSTs its batches.
 type Webhook struct {

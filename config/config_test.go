@@ -117,6 +117,7 @@ func TestParseFull(t *testing.T) {
 				BatchWait:   10 * time.Millisecond,
 				BatchBytes:  512 << 10,
 				MaxInFlight: 4,
+				BatchBy:     "message",
 				Timeout:     10 * time.Second,
 				Retry:       Retry{Initial: 2 * time.Second, Max: time.Minute, MaxAttempts: 10},
 				Webhook: Webhook{
@@ -138,6 +139,7 @@ func TestParseFull(t *testing.T) {
 				BatchWait:   50 * time.Millisecond,
 				BatchBytes:  1 << 20,
 				MaxInFlight: 16,
+				BatchBy:     "message",
 				Timeout:     30 * time.Second,
 				Retry:       Retry{Initial: time.Second, Max: 5 * time.Minute},
 				Webhook: Webhook{
@@ -189,6 +191,7 @@ func TestParseDefaults(t *testing.T) {
 			BatchWait:    50 * time.Millisecond,
 			BatchBytes:   1 << 20,
 			MaxInFlight:  16,
+			BatchBy:      "message",
 			Timeout:      30 * time.Second,
 			Retry:        Retry{Initial: time.Second, Max: 5 * time.Minute},
 			Window:       Window{Messages: 10000, Bytes: 64 << 20},
@@ -237,6 +240,13 @@ func TestParseSpecialValues(t *testing.T) {
 			yaml: "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, pause_after: 3s}, {name: b, url: http://localhost/}, {name: c, url: http://localhost/, pause_after: 0}]\n",
 			check: func(c *Config) (any, any) {
 				return [3]time.Duration{c.Sinks[0].PauseAfter, c.Sinks[1].PauseAfter, c.Sinks[2].PauseAfter}, [3]time.Duration{3 * time.Second, 0, 0}
+			},
+		},
+		{
+			name: "batch_by is message by default, or transaction",
+			yaml: "source: {url: postgres://localhost/app}\nsinks: [{name: a, url: http://localhost/, batch_by: transaction}, {name: b, url: http://localhost/}]\n",
+			check: func(c *Config) (any, any) {
+				return [2]string{c.Sinks[0].BatchBy, c.Sinks[1].BatchBy}, [2]string{BatchByTransaction, BatchByMessage}
 			},
 		},
 		{

@@ -39,7 +39,7 @@ var sinkKeys = []string{
 	"name", "type", "tables", "actions", "filter", "filter_errors", "group_by",
 	"batch_size", "batch_wait", "max_in_flight", "timeout", "retry",
 	"window", "batch_bytes", "columns", "backlog", "backfill", "max_lag",
-	"rate_limit", "pause_after",
+	"rate_limit", "pause_after", "batch_by",
 }
 
 // sinkTypes are the values of a sink's type, each with the keys only it
@@ -110,12 +110,17 @@ func (d *decoder) sink(o object, src Source) Sink {
 		Backfill:     d.backfill(o.field("backfill")),
 		BatchBytes:   d.size(o.field("batch_bytes"), defaultBatchBytes),
 		RateLimit:    d.rate(o.field("rate_limit")),
+		BatchBy:      d.string(o.field("batch_by"), BatchByMessage),
 	}
 	s.MaxLag, s.MaxLagBytes = d.maxLag(o.field("max_lag"))
 	s.PauseAfter = d.pauseAfter(o.field("pause_after"))
 	s.FilterOrigin = d.origin(o.field("filter"), s.Filter)
 	d.check(o.field("filter_errors"), s.FilterErrors == "skip" || s.FilterErrors == "dead_letter",
 		"%q is not a filter error policy; use skip (leave the message out, counted and logged) or dead_letter (keep it in the sink's dead letters)", s.FilterErrors)
+	d.check(o.field("batch_by"), s.BatchBy == BatchByMessage || s.BatchBy == BatchByTransaction,
+		"%q is not a way to batch; use message (batches of any messages, the default) or transaction (each request holds one transaction's changes)", s.BatchBy)
+	d.check(o.field("batch_by"), s.BatchBy != BatchByTransaction || s.Backlog.WhenFull != "dead_letter",
+		"transaction cannot go with backlog.when_full: dead_letter, which moves a full backlog's oldest batches to the dead letters and would split transactions; use backlog.when_full: block with batch_by: transaction, or batch_by: message")
 	d.sinkType(o, &s)
 	if len(s.Tables) > 0 {
 		s.GroupBy = d.groupBy(o.field("group_by"), s.Tables, join(o.path, "tables"))

@@ -36,6 +36,12 @@ type Tracker struct {
 	safe    pglogrepl.LSN
 	bytes   int64         // sizes of the pending entries not yet acknowledged
 	room    chan struct{} // poked when an Ack makes room in the window
+	// whole keeps the cursor at transaction boundaries (see
+	// WholeTransactions); held is the newest position that left the
+	// window while its transaction may still go on.
+	whole     bool
+	held      change.Position
+	delivered change.Position // the newest position of the acknowledged prefix, whole or not
 }
 
 type entry struct {
@@ -52,6 +58,18 @@ func NewTracker(acked change.Position, safe pglogrepl.LSN) *Tracker {
 	return &Tracker{acked: acked, safe: safe, room: make(chan struct{}, 1)}
 }
 
+// WholeTransactions makes the cursor move only to the last message of a
+// transaction: a transaction acknowledged in part is delivered again from
+// its first message after a restart (batch_by: transaction). The window
+// is not held back: an acknowledged message leaves it as before. A
+// transaction is known to have ended once a mark or a message of another
+// transaction follows its last message.
+func (t *Tracker) WholeTransactions() {
+	t.mu.Lock()
+	t.whole = true
+	t.mu.Unlock()
+}
+
 // Add records that the message at pos, of size bytes, was dispatched.
 // Positions must be added in increasing order.
 func (t *Tracker) Add(pos change.Position, size int) { t.add(pos, size, 0) }
@@ -63,6 +81,9 @@ func (t *Tracker) AddMessage(m *change.Message) {
 
 func (t *Tracker) add(pos change.Position, size int, at int64) {
 	t.mu.Lock()
+	if t.whole && t.head == len(t.pending) && t.acked.Less(t.held) && t.held.CommitLSN != pos.CommitLSN {
+		t.acked = t.held // the held transaction ended
+	}
 	t.pending = append(t.pending, entry{pos: pos, size: uint32(min(size, 1<<31)), at: at})
 	t.bytes += int64(size)
 	t.mu.Unlock()
@@ -126,6 +147,9 @@ func (t *Tracker) Mark(lsn pglogrepl.LSN) {
 		if lsn > t.safe {
 			t.safe = lsn
 		}
+		if t.whole && t.acked.Less(t.held) {
+			t.acked = t.held // the held transaction ended
+		}
 		return
 	}
 	last := &t.pending[len(t.pending)-1]
@@ -168,7 +192,14 @@ func (t *Tracker) AckAll(ps []change.Position) (ignored int) {
 	defer t.poke()
 	for t.head < len(t.pending) && t.pending[t.head].acked {
 		e := t.pending[t.head]
-		t.acked = e.pos
+		t.delivered = e.pos
+		switch {
+		case !t.whole, e.mark != 0,
+			t.head+1 < len(t.pending) && t.pending[t.head+1].pos.CommitLSN != e.pos.CommitLSN:
+			t.acked = e.pos
+		default:
+			t.held = e.pos // its transaction may go on
+		}
 		if e.mark > t.safe {
 			t.safe = e.mark
 		}
@@ -191,6 +222,18 @@ func (t *Tracker) Settled(pos change.Position) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.head == len(t.pending) || pos.Less(t.pending[t.head].pos)
+}
+
+// Delivered is the highest position below which every message is
+// acknowledged, whether or not its transaction is (see
+// WholeTransactions): what may leave memory.
+func (t *Tracker) Delivered() change.Position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.delivered.Less(t.acked) {
+		return t.acked
+	}
+	return t.delivered
 }
 
 // State returns the highest position below which everything is

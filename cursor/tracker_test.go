@@ -356,3 +356,48 @@ func TestTrackerAckAll(t *testing.T) {
 		t.Fatalf("%d positions still pending", p)
 	}
 }
+
+// TestTrackerWholeTransactions: under WholeTransactions the cursor stops
+// before a transaction acknowledged in part, and moves to its last message
+// once a mark or another transaction's message says it ended, while the
+// window frees as before.
+func TestTrackerWholeTransactions(t *testing.T) {
+	tr := NewTracker(pos(50, 0), 10)
+	tr.WholeTransactions()
+	tr.Add(pos(100, 0), 1)
+	tr.Add(pos(100, 1), 1)
+	tr.AckAll([]change.Position{pos(100, 0), pos(100, 1)})
+	if acked, _, _ := tr.State(); acked != pos(50, 0) {
+		t.Fatalf("part of 100 acknowledged, its end unknown: got cursor %v, want 50:0", acked)
+	}
+	if n, _ := tr.Window(); n != 0 {
+		t.Fatalf("got window %d, want 0: acknowledged messages leave it", n)
+	}
+	tr.Add(pos(100, 2), 1) // the transaction goes on
+	if acked, _, _ := tr.State(); acked != pos(50, 0) {
+		t.Fatalf("100 goes on: got cursor %v, want 50:0", acked)
+	}
+	tr.Ack(pos(100, 2))
+	tr.Mark(120) // it ended
+	if acked, safe, _ := tr.State(); acked != pos(100, 2) || safe != 120 {
+		t.Fatalf("100 ended: got cursor %v safe %v, want 100:2 120", acked, safe)
+	}
+
+	tr.Add(pos(200, 0), 1)
+	tr.Add(pos(200, 1), 1)
+	tr.Ack(pos(200, 0))
+	if acked, _, _ := tr.State(); acked != pos(100, 2) {
+		t.Fatalf("200:0 of 200:0-1 acknowledged: got cursor %v, want 100:2", acked)
+	}
+	tr.Ack(pos(200, 1))
+	tr.Add(pos(300, 0), 1) // a message of another transaction: 200 ended
+	if acked, _, _ := tr.State(); acked != pos(200, 1) {
+		t.Fatalf("300 began: got cursor %v, want 200:1", acked)
+	}
+	tr.Add(pos(300, 1), 1)
+	tr.Add(pos(400, 0), 1)
+	tr.AckAll([]change.Position{pos(300, 0), pos(300, 1), pos(400, 0)})
+	if acked, _, _ := tr.State(); acked != pos(300, 1) {
+		t.Fatalf("300 and 400:0 acknowledged, 400 may go on: got cursor %v, want 300:1", acked)
+	}
+}

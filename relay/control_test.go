@@ -83,6 +83,8 @@ func (d *fakeDest) Submit(m *change.Message, _ uint64, _ bool) error {
 
 func (d *fakeDest) Drain(ctx context.Context) error { return nil }
 
+func (d *fakeDest) Ended(pglogrepl.LSN) {}
+
 // setUp brings the destination up or takes it down.
 func (d *fakeDest) setUp(up bool) {
 	d.mu.Lock()

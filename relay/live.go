@@ -106,6 +106,9 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	r.mu.Lock()
 	at := r.lastDispatched // the stream went on meanwhile: the sink starts here
 	rn.tracker = live.cursors.Add(s.Name, at)
+	if rn.Transactions {
+		rn.tracker.WholeTransactions()
+	}
 	if rn.dispatched.Less(at) {
 		rn.dispatched = at
 	}

@@ -225,6 +225,9 @@ func (s *modelSink) Deliver(_ context.Context, b *sink.Batch) error {
 	}
 	for _, m := range b.Messages {
 		s.delivered = append(s.delivered, modelDelivery{epoch: s.epoch, pos: m.Pos, key: m.Key})
+		if b.Tx != nil && m.Pos.CommitLSN != b.Tx.CommitLSN {
+			s.violations = append(s.violations, fmt.Sprintf("epoch %d: a batch of transaction %s (part %d) holds %s", s.epoch, b.Tx.CommitLSN, b.Tx.Part, m.Pos))
+		}
 	}
 	return nil
 }
@@ -315,6 +318,11 @@ func (m *model) start() {
 func (m *model) newSink(s *modelSink) Sink {
 	sc := config.Sink{Name: s.name, BatchSize: 1 + m.rnd.IntN(5), MaxInFlight: 1 + m.rnd.IntN(3),
 		Retry: config.Retry{Initial: time.Millisecond, Max: 3 * time.Millisecond, MaxAttempts: 3}}
+	if m.rnd.IntN(2) == 0 {
+		sc.BatchBy = config.BatchByTransaction
+	}
+	window := config.Window{Messages: 2 + m.rnd.IntN(20), Bytes: 1 << 30}
+	sc.Window = window
 	deadLetter := m.relay.DeadLetterer(s.name)
 	p, err := sink.New(sc, s, sink.Options{Ack: m.relay.Acker(s.name), DeadLetter: func(ctx context.Context, d sink.DeadLetter) error {
 		if err := deadLetter(ctx, d); err != nil {
@@ -331,8 +339,8 @@ func (m *model) newSink(s *modelSink) Sink {
 		m.t.Fatal(err)
 	}
 	return Sink{Name: s.name, Delivery: p, Filter: sink.NewFilter(sc, nil), Router: sink.NewRouter(sc),
-		Window: config.Window{Messages: 2 + m.rnd.IntN(20), Bytes: 1 << 30}, Backlog: m.store.Backlog(s.name),
-		MaxSize: 1 << 30, WhenFull: "block", BatchSize: 10}
+		Window: window, Backlog: m.store.Backlog(s.name),
+		MaxSize: 1 << 30, WhenFull: "block", BatchSize: 10, Transactions: sc.BatchBy == config.BatchByTransaction}
 }
 
 // step does one random thing and says what.

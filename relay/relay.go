@@ -254,8 +254,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	for _, rn := range r.runners {
 		rn.tracker = cursors.Tracker(rn.Name)
+		if rn.Transactions {
+			rn.tracker.WholeTransactions()
+		}
 		rn.cursors = cursors
 		rn.dispatched = cursors.Loaded(rn.Name)
+		rn.resumeFrom = start
 		r.join(rn)
 		if err := rn.start(ctx); err != nil {
 			return err

@@ -82,6 +82,8 @@ func newFakeDelivery() *fakeDelivery { return &fakeDelivery{pending: map[change.
 
 func (d *fakeDelivery) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
+func (d *fakeDelivery) Ended(pglogrepl.LSN) {}
+
 func (d *fakeDelivery) Submit(m *change.Message, _ uint64, _ bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

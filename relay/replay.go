@@ -92,6 +92,7 @@ func (r *runner) replayStep(ctx context.Context) {
 			r.replayQ = r.replayQ[1:]
 		}
 		if n, _ := r.tracker.Window(); n > 0 {
+			r.finishTransaction(ctx)
 			return // live messages are still on their way
 		}
 		if !r.handReplay(ctx) {

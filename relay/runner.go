@@ -27,6 +27,9 @@ type Delivery interface {
 	Submit(m *change.Message, group uint64, barrier bool) error
 	// Drain delivers everything submitted, or gives up when ctx ends.
 	Drain(ctx context.Context) error
+	// Ended says the stream passed lsn: every transaction that committed
+	// before it has ended (batch_by: transaction sends its last part).
+	Ended(lsn pglogrepl.LSN)
 }
 
 // Sink is one destination as the relay drives it: its delivery engine and
@@ -55,6 +58,10 @@ type Sink struct {
 	// BatchSize bounds what moves to the dead letters at once when the
 	// backlog is full under when_full: dead_letter.
 	BatchSize int
+	// Transactions is batch_by: transaction: the sink's cursor moves by
+	// whole transactions, and the delivery engine is told where each one
+	// ends (Delivery.Ended).
+	Transactions bool
 }
 
 // runner owns one sink's side of the stream: a goroutine that takes the
@@ -117,8 +124,16 @@ type runner struct {
 	feedPos   change.Position // the newest position handed to the engine
 	submitted []state.Entry   // handed to the engine, not yet known delivered
 	trimmed   change.Position // the backlog is trimmed up to here
-	lastTrim  time.Time
-	fatal     error // a backlog write failed
+	txEnded   pglogrepl.LSN   // the engine was told that the transaction of this commit LSN ended (txend.go)
+	// Under batch_by: transaction (txend.go): floorCap bounds the floor
+	// while the transaction of commit LSN capTx is delivered in part and
+	// the rest of it is in the backlog; resumeFrom is the slot's flush LSN
+	// the stream started from.
+	floorCap   pglogrepl.LSN
+	capTx      pglogrepl.LSN
+	resumeFrom pglogrepl.LSN
+	lastTrim   time.Time
+	fatal      error // a backlog write failed
 
 	// Replay state (see replay.go): the dead letters queued, in order, the
 	// IDs queued or in the engine, and the one in the engine.
@@ -242,6 +257,9 @@ func (r *runner) do(ctx context.Context, f func()) error {
 // holds and feeds the engine from its start.
 func (r *runner) start(ctx context.Context) error {
 	r.feedPos = r.dispatched
+	// Every transaction that committed before the stream's start has
+	// ended: what the backlog holds of one is all of it.
+	r.lastMark = max(r.lastMark, r.resumeFrom)
 	if err := r.loadPause(ctx); err != nil {
 		return err
 	}
@@ -261,6 +279,9 @@ func (r *runner) start(ctx context.Context) error {
 	}
 	if st.Count == 0 {
 		return nil
+	}
+	if r.Transactions && r.resumeFrom < st.First.CommitLSN {
+		return r.dropBacklog(ctx, st)
 	}
 	r.setMode(modeSpilling)
 	if r.dispatched.Less(st.Last) {
@@ -368,9 +389,16 @@ func (r *runner) setBlocked(b bool) {
 	r.wake.poke()
 }
 
-// roomInWindow reports whether the window takes one more message.
+// roomInWindow reports whether the window takes one more message. Under
+// batch_by: transaction a window of one message takes one more: a part
+// cannot go before the message after it (or its transaction's end) is
+// known, and that message must get in even after a change larger than the
+// window's bytes.
 func (r *runner) roomInWindow() bool {
 	n, b := r.tracker.Window()
+	if r.Transactions && n <= 1 {
+		return true
+	}
 	return (r.Window.Messages <= 0 || n < r.Window.Messages) && (r.Window.Bytes <= 0 || b < r.Window.Bytes || b == 0)
 }
 
@@ -445,7 +473,8 @@ func (r *runner) startSpill(ctx context.Context, why string) {
 	r.setMode(modeSpilling)
 	r.stats.backlogged.Add(uint64(len(window)))
 	// Everything taken so far is delivered or durable now.
-	r.cursors.RaiseFloor(r.Name, r.lastMark)
+	r.capFloor()
+	r.raiseFloor(r.lastMark)
 	r.log.Info(why, "sink", r.Name, "window", len(window))
 }
 
@@ -456,10 +485,11 @@ func (r *runner) handle(ctx context.Context, ev replication.Event) {
 		r.lastMark = ev.LSN
 		if r.mode == modeLive {
 			r.tracker.Mark(ev.LSN)
+			r.Delivery.Ended(ev.LSN)
 			return
 		}
 		if len(r.buf) == 0 {
-			r.cursors.RaiseFloor(r.Name, ev.LSN) // everything before it is durable
+			r.raiseFloor(ev.LSN) // everything before it is durable
 		} else {
 			r.bufMark = ev.LSN
 		}
@@ -530,7 +560,7 @@ func (r *runner) flush(ctx context.Context) {
 	clear(r.buf)
 	r.buf, r.bufBytes = r.buf[:0], 0
 	if r.bufMark != 0 {
-		r.cursors.RaiseFloor(r.Name, r.bufMark)
+		r.raiseFloor(r.bufMark)
 		r.bufMark = 0
 	}
 }
@@ -558,6 +588,7 @@ func (r *runner) feed(ctx context.Context) {
 			}
 			r.setMode(modeLive)
 			r.setTaken(r.seen)
+			r.Delivery.Ended(r.lastMark) // everything taken is fed: a transaction that ended may end
 			r.log.Info("sink caught up with its backlog", "sink", r.Name)
 			return
 		}
@@ -576,8 +607,12 @@ func (r *runner) trim(ctx context.Context) {
 	}
 	r.lastTrim = time.Now()
 	acked, _, _ := r.tracker.State()
+	r.liftFloorCap(acked)
+	// What was delivered leaves memory, even when its transaction was
+	// not delivered whole (the backlog keeps it until it is).
+	delivered := r.tracker.Delivered()
 	i := 0
-	for i < len(r.submitted) && !acked.Less(r.submitted[i].Msg.Pos) {
+	for i < len(r.submitted) && !delivered.Less(r.submitted[i].Msg.Pos) {
 		i++
 	}
 	if i > 0 {

@@ -30,6 +30,9 @@ type lane struct {
 	notify chan struct{} // poked when queue gets its first message
 
 	batch   []submission
+	bytes   int64 // the sizes of batch's messages, while takePart fills it
+	last    bool  // batch is its transaction's last part (batch_by: transaction)
+	txs     int   // transactions started in this lane, not yet delivered; under Pipeline.mu
 	b       Batch
 	flow    int // what the previous batch showed flowing (flowNone, flowChanges, flowReads)
 	timer   *time.Timer
@@ -41,6 +44,7 @@ func newLane(p *Pipeline, id int) *lane {
 	return &lane{
 		p:      p,
 		id:     id,
+		queue:  laneQueue{inOrder: p.byTx},
 		notify: make(chan struct{}, 1),
 		b:      Batch{Sink: p.name},
 	}
@@ -105,7 +109,11 @@ func (l *lane) run(ctx context.Context) {
 		}
 		// A paused pipeline forms no batches either: what is queued meanwhile
 		// goes out together once it resumes.
-		if !l.p.waitResumed(ctx) || !l.collect(ctx) || !l.deliver(ctx) {
+		collect := l.collect
+		if l.p.byTx {
+			collect = l.collectPart
+		}
+		if !l.p.waitResumed(ctx) || !collect(ctx) || !l.deliver(ctx) {
 			return
 		}
 	}
@@ -184,6 +192,21 @@ func (l *lane) changeWaitsNot() bool {
 	return false
 }
 
+// collectPart builds the next part of the transaction at the head of the
+// queue (see takePart), waiting for its messages or its end as long as it
+// takes. It reports false if ctx ended.
+func (l *lane) collectPart(ctx context.Context) bool {
+	l.batch, l.bytes = l.batch[:0], 0
+	for !l.takePart() {
+		select {
+		case <-l.notify:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
 // deliver sends the batch until the destination takes it or the dead-letter
 // store does, then acknowledges its messages. It reports false if ctx ended
 // first; the batch then stays unacknowledged.
@@ -203,6 +226,14 @@ func (l *lane) deliver(ctx context.Context) bool {
 	}
 	l.b.ID, l.idBuf = BatchID(p.name, l.b.Messages, l.idBuf)
 	l.b.Body = l.b.Body[:0]
+	l.b.Tx = nil
+	if t := batch[0].tx; t != nil {
+		t.parts++
+		l.b.Tx = txOf(t, batch[0].m, l.last)
+		if t.dead {
+			return l.followDead(ctx, batch)
+		}
+	}
 	cfg := p.settings()
 	l.resetBackoff(cfg)
 	p.stats.inFlight.Add(1)
@@ -274,6 +305,9 @@ func (l *lane) deliver(ctx context.Context) bool {
 			if dlErr == nil {
 				p.log.LogAttrs(ctx, slog.LevelWarn, "delivery gave up: batch moved to the dead letters", attrs...)
 				p.stats.deadLettered.Add(uint64(len(batch)))
+				if t := batch[0].tx; t != nil && !l.last {
+					t.dead = true // its other parts follow it: never half a transaction delivered after this one
+				}
 				p.acknowledged(batch)
 				return true
 			}

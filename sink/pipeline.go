@@ -50,6 +50,9 @@ type Batch struct {
 	Body []byte
 	// Sink is the sink's name.
 	Sink string
+	// Tx is the transaction the batch holds, or a part of it, under
+	// batch_by: transaction; nil otherwise, and for backfilled reads.
+	Tx *change.Transaction
 }
 
 // DeadLetter is a batch that failed its last attempt, handed to
@@ -136,6 +139,16 @@ type Pipeline struct {
 	drain    sync.Once
 	idle     chan struct{} // poked when pending drops to zero
 
+	// byTx: batch_by transaction (see txn.go). txs are the transactions
+	// not yet delivered, in commit order; open is the newest while it may
+	// go on; busy counts the started transactions per ordering group;
+	// claimed is schedule's scratch space.
+	byTx    bool
+	txs     []*txn
+	open    *txn
+	busy    map[uint64]int
+	claimed map[uint64]struct{}
+
 	mu          sync.Mutex
 	pending     int          // submitted and not yet acknowledged, gated ones included
 	outstanding int          // handed to lanes and not yet acknowledged
@@ -155,6 +168,10 @@ type submission struct {
 	group   uint64
 	barrier bool
 	replay  *replay // set for a dead letter's message being replayed
+	// tx is the message's transaction under batch_by: transaction; end
+	// (without m) says tx ended.
+	tx  *txn
+	end bool
 }
 
 // replay is one dead letter being delivered again. Its messages may go
@@ -184,6 +201,9 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 		resumed:    make(chan struct{}),
 		limit:      newBucket(cfg.RateLimit.PerSecond(), cfg.BatchSize, nil),
 	}
+	if cfg.BatchBy == config.BatchByTransaction {
+		p.byTx, p.busy, p.claimed = true, map[uint64]int{}, map[uint64]struct{}{}
+	}
 	p.cfg.Store(&cfg)
 	p.dest.Store(&dest)
 	if p.log == nil {
@@ -211,6 +231,9 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 func (p *Pipeline) Reconfigure(cfg config.Sink, dest Destination) (Destination, error) {
 	if err := checkSettings(cfg); err != nil {
 		return nil, err
+	}
+	if (cfg.BatchBy == config.BatchByTransaction) != p.byTx {
+		return nil, fmt.Errorf("sink %q: batch_by cannot change while walhook runs; restart walhook to apply it", p.name)
 	}
 	if cfg.MaxInFlight != p.lanesN {
 		return nil, fmt.Errorf("sink %q: max_in_flight cannot change while walhook runs (%d -> %d); restart walhook to apply it", p.name, p.lanesN, cfg.MaxInFlight)
@@ -280,12 +303,7 @@ func (p *Pipeline) Submit(m *change.Message, group uint64, barrier bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending++
-	s := submission{m: m, group: group, barrier: barrier}
-	if p.barrier != nil || len(p.gate) > 0 || (barrier && p.outstanding > 0) {
-		p.gate = append(p.gate, s)
-		return nil
-	}
-	p.send(s)
+	p.enqueue(submission{m: m, group: group, barrier: barrier})
 	return nil
 }
 
@@ -323,14 +341,26 @@ func (p *Pipeline) Replay(entries []Entry, done func()) error {
 	defer p.mu.Unlock()
 	for _, e := range entries {
 		p.pending++
-		s := submission{m: e.Msg, group: e.Group, barrier: e.Barrier, replay: r}
-		if p.barrier != nil || len(p.gate) > 0 || (s.barrier && p.outstanding > 0) {
-			p.gate = append(p.gate, s)
-			continue
-		}
-		p.send(s)
+		p.enqueue(submission{m: e.Msg, group: e.Group, barrier: e.Barrier, replay: r})
+	}
+	if p.byTx {
+		p.seal() // a dead letter is whole: its last part may go
+		p.schedule()
 	}
 	return nil
+}
+
+// enqueue hands s to its lane, or keeps it behind a barrier. p.mu is held.
+func (p *Pipeline) enqueue(s submission) {
+	if p.byTx {
+		p.enqueueTx(s)
+		return
+	}
+	if p.barrier != nil || len(p.gate) > 0 || (s.barrier && p.outstanding > 0) {
+		p.gate = append(p.gate, s)
+		return
+	}
+	p.send(s)
 }
 
 // send hands s to its lane. p.mu is held.
@@ -369,6 +399,9 @@ func (p *Pipeline) acknowledged(batch []submission) {
 	p.mu.Lock()
 	p.pending -= len(batch)
 	p.outstanding -= len(batch)
+	if t := batch[0].tx; t != nil {
+		p.txAcknowledged(t, len(batch))
+	}
 	if p.barrier != nil {
 		for _, s := range batch {
 			if s.m == p.barrier {
@@ -388,7 +421,7 @@ func (p *Pipeline) acknowledged(batch []submission) {
 	if len(p.gate) == 0 {
 		p.gate = nil
 	}
-	idle := p.pending == 0
+	idle := p.pending-p.undeliverable() == 0
 	p.mu.Unlock()
 	if idle {
 		select {
@@ -405,6 +438,15 @@ func (p *Pipeline) Pending() int {
 	return p.pending
 }
 
+// deliverable is how many submitted messages are not yet acknowledged and
+// may go without waiting for the stream: under batch_by: transaction the
+// open transaction's wait for its end.
+func (p *Pipeline) deliverable() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending - p.undeliverable()
+}
+
 // Drain stops Submit and delivers everything submitted, sending partial
 // batches at once. It returns nil when every submitted message is
 // acknowledged, an error wrapping ctx.Err() if ctx ends first, and one
@@ -413,7 +455,9 @@ func (p *Pipeline) Pending() int {
 func (p *Pipeline) Drain(ctx context.Context) error {
 	p.drain.Do(func() { close(p.draining) })
 	for {
-		n := p.Pending()
+		// A transaction the stream stopped in the middle of cannot end: it
+		// is delivered again, whole, after the restart.
+		n := p.deliverable()
 		if n == 0 {
 			return nil
 		}
@@ -422,10 +466,10 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.name, n, ctx.Err())
 		case <-p.stopped:
-			if p.Pending() == 0 {
-				return nil
+			if n := p.deliverable(); n > 0 {
+				return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.name, n, ErrStopped)
 			}
-			return fmt.Errorf("drain sink %q: %d messages not acknowledged: %w", p.name, p.Pending(), ErrStopped)
+			return nil
 		}
 	}
 }

@@ -22,14 +22,23 @@ import (
 // Invariant: within each group, everything in live was submitted before
 // everything in reads, and each queue is in submission order.
 type laneQueue struct {
-	live  fifo
-	reads fifo
+	// inOrder keeps everything in submission order, reads too: under
+	// batch_by: transaction the pipeline orders transactions (a chunk of
+	// reads is one) before it hands them to a lane, and a lane's queue
+	// holds their messages and end marks in that order.
+	inOrder bool
+	live    fifo
+	reads   fifo
 	// readGroups counts the reads waiting per group, so a change whose
 	// group has none (the common case) need not look through them.
 	readGroups map[uint64]int
 }
 
 func (q *laneQueue) push(s submission) {
+	if q.inOrder || s.m == nil {
+		q.live.push(s)
+		return
+	}
 	if s.m.Action == change.Read {
 		if q.readGroups == nil {
 			q.readGroups = map[uint64]int{}
@@ -73,6 +82,22 @@ func (q *laneQueue) front() *submission {
 		return q.live.front()
 	}
 	return q.reads.front()
+}
+
+// at is the i-th submission in the order the lane takes them; i is less
+// than q.len().
+func (q *laneQueue) at(i int) *submission {
+	if n := q.live.len(); i < n {
+		return &q.live.items[q.live.head+i]
+	}
+	return &q.reads.items[q.reads.head+i-q.live.len()]
+}
+
+// drop takes the first n submissions.
+func (q *laneQueue) drop(n int) {
+	for range n {
+		q.pop()
+	}
 }
 
 // pop takes the front submission.

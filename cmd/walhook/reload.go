@@ -330,6 +330,7 @@ func liveRefusals(cur, next *config.Config) []string {
 		diff(p+"type", prev.Type, sc.Type)
 		diff(p+"group_by", prev.GroupBy, sc.GroupBy)
 		diff(p+"max_in_flight", prev.MaxInFlight, sc.MaxInFlight)
+		diff(p+"batch_by", prev.BatchBy, sc.BatchBy)
 	}
 	return out
 }

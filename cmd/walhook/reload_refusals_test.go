@@ -28,6 +28,7 @@ func TestLiveRefusals(t *testing.T) {
 		{func(c *config.Config) { c.Source.Slot = "other" }, []string{"source.slot"}},
 		{func(c *config.Config) { c.Events.URL = "http://127.0.0.1:1/events" }, []string{"events"}},
 		{func(c *config.Config) { c.Sinks[0].MaxInFlight = 4 }, []string{"sinks[0] (s).max_in_flight"}},
+		{func(c *config.Config) { c.Sinks[0].BatchBy = config.BatchByTransaction }, []string{"sinks[0] (s).batch_by"}},
 		{func(c *config.Config) { c.Sinks[0].BatchSize = 10 }, nil},
 	} {
 		next := base()

@@ -31,7 +31,7 @@ func buildSink(sc config.Sink, expr *filter.Expr, r *relay.Relay, walEnd func() 
 		Name: sc.Name, Delivery: p, Filter: sink.NewFilter(sc, expr), Router: sink.NewRouter(sc),
 		Columns: sink.NewColumns(sc.Columns), Window: sc.Window,
 		Backlog: store.Backlog(sc.Name), MaxSize: sc.Backlog.MaxSize, WhenFull: sc.Backlog.WhenFull, BatchSize: sc.BatchSize,
-		FilterErrors: sc.FilterErrors,
+		FilterErrors: sc.FilterErrors, Transactions: sc.BatchBy == config.BatchByTransaction,
 	}, dest, nil
 }
 

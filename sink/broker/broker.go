@@ -7,6 +7,8 @@
 package broker
 
 import (
+	"strconv"
+
 	"github.com/walhook/walhook/change"
 )
 
@@ -17,6 +19,9 @@ const (
 	HeaderAction         = "walhook-action"
 	HeaderCommitLSN      = "walhook-commit-lsn"
 	HeaderSink           = "walhook-sink"
+	// Under batch_by: transaction only.
+	HeaderXID    = "walhook-xid"
+	HeaderTxLast = "walhook-tx-last"
 )
 
 // Header is one header of a broker message.
@@ -39,6 +44,21 @@ func Headers(m *change.Message, sink string) [5]Header {
 		{HeaderAction, string(m.Action)},
 		{HeaderCommitLSN, string(change.AppendLSN(nil, m.Pos.CommitLSN))},
 		{HeaderSink, sink},
+	}
+}
+
+// TxHeaders returns the headers message i of the n in a batch of tx
+// carries besides Headers under batch_by: transaction: walhook-xid, the
+// transaction's xid, and walhook-tx-last, "true" on the transaction's last
+// message (the last of its last part) and "false" on every other. Without
+// a transaction (batch_by: message, a backfilled read) there are none.
+func TxHeaders(tx *change.Transaction, i, n int) []Header {
+	if tx == nil {
+		return nil
+	}
+	return []Header{
+		{HeaderXID, strconv.FormatUint(uint64(tx.XID), 10)},
+		{HeaderTxLast, strconv.FormatBool(tx.Last && i == n-1)},
 	}
 }
 

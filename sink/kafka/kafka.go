@@ -52,6 +52,7 @@ type Sink struct {
 	keys    *keyer
 	client  *kgo.Client
 	brokers string
+	tx      *txState // under batch_by: transaction, nil otherwise
 }
 
 // Forbidden is what a topic may not hold: everything but [A-Za-z0-9._-]
@@ -86,6 +87,10 @@ func New(cfg config.Sink, opts Options) (*Sink, error) {
 		kgo.UnknownTopicRetries(2),
 		kgo.MetadataMinAge(time.Second),
 	)
+	if cfg.BatchBy == config.BatchByTransaction {
+		s.tx = newTxState()
+		options = append(options, kgo.TransactionalID(TransactionalID(cfg.Name)), kgo.TransactionTimeout(txTimeout))
+	}
 	s.client, err = kgo.NewClient(options...)
 	if err != nil {
 		return nil, fmt.Errorf("sink %q: kafka client: %w", cfg.Name, err)
@@ -152,8 +157,17 @@ func (s *Sink) Close() error {
 // produce was acknowledged by all in-sync replicas. Records of one key go
 // to one partition in the order of b; a failed attempt may have produced
 // some of them, which the retry produces again (consumers dedupe on
-// walhook-idempotency-key).
+// walhook-idempotency-key). Under batch_by: transaction the records are
+// produced in a Kafka transaction (see txn.go).
 func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
+	if s.tx != nil {
+		return s.deliverTx(ctx, b)
+	}
+	return s.produce(ctx, b)
+}
+
+// produce produces every message of b, as Deliver says.
+func (s *Sink) produce(ctx context.Context, b *sink.Batch) error {
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var (
@@ -163,7 +177,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 		at    = len(b.Messages)
 	)
 	for i, m := range b.Messages {
-		r := s.record(m, b.Sink)
+		r := s.record(m, b.Sink, broker.TxHeaders(b.Tx, i, len(b.Messages)))
 		wg.Add(1)
 		s.client.Produce(actx, r, func(r *kgo.Record, err error) {
 			defer wg.Done()
@@ -223,12 +237,16 @@ func (s *Sink) timedOut(ctx context.Context) error {
 	return broker.Retry(fmt.Sprintf("the Kafka cluster at %s did not acknowledge every record within the sink's timeout (%s): a partition's leader or in-sync replicas are missing?", s.brokers, s.cfg.Timeout), context.DeadlineExceeded)
 }
 
-// record is m's Kafka record for sink.
-func (s *Sink) record(m *change.Message, sinkName string) *kgo.Record {
+// record is m's Kafka record for sink, with tx's headers (see
+// broker.TxHeaders).
+func (s *Sink) record(m *change.Message, sinkName string, tx []broker.Header) *kgo.Record {
 	hs := broker.Headers(m, sinkName)
-	headers := make([]kgo.RecordHeader, len(hs))
-	for i, h := range hs {
-		headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
+	headers := make([]kgo.RecordHeader, 0, len(hs)+len(tx))
+	for _, h := range hs {
+		headers = append(headers, kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)})
+	}
+	for _, h := range tx {
+		headers = append(headers, kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)})
 	}
 	return &kgo.Record{
 		Topic:   s.topic.Name(m, sinkName),

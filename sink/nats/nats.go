@@ -136,8 +136,8 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	defer cancel()
 	maxPayload := s.nc.MaxPayload()
 	futures := make([]jetstream.PubAckFuture, 0, len(b.Messages))
-	for _, m := range b.Messages {
-		msg := s.message(m, b.Sink)
+	for i, m := range b.Messages {
+		msg := s.message(m, b.Sink, broker.TxHeaders(b.Tx, i, len(b.Messages)))
 		if size := int64(len(msg.Data) + headerSize(msg.Header)); maxPayload > 0 && size > maxPayload {
 			return broker.Retry(fmt.Sprintf("the change %s is %d bytes with its headers, more than the NATS server's max_payload (%d bytes); "+
 				"raise max_payload in the server's configuration (and the stream's max_msg_size), or leave the columns out with columns", m.IdempotencyKey(), size, maxPayload), nil)
@@ -169,10 +169,14 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	return nil
 }
 
-// message is m's NATS message for sink.
-func (s *Sink) message(m *change.Message, sinkName string) *natsgo.Msg {
-	h := make(natsgo.Header, 6)
+// message is m's NATS message for sink, with tx's headers (see
+// broker.TxHeaders).
+func (s *Sink) message(m *change.Message, sinkName string, tx []broker.Header) *natsgo.Msg {
+	h := make(natsgo.Header, 6+len(tx))
 	for _, kv := range broker.Headers(m, sinkName) {
+		h[kv.Name] = []string{kv.Value}
+	}
+	for _, kv := range tx {
 		h[kv.Name] = []string{kv.Value}
 	}
 	h[jetstream.MsgIDHeader] = []string{m.IdempotencyKey()}

@@ -12,6 +12,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/natstest"
 	"github.com/walhook/walhook/internal/tlstest"
@@ -306,5 +307,45 @@ func TestTLS(t *testing.T) {
 	}
 	if !sink.NeedsOperator(last) || !strings.Contains(last.Error(), "set tls.ca_file") {
 		t.Errorf("Deliver without the server's CA: got %v, want an operator error naming tls.ca_file", last)
+	}
+}
+
+// TestTransactionHeaders: under batch_by: transaction every message
+// carries walhook-xid, and walhook-tx-last is "true" on the last message
+// of the transaction's last part only; without a transaction neither is
+// set.
+func TestTransactionHeaders(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	srv.AddStream(t, "WALHOOK", []string{"walhook.>"}, 0)
+	s := newSink(t, testConfig(srv.URL))
+	connected(t, s)
+	msgs := brokertest.Inserts("t", 0, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, part := range [][]*change.Message{msgs[:3], msgs[3:]} {
+		tx := &change.Transaction{XID: 7, CommitLSN: 0x1000, CommitTime: msgs[0].CommitTime, Part: i + 1, Last: i == 1}
+		if err := s.Deliver(ctx, &sink.Batch{ID: fmt.Sprint(i), Attempt: 1, Messages: part, Sink: "orders", Tx: tx}); err != nil {
+			t.Fatalf("Deliver part %d: %v", i+1, err)
+		}
+	}
+	plain := brokertest.Inserts("u", 0, 1)
+	plain[0].Pos.CommitLSN = 0x2000
+	if err := brokertest.Deliver(t, s, plain); err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	got := srv.Messages(t, "WALHOOK")
+	if len(got) != 6 {
+		t.Fatalf("got %d messages, want 6", len(got))
+	}
+	for i, m := range got[:5] {
+		if g := m.Header.Get("walhook-xid"); g != "7" {
+			t.Errorf("message %d: got walhook-xid %q, want 7", i, g)
+		}
+		if g, want := m.Header.Get("walhook-tx-last"), fmt.Sprint(i == 4); g != want {
+			t.Errorf("message %d: got walhook-tx-last %q, want %s", i, g, want)
+		}
+	}
+	if h := got[5].Header; h.Get("walhook-xid") != "" || h.Get("walhook-tx-last") != "" {
+		t.Errorf("without a transaction: got headers %v, want no walhook-xid or walhook-tx-last", h)
 	}
 }

@@ -122,7 +122,7 @@ func (s *Sink) publish(ctx context.Context, c *channel, b *sink.Batch) error {
 	returned := map[string]amqp.Return{}
 	for i, m := range b.Messages {
 		key := s.key.Name(m, b.Sink)
-		dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.RabbitMQ.Exchange, key, true, false, publishing(m, b.Sink))
+		dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.RabbitMQ.Exchange, key, true, false, publishing(m, b.Sink, broker.TxHeaders(b.Tx, i, len(b.Messages))))
 		if err != nil {
 			return s.channelError(c, err)
 		}
@@ -178,10 +178,14 @@ func (s *Sink) readReturns(c *channel, returned map[string]amqp.Return) {
 	}
 }
 
-// publishing is m's AMQP message for sink.
-func publishing(m *change.Message, sinkName string) amqp.Publishing {
+// publishing is m's AMQP message for sink, with tx's headers (see
+// broker.TxHeaders).
+func publishing(m *change.Message, sinkName string, tx []broker.Header) amqp.Publishing {
 	headers := amqp.Table{}
 	for _, h := range broker.Headers(m, sinkName) {
+		headers[h.Name] = h.Value
+	}
+	for _, h := range tx {
 		headers[h.Name] = h.Value
 	}
 	return amqp.Publishing{

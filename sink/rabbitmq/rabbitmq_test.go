@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/rabbittest"
 	"github.com/walhook/walhook/sink"
@@ -207,5 +208,43 @@ func TestCheck(t *testing.T) {
 	bad := testConfig(strings.Replace(srv.URL, "guest:guest@", "guest:wr0ng-pw@", 1), "ex-check")
 	if p := Check(ctx, &out, bad, tables); len(p) != 1 || !strings.Contains(p[0], "refuses walhook's credentials") || strings.Contains(p[0], "wr0ng-pw") {
 		t.Errorf("check with a wrong password: got %q, want one problem about the credentials, without the password", p)
+	}
+}
+
+// TestTransactionHeaders: under batch_by: transaction every message
+// carries walhook-xid, and walhook-tx-last is "true" on the last message
+// of the transaction's last part only, both strings; without a
+// transaction neither is set.
+func TestTransactionHeaders(t *testing.T) {
+	srv := rabbittest.Shared(t)
+	ex, q := fmt.Sprintf("ex-tx-%d", time.Now().UnixNano()), fmt.Sprintf("q-tx-%d", time.Now().UnixNano())
+	srv.Declare(t, ex, "topic", q, "#")
+	s := newSink(t, testConfig(srv.URL, ex))
+	msgs := brokertest.Inserts("t", 0, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i, part := range [][]*change.Message{msgs[:3], msgs[3:]} {
+		tx := &change.Transaction{XID: 7, CommitLSN: 0x1000, CommitTime: msgs[0].CommitTime, Part: i + 1, Last: i == 1}
+		if err := s.Deliver(ctx, &sink.Batch{ID: fmt.Sprint(i), Attempt: 1, Messages: part, Sink: "orders", Tx: tx}); err != nil {
+			t.Fatalf("Deliver part %d: %v", i+1, err)
+		}
+	}
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("t", 0, 1)); err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	got := srv.Get(t, q)
+	if len(got) != 6 {
+		t.Fatalf("got %d messages, want 6", len(got))
+	}
+	for i, d := range got[:5] {
+		if g, ok := d.Headers["walhook-xid"].(string); !ok || g != "7" {
+			t.Errorf("message %d: got walhook-xid %#v, want the string 7", i, d.Headers["walhook-xid"])
+		}
+		if g, ok := d.Headers["walhook-tx-last"].(string); !ok || g != fmt.Sprint(i == 4) {
+			t.Errorf("message %d: got walhook-tx-last %#v, want the string %v", i, d.Headers["walhook-tx-last"], i == 4)
+		}
+	}
+	if h := got[5].Headers; h["walhook-xid"] != nil || h["walhook-tx-last"] != nil {
+		t.Errorf("without a transaction: got headers %v, want no walhook-xid or walhook-tx-last", h)
 	}
 }

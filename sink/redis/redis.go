@@ -88,7 +88,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	pipe := s.client.TxPipeline()
 	cmds := make([]*goredis.StringCmd, len(b.Messages))
 	for i, m := range b.Messages {
-		cmds[i] = pipe.XAdd(actx, s.args(m, b.Sink))
+		cmds[i] = pipe.XAdd(actx, s.args(m, b.Sink, broker.TxHeaders(b.Tx, i, len(b.Messages))))
 	}
 	_, err := pipe.Exec(actx)
 	if err == nil {
@@ -105,12 +105,16 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	return s.classify(err, s.stream.Name(b.Messages[0], b.Sink))
 }
 
-// args is the XADD of m for sink.
-func (s *Sink) args(m *change.Message, sinkName string) *goredis.XAddArgs {
+// args is the XADD of m for sink, with tx's fields (see
+// broker.TxHeaders).
+func (s *Sink) args(m *change.Message, sinkName string, tx []broker.Header) *goredis.XAddArgs {
 	h := broker.Headers(m, sinkName)
-	values := make([]any, 0, 2+2*len(h))
+	values := make([]any, 0, 2+2*len(h)+2*len(tx))
 	values = append(values, "data", broker.AppendBody(nil, m, sinkName))
 	for _, kv := range h {
+		values = append(values, kv.Name, kv.Value)
+	}
+	for _, kv := range tx {
 		values = append(values, kv.Name, kv.Value)
 	}
 	a := &goredis.XAddArgs{Stream: s.stream.Name(m, sinkName), Values: values}

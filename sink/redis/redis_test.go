@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/redistest"
 	"github.com/walhook/walhook/sink"
@@ -158,5 +159,43 @@ func TestCheck(t *testing.T) {
 	}
 	if len(problems) != 1 {
 		t.Errorf("got problems %q, want one", problems)
+	}
+}
+
+// TestTransactionFields: under batch_by: transaction every entry carries
+// walhook-xid, and walhook-tx-last is "true" on the last entry of the
+// transaction's last part only; without a transaction neither is set.
+func TestTransactionFields(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	s := newSink(t, testConfig(srv.URL))
+	msgs := brokertest.Inserts("t", 0, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, part := range [][]*change.Message{msgs[:3], msgs[3:]} {
+		tx := &change.Transaction{XID: 7, CommitLSN: 0x1000, CommitTime: msgs[0].CommitTime, Part: i + 1, Last: i == 1}
+		if err := s.Deliver(ctx, &sink.Batch{ID: fmt.Sprint(i), Attempt: 1, Messages: part, Sink: "orders", Tx: tx}); err != nil {
+			t.Fatalf("Deliver part %d: %v", i+1, err)
+		}
+	}
+	if err := brokertest.Deliver(t, s, brokertest.Inserts("t", 5, 1)); err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	got := srv.Stream(t, "walhook:public.t")
+	if len(got) != 6 {
+		t.Fatalf("got %d entries, want 6", len(got))
+	}
+	for i, e := range got[:5] {
+		if e.Values["walhook-xid"] != "7" {
+			t.Errorf("entry %d: got walhook-xid %v, want 7", i, e.Values["walhook-xid"])
+		}
+		if g, want := e.Values["walhook-tx-last"], fmt.Sprint(i == 4); g != want {
+			t.Errorf("entry %d: got walhook-tx-last %v, want %s", i, g, want)
+		}
+	}
+	if _, ok := got[5].Values["walhook-xid"]; ok {
+		t.Errorf("without a transaction: got fields %v, want no walhook-xid", got[5].Values)
+	}
+	if _, ok := got[5].Values["walhook-tx-last"]; ok {
+		t.Errorf("without a transaction: got fields %v, want no walhook-tx-last", got[5].Values)
 	}
 }

@@ -91,7 +91,7 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 	// the lane asked the lease for it.
 	ts := strconv.FormatInt(s.now().Unix(), 10)
 	if len(b.Body) == 0 {
-		b.Body = change.AppendBody(b.Body[:0], b.Messages, s.cfg.Name)
+		b.Body = change.AppendTransactionBody(b.Body[:0], b.Messages, s.cfg.Name, b.Tx)
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
