@@ -602,7 +602,9 @@ func TestFaultPublicationDropped(t *testing.T) {
 	code, out := runWalhook(t, "run", "--config", cfg)
 	checkPublicationMissing(t, code, out, `publication "fault_nopub" did not exist when`, "pg_replication_slot_advance")
 
-	// What the error says to do.
+	// What the error says to do, once the walsender of the walhook that
+	// just exited is gone too (PostgreSQL sees the exit a moment later).
+	waitUntil(t, 30*time.Second, "the slot released", func() bool { return readSlot(t, conn, "fault_nopub").activePID == 0 })
 	exec1(t, conn, `SELECT pg_replication_slot_advance('fault_nopub', pg_current_wal_lsn())`)
 	d = startWalhook(t, "run", "--config", cfg)
 	waitStreaming(t, conn, "fault_nopub", d)
