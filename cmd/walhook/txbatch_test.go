@@ -333,7 +333,9 @@ func TestTxBatchLarge(t *testing.T) {
 	waitStreaming(t, conn, "tx_large", d)
 
 	exec1(t, conn, `INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, $1) g`, rows)
-	reqs := rcv.waitFor(t, 60*time.Second, "the last part", func(reqs []txRequest) bool {
+	// A bound, not a speed: 7 s alone, and a full make test once took
+	// over a minute for the 100 parts, one after the other.
+	reqs := rcv.waitFor(t, 3*time.Minute, "the last part", func(reqs []txRequest) bool {
 		return len(reqs) > 0 && reqs[len(reqs)-1].tx != nil && reqs[len(reqs)-1].tx.Last
 	})
 	peak := procStatusKB(t, d.cmd.Process.Pid, "VmHWM")
