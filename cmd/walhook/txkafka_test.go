@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,9 +10,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/walhook/walhook/internal/kafkatest"
 	"github.com/walhook/walhook/internal/pgtest"
 )
 
@@ -64,7 +63,7 @@ func TestKafkaTransactionKilled(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("walhook did not commit a Kafka transaction within 30 s")
 	}
-	if hwm, lso := kafkaEnd(t, c, topic, 0), kafkaEnd(t, c, topic, 1); hwm < rows || lso != 0 {
+	if hwm, lso := kafkatest.EndOffset(t, c.ListenAddrs(), topic, kafkatest.ReadUncommitted), kafkatest.EndOffset(t, c.ListenAddrs(), topic, kafkatest.ReadCommitted); hwm < rows || lso != 0 {
 		t.Fatalf("while the commit is held: end %d, last stable offset %d; want every record produced (%d) and none visible to read_committed", hwm, lso, rows)
 	}
 	d.kill(t)
@@ -72,22 +71,7 @@ func TestKafkaTransactionKilled(t *testing.T) {
 	close(release)
 
 	startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var got []*kgo.Record
-	for len(got) < rows {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read_committed: got %d records within 30 s, want %d", len(got), rows)
-		}
-		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
-	}
+	got := kafkatest.ConsumeCommitted(t, c.ListenAddrs(), topic, rows, 30*time.Second)
 	xids := map[string]bool{}
 	for i, r := range got {
 		var b body
@@ -109,31 +93,4 @@ func TestKafkaTransactionKilled(t *testing.T) {
 	if len(got) != rows || len(xids) != 1 || xids[""] {
 		t.Fatalf("read_committed: got %d records of xids %v, want the transaction once (%d records, one xid)", len(got), xids, rows)
 	}
-}
-
-// kafkaEnd is the end of partition 0 of topic for isolation 0
-// (read_uncommitted: the high watermark) or 1 (read_committed: the last
-// stable offset).
-func kafkaEnd(t *testing.T, c *kfake.Cluster, topic string, isolation int8) int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.IsolationLevel = isolation
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewListOffsetsRequestTopicPartition()
-	rp.Partition, rp.Timestamp = 0, -1
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Topics[0].Partitions[0].Offset
 }

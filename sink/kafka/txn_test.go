@@ -7,64 +7,14 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/config"
+	"github.com/walhook/walhook/internal/kafkatest"
 	"github.com/walhook/walhook/sink"
 )
 
 const txTopic = "walhook.public.odd_name_x"
-
-// endOffset is the end of partition 0 of txTopic as a consumer of the
-// isolation level sees it: the high watermark for read_uncommitted (0), the
-// last stable offset for read_committed (1).
-func endOffset(t *testing.T, brokers []string, isolation int8) int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.IsolationLevel = isolation
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = txTopic
-	rp := kmsg.NewListOffsetsRequestTopicPartition()
-	rp.Partition, rp.Timestamp = 0, -1
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Topics[0].Partitions[0].Offset
-}
-
-// consumeCommitted reads n records of txTopic as a read_committed consumer.
-func consumeCommitted(t *testing.T, brokers []string, n int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(txTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var got []*kgo.Record
-	for len(got) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read_committed: got %d records, want %d", len(got), n)
-		}
-		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
-	}
-	return got
-}
 
 func txConfig(brokers []string) config.Sink {
 	cfg := testConfig(brokers)
@@ -94,16 +44,16 @@ func TestKafkaTransaction(t *testing.T) {
 	if err := deliverPart(ctx, s, msgs, 3, 1); err != nil {
 		t.Fatalf("part 1: %v", err)
 	}
-	if got := endOffset(t, brokers, 0); got != 3 {
+	if got := kafkatest.EndOffset(t, brokers, txTopic, kafkatest.ReadUncommitted); got != 3 {
 		t.Fatalf("after part 1: read_uncommitted end %d, want 3", got)
 	}
-	if got := endOffset(t, brokers, 1); got != 0 {
+	if got := kafkatest.EndOffset(t, brokers, txTopic, kafkatest.ReadCommitted); got != 0 {
 		t.Fatalf("after part 1: read_committed end %d, want 0 (nothing of the transaction)", got)
 	}
 	if err := deliverPart(ctx, s, msgs, 3, 2); err != nil {
 		t.Fatalf("part 2: %v", err)
 	}
-	got := consumeCommitted(t, brokers, 5)
+	got := kafkatest.ConsumeCommitted(t, brokers, txTopic, 5, 20*time.Second)
 	for i, r := range got {
 		if string(r.Value) != string(msgs[i].AppendJSON(nil, "orders")) {
 			t.Errorf("record %d: got %s, want message %d", i, r.Value, i)
@@ -130,7 +80,7 @@ func TestKafkaTransaction(t *testing.T) {
 		Tx: &change.Transaction{XID: 8, CommitLSN: 0x2000, Part: 1, Last: true}}); err != nil {
 		t.Fatalf("next transaction: %v", err)
 	}
-	if got := consumeCommitted(t, brokers, 7); len(got) != 7 {
+	if got := kafkatest.ConsumeCommitted(t, brokers, txTopic, 7, 20*time.Second); len(got) != 7 {
 		t.Fatalf("got %d committed records, want 7", len(got))
 	}
 }
@@ -164,7 +114,7 @@ func TestKafkaTransactionRestart(t *testing.T) {
 			t.Fatalf("part %d after the restart: %v", part, err)
 		}
 	}
-	got := consumeCommitted(t, brokers, 5)
+	got := kafkatest.ConsumeCommitted(t, brokers, txTopic, 5, 20*time.Second)
 	for i, r := range got {
 		if string(r.Value) != string(msgs[i].AppendJSON(nil, "orders")) {
 			t.Errorf("record %d: got %s, want message %d", i, r.Value, i)
