@@ -307,13 +307,22 @@ func checkSlotHeld(t *testing.T, conn *pgx.Conn, rcv *webhooktest.Receiver, slot
 	})
 }
 
+// slotsLogged holds, per (test, slot), whether logSlotOnFailure logged it.
+var slotsLogged sync.Map
+
 // logSlotOnFailure logs, if the test fails, where the slot and its
 // walsender stand against the server's WAL, while the walhook processes
 // the test started still run (cleanups run last first): it tells a
-// walsender still reading the WAL after a restart from changes lost.
+// walsender still reading the WAL after a restart from changes lost. A
+// test that streams several times logs it once, from the cleanup that runs
+// first, before its last walhook is killed.
 func logSlotOnFailure(t *testing.T, dsn, slot string) {
+	key := fmt.Sprintf("%p/%s", t, slot)
+	if _, seen := slotsLogged.LoadOrStore(key, false); !seen {
+		t.Cleanup(func() { slotsLogged.Delete(key) }) // runs last: another test may get t's address
+	}
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() || !slotsLogged.CompareAndSwap(key, false, true) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
