@@ -311,9 +311,11 @@ func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	p.Pause("the test queues a full batch") // a paused lane forms no batch: the first message must not go alone
 	for range 10 { // a full batch of reads
 		submit(true)
 	}
+	p.Resume()
 	if got := <-delivered; len(got) != 10 {
 		t.Fatalf("got a batch of %d, want 10", len(got))
 	}
@@ -325,9 +327,11 @@ func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 	if took := time.Since(start); took > wait/2 || len(got) != 2 {
 		t.Fatalf("the change went out after %v in a batch of %d, want at once with the waiting read (batch_wait is %v)", took, len(got), wait)
 	}
+	p.Pause("the test queues a full batch") // a paused lane forms no batch: the first message must not go alone
 	for range 10 { // a full batch of changes: a backlog of the stream
 		submit(false)
 	}
+	p.Resume()
 	if got := <-delivered; len(got) != 10 {
 		t.Fatalf("got a batch of %d, want 10", len(got))
 	}
