@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -331,5 +332,71 @@ func TestStatusFilledInByServer(t *testing.T) {
 	}
 	if st.Instance == nil || st.Instance.PID != os.Getpid() {
 		t.Errorf("instance: got %+v, want this process", st.Instance)
+	}
+}
+
+// TestConsoleForgedSession: a session cookie opens the console only if
+// this server signed it: one whose payload was changed (a later expiry)
+// with its signature kept, one of the right shape signed by nobody, and
+// one that another walhook with the same token signed are all refused, on
+// the pages (the login form) and on the API (401), and a post with one
+// calls nothing.
+func TestConsoleForgedSession(t *testing.T) {
+	fake := admintest.NewFake(sinks...)
+	cfg := config.Server{Listen: "127.0.0.1:0", Token: testToken}
+	addr := admintest.Start(t, server.New(cfg, fake.Options(sinks...)))
+	other := admintest.Start(t, server.New(cfg, admintest.NewFake(sinks...).Options(sinks...)))
+
+	login := func(addr string) string {
+		t.Helper()
+		a := newBrowser(t, addr).do("POST", "/console/login", url.Values{"token": {testToken}, "next": {"/"}})
+		for _, c := range (&http.Response{Header: a.header}).Cookies() {
+			if c.Name == "walhook_console" && c.Value != "" {
+				return c.Value
+			}
+		}
+		t.Fatalf("login to %s: got %d and no session cookie", addr, a.status)
+		return ""
+	}
+	own := login(addr)
+	payload, mac, ok := strings.Cut(own, ".")
+	if !ok {
+		t.Fatalf("session cookie %q is not payload.signature", own)
+	}
+	p, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p[0] ^= 0x01 // the expiry, years away
+	later := base64.RawURLEncoding.EncodeToString(p) + "." + mac
+	unsigned := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{7}, len(p))) + "." + mac
+
+	// The real cookie opens both; that is what makes the refusals below
+	// mean something.
+	b := newBrowser(t, addr)
+	if a := b.do("GET", "/console/sinks/orders", nil, "Cookie", "walhook_console="+own); a.status != 200 {
+		t.Fatalf("the page with this server's cookie: got %d, want 200", a.status)
+	}
+	csrf := b.csrf(string(b.do("GET", "/console/sinks/orders", nil, "Cookie", "walhook_console="+own).body))
+	for name, cookie := range map[string]string{
+		"payload changed, signature kept": later,
+		"signed by nobody":                unsigned,
+		"signed by another walhook":       login(other),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := newBrowser(t, addr)
+			if a := b.do("GET", "/console/sinks/orders", nil, "Cookie", "walhook_console="+cookie); a.status != 303 || !strings.HasPrefix(a.header.Get("Location"), "/console/login") {
+				t.Errorf("a page: got %d to %q, want 303 to the login form", a.status, a.header.Get("Location"))
+			}
+			if a := b.do("GET", "/api/v1/status", nil, "Cookie", "walhook_console="+cookie); a.status != 401 {
+				t.Errorf("the API's status: got %d, want 401", a.status)
+			}
+			if a := b.do("POST", "/console/sinks/orders/pause", url.Values{"csrf": {csrf}}, "Cookie", "walhook_console="+cookie); a.status != 403 && a.status != 303 {
+				t.Errorf("a pause: got %d, want a refusal", a.status)
+			}
+			if calls := callsOf(fake, "PauseSink"); len(calls) != 0 {
+				t.Errorf("a forged session called %q", calls)
+			}
+		})
 	}
 }
