@@ -596,7 +596,7 @@ func TestBackfillReadKeptPerSink(t *testing.T) {
 		waitUntil(t, 30*time.Second, "the chunk query of "+s.name+" running", func() bool {
 			var n int
 			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-				WHERE application_name = 'walhook backfill' AND state = 'active'
+				WHERE datname = current_database() AND application_name = 'walhook backfill' AND state = 'active'
 				AND query LIKE '%pg_sleep%' AND query NOT LIKE '% LIMIT 1'`).Scan(&n)
 			return err == nil && n > 0
 		})
