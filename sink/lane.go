@@ -53,9 +53,11 @@ func newLane(p *Pipeline, id int) *lane {
 func (l *lane) push(s submission) {
 	l.mu.Lock()
 	l.queue.push(s)
-	first := l.queue.len() == 1
+	// The lane is told of its first message, and of every change: one may
+	// wait for a read slot (readSlot) that the change does not need.
+	poke := l.queue.len() == 1 || s.m == nil || s.m.Action != change.Read
 	l.mu.Unlock()
-	if first {
+	if poke {
 		select {
 		case l.notify <- struct{}{}:
 		default:
@@ -77,8 +79,14 @@ func (l *lane) take() bool {
 		bytes += int64(s.m.Size())
 	}
 	defer func() { inPositionOrder(l.batch) }()
+	changes := slices.ContainsFunc(l.batch, func(s submission) bool { return s.m.Action != change.Read })
 	for l.queue.len() > 0 && len(l.batch) < limit {
-		size := int64(l.queue.front().m.Size())
+		if changes && l.queue.readsNext() {
+			return false // a change goes without the reads that wait behind it
+		}
+		front := l.queue.front()
+		changes = changes || front.m.Action != change.Read
+		size := int64(front.m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
 			return true
 		}
@@ -113,8 +121,54 @@ func (l *lane) run(ctx context.Context) {
 		if l.p.byTx {
 			collect = l.collectPart
 		}
-		if !l.p.waitResumed(ctx) || !collect(ctx) || !l.deliver(ctx) {
+		if !l.p.waitResumed(ctx) {
 			return
+		}
+		held, ok := l.readSlot(ctx)
+		if !ok {
+			return
+		}
+		ok = collect(ctx) && l.deliver(ctx)
+		if held {
+			<-l.p.readSlots
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// readSlotsFor is how many of a sink's lanes may send a batch of a
+// backfill's reads at once: half of them (at least one). A receiver
+// serves the requests it has in some order, often first come first
+// served: with a batch of reads in every lane, a change's request waits
+// behind all of them there, after waiting for its own lane's. Half the
+// lanes' reads keep a receiver as busy as all of them would, unless it
+// needs more than max_in_flight/2 requests at once to be busy.
+func readSlotsFor(lanes int) int { return max(1, lanes/2) }
+
+// readSlot takes one of the pipeline's read slots when what the lane takes
+// next is a backfill's reads, waiting for it unless a change comes first:
+// a change needs no slot, and collect does not put reads in a batch with
+// one (see take). It reports whether it holds a slot, and false for ok if
+// ctx ended.
+func (l *lane) readSlot(ctx context.Context) (held, ok bool) {
+	if l.p.readSlots == nil {
+		return false, true
+	}
+	for {
+		l.mu.Lock()
+		reads := l.queue.readsNext()
+		l.mu.Unlock()
+		if !reads {
+			return false, true
+		}
+		select {
+		case l.p.readSlots <- struct{}{}:
+			return true, true
+		case <-l.notify: // a change may have come: it goes first
+		case <-ctx.Done():
+			return false, false
 		}
 	}
 }

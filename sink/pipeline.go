@@ -132,6 +132,9 @@ type Pipeline struct {
 	allowed    func() error         // nil: every attempt may go
 	limit      *bucket              // rate_limit, shared by the lanes
 	lanes      []*lane
+	// readSlots bounds the lanes sending a batch of a backfill's reads at
+	// once (see readSlot); nil under batch_by: transaction.
+	readSlots chan struct{}
 
 	running  atomic.Bool
 	stopped  chan struct{} // closed when Run returns
@@ -203,6 +206,8 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 	}
 	if cfg.BatchBy == config.BatchByTransaction {
 		p.byTx, p.busy, p.claimed = true, map[uint64]int{}, map[uint64]struct{}{}
+	} else {
+		p.readSlots = make(chan struct{}, readSlotsFor(cfg.MaxInFlight))
 	}
 	p.cfg.Store(&cfg)
 	p.dest.Store(&dest)
