@@ -38,6 +38,17 @@ type lane struct {
 	timer   *time.Timer
 	backoff *backoff.ExponentialBackOff
 	idBuf   []byte
+
+	// The express (express.go): nil for the express itself and under
+	// batch_by: transaction. flying holds the groups of the batch of
+	// reads in flight while the express may send beside it (nil when it
+	// may not), exBusy whether the express has a batch; both under mu.
+	express   *lane
+	flying    map[uint64]struct{}
+	flyingSet map[uint64]struct{} // flying's storage, reused
+	exBusy    bool
+	exNotify  chan struct{} // poked when a change is queued or a batch of reads goes
+	exDone    chan struct{} // poked when the express's batch is done
 }
 
 func newLane(p *Pipeline, id int) *lane {
@@ -53,15 +64,17 @@ func newLane(p *Pipeline, id int) *lane {
 func (l *lane) push(s submission) {
 	l.mu.Lock()
 	l.queue.push(s)
-	// The lane is told of its first message, and of every change: one may
-	// wait for a read slot (readSlot) that the change does not need.
-	poke := l.queue.len() == 1 || s.m == nil || s.m.Action != change.Read
+	// The lane is told of its first message, and of every change: it may
+	// wait for a read slot (readSlot) that the change does not need, or
+	// send a batch of reads the change may go beside (express).
+	first := l.queue.len() == 1
+	isChange := s.m == nil || s.m.Action != change.Read
 	l.mu.Unlock()
-	if poke {
-		select {
-		case l.notify <- struct{}{}:
-		default:
-		}
+	if first || isChange {
+		poke(l.notify)
+	}
+	if isChange && l.exNotify != nil {
+		poke(l.exNotify)
 	}
 }
 
@@ -128,7 +141,11 @@ func (l *lane) run(ctx context.Context) {
 		if !ok {
 			return
 		}
-		ok = collect(ctx) && l.deliver(ctx)
+		if ok = collect(ctx); ok {
+			l.expressOpen()
+			ok = l.deliver(ctx)
+			ok = l.expressEnd(ctx) && ok
+		}
 		if held {
 			<-l.p.readSlots
 		}

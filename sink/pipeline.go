@@ -221,7 +221,12 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 	}
 	p.lanes = make([]*lane, cfg.MaxInFlight)
 	for i := range p.lanes {
-		p.lanes[i] = newLane(p, i)
+		l := newLane(p, i)
+		if !p.byTx {
+			l.express, l.flyingSet = newLane(p, i), map[uint64]struct{}{}
+			l.exNotify, l.exDone = make(chan struct{}, 1), make(chan struct{}, 1)
+		}
+		p.lanes[i] = l
 	}
 	return p, nil
 }
@@ -288,6 +293,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, l := range p.lanes {
 		wg.Go(func() { l.run(ctx) })
+		if l.express != nil {
+			wg.Go(func() { l.express.runExpress(ctx, l) })
+		}
 	}
 	wg.Wait()
 	close(p.stopped)
