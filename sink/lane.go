@@ -98,6 +98,9 @@ func (l *lane) take() bool {
 			return false // a change goes without the reads that wait behind it
 		}
 		front := l.queue.front()
+		if len(l.batch) > 0 && !changes && front.m.Action != change.Read && l.express != nil {
+			return true // reads alone go now: the change goes beside them (express)
+		}
 		changes = changes || front.m.Action != change.Read
 		size := int64(front.m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {

@@ -372,7 +372,8 @@ func BenchmarkLiveBesideReads(b *testing.B) {
 // TestLiveChangeAfterReadBatchesGoesAtOnce: while a backfill's reads
 // flow through a lane (its last batch was full of them), a batch of the
 // reads left waits for company up to batch_wait as before, but a change
-// ends that wait: it goes at once with the reads, not after batch_wait.
+// ends that wait: the reads and the change go at once, not after
+// batch_wait.
 // After a full batch of changes (a backlog of the stream) a change still
 // waits for company.
 func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
@@ -402,7 +403,8 @@ func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	p.Pause("the test queues a full batch") // a paused lane forms no batch: the first message must not go alone
+	// A paused lane forms no batch: the first message must not go alone.
+	p.Pause("the test queues a full batch")
 	for range 10 { // a full batch of reads
 		submit(true)
 	}
@@ -414,11 +416,16 @@ func TestLiveChangeAfterReadBatchesGoesAtOnce(t *testing.T) {
 	waitsForCompany("one read after a full batch of reads")
 	start := time.Now()
 	submit(false)
-	got := <-delivered
-	if took := time.Since(start); took > wait/2 || len(got) != 2 {
-		t.Fatalf("the change went out after %v in a batch of %d, want at once with the waiting read (batch_wait is %v)", took, len(got), wait)
+	// The waiting read goes at once, and the change beside it (the
+	// lane's express), or with it.
+	for n := 0; n < 2; {
+		got := <-delivered
+		if took := time.Since(start); took > wait/2 {
+			t.Fatalf("a batch of %d went out after %v, want the read and the change at once (batch_wait is %v)", len(got), took, wait)
+		}
+		n += len(got)
 	}
-	p.Pause("the test queues a full batch") // a paused lane forms no batch: the first message must not go alone
+	p.Pause("the test queues a full batch")
 	for range 10 { // a full batch of changes: a backlog of the stream
 		submit(false)
 	}
