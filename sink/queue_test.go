@@ -293,7 +293,8 @@ func TestLiveChangeAfterItsRowsRead(t *testing.T) {
 // of 2,000 whenever fewer than 4,000 are outstanding (the backfill's bound
 // with the default window), live changes one every 500 µs, to a
 // destination that serves two batches at a time (a receiver on two cores)
-// and takes 200 µs a batch plus 10 µs a message. It
+// and takes 200 µs a batch plus 10 µs a message, spinning (a sleep that
+// short takes a millisecond). It
 // reports the live changes' p50 and p99 from Submit to delivered, and the
 // reads' rate. Default sink settings (16 lanes, batches of 100).
 //
