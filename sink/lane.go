@@ -38,6 +38,17 @@ type lane struct {
 	timer   *time.Timer
 	backoff *backoff.ExponentialBackOff
 	idBuf   []byte
+
+	// The express (express.go): nil for the express itself and under
+	// batch_by: transaction. flying holds the groups of the batch of
+	// reads in flight while the express may send beside it (nil when it
+	// may not), exBusy whether the express has a batch; both under mu.
+	express   *lane
+	flying    map[uint64]struct{}
+	flyingSet map[uint64]struct{} // flying's storage, reused
+	exBusy    bool
+	exNotify  chan struct{} // poked when a change is queued or a batch of reads goes
+	exDone    chan struct{} // poked when the express's batch is done
 }
 
 func newLane(p *Pipeline, id int) *lane {
@@ -53,13 +64,17 @@ func newLane(p *Pipeline, id int) *lane {
 func (l *lane) push(s submission) {
 	l.mu.Lock()
 	l.queue.push(s)
+	// The lane is told of its first message, and of every change: it may
+	// wait for a read slot (readSlot) that the change does not need, or
+	// send a batch of reads the change may go beside (express).
 	first := l.queue.len() == 1
+	isChange := s.m == nil || s.m.Action != change.Read
 	l.mu.Unlock()
-	if first {
-		select {
-		case l.notify <- struct{}{}:
-		default:
-		}
+	if first || isChange {
+		poke(l.notify)
+	}
+	if isChange && l.exNotify != nil {
+		poke(l.exNotify)
 	}
 }
 
@@ -77,8 +92,17 @@ func (l *lane) take() bool {
 		bytes += int64(s.m.Size())
 	}
 	defer func() { inPositionOrder(l.batch) }()
+	changes := slices.ContainsFunc(l.batch, func(s submission) bool { return s.m.Action != change.Read })
 	for l.queue.len() > 0 && len(l.batch) < limit {
-		size := int64(l.queue.front().m.Size())
+		if changes && l.queue.readsNext() {
+			return false // a change goes without the reads that wait behind it
+		}
+		front := l.queue.front()
+		if len(l.batch) > 0 && !changes && front.m.Action != change.Read && l.express != nil {
+			return true // reads alone go now: the change goes beside them (express)
+		}
+		changes = changes || front.m.Action != change.Read
+		size := int64(front.m.Size())
 		if len(l.batch) > 0 && maxBytes > 0 && bytes+size > maxBytes {
 			return true
 		}
@@ -113,8 +137,58 @@ func (l *lane) run(ctx context.Context) {
 		if l.p.byTx {
 			collect = l.collectPart
 		}
-		if !l.p.waitResumed(ctx) || !collect(ctx) || !l.deliver(ctx) {
+		if !l.p.waitResumed(ctx) {
 			return
+		}
+		held, ok := l.readSlot(ctx)
+		if !ok {
+			return
+		}
+		if ok = collect(ctx); ok {
+			l.expressOpen()
+			ok = l.deliver(ctx)
+			ok = l.expressEnd(ctx) && ok
+		}
+		if held {
+			<-l.p.readSlots
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// readSlotsFor is how many of a sink's lanes may send a batch of a
+// backfill's reads at once: half of them (at least one). A receiver
+// serves the requests it has in some order, often first come first
+// served: with a batch of reads in every lane, a change's request waits
+// behind all of them there, after waiting for its own lane's. Half the
+// lanes' reads keep a receiver as busy as all of them would, unless it
+// needs more than max_in_flight/2 requests at once to be busy.
+func readSlotsFor(lanes int) int { return max(1, lanes/2) }
+
+// readSlot takes one of the pipeline's read slots when what the lane takes
+// next is a backfill's reads, waiting for it unless a change comes first:
+// a change needs no slot, and collect does not put reads in a batch with
+// one (see take). It reports whether it holds a slot, and false for ok if
+// ctx ended.
+func (l *lane) readSlot(ctx context.Context) (held, ok bool) {
+	if l.p.readSlots == nil {
+		return false, true
+	}
+	for {
+		l.mu.Lock()
+		reads := l.queue.readsNext()
+		l.mu.Unlock()
+		if !reads {
+			return false, true
+		}
+		select {
+		case l.p.readSlots <- struct{}{}:
+			return true, true
+		case <-l.notify: // a change may have come: it goes first
+		case <-ctx.Done():
+			return false, false
 		}
 	}
 }

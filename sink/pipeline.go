@@ -132,6 +132,9 @@ type Pipeline struct {
 	allowed    func() error         // nil: every attempt may go
 	limit      *bucket              // rate_limit, shared by the lanes
 	lanes      []*lane
+	// readSlots bounds the lanes sending a batch of a backfill's reads at
+	// once (see readSlot); nil under batch_by: transaction.
+	readSlots chan struct{}
 
 	running  atomic.Bool
 	stopped  chan struct{} // closed when Run returns
@@ -203,6 +206,8 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 	}
 	if cfg.BatchBy == config.BatchByTransaction {
 		p.byTx, p.busy, p.claimed = true, map[uint64]int{}, map[uint64]struct{}{}
+	} else {
+		p.readSlots = make(chan struct{}, readSlotsFor(cfg.MaxInFlight))
 	}
 	p.cfg.Store(&cfg)
 	p.dest.Store(&dest)
@@ -216,7 +221,12 @@ func New(cfg config.Sink, dest Destination, opts Options) (*Pipeline, error) {
 	}
 	p.lanes = make([]*lane, cfg.MaxInFlight)
 	for i := range p.lanes {
-		p.lanes[i] = newLane(p, i)
+		l := newLane(p, i)
+		if !p.byTx {
+			l.express, l.flyingSet = newLane(p, i), map[uint64]struct{}{}
+			l.exNotify, l.exDone = make(chan struct{}, 1), make(chan struct{}, 1)
+		}
+		p.lanes[i] = l
 	}
 	return p, nil
 }
@@ -283,6 +293,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, l := range p.lanes {
 		wg.Go(func() { l.run(ctx) })
+		if l.express != nil {
+			wg.Go(func() { l.express.runExpress(ctx, l) })
+		}
 	}
 	wg.Wait()
 	close(p.stopped)

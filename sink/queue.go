@@ -84,6 +84,10 @@ func (q *laneQueue) front() *submission {
 	return q.reads.front()
 }
 
+// readsNext reports whether the submission the lane takes next is a
+// backfill's read that no change of its group waits for.
+func (q *laneQueue) readsNext() bool { return q.live.len() == 0 && q.reads.len() > 0 }
+
 // at is the i-th submission in the order the lane takes them; i is less
 // than q.len().
 func (q *laneQueue) at(i int) *submission {
