@@ -65,15 +65,17 @@ func (l *lane) push(s submission) {
 	l.mu.Lock()
 	l.queue.push(s)
 	// The lane is told of its first message, and of every change: it may
-	// wait for a read slot (readSlot) that the change does not need, or
-	// send a batch of reads the change may go beside (express).
+	// wait for a read slot (readSlot) that the change does not need. The
+	// express is told of a change only while the lane sends a batch of
+	// reads alone: at a stream's rate a wake-up per change costs.
 	first := l.queue.len() == 1
 	isChange := s.m == nil || s.m.Action != change.Read
+	express := isChange && l.flying != nil
 	l.mu.Unlock()
 	if first || isChange {
 		poke(l.notify)
 	}
-	if isChange && l.exNotify != nil {
+	if express {
 		poke(l.exNotify)
 	}
 }
