@@ -555,10 +555,12 @@ func (h *hotRows) id(rnd *rand.Rand) int {
 
 // TestBackfillReadKeptPerSink: issue 16 item 3 against a real PostgreSQL,
 // made certain rather than left to a writer's timing. Each sink's backfill
-// reads the whole table in one slow chunk (the --where sleeps 20 ms a
-// row), and while its query runs, after its low watermark and its
-// snapshot, an update of every column of every row commits: it is between
-// the chunk's watermarks and not in what the chunk read. Sink all takes
+// reads the whole table in one chunk whose query waits, at its second row,
+// for an advisory lock the test holds (the --where takes it; the check's
+// trial reads only row 1 and does not); while it waits, after its low
+// watermark and its snapshot, an update of every column of every row
+// commits, then the test lets the lock go: the update is between the
+// chunk's watermarks and not in what the chunk read. Sink all takes
 // the update and so leaves every read out; noupd (actions without update)
 // and celnoupd (a filter rejecting updates) never get the update, so they
 // must keep every read, or they would never have the rows.
@@ -585,28 +587,35 @@ func TestBackfillReadKeptPerSink(t *testing.T) {
 	e := &backfillEnv{dsn: dsn, cfg: cfg, addr: addr, slot: "bf_kept", conn: conn}
 	e.start(t)
 
+	// A lock number of this database's own: the cluster is shared.
+	var lock int64
+	if err := conn.QueryRow(context.Background(), `SELECT oid::int8 FROM pg_database WHERE datname = current_database()`).Scan(&lock); err != nil {
+		t.Fatal(err)
+	}
+	where := fmt.Sprintf(`CASE WHEN id = 1 THEN true ELSE pg_advisory_xact_lock_shared(%d) IS NOT NULL END`, lock)
+	body, err := json.Marshal(map[string]string{"where": where})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for round, s := range sinks {
-		code, out := adminDo(t, addr, "POST", "/api/v1/sinks/"+s.name+"/backfills", `{"where": "pg_sleep(0.02) IS NOT NULL"}`)
+		exec1(t, conn, fmt.Sprintf(`SELECT pg_advisory_lock(%d)`, lock))
+		code, out := adminDo(t, addr, "POST", "/api/v1/sinks/"+s.name+"/backfills", string(body))
 		var b struct{ ID string }
 		if code != 202 || json.Unmarshal(out, &b) != nil {
 			t.Fatalf("POST backfill of %s: %d %s", s.name, code, out)
 		}
-		// The chunk's query runs (not the check's trial, LIMIT 1): its low
-		// watermark is written and its snapshot taken.
-		waitUntil(t, 30*time.Second, "the chunk query of "+s.name+" running", func() bool {
+		// The chunk's query waits for the lock at row 2: its low watermark
+		// is written and its snapshot taken.
+		waitUntil(t, time.Minute, "the chunk query of "+s.name+" waiting for the test's lock", func() bool {
 			var n int
-			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND application_name = 'walhook backfill' AND state = 'active'
-				AND query LIKE '%pg_sleep%' AND query NOT LIKE '% LIMIT 1'`).Scan(&n)
+			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+				WHERE a.datname = current_database() AND a.application_name = 'walhook backfill'
+				AND l.locktype = 'advisory' AND NOT l.granted`).Scan(&n)
 			return err == nil && n > 0
 		})
 		exec1(t, conn, fmt.Sprintf(`UPDATE t SET v = %d`, round+1))
-		e.waitBackfill(t, b.ID, "done", 30*time.Second)
-		var stillReading int
-		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = 'walhook backfill' AND query LIKE '%pg_sleep%' AND state = 'active'`).Scan(&stillReading); err != nil || stillReading != 0 {
-			t.Fatalf("after backfill %s is done, %d slow queries run (%v)", b.ID, stillReading, err)
-		}
+		exec1(t, conn, fmt.Sprintf(`SELECT pg_advisory_unlock(%d)`, lock))
+		e.waitBackfill(t, b.ID, "done", time.Minute)
 	}
 
 	waitReplay(t, rcvs["all"], "the table", tableRowsText(t, conn, "t", ""))
