@@ -281,6 +281,7 @@ func TestKeepAlive(t *testing.T) {
 		cfg := testConfig(rc.URL)
 		cfg.MaxInFlight = 4
 		cfg.BatchSize = 2
+		cfg.Timeout = 20 * time.Second // an attempt that times out gives its connection up: not under test here
 		var a acks
 		s := start(t, cfg, testOpts{Ack: a.add})
 		for i := range 200 {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walhook/walhook/config"
 	"github.com/walhook/walhook/internal/tlstest"
@@ -64,6 +65,7 @@ func TestTLS(t *testing.T) {
 			// Credentials in the URL must not reach the error.
 			cfg := testConfig(strings.Replace(rc.URL, "https://", "https://walhook:hunter2@", 1) + "/hooks")
 			cfg.Webhook.TLS = tc.tls
+			cfg.Timeout = 20 * time.Second // not under test: on a loaded machine a handshake took over 2 s
 			err := deliverOnce(t, cfg, Options{})
 			if len(tc.wantErr) == 0 {
 				if err != nil {
