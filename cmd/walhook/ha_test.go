@@ -482,8 +482,12 @@ func testPartition(t *testing.T, sourceToo bool) {
 	waitUntil(t, 20*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
 	firstB, _, _ := rcv.span("b")
 	t.Logf("takeover: b's first request %v after the cut", firstB.Sub(cut).Round(time.Millisecond))
-	if firstB.Sub(cut) > 10*time.Second {
-		t.Errorf("b took over %v after the cut, want within 10s", firstB.Sub(cut))
+	// The lease's part is at most SessionTimeout (6 s) and a poll (1 s);
+	// the rest is b's setup (the slot, the stale walsender ended, the
+	// stream), which took over 3 s on a loaded machine: a bound, the
+	// figures are in docs/design.md, "Takeover timing".
+	if firstB.Sub(cut) > 15*time.Second {
+		t.Errorf("b took over %v after the cut, want within 15s", firstB.Sub(cut))
 	}
 	a.waitRole(t, "standby", 10*time.Second)
 	// Both keep running: a as a standby that cannot reach the database, b
