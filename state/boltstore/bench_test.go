@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/state"
+	"github.com/walhook/walhook/state/statetest"
 )
 
 // BenchmarkAppend measures backlog appends of ~200-byte entries, from one
@@ -86,4 +87,17 @@ func benchAppend(b *testing.B, sinks, n int, solo bool) {
 	b.ReportMetric(float64(per*sinks*n)/elapsed.Seconds(), "entries/s")
 	b.ReportMetric(float64(size)/float64(n), "B/entry")
 	b.ReportMetric(float64(s.writes.Load())/float64(s.commits.Load()), "appends/commit")
+}
+
+// BenchmarkListDeadLetters: a sink's 10,000 dead letters listed from the
+// state file, as the console's dead-letters page reads them:
+//
+//	go test -run '^$' -bench ListDeadLetters ./state/boltstore
+func BenchmarkListDeadLetters(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "walhook.state"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	statetest.BenchmarkList(b, s)
 }
