@@ -80,7 +80,15 @@ func (x *lane) runExpress(ctx context.Context, l *lane) {
 			return
 		case <-l.exNotify:
 		}
-		for x.takeExpress(l) {
+		for {
+			// A paused pipeline forms no batches, here as in the lane:
+			// what is queued meanwhile goes together once it resumes.
+			if !l.p.waitResumed(ctx) {
+				return
+			}
+			if !x.takeExpress(l) {
+				break
+			}
 			ok := x.deliver(ctx)
 			l.mu.Lock()
 			l.exBusy = false
