@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/proctest"
 	"github.com/walhook/walhook/internal/webhooktest"
 	"github.com/walhook/walhook/server"
 )
@@ -23,13 +23,11 @@ const testToken = "t0ken-for-the-admin-api"
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proctest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // adminGet does a GET on the admin server, with the token unless it is "".
