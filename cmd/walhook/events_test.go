@@ -189,7 +189,7 @@ func TestEventsAcrossTakeover(t *testing.T) {
 	evr.down.Store(true)
 	events := fmt.Sprintf("events:\n  url: %q\n  secret: %q\n", evr.URL, eventsSecret)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url, events)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url, events)
 	b.waitRole(t, "standby", 30*time.Second)
 	if code, body := a.do(t, "POST", "/api/v1/sinks/s/pause", "{}"); code != 200 {
@@ -197,7 +197,7 @@ func TestEventsAcrossTakeover(t *testing.T) {
 	}
 	waitUntil(t, 30*time.Second, "a refused event", func() bool { return evr.refused.Load() > 0 })
 	a.d.kill(t)
-	b.waitRole(t, "active", 30*time.Second)
+	b.waitRole(t, "active", 90*time.Second)
 	evr.down.Store(false)
 	waitUntil(t, 60*time.Second, "sink.paused", func() bool { return len(evr.ofType("sink.paused")) > 0 })
 	p := evr.ofType("sink.paused")

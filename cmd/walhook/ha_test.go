@@ -229,7 +229,7 @@ func TestHAKill(t *testing.T) {
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
 	checkActive(t, b, a.d.cmd.Process.Pid)
@@ -470,7 +470,7 @@ func testPartition(t *testing.T, sourceToo bool) {
 		source = viaProxy
 	}
 	a := startHA(t, "a", source, viaProxy, slot, rcv.url)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
 
@@ -529,7 +529,7 @@ func TestHAHandover(t *testing.T) {
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
 	w := startInserter(t, dsn, "t", 1, 2*time.Millisecond)
@@ -562,7 +562,7 @@ func TestHABackfill(t *testing.T) {
 	exec1(t, connect(t, dsn), fmt.Sprintf("INSERT INTO t SELECT generate_series(1, %d)", n))
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
 	if code, body := b.do(t, "POST", "/api/v1/sinks/s/backfills", `{"tables":["public.t"]}`); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "standby") {

@@ -208,7 +208,7 @@ func TestHAPauseSurvivesTakeover(t *testing.T) {
 	dsn, slot := haSetup(t)
 	rcv := newHAReceiver(t)
 	a := startHA(t, "a", dsn, dsn, slot, rcv.url)
-	a.waitRole(t, "active", 30*time.Second)
+	a.waitRole(t, "active", 90*time.Second)
 	b := startHA(t, "b", dsn, dsn, slot, rcv.url)
 	b.waitRole(t, "standby", 30*time.Second)
 	conn := connect(t, dsn)

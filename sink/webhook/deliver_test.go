@@ -369,7 +369,7 @@ func TestHangingReceiverIsAFailedAttempt(t *testing.T) {
 	waitFor(t, "1 ack", func() bool { return a.count() == 1 })
 	wantAcks(t, &a, m)
 	hits := rc.list()
-	if len(hits) != 2 {
+	if len(hits) < 2 {
 		t.Fatalf("got %d requests, want 2", len(hits))
 	}
 	// The receiver stamps a request when its handler runs, which a loaded
@@ -378,8 +378,10 @@ func TestHangingReceiverIsAFailedAttempt(t *testing.T) {
 	if gap, lateBy := hits[1].at.Sub(hits[0].at), late(); gap < cfg.Timeout-lateBy {
 		t.Errorf("second attempt came %s after the first, want the timeout (%s) or more (less %v of lateness)", gap, cfg.Timeout, lateBy)
 	}
-	if st := s.Stats(); st.FailedAttempts != 1 {
-		t.Errorf("got %d failed attempts, want 1", st.FailedAttempts)
+	// The second attempt is answered at once, but on a loaded machine
+	// not always within 100 ms: then it failed too, and a third went.
+	if st := s.Stats(); st.FailedAttempts != uint64(len(hits)-1) {
+		t.Errorf("got %d failed attempts for %d requests, want all but the last", st.FailedAttempts, len(hits))
 	}
 }
 
