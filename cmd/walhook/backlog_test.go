@@ -98,7 +98,8 @@ func TestOneSinkDownOthersGoOn(t *testing.T) {
 		return len(m) > 0 && string(m[len(m)-1].Record) != "" && rowID(t, m[len(m)-1]) == 0
 	})
 	down.SetFaults(webhooktest.Faults{})
-	got := down.WaitFor(t, 120*time.Second, "the down sink catches up", func(m []webhooktest.Message) bool {
+	// A bound: a loaded full run had 92% of the backlog delivered after 2 minutes.
+	got := down.WaitFor(t, 5*time.Minute, "the down sink catches up", func(m []webhooktest.Message) bool {
 		return len(firstDeliveries(m)) >= wantMsgs+1
 	})
 	checkRowOrder(t, got)
