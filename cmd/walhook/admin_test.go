@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/internal/pgtest"
-	"github.com/walhook/walhook/internal/proctest"
 	"github.com/walhook/walhook/internal/webhooktest"
 	"github.com/walhook/walhook/server"
 )
@@ -23,11 +23,13 @@ const testToken = "t0ken-for-the-admin-api"
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	port, err := proctest.FreePort()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", port)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
 
 // adminGet does a GET on the admin server, with the token unless it is "".

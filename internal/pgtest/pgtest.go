@@ -42,6 +42,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -52,8 +53,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/walhook/walhook/internal/proctest"
 )
 
 // Options configure a cluster started by [Start]. The zero value is a
@@ -259,9 +258,15 @@ func (s *Server) initdb() error {
 	return nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago,
-// below the ephemeral range (see proctest.FreePort).
-func freePort() (int, error) { return proctest.FreePort() }
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
 
 // pgCtlStart starts the cluster and waits until it is ready. The caller
 // holds s.mu.

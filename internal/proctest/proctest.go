@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -147,20 +146,8 @@ func (p *Process) start() error {
 	return nil
 }
 
-// FreePort returns a loopback port nothing listens on now. It is taken
-// below Linux's ephemeral range (32768-60999), from which port 0 would
-// give one: a port from that range, free a moment ago, may be the local
-// end of a connection the next moment, and a full parallel run makes
-// thousands (a test's walhook once found its admin port taken so).
+// FreePort returns a loopback port nothing listens on now.
 func FreePort() (int, error) {
-	for range 100 {
-		port := lowPorts + rand.IntN(lowPortsN)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return port, nil
-		}
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
@@ -168,9 +155,6 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-
-// The ports FreePort picks from: [lowPorts, lowPorts+lowPortsN).
-const lowPorts, lowPortsN = 20000, 12000
 
 func lookPath(program string) (string, error) {
 	if path, err := exec.LookPath(program); err == nil {
