@@ -50,7 +50,7 @@ func newBrowser(t *testing.T, mapTo127 ...string) context.Context {
 	)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute) // a bound: a loaded full run needed more than 90 s
 	t.Cleanup(func() {
 		cancelTimeout()
 		cancel()
