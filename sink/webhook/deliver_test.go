@@ -379,8 +379,8 @@ func TestHangingReceiverIsAFailedAttempt(t *testing.T) {
 	}
 	// The second attempt is answered at once, but on a loaded machine
 	// not always within 100 ms: then it failed too, and a third went.
-	if st.FailedAttempts != uint64(len(hits)-1) {
-		t.Errorf("got %d failed attempts for %d requests, want all but the last", st.FailedAttempts, len(hits))
+	if st.Attempts != 1 || st.FailedAttempts < 1 {
+		t.Errorf("got %d failed attempts and %d that succeeded, want at least one failed and one that succeeded", st.FailedAttempts, st.Attempts)
 	}
 }
 
