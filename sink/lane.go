@@ -215,10 +215,10 @@ func (l *lane) collect(ctx context.Context) bool {
 	for !full {
 		select {
 		case <-l.notify:
-			if full = l.take(); !full && l.changeWaitsNot() {
-				l.flow = flowNone
-				return true
-			}
+			// A batch waiting here holds reads alone, or changes while
+			// changes flow: take ends a batch of reads when a change
+			// comes (the change goes beside it), so none waits here.
+			full = l.take()
 		case <-l.timer.C:
 			l.flow = flowNone
 			return true
