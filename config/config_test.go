@@ -91,7 +91,7 @@ func TestParseFull(t *testing.T) {
 	want := &Config{
 		Path: path,
 		Source: Source{
-			URL:            "postgres://walhook:hunter2-pg@localhost:5432/app",
+			URL:            "postgres://walhook:hunter2-pg@localhost:5432/app?connect_timeout=45",
 			Slot:           "walhook_app",
 			Publication:    "walhook_app",
 			Tables:         []Table{orders, {Schema: "public", Name: "customers"}, {Schema: "Sales", Name: "Order Items"}},
@@ -174,7 +174,7 @@ func TestParseDefaults(t *testing.T) {
 	want := &Config{
 		Path: path,
 		Source: Source{
-			URL:            "postgres://localhost/app",
+			URL:            "postgres://localhost/app?connect_timeout=30",
 			Slot:           "walhook",
 			Publication:    "walhook",
 			ReceiveTimeout: 30 * time.Second,
@@ -212,6 +212,18 @@ func TestParseSpecialValues(t *testing.T) {
 		yaml  string
 		check func(*Config) (got, want any)
 	}{
+		{
+			name: "connect_timeout is receive_timeout in whole seconds, rounded up, on both URLs",
+			yaml: "source: {url: 'postgres://localhost/app?sslmode=disable', primary_url: postgres://p/app, receive_timeout: 2500ms}\nsinks: [{name: a, url: http://localhost/}]\n",
+			check: func(c *Config) (any, any) {
+				return [2]string{c.Source.URL, c.Source.PrimaryURL}, [2]string{"postgres://localhost/app?sslmode=disable&connect_timeout=3", "postgres://p/app?connect_timeout=3"}
+			},
+		},
+		{
+			name:  "a connect_timeout in the URL is kept",
+			yaml:  "source: {url: 'postgres://localhost/app?connect_timeout=0'}\nsinks: [{name: a, url: http://localhost/}]\n",
+			check: func(c *Config) (any, any) { return c.Source.URL, "postgres://localhost/app?connect_timeout=0" },
+		},
 		{
 			name:  "star means every table",
 			yaml:  "source: {url: postgres://localhost/app, tables: ['*']}\nsinks: [{name: a, url: http://localhost/}]\n",
@@ -440,7 +452,7 @@ sinks:
 		name      string
 		got, want any
 	}{
-		{"source.url", c.Source.URL, "postgres://walhook:hunter2-pg@localhost:5432/app"},
+		{"source.url", c.Source.URL, "postgres://walhook:hunter2-pg@localhost:5432/app?connect_timeout=30"},
 		{"name", s.Name, "orders"},
 		{"batch_size", s.BatchSize, 25},
 		{"timeout", s.Timeout, 7 * time.Second},

@@ -83,6 +83,8 @@ func (d *decoder) source(v value) Source {
 	if v := o.field("primary_url"); v.present() {
 		s.PrimaryURL = d.postgresURL(v)
 	}
+	s.URL = withConnectTimeout(s.URL, s.ReceiveTimeout)
+	s.PrimaryURL = withConnectTimeout(s.PrimaryURL, s.ReceiveTimeout)
 	s.Columns = d.sourceColumns(o.field("columns"), s.Tables)
 	// Slot names are restricted by PostgreSQL; the publication is held to
 	// the same rule so it never needs quoting or case care.
@@ -108,6 +110,29 @@ func (d *decoder) postgresURL(v value) string {
 	d.check(v, err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql"),
 		"not a valid postgres:// or postgresql:// URL; write postgres://user:password@host:5432/dbname, percent-encoding special characters")
 	return s
+}
+
+// withConnectTimeout returns the PostgreSQL URL raw with connect_timeout
+// set to d (whole seconds, rounded up) unless raw sets one. Without it a
+// connection to a server that accepts and then never answers (a hung
+// server, a path blackholed after the handshake) waits forever, and
+// walhook with it: every connection to the source gives up in
+// receive_timeout, as a silent replication connection does, and is tried
+// again with backoff. raw is returned as it is when it is empty or not a
+// URL (the error is reported elsewhere).
+func withConnectTimeout(raw string, d time.Duration) string {
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil {
+		return raw
+	}
+	if u.Query().Has("connect_timeout") {
+		return raw
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&"
+	}
+	u.RawQuery += "connect_timeout=" + strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+	return u.String()
 }
 
 // isSlotName reports whether s is a valid replication slot name:

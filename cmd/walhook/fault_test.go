@@ -755,6 +755,68 @@ func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
 	stop(d)
 }
 
+// TestFaultSilentServer: a server that accepts connections and then never
+// answers (a hung PostgreSQL, or a path blackholed after the handshake) is
+// given up on after source.receive_timeout and tried again with backoff,
+// at the first start and at a reconnect, like one that refuses: walhook
+// must never wait on it forever. Once it answers, walhook streams and
+// delivers what was committed meanwhile.
+func TestFaultSilentServer(t *testing.T) {
+	t.Parallel()
+	const receiveTimeout = 5 * time.Second // writeConfig's source.receive_timeout
+	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
+	conn := connect(t, srv.DSN("postgres"))
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	proxy := startBlackhole(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	proxy.Silence(true)
+	rcv := webhooktest.New(t, "")
+	cfg := writeConfig(t, t.TempDir(), proxy.DSN(t, srv.DSN("postgres")), "fault_hung", "", sinkConf{Name: "s", URL: rcv.URL})
+	d := startWalhook(t, "run", "--config", cfg)
+	connection := func(c proxyConn) bool { return c.Kind == "startup" || c.Kind == "replication" }
+	// tries waits for n more of walhook's connections after the first
+	// seen the proxy saw.
+	tries := func(seen, n int) {
+		t.Helper()
+		waitConns(t, proxy, d, "tries at the silent server", seen+n, connection, 4*receiveTimeout+30*time.Second)
+	}
+	// The first try is silent: a second one comes only if walhook gave up
+	// on it.
+	tries(0, 2)
+	const retrying = `msg="cannot reach PostgreSQL; retrying"`
+	if line := firstLine(waitOutput(t, d, retrying, 1, 30*time.Second), retrying); !strings.Contains(line, "timeout") {
+		t.Errorf("the retry log line does not say the server did not answer in time: %s", line)
+	}
+	proxy.Silence(false)
+	first := waitActive(t, conn, "fault_hung", 0, d, 60*time.Second)
+	exec1(t, conn, `INSERT INTO t VALUES (1)`)
+	rcv.WaitCount(t, 1, 30*time.Second)
+
+	// Now the stream's connection goes quiet and so does every new one.
+	proxy.Silence(true)
+	seen := 0
+	for _, c := range proxy.Conns() {
+		if connection(c) {
+			seen++
+		}
+	}
+	proxy.Freeze()
+	exec1(t, conn, `INSERT INTO t VALUES (2)`)
+	tries(seen, 2)
+	if !d.running() {
+		t.Fatalf("walhook exited instead of trying again; output:\n%s", d.out.String())
+	}
+	proxy.Silence(false)
+	rcv.WaitFor(t, 60*time.Second, "row 2 once the server answers", func(m []webhooktest.Message) bool {
+		return len(m) > 0 && string(m[len(m)-1].Record) == `{"id":2}`
+	})
+	if second := readSlot(t, conn, "fault_hung").activePID; second == first || second == 0 {
+		t.Fatalf("slot held by PID %d after the reconnect, want a new walsender (the first was %d)", second, first)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("walhook exited %d, want 0", code)
+	}
+}
+
 // TestFaultSilentConnection: a replication connection that goes silent
 // without TCP saying so (a blackholed network) is declared dead after
 // source.receive_timeout; walhook reconnects in the same process and what

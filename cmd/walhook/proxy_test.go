@@ -20,7 +20,9 @@ import (
 // either direction but stay open, as behind a dead router or a frozen NAT,
 // so neither end hears a reset or a FIN. Connections made after Freeze work
 // normally. While the server is down, each connection is answered with a
-// reset.
+// reset. While Silence is on, it stands for a server that accepts
+// connections and never answers: it takes each client's first packet and
+// sends nothing back, ever.
 type blackhole struct {
 	ln     net.Listener
 	target string
@@ -28,6 +30,7 @@ type blackhole struct {
 	mu     sync.Mutex
 	pairs  []*proxyPair
 	closed bool
+	silent bool
 }
 
 type proxyPair struct {
@@ -122,7 +125,14 @@ func (b *blackhole) carry(p *proxyPair) {
 	}
 	b.mu.Lock()
 	p.kind = packetKind(first)
+	silent := b.silent
 	b.mu.Unlock()
+	if silent {
+		// Hold the connection open until the client gives up on it.
+		_, _ = io.Copy(io.Discard, p.client)
+		p.client.Close()
+		return
+	}
 	server, err := net.Dial("tcp", b.target)
 	if err != nil {
 		// The server is down: a reset is as close to a refused
@@ -232,6 +242,14 @@ func (b *blackhole) Freeze() {
 	for _, p := range b.pairs {
 		p.freeze.Do(func() { close(p.frozen) })
 	}
+}
+
+// Silence makes the connections accepted from now on silent (on) or
+// carried (off); those already accepted stay as they are.
+func (b *blackhole) Silence(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.silent = on
 }
 
 func (b *blackhole) close() {
