@@ -120,10 +120,73 @@ func startWalhook(t *testing.T, args ...string) *daemon {
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("walhook %s output:\n%s", strings.Join(args, " "), d.out.String())
+			log, dump := splitDump(d.out.String())
+			if dump != "" {
+				t.Logf("walhook %s goroutines at SIGQUIT, grouped, walhook's frames only:\n%s", strings.Join(args, " "), dump)
+			}
+			t.Logf("walhook %s output:\n%s", strings.Join(args, " "), log)
 		}
 	})
 	return d
+}
+
+// splitDump parses the runtime's goroutine dump at the end of out, if
+// there is one, into the output before it and the dump in short: one line
+// per distinct stack holding a frame of walhook's, with how many
+// goroutines share it: the innermost call outside the runtime, then
+// walhook's frames. A CI log keeps only part of a
+// failure's output; the whole dump of a wedged walhook does not fit in it,
+// and its first goroutines are the runtime's own.
+func splitDump(out string) (log, dump string) {
+	at := strings.Index(out, "SIGQUIT: quit")
+	if at < 0 {
+		return out, ""
+	}
+	log = out[:at]
+	var order []string
+	count := map[string]int{}
+	for _, g := range strings.Split(out[at:], "\n\n") {
+		lines := strings.Split(strings.TrimSpace(g), "\n")
+		if len(lines) < 2 || !strings.HasPrefix(lines[0], "goroutine ") {
+			continue
+		}
+		state := lines[0]
+		if i := strings.Index(state, "["); i >= 0 {
+			state = state[i:]
+		}
+		var frames []string
+		ours := false
+		for _, l := range lines[1:] {
+			if strings.HasPrefix(l, "\t") || strings.HasPrefix(l, "created by ") {
+				continue
+			}
+			fn := l
+			if i := strings.LastIndex(fn, "("); i > 0 {
+				fn = fn[:i]
+			}
+			switch {
+			case strings.Contains(fn, "walhook/walhook"):
+				ours = true
+				fn = strings.TrimPrefix(fn, "github.com/walhook/walhook/")
+			case len(frames) > 0 || strings.HasPrefix(fn, "runtime.") || strings.HasPrefix(fn, "internal/"):
+				continue // the innermost call outside the runtime, then walhook's own frames
+			}
+			frames = append(frames, fn)
+		}
+		if !ours {
+			continue
+		}
+		sig := state + " " + strings.Join(frames, " < ")
+		if count[sig] == 0 {
+			order = append(order, sig)
+		}
+		count[sig]++
+	}
+	var b strings.Builder
+	for _, sig := range order {
+		fmt.Fprintf(&b, "%d× %s\n", count[sig], sig)
+	}
+	return log, b.String()
 }
 
 // stop sends sig and waits for the exit code.
