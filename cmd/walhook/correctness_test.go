@@ -271,6 +271,7 @@ func TestStuckHeadWindow(t *testing.T) {
 	// what is delivered twice is at most the window.
 	d.kill(t)
 	rcv.SetFaults(webhooktest.Faults{})
+	restarted := time.Now()
 	d = startWalhook(t, "run", "--config", cfg)
 	ids := make([]int, rows)
 	for i := range ids {
@@ -279,10 +280,20 @@ func TestStuckHeadWindow(t *testing.T) {
 	// A bound, not a speed: 200k rows take a race-built walhook a minute
 	// or more on 2 cores shared with the rest of the suite.
 	tally := waitIDs(t, rcv, "t", ids, 5*time.Minute)
-	if dups := tally.duplicates(); dups > window {
-		t.Errorf("%d messages delivered twice after the restart, want at most the window of %d", dups, window)
+	// What the restart redelivered is every duplicate less those of a
+	// batch accepted again after the restart: a request that outlived
+	// the sink's timeout on a loaded machine is retried, with its batch
+	// id, which is at-least-once doing its job, not the window's bound.
+	retried := 0
+	for _, reqs := range acceptedSince(rcv.Requests(), restarted) {
+		for _, r := range reqs[1:] {
+			retried += r.Messages
+		}
+	}
+	if dups := tally.duplicates() - retried; dups > window {
+		t.Errorf("%d messages delivered twice after the restart (and %d more by retries of timed-out requests), want at most the window of %d", dups, retried, window)
 	} else {
-		t.Logf("%d messages delivered twice after the restart", dups)
+		t.Logf("%d messages delivered twice after the restart, %d more by retries of timed-out requests", dups, retried)
 	}
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Errorf("walhook exited %d after SIGTERM, want 0", code)
