@@ -391,3 +391,56 @@ func TestSinkAddedAgainDropsItsBacklog(t *testing.T) {
 		t.Fatalf("sink c added again delivered %d messages, want only the new one", got)
 	}
 }
+
+// slowStop is a delivery engine that takes until its gate opens to stop,
+// as a pipeline does while an attempt it abandons unwinds.
+type slowStop struct {
+	*fakeDest
+	gate    chan struct{}
+	stopped chan struct{}
+}
+
+func (d *slowStop) Run(ctx context.Context) error {
+	err := d.fakeDest.Run(ctx)
+	<-d.gate
+	close(d.stopped)
+	return err
+}
+
+// TestRemoveSinkWaitsForItsDelivery: RemoveSink returns only once the
+// sink's delivery engine has stopped, so that a sink added again under
+// the same name never sends beside what the removed one still has on its
+// way (the receiver would get a row's older change after a newer one).
+func TestRemoveSinkWaitsForItsDelivery(t *testing.T) {
+	h := newControlHarness(t, Options{})
+	h.relay.Add(h.sink("a", true, 5, false))
+	c := h.sink("c", true, 5, false)
+	slow := &slowStop{fakeDest: c.Delivery.(*fakeDest), gate: make(chan struct{}), stopped: make(chan struct{})}
+	c.Delivery = slow
+	h.relay.Add(c)
+	h.run()
+	<-h.send(3)
+	h.waitDelivered("c", 3, 5*time.Second)
+
+	removed := make(chan error, 1)
+	go func() { removed <- h.relay.RemoveSink(context.Background(), "c") }()
+	select {
+	case err := <-removed:
+		t.Fatalf("RemoveSink returned (%v) while the sink's delivery engine was still stopping", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(slow.gate)
+	select {
+	case err := <-removed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RemoveSink did not return after the delivery engine stopped")
+	}
+	select {
+	case <-slow.stopped:
+	default:
+		t.Fatal("RemoveSink returned before the delivery engine's Run did")
+	}
+}

@@ -28,7 +28,12 @@ func (r *Relay) runnerList() []*runner {
 func (live *liveRun) launch(rn *runner) {
 	pctx, stopDelivery := context.WithCancel(live.sinkCtx)
 	rn.stopDelivery = stopDelivery
-	live.sinks.Go(func() error { return rn.Delivery.Run(pctx) })
+	delivered := make(chan struct{})
+	rn.delivered = delivered
+	live.sinks.Go(func() error {
+		defer close(delivered)
+		return rn.Delivery.Run(pctx)
+	})
 	rctx, stopRun := context.WithCancel(live.dispatchCtx)
 	rn.stopRun = stopRun
 	live.runners.Go(func() error {
@@ -127,10 +132,13 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 }
 
 // RemoveSink stops a sink: it gets nothing more, what it has in flight is
-// abandoned, and it no longer holds the slot. Its cursor and backlog stay
-// in the state store for Options.KeepRemoved, its dead letters until
-// dropped. It never waits for the stream: the dispatcher skips a runner
-// that stopped.
+// abandoned, and it no longer holds the slot. It returns once the sink's
+// delivery engine has stopped, so that nothing it sends can follow what a
+// sink added again under its name sends (a request cut off mid-flight may
+// still have reached the receiver; its answer is never waited for). Its
+// cursor and backlog stay in the state store for Options.KeepRemoved, its
+// dead letters until dropped. It never waits for the stream: the
+// dispatcher skips a runner that stopped.
 func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	r.ctlMu.Lock()
 	defer r.ctlMu.Unlock()
@@ -164,6 +172,11 @@ func (r *Relay) RemoveSink(ctx context.Context, name string) error {
 	}
 	if rn.stopDelivery != nil {
 		rn.stopDelivery()
+		select {
+		case <-rn.delivered:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if r.opts.Budget != nil && rn.taker != nil {
 		r.opts.Budget.Remove(rn.taker)

@@ -110,9 +110,11 @@ type runner struct {
 	ctl    chan func()
 	exited chan struct{}
 	// stopDelivery ends the delivery engine's Run (a hard stop), and
-	// stopRun the runner's, for a sink removed while walhook runs.
+	// stopRun the runner's, for a sink removed while walhook runs;
+	// delivered is closed when the engine's Run returned.
 	stopDelivery context.CancelFunc
 	stopRun      context.CancelFunc
+	delivered    chan struct{}
 
 	// mode is the runner's state (see runnerMode); the backlog state
 	// below, like mode, is owned by the runner's goroutine.

@@ -74,7 +74,7 @@ type Receiver struct {
 	cond      *sync.Cond
 	faults    Faults
 	rng       *rand.Rand
-	accepted  []Message // in the order their requests were answered 200
+	accepted  []Message // in the order their requests were answered 200, while the client still waited
 	requests  int
 	failures  int
 	badSigs   []string
@@ -213,6 +213,14 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.mu.Lock()
+	if req.Context().Err() != nil {
+		// The client gave up on the request (its timeout, or a sink
+		// stopped mid-flight): it never hears of this answer, so the
+		// messages do not count as accepted. A real receiver might keep
+		// them; walhook sends them again, or (a removed sink) not at all.
+		r.mu.Unlock()
+		return
+	}
 	r.accepted = append(r.accepted, msgs...)
 	r.headers = append(r.headers, req.Header.Clone())
 	r.log = append(r.log, Request{Time: arrived, ID: id, Status: http.StatusOK, Messages: len(msgs)})
