@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,21 +13,21 @@ import (
 	"time"
 
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/testport"
 	"github.com/walhook/walhook/internal/webhooktest"
 	"github.com/walhook/walhook/server"
 )
 
 const testToken = "t0ken-for-the-admin-api"
 
-// freeAddr returns a loopback address nothing listens on.
+// freeAddr returns a loopback address nothing listens on, which no other
+// test's server takes before walhook binds it (see testport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 

@@ -42,7 +42,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -53,6 +52,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walhook/walhook/internal/testport"
 )
 
 // Options configure a cluster started by [Start]. The zero value is a
@@ -258,15 +258,10 @@ func (s *Server) initdb() error {
 	return nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// stays the server's while the test process lives: Start after Stop finds
+// it free again (see testport).
+func freePort() (int, error) { return testport.Reserve() }
 
 // pgCtlStart starts the cluster and waits until it is ready. The caller
 // holds s.mu.

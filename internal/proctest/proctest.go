@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/walhook/walhook/internal/testport"
 )
 
 // Spec says how to run one server.
@@ -146,15 +148,9 @@ func (p *Process) start() error {
 	return nil
 }
 
-// FreePort returns a loopback port nothing listens on now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a loopback port nothing listens on now, which stays
+// this process's for a restart on the same port (see testport).
+func FreePort() (int, error) { return testport.Reserve() }
 
 func lookPath(program string) (string, error) {
 	if path, err := exec.LookPath(program); err == nil {
