@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -93,23 +92,6 @@ func New(t testing.TB, secret string) *Receiver {
 	r := &Receiver{Secret: secret, rng: rand.New(rand.NewSource(time.Now().UnixNano()))}
 	r.cond = sync.NewCond(&r.mu)
 	r.srv = httptest.NewServer(r)
-	r.URL = r.srv.URL + "/hooks"
-	t.Cleanup(r.Close)
-	return r
-}
-
-// NewOn starts a receiver on a given loopback address (for a restart on the
-// same port).
-func NewOn(t testing.TB, addr, secret string) *Receiver {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
-	}
-	r := &Receiver{Secret: secret, rng: rand.New(rand.NewSource(time.Now().UnixNano()))}
-	r.cond = sync.NewCond(&r.mu)
-	r.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
-	r.srv.Start()
 	r.URL = r.srv.URL + "/hooks"
 	t.Cleanup(r.Close)
 	return r
