@@ -334,8 +334,9 @@ func TestTxBatchLarge(t *testing.T) {
 
 	exec1(t, conn, `INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, $1) g`, rows)
 	// A bound, not a speed: 7 s alone, and a full make test once took
-	// over a minute for the 100 parts, one after the other.
-	reqs := rcv.waitFor(t, 3*time.Minute, "the last part", func(reqs []txRequest) bool {
+	// over a minute for the 100 parts, one after the other, another more
+	// than 3 minutes (94 parts).
+	reqs := rcv.waitFor(t, 6*time.Minute, "the last part", func(reqs []txRequest) bool {
 		return len(reqs) > 0 && reqs[len(reqs)-1].tx != nil && reqs[len(reqs)-1].tx.Last
 	})
 	peak := procStatusKB(t, d.cmd.Process.Pid, "VmHWM")
