@@ -160,8 +160,11 @@ func TestHASourceLost(t *testing.T) {
 	cut := time.Now()
 	proxy.Cut()
 	// receive_timeout to give the stream up, receive_timeout more to give
-	// the lease up, then b's poll (1 s) and setup.
-	const bound = 2*5*time.Second + 5*time.Second
+	// the lease up, then b's poll (1 s) and setup: 10 s for these, since
+	// b's setup (ending a's cut-off walsender, connecting) took 3.5 s in a
+	// loaded run. An active that did not watch its source would keep the
+	// lease for ever.
+	const bound = 2*5*time.Second + 10*time.Second
 	waitUntil(t, bound+10*time.Second, "b delivers", func() bool { _, _, n := rcv.span("b"); return n > 0 })
 	firstB, _, _ := rcv.span("b")
 	t.Logf("takeover: b's first request %v after a lost its source", firstB.Sub(cut).Round(time.Millisecond))
