@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/cursor"
 	"golang.org/x/sync/errgroup"
 )
@@ -62,8 +61,7 @@ func (r *Relay) join(rn *runner) {
 // AddSink adds a sink. Before Run started, the sink starts with the others.
 // While the relay runs, it starts at the current position: it gets what
 // the stream sends from now on, not what it sent before, and its cursor
-// starts there; never below the cursor a sink of its name left (see
-// keptCursor). The sink's delivery engine must be built with the relay's
+// starts there. The sink's delivery engine must be built with the relay's
 // Acker and DeadLetterer for its name. It never waits for the stream.
 func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	r.ctlMu.Lock()
@@ -72,10 +70,6 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		return fmt.Errorf("sink %q already exists", s.Name)
 	}
 	rn := r.runner(s.Name) // the Acker built with the engine refers to this runner
-	kept, err := r.keptCursor(ctx, s.Name)
-	if err != nil {
-		return fmt.Errorf("sink %q not added: %w", s.Name, err)
-	}
 	r.mu.Lock()
 	started, live := r.started, r.live
 	if !started {
@@ -88,7 +82,7 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		r.mu.Unlock()
 		return fmt.Errorf("sink %q not added: walhook is stopping", s.Name)
 	}
-	from := later(r.lastDispatched, kept)
+	from := r.lastDispatched
 	r.mu.Unlock()
 	rn.Sink = s
 	rn.cursors = live.cursors
@@ -115,7 +109,7 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	}
 	r.join(rn)
 	r.mu.Lock()
-	at := later(r.lastDispatched, kept) // the stream went on meanwhile: the sink starts here
+	at := r.lastDispatched // the stream went on meanwhile: the sink starts here
 	rn.tracker = live.cursors.Add(s.Name, at)
 	if rn.Transactions {
 		rn.tracker.WholeTransactions()
@@ -135,28 +129,6 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	live.launch(rn)
 	r.log.Info("sink added; it starts at the current position", "sink", s.Name, "position", at.String())
 	return nil
-}
-
-// keptCursor is what the stored cursor of a sink named name acknowledged
-// (zero if there is none): a sink removed earlier leaves it. After a
-// restart the stream starts again at the slot's flush LSN, which other
-// sinks may hold below it; a sink added again starts no lower, so that
-// what it acknowledged does not come again and the changes it missed
-// while it was removed do not arrive after newer ones it already got.
-func (r *Relay) keptCursor(ctx context.Context, name string) (change.Position, error) {
-	cursors, err := r.store.Cursors(ctx)
-	if err != nil {
-		return change.Position{}, fmt.Errorf("read its kept cursor: %w", err)
-	}
-	return cursors[name].Acked, nil
-}
-
-// later returns the higher of two positions.
-func later(a, b change.Position) change.Position {
-	if a.Less(b) {
-		return b
-	}
-	return a
 }
 
 // RemoveSink stops a sink: it gets nothing more, what it has in flight is
