@@ -569,3 +569,14 @@ func isWalsender(t *testing.T, conn *pgx.Conn, pid int) bool {
 	}
 	return ok
 }
+
+// startBehindProxy starts a server of its own (a 2 s wal_sender_timeout
+// frees the slot from a walsender cut off by the proxy) with a table t (id
+// int primary key), and the test proxy in front of it.
+func startBehindProxy(t *testing.T) (*pgtest.Server, *pgx.Conn, *blackhole) {
+	t.Helper()
+	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
+	conn := connect(t, srv.DSN("postgres"))
+	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	return srv, conn, startBlackhole(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+}

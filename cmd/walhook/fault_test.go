@@ -764,10 +764,7 @@ func TestFaultGracefulShutdownUnderLoad(t *testing.T) {
 func TestFaultSilentServer(t *testing.T) {
 	t.Parallel()
 	const receiveTimeout = 5 * time.Second // writeConfig's source.receive_timeout
-	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
-	conn := connect(t, srv.DSN("postgres"))
-	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
-	proxy := startBlackhole(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	srv, conn, proxy := startBehindProxy(t)
 	proxy.Silence(true)
 	rcv := webhooktest.New(t, "")
 	cfg := writeConfig(t, t.TempDir(), proxy.DSN(t, srv.DSN("postgres")), "fault_hung", "", sinkConf{Name: "s", URL: rcv.URL})
@@ -825,10 +822,7 @@ func TestFaultSilentServer(t *testing.T) {
 func TestFaultSilentConnection(t *testing.T) {
 	t.Parallel()
 	const receiveTimeout = 5 * time.Second // writeConfig's source.receive_timeout
-	srv := startServer(t, pgtest.Options{WALSenderTimeout: 2 * time.Second})
-	conn := connect(t, srv.DSN("postgres"))
-	exec1(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
-	proxy := startBlackhole(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	srv, conn, proxy := startBehindProxy(t)
 
 	rcv := webhooktest.New(t, "")
 	cfg := writeConfig(t, t.TempDir(), proxy.DSN(t, srv.DSN("postgres")), "fault_silent", "", sinkConf{Name: "s", URL: rcv.URL})
