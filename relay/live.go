@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/walhook/walhook/change"
 	"github.com/walhook/walhook/cursor"
 	"golang.org/x/sync/errgroup"
 )
@@ -61,7 +62,8 @@ func (r *Relay) join(rn *runner) {
 // AddSink adds a sink. Before Run started, the sink starts with the others.
 // While the relay runs, it starts at the current position: it gets what
 // the stream sends from now on, not what it sent before, and its cursor
-// starts there. The sink's delivery engine must be built with the relay's
+// starts there; never below the cursor a sink of its name left (see
+// keptCursor). The sink's delivery engine must be built with the relay's
 // Acker and DeadLetterer for its name. It never waits for the stream.
 func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	r.ctlMu.Lock()
@@ -70,6 +72,10 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 		return fmt.Errorf("sink %q already exists", s.Name)
 	}
 	rn := r.runner(s.Name) // the Acker built with the engine refers to this runner
+	kept, err := r.keptCursor(ctx, s.Name)
+	if err != nil {
+		return fmt.Errorf("sink %q not added: %w", s.Name, err)
+	}
 	r.mu.Lock()
 	started, live := r.started, r.live
 	if !started {
@@ -117,6 +123,9 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	if rn.dispatched.Less(at) {
 		rn.dispatched = at
 	}
+	if rn.dispatched.Less(kept) {
+		rn.dispatched = kept // taken by the sink's earlier life: skipped, not tracked
+	}
 	if rn.mode == modeLive {
 		rn.feedPos = rn.dispatched
 	}
@@ -127,8 +136,27 @@ func (r *Relay) AddSink(ctx context.Context, s Sink) error {
 	r.total.Add(1)
 	r.wake.poke()
 	live.launch(rn)
+	if at.Less(kept) {
+		r.log.Info("sink added; it starts at the current position, after what its earlier cursor acknowledged",
+			"sink", s.Name, "position", at.String(), "cursor", kept.String())
+		return nil
+	}
 	r.log.Info("sink added; it starts at the current position", "sink", s.Name, "position", at.String())
 	return nil
+}
+
+// keptCursor is what the stored cursor of a sink named name acknowledged
+// (zero if there is none): a sink removed earlier leaves it. After a
+// restart the stream starts again at the slot's flush LSN, which other
+// sinks may hold below it; a sink added again skips up to it, so that
+// what it acknowledged does not come again and the changes it missed
+// while it was removed do not arrive after newer ones it already got.
+func (r *Relay) keptCursor(ctx context.Context, name string) (change.Position, error) {
+	cursors, err := r.store.Cursors(ctx)
+	if err != nil {
+		return change.Position{}, fmt.Errorf("read its kept cursor: %w", err)
+	}
+	return cursors[name].Acked, nil
 }
 
 // RemoveSink stops a sink: it gets nothing more, what it has in flight is
