@@ -178,6 +178,19 @@ func (h *controlHarness) run() {
 	})
 }
 
+// restart ends the run and makes a new relay over the same store, whose
+// stream has sent nothing yet; the caller adds its sinks and runs it.
+func (h *controlHarness) restart() {
+	h.t.Helper()
+	h.stop()
+	if err := <-h.done; err != nil {
+		h.t.Fatal(err)
+	}
+	h.src = &chanSource{events: make(chan []replication.Event)}
+	h.relay = New(h.src, "slot", h.store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
+	h.done = make(chan error, 1)
+}
+
 // send streams n one-row transactions in the background, and returns a
 // channel closed once the relay took them all.
 func (h *controlHarness) send(n int) <-chan struct{} {
@@ -377,15 +390,7 @@ func TestSinkAddedAgainDropsItsBacklog(t *testing.T) {
 	if err := h.relay.RemoveSink(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}
-	h.stop()
-	if err := <-h.done; err != nil {
-		t.Fatal(err)
-	}
-
-	// A new run over the same store; its stream has sent nothing yet.
-	h.src = &chanSource{events: make(chan []replication.Event)}
-	h.relay = New(h.src, "slot", h.store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
-	h.done = make(chan error, 1)
+	h.restart() // its stream has sent nothing yet
 	h.relay.Add(h.sink("a", true, 5, true))
 	h.run()
 	waitFor(t, "the relay to run", func() bool { return h.relay.Status().Running })
@@ -475,16 +480,9 @@ func TestSinkAddedAgainAfterRestartSkipsWhatItGot(t *testing.T) {
 	if err := h.relay.RemoveSink(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}
-	h.stop()
-	if err := <-h.done; err != nil {
-		t.Fatal(err)
-	}
-
 	// A new run over the same store: the stream sends the same changes
 	// again, since sink a never acknowledged them, then two new ones.
-	h.src = &chanSource{events: make(chan []replication.Event)}
-	h.relay = New(h.src, "slot", h.store, Options{PersistInterval: 5 * time.Millisecond, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
-	h.done = make(chan error, 1)
+	h.restart()
 	h.relay.Add(h.sink("a", true, 20, false))
 	h.run()
 	waitFor(t, "the relay to run", func() bool { return h.relay.Status().Running })
