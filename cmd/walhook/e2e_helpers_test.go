@@ -28,6 +28,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	// make test's version matrix builds walhook once for every version's
+	// run (WALHOOK_TEST_NORACE says it has no race detector).
+	if bin := os.Getenv("WALHOOK_TEST_BIN"); bin != "" {
+		walhookBin = bin
+		return pgtest.Run(m)
+	}
 	dir, err := os.MkdirTemp("", "walhook-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
