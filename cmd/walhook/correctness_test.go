@@ -175,7 +175,7 @@ func TestGroupByKeepsRowOrder(t *testing.T) {
 		exec1(t, conn, "BEGIN; "+strings.Join(stmts, "; ")+"; COMMIT")
 	}
 	msgs := rcv.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d distinct messages", want), func(m []webhooktest.Message) bool { // a bound: a loaded full run had 849 of 1,195 after a minute
-		return len(firstDeliveries(m)) >= want
+		return len(m) >= want && len(firstDeliveries(m)) >= want // the count first: the scan runs under the receiver's lock
 	})
 	checkRowOrder(t, msgs)
 	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
