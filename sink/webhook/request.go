@@ -78,6 +78,9 @@ const (
 	// maxLoggedResponse is how much of a failed attempt's response body
 	// goes to the log and to StatusError.
 	maxLoggedResponse = 512
+	// inlineBody is the largest body sent as a copy of its own, in the
+	// headers' write: the transport's write buffer is 4 KiB.
+	inlineBody = 4 << 10
 )
 
 // Deliver makes one attempt at POSTing b: its body (built on the first
@@ -109,10 +112,23 @@ func (s *Sink) Deliver(ctx context.Context, b *sink.Batch) error {
 			wire = buf.Bytes()
 		}
 	}
-	body := &attemptBody{buf: wire}
-	defer body.end()
-	req.Body = body.reader()
-	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	if len(wire) <= inlineBody {
+		// net/http writes the headers and a body that fits beside them
+		// in its write buffer in one write (one TCP segment) only when it
+		// knows the body is in memory (a *bytes.Reader); any other body
+		// gets the headers flushed first and a second write, which costs
+		// both ends a syscall and a wakeup per request. A small body is
+		// copied, so the transport may read the copy for as long as it
+		// likes.
+		own := bytes.Clone(wire)
+		req.Body = io.NopCloser(bytes.NewReader(own))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(own)), nil }
+	} else {
+		body := &attemptBody{buf: wire}
+		defer body.end()
+		req.Body = body.reader()
+		req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	}
 	req.ContentLength = int64(len(wire))
 	req.Header = s.header.Clone()
 	if compressed {
