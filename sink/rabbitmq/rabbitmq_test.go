@@ -159,16 +159,33 @@ func TestBrokerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Right after its start a node may not route to a recovered queue
-	// yet (a return): the pipeline retries, and so does the test.
+	// yet (a return): the pipeline retries, and so does the test. Under
+	// load RabbitMQ 3.10 may not route to it at all: a durable queue that
+	// does not start in time at boot is started later without its
+	// bindings (rabbitmq-server issue 1873; seen in a loaded full run,
+	// NO_ROUTE for 15 s). That is the broker's, and the sink's error says
+	// what an operator does then: bind the queue again. The test does so
+	// after 10 s; every message must still arrive, the five the broker
+	// confirmed before the kill among them.
+	restarted := time.Now()
 	var last error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	rebound, tries := false, 0
+	for deadline := restarted.Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		tries++
 		if last = brokertest.Deliver(t, s, msgs[5:]); last == nil {
 			break
 		}
-		t.Logf("Deliver after the restart: %v", last)
+		if tries == 1 {
+			t.Logf("Deliver after the restart: %v", last)
+		}
+		if !rebound && time.Since(restarted) > 10*time.Second && strings.Contains(last.Error(), "unroutable") {
+			t.Logf("no route %v after the restart (%d tries): binding the queue again, as the error asks", time.Since(restarted).Round(time.Millisecond), tries)
+			srv.Declare(t, "ex-restart", "topic", "q-restart", "#")
+			rebound = true
+		}
 	}
 	if last != nil {
-		t.Fatalf("Deliver after the restart: %v", last)
+		t.Fatalf("Deliver after the restart, %d tries: %v", tries, last)
 	}
 	got := srv.Get(t, "q-restart")
 	seen := map[string]bool{}
