@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	// make test's version matrix builds walhook once for every version's
-	// run (WALHOOK_TEST_NORACE says it has no race detector).
+	// run, with the race detector like the suite's own.
 	if bin := os.Getenv("WALHOOK_TEST_BIN"); bin != "" {
 		walhookBin = bin
 		return pgtest.Run(m)
