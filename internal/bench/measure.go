@@ -361,8 +361,15 @@ func latencies(samples []latencySample, from, to time.Time) []time.Duration {
 func (b *bench) memory(ctx context.Context) error {
 	o := b.o
 	const slot, small = "memory", "memory_small_txns"
-	if err := b.db.createSlot(ctx, small); err != nil {
-		return err
+	// pg_recvlogical reads the same two from slots of its own: what the
+	// walsender's decoding of one large transaction costs (it spills it to
+	// disk and sends nothing before the commit) is PostgreSQL's, for any
+	// client.
+	const recvSlot, recvSmall = "memory_recvlogical", "memory_small_txns_recvlogical"
+	for _, s := range []string{small, recvSmall} {
+		if err := b.db.createSlot(ctx, s); err != nil {
+			return err
+		}
 	}
 	rcv, err := newReceiver(o.Receiver == "parse")
 	if err != nil {
@@ -372,11 +379,14 @@ func (b *bench) memory(ctx context.Context) error {
 	smallFirst := b.nextID
 	b.nextID += o.BigRows
 	b.p.printf("memory: writing %s rows in %s-row transactions", count(o.BigRows), count(o.TxnRows))
-	if _, err := b.db.writeBacklog(ctx, smallFirst, o.BigRows, o.TxnRows); err != nil {
+	smallLog, err := b.db.writeBacklog(ctx, smallFirst, o.BigRows, o.TxnRows)
+	if err != nil {
 		return err
 	}
-	if err := b.db.createSlot(ctx, slot); err != nil {
-		return err
+	for _, s := range []string{slot, recvSlot} {
+		if err := b.db.createSlot(ctx, s); err != nil {
+			return err
+		}
 	}
 	first := b.nextID
 	b.nextID += o.BigRows
@@ -386,6 +396,10 @@ func (b *bench) memory(ctx context.Context) error {
 		return fmt.Errorf("write the large transaction: %w", err)
 	}
 	written := time.Since(start)
+	var bigEnd string
+	if err := b.db.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&bigEnd); err != nil {
+		return fmt.Errorf("read wal position: %w", err)
+	}
 	if err := b.db.exec(ctx, `CHECKPOINT`); err != nil {
 		return err
 	}
@@ -405,6 +419,19 @@ func (b *bench) memory(ctx context.Context) error {
 	if err := b.db.dropSlot(ctx, small); err != nil {
 		return err
 	}
+	rb, err := runRecvlogical(ctx, b.db, b.recvlogical, recvSlot, bigEnd, o.Timeout)
+	if err != nil {
+		return fmt.Errorf("memory, pg_recvlogical: %w", err)
+	}
+	rs, err := runRecvlogical(ctx, b.db, b.recvlogical, recvSmall, smallLog.EndLSN, o.Timeout)
+	if err != nil {
+		return fmt.Errorf("memory, pg_recvlogical, %s-row transactions: %w", count(o.TxnRows), err)
+	}
+	for _, s := range []string{recvSlot, recvSmall} {
+		if err := b.db.dropSlot(ctx, s); err != nil {
+			return err
+		}
+	}
 	b.rep.Memory = &Memory{
 		Rows: o.BigRows, WriteSeconds: written.Seconds(), Seconds: w.Seconds,
 		RowsPerSec: float64(o.BigRows) / w.Seconds, PeakRSSMB: float64(w.PeakKB) / 1024, Rest: w.Rest,
@@ -412,10 +439,13 @@ func (b *bench) memory(ctx context.Context) error {
 		FirstSeconds:  w.FirstSeconds, SmallFirstSeconds: ws.FirstSeconds,
 		SmallTxnRows: o.TxnRows, SmallRowsPerSec: float64(o.BigRows) / ws.Seconds,
 		SmallPeakRSSMB: float64(ws.PeakKB) / 1024, SmallCPUPerMillion: ws.CPUSeconds / (float64(o.BigRows) / 1e6),
-		SmallRest: ws.Rest,
+		SmallRest:              ws.Rest,
+		RecvlogicalRowsPerSec:  float64(o.BigRows) / rb.Seconds,
+		RecvlogicalSmallPerSec: float64(o.BigRows) / rs.Seconds,
 	}
 	m := b.rep.Memory
 	m.Ratio = m.RowsPerSec / m.SmallRowsPerSec
+	m.RecvlogicalRatio = m.RecvlogicalRowsPerSec / m.RecvlogicalSmallPerSec
 	b.p.printf("memory: peak RSS %.1f MB; %s rows/s in one transaction, %s in %s-row ones", m.PeakRSSMB,
 		count(int64(m.RowsPerSec)), count(int64(m.SmallRowsPerSec)), count(o.TxnRows))
 	return nil

@@ -195,6 +195,12 @@ type Memory struct {
 	SmallCPUPerMillion float64 `json:"small_txns_walhook_cpu_s_per_million"`
 	SmallRest          float64 `json:"small_txns_rest_cores"`
 	Ratio              float64 `json:"ratio"`
+	// pg_recvlogical's rates for the same large transaction and the same
+	// small ones, from the process start to its exit, and their ratio: the
+	// part of Ratio that is the walsender's.
+	RecvlogicalRowsPerSec  float64 `json:"pg_recvlogical_rows_per_s"`
+	RecvlogicalSmallPerSec float64 `json:"pg_recvlogical_small_txns_rows_per_s"`
+	RecvlogicalRatio       float64 `json:"pg_recvlogical_ratio"`
 }
 
 // The limits the report compares with (issue 22).
@@ -361,6 +367,11 @@ func (r *Report) print(w io.Writer) {
 			fmt.Fprintf(w, "  the same rows in %s-row transactions: %s rows/s, the first row after %.1f s (walhook %.2f CPU s per 1M rows, peak RSS %.1f MB; rest %.2f cores)\n",
 				count(m.SmallTxnRows), count(int64(m.SmallRowsPerSec)), m.SmallFirstSeconds, m.SmallCPUPerMillion, m.SmallPeakRSSMB, m.SmallRest)
 			fmt.Fprintf(w, "  one transaction / %s-row transactions: %.2f (limit >= %.2f %s)\n", count(m.SmallTxnRows), m.Ratio, bigTxnRatioLimit, verdict(m.Ratio >= bigTxnRatioLimit))
+		}
+		if m.RecvlogicalRatio > 0 {
+			fmt.Fprintf(w, "  pg_recvlogical, the same two: %s rows/s in one transaction, %s in %s-row ones: %.2f (the walsender decodes and spills the large one before it sends its first row; walhook / pg_recvlogical %.2f in one transaction, %.2f in small ones)\n",
+				count(int64(m.RecvlogicalRowsPerSec)), count(int64(m.RecvlogicalSmallPerSec)), count(m.SmallTxnRows), m.RecvlogicalRatio,
+				m.RowsPerSec/m.RecvlogicalRowsPerSec, m.SmallRowsPerSec/m.RecvlogicalSmallPerSec)
 		}
 	}
 }
