@@ -274,6 +274,13 @@ func startWriting(t *testing.T, dsn string, pause time.Duration, step func(conn 
 	return w
 }
 
+// count is how many steps the writer has taken.
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ops
+}
+
 func (w *writer) Stop() {
 	select {
 	case <-w.stop:

@@ -117,6 +117,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// take 5 ms a request: every lane is busy, and a row's next change is
 	// often queued while the one before is in flight.
 	const rows = 20
+	const minRoundUpdates = 20 // at least, between one reload and the next
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	exec1(t, conn, fmt.Sprintf(`CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT i, 0 FROM generate_series(1, %d) i`, rows))
@@ -152,7 +153,12 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		reloads++
+		// Changes are in flight across every reload: on a machine that
+		// starves the writer (39 updates in a whole loaded run once), the
+		// round lasts until it has made a few.
+		from := w.count()
 		time.Sleep(150 * time.Millisecond)
+		waitUntil(t, time.Minute, "the writer's next updates", func() bool { return w.count() >= from+minRoundUpdates })
 		if round == 7 {
 			d.kill(t)
 			d = startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
