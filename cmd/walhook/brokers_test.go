@@ -331,18 +331,18 @@ func createKafkaTopic(t *testing.T, brokers []string, topic string) {
 // (TestBrokerFaults kills walhook under load and restarts RabbitMQ).
 func TestRabbitMQAcceptance(t *testing.T) {
 	t.Parallel()
-	srv := rabbittest.New(t)
-	srv.Declare(t, "walhook", "topic", "all", "#")
+	srv := rabbittest.Lazy(t) // exchange and queue of its own on the package's node
+	srv.Declare(t, "walhook-acc", "topic", "all-acc", "#")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
-	cfg, _ := writeAdminBrokerConfig(t, dsn, "rabbit_acc", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", srv.URL))
+	cfg, _ := writeAdminBrokerConfig(t, dsn, "rabbit_acc", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook-acc\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 500ms}\n    timeout: 5s\n", srv.URL))
 	want := runWorkload(t, dsn, cfg, "rabbit_acc", conn, true)
 	var got []consumedMsg
 	keys := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(keys) < want && time.Now().Before(deadline) {
-		for _, d := range srv.Get(t, "all") {
+		for _, d := range srv.Get(t, "all-acc") {
 			if d.MessageId == "" || d.ContentType != "application/json" || d.DeliveryMode != 2 {
 				t.Fatalf("message %s: content_type %q, delivery_mode %d; want a message_id, application/json, 2", d.MessageId, d.ContentType, d.DeliveryMode)
 			}
@@ -375,12 +375,12 @@ func TestRabbitMQAcceptance(t *testing.T) {
 // bound dlq replay delivers them.
 func TestRabbitMQUnroutable(t *testing.T) {
 	t.Parallel()
-	srv := rabbittest.New(t)
-	srv.Declare(t, "walhook", "topic", "", "")
+	srv := rabbittest.Lazy(t) // exchange and queue of its own on the package's node
+	srv.Declare(t, "walhook-unroutable", "topic", "", "")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
-	cfg, addr := writeAdminBrokerConfig(t, dsn, "rabbit_unroutable", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 200ms, max_attempts: 3}\n    timeout: 5s\n", srv.URL))
+	cfg, addr := writeAdminBrokerConfig(t, dsn, "rabbit_unroutable", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook-unroutable\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 200ms, max_attempts: 3}\n    timeout: 5s\n", srv.URL))
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, "rabbit_unroutable", d)
 	exec1(t, conn, `INSERT INTO items VALUES ('eu', 1, 0)`)
@@ -392,16 +392,16 @@ func TestRabbitMQUnroutable(t *testing.T) {
 		}
 		return st.DeadLetters >= 1
 	})
-	if !strings.Contains(lastError, `unroutable: exchange "walhook" routes nothing for routing key "public.items.insert"`) {
+	if !strings.Contains(lastError, `unroutable: exchange "walhook-unroutable" routes nothing for routing key "public.items.insert"`) {
 		t.Errorf("status last_error: got %q, want it to name the unroutable routing key", lastError)
 	}
-	checkRefusalLogged(t, d.out.String(), `unroutable: exchange \"walhook\" routes nothing for routing key \"public.items.insert\"`)
-	srv.Declare(t, "walhook", "topic", "all", "#")
+	checkRefusalLogged(t, d.out.String(), `unroutable: exchange \"walhook-unroutable\" routes nothing for routing key \"public.items.insert\"`)
+	srv.Declare(t, "walhook-unroutable", "topic", "all-unroutable", "#")
 	if code, out := runWalhook(t, "dlq", "replay", "--sink", "r", "--config", cfg); code != 0 {
 		t.Fatalf("dlq replay: exit %d:\n%s", code, out)
 	}
 	waitUntil(t, 30*time.Second, "the dead letter replayed", func() bool { return sinkStatus(t, addr, "r").DeadLetters == 0 })
-	if got := srv.Get(t, "all"); len(got) != 1 || got[0].RoutingKey != "public.items.insert" {
+	if got := srv.Get(t, "all-unroutable"); len(got) != 1 || got[0].RoutingKey != "public.items.insert" {
 		t.Errorf("got %d messages after the replay, want the one insert", len(got))
 	}
 }
@@ -412,14 +412,14 @@ func TestRabbitMQUnroutable(t *testing.T) {
 // once the password is right (a reload), the held rows arrive.
 func TestRabbitMQWrongPassword(t *testing.T) {
 	t.Parallel()
-	srv := rabbittest.New(t)
-	srv.Declare(t, "walhook", "topic", "all", "#")
+	srv := rabbittest.Lazy(t) // exchange and queue of its own on the package's node
+	srv.Declare(t, "walhook-auth", "topic", "all-auth", "#")
 	rcv := webhooktest.New(t, "")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	bad := strings.Replace(srv.URL, "guest:guest@", "guest:wr0ng-pw@", 1)
-	cfg, addr := writeAdminBrokerConfig(t, dsn, "rabbit_auth", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 200ms}\n    timeout: 5s\n"+
+	cfg, addr := writeAdminBrokerConfig(t, dsn, "rabbit_auth", "r", fmt.Sprintf("    type: rabbitmq\n    url: %q\n    exchange: walhook-auth\n    routing_key: \"{schema}.{table}.{action}\"\n    retry: {initial: 50ms, max: 200ms}\n    timeout: 5s\n"+
 		"  - name: w\n    url: %q\n    batch_wait: 5ms\n    retry: {initial: 50ms, max: 200ms}\n", bad, rcv.URL))
 	d := startWalhook(t, "run", "--config", cfg, "--shutdown-timeout", "1s")
 	waitStreaming(t, conn, "rabbit_auth", d)
@@ -439,14 +439,14 @@ func TestRabbitMQWrongPassword(t *testing.T) {
 	if strings.Contains(d.out.String(), "wr0ng-pw") {
 		t.Errorf("the log shows the password:\n%s", d.out.String())
 	}
-	if n := len(srv.Get(t, "all")); n != 0 {
+	if n := len(srv.Get(t, "all-auth")); n != 0 {
 		t.Fatalf("got %d messages with a wrong password, want 0", n)
 	}
 	editConfig(t, cfg, bad, srv.URL)
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	got := 0
 	waitUntil(t, 30*time.Second, "the 20 held rows on RabbitMQ", func() bool {
-		got += len(srv.Get(t, "all"))
+		got += len(srv.Get(t, "all-auth"))
 		return got >= 20
 	})
 }
@@ -461,14 +461,14 @@ func TestCheckBrokerSinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	srv := rabbittest.New(t)
-	srv.Declare(t, "walhook", "topic", "all", "#")
+	srv := rabbittest.Lazy(t) // exchanges of its own on the package's node
+	srv.Declare(t, "walhook-check", "topic", "all-check", "#")
 	dsn := pgtest.NewDatabase(t, pgtest.Shared())
 	conn := connect(t, dsn)
 	brokerTables(t, conn)
 	cfg, _ := writeAdminBrokerConfig(t, dsn, "broker_check", "k", fmt.Sprintf("    type: kafka\n    brokers: [%q]\n    topic: \"walhook.{schema}.{table}\"\n"+
-		"  - name: r\n    type: rabbitmq\n    url: %q\n    exchange: walhook\n    routing_key: \"{schema}.{table}.{action}\"\n"+
-		"  - name: r2\n    type: rabbitmq\n    url: %q\n    exchange: nowhere\n    routing_key: \"{schema}.{table}\"\n", c.ListenAddrs()[0], srv.URL, srv.URL))
+		"  - name: r\n    type: rabbitmq\n    url: %q\n    exchange: walhook-check\n    routing_key: \"{schema}.{table}.{action}\"\n"+
+		"  - name: r2\n    type: rabbitmq\n    url: %q\n    exchange: nowhere-check\n    routing_key: \"{schema}.{table}\"\n", c.ListenAddrs()[0], srv.URL, srv.URL))
 	code, out := runWalhook(t, "check", "--config", cfg)
 	if code != 1 {
 		t.Errorf("exit code %d, want 1", code)
@@ -477,8 +477,8 @@ func TestCheckBrokerSinks(t *testing.T) {
 		"table public.items maps to topic walhook.public.items (2 partitions)",
 		"table public.odd.name x maps to topic walhook.public.odd_name_x, which does not exist: unknown topic; create it",
 		"table public.odd.name x maps to routing key public.odd_name_x.delete",
-		`exchange "walhook" exists`,
-		`exchange "nowhere" does not exist; declare it`,
+		`exchange "walhook-check" exists`,
+		`exchange "nowhere-check" does not exist; declare it`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walhook/walhook/internal/pgtest"
+	"github.com/walhook/walhook/internal/rabbittest"
 	"github.com/walhook/walhook/internal/webhooktest"
 )
 
@@ -30,6 +31,7 @@ func TestMain(m *testing.M) {
 func runTests(m *testing.M) int {
 	// make test's version matrix builds walhook once for every version's
 	// run, with the race detector like the suite's own.
+	defer rabbittest.StopLazy()
 	if bin := os.Getenv("WALHOOK_TEST_BIN"); bin != "" {
 		walhookBin = bin
 		return pgtest.Run(m)

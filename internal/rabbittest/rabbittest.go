@@ -306,9 +306,50 @@ func (s *Server) Get(t testing.TB, queue string) []amqp.Delivery {
 	}
 }
 
-// New starts a node of t's own, killed when t ends: for a test package
-// that cannot give its TestMain to Main (one that runs PostgreSQL too). It
-// skips the test when rabbitmq-server is not installed.
+var lazy struct {
+	once sync.Once
+	srv  *Server
+	dir  string
+	err  error
+}
+
+// Lazy is a node shared by the tests of a package that cannot give its
+// TestMain to Main (one that runs PostgreSQL too): the first test that
+// asks starts it, the others wait for it, and StopLazy, called after the
+// package's tests, kills it (as does the test process's death). A node
+// boots in seconds of CPU, so tests that only publish and declare share
+// one, each with exchanges and queues of its own; a test that kills or
+// restarts its node uses New. It skips the test when rabbitmq-server is
+// not installed.
+func Lazy(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(program); err != nil {
+		t.Skipf("%s is not installed (make test installs it)", program)
+	}
+	lazy.once.Do(func() {
+		if lazy.dir, lazy.err = os.MkdirTemp("", "rabbittest-"); lazy.err == nil {
+			lazy.srv, lazy.err = Start(lazy.dir)
+		}
+	})
+	if lazy.err != nil {
+		t.Fatal(lazy.err)
+	}
+	return lazy.srv
+}
+
+// StopLazy kills the node Lazy started, if it did, and removes its files.
+func StopLazy() {
+	if lazy.srv != nil {
+		lazy.srv.Kill()
+	}
+	if lazy.dir != "" {
+		os.RemoveAll(lazy.dir)
+	}
+}
+
+// New starts a node of t's own, killed when t ends: for a test that kills
+// or restarts it, in a package that cannot give its TestMain to Main (see
+// Lazy). It skips the test when rabbitmq-server is not installed.
 func New(t testing.TB) *Server {
 	t.Helper()
 	if _, err := os.Stat(program); err != nil {
