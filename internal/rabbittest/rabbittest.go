@@ -13,6 +13,9 @@
 //
 // A test may kill the node and restart it on the same port and data, as a
 // broker restart; tests that do so must not run in parallel with others.
+// A package whose TestMain is another's (cmd/walhook's is pgtest's) shares
+// a node through Lazy and StopLazy, and gives a test that kills its node
+// one of its own (New).
 package rabbittest
 
 import (
