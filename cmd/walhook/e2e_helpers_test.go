@@ -29,9 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	defer rabbittest.StopLazy()
 	// make test's version matrix builds walhook once for every version's
 	// run, with the race detector like the suite's own.
-	defer rabbittest.StopLazy()
 	if bin := os.Getenv("WALHOOK_TEST_BIN"); bin != "" {
 		walhookBin = bin
 		return pgtest.Run(m)

@@ -178,20 +178,20 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 		// What a failure needs to be read: which rows differ, and whether
 		// a row's first deliveries came out of commit order.
+		byRow := map[int][]string{} // each row's first deliveries at s
+		for _, m := range firstDeliveries(s.Messages()) {
+			id := rowID(t, m)
+			byRow[id] = append(byRow[id], m.Action+" "+m.Metadata.IdempotencyKey)
+		}
 		var diff []string
 		for id := 1; id <= rows; id++ {
 			if got[id] != want[id] {
-				var last []string // the row's last first deliveries at s
-				for _, m := range firstDeliveries(s.Messages()) {
-					if rowID(t, m) == id {
-						last = append(last, m.Action+" "+m.Metadata.IdempotencyKey)
-					}
-				}
+				last := byRow[id]
 				diff = append(diff, fmt.Sprintf("row %d: got %d, want %d, from %d first deliveries, the last %v", id, got[id], want[id], len(last), last[max(0, len(last)-3):]))
 			}
 		}
 		t.Logf("%d writer changes, %d reloads and a kill; s got %d messages, c %d; %d rows differ: %s",
-			w.ops, reloads, len(s.Messages()), len(c.Messages()), len(diff), strings.Join(diff, "; "))
+			w.count(), reloads, len(s.Messages()), len(c.Messages()), len(diff), strings.Join(diff, "; "))
 		checkRowOrder(t, s.Messages())
 	}()
 	// A bound, not a speed: after the kill the walsender decodes again

@@ -326,9 +326,7 @@ var lazy struct {
 // not installed.
 func Lazy(t testing.TB) *Server {
 	t.Helper()
-	if _, err := os.Stat(program); err != nil {
-		t.Skipf("%s is not installed (make test installs it)", program)
-	}
+	skipWithoutServer(t)
 	lazy.once.Do(func() {
 		if lazy.dir, lazy.err = os.MkdirTemp("", "rabbittest-"); lazy.err == nil {
 			lazy.srv, lazy.err = Start(lazy.dir)
@@ -338,6 +336,14 @@ func Lazy(t testing.TB) *Server {
 		t.Fatal(lazy.err)
 	}
 	return lazy.srv
+}
+
+// skipWithoutServer skips t when rabbitmq-server is not installed.
+func skipWithoutServer(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(program); err != nil {
+		t.Skipf("%s is not installed (make test installs it)", program)
+	}
 }
 
 // StopLazy kills the node Lazy started, if it did, and removes its files.
@@ -355,9 +361,7 @@ func StopLazy() {
 // Lazy). It skips the test when rabbitmq-server is not installed.
 func New(t testing.TB) *Server {
 	t.Helper()
-	if _, err := os.Stat(program); err != nil {
-		t.Skipf("%s is not installed (make test installs it)", program)
-	}
+	skipWithoutServer(t)
 	s, err := Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
